@@ -1,0 +1,44 @@
+# relaybot: `make run` starts the bot on embedded defaults; `make test` runs the whole test suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: run chat test test-fast check bench system-deps install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+run: install
+	$(VENV)/bin/relaybot run
+
+chat: install
+	$(VENV)/bin/relaybot chat
+
+# Redis, PostgreSQL and Chromium are real parts of the tests: installed from Debian when missing.
+system-deps:
+	bash tests/support/install-system-deps.sh
+
+test: install system-deps
+	HF_HUB_OFFLINE=1 $(PY) -m pytest
+
+test-fast: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not browser and not postgres"
+
+check: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench: install system-deps
+	$(PY) bench/ws_throughput.py
+	$(PY) bench/history_cost.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

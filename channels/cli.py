@@ -1,0 +1,126 @@
+"""A terminal channel: talk to a bot from a shell with `relaybot chat`.
+
+It goes through the same bus, worker, pipeline and outbox as every other channel, so what you
+see here is what a Slack or web user would get.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import itertools
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from aiohttp import web
+
+from core.channel import Capabilities, ChannelContext, DeliveryResult
+from core.envelope import Envelope, Reply
+from core.settings import Settings
+
+QUIT_WORDS = frozenset({"/quit", "/exit", ":q"})
+
+
+class TerminalChannel:
+    channel_names = ("cli",)
+    capabilities = Capabilities(max_message_length=100_000, markdown="plain", can_stream=True)
+
+    def __init__(self, ctx: ChannelContext, *, out: TextIO | None = None, user: str | None = None) -> None:
+        self._ctx = ctx
+        self._out = out or sys.stdout
+        self._user = user or getpass.getuser()
+        self._ids = itertools.count(1)
+        self._waiting: dict[str, asyncio.Future[Reply]] = {}
+        self._streamed: set[str] = set()
+
+    @staticmethod
+    def is_configured(settings: Settings) -> bool:
+        # Interactive only: `relaybot chat` adds it by hand; `relaybot run` never starts it.
+        return False
+
+    def register(self, app: web.Application) -> None:
+        """No routes: the terminal is not an HTTP channel."""
+
+    async def ask(self, text: str, *, bot: str) -> Reply:
+        """Send one line as the terminal user and wait for the bot's reply."""
+        message_id = f"{next(self._ids)}-{asyncio.get_running_loop().time():.6f}"
+        envelope = Envelope.create(
+            bot=bot,
+            channel="cli",
+            channel_message_id=message_id,
+            conversation_id=f"terminal:{self._user}",
+            user_id=f"cli:{self._user}",
+            user_name=self._user,
+            text=text,
+        )
+        waiter: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._waiting[message_id] = waiter
+        try:
+            await self._ctx.bus.publish(envelope)
+            return await waiter
+        finally:
+            self._waiting.pop(message_id, None)
+            self._streamed.discard(message_id)
+
+    async def interact(self, *, bot: str, history_file: Path | None = None) -> None:
+        """A read-eval-print loop on stdin/stdout with readline history when there is a terminal."""
+        interactive = sys.stdin.isatty()
+        if interactive:
+            _enable_readline(history_file)
+            display = self._ctx.bots.require(bot).display_name
+            self._out.write(f"Chatting with {display}. Type /quit or press Ctrl-D to leave.\n")
+        while True:
+            try:
+                line = await asyncio.to_thread(input, "you> " if interactive else "")
+            except EOFError:
+                break
+            if line.strip() in QUIT_WORDS:
+                break
+            if not line.strip():
+                continue
+            await self.ask(line, bot=bot)
+        if interactive and history_file is not None:
+            _save_readline(history_file)
+
+    async def deliver(self, reply: Reply) -> DeliveryResult:
+        key = reply.in_reply_to or ""
+        if not reply.final:
+            if key not in self._streamed:
+                self._streamed.add(key)
+                self._out.write("bot> ")
+            self._out.write(reply.text)
+            self._out.flush()
+            return DeliveryResult(delivered=True)
+        if key in self._streamed:
+            self._out.write("\n")
+        else:
+            self._out.write(f"bot> {reply.text}\n")
+        self._out.flush()
+        waiter = self._waiting.get(key)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(reply)
+        return DeliveryResult(delivered=True, channel_message_ids=(str(reply.seq),))
+
+    async def close(self) -> None:
+        for waiter in self._waiting.values():
+            waiter.cancel()
+
+
+def _enable_readline(history_file: Path | None) -> None:
+    try:
+        import readline
+    except ImportError:  # not on every platform; the chat works without it
+        return
+    if history_file is not None and history_file.exists():
+        readline.read_history_file(history_file)
+    readline.set_history_length(1000)
+
+
+def _save_readline(history_file: Path) -> None:
+    try:
+        import readline
+    except ImportError:
+        return
+    history_file.parent.mkdir(parents=True, exist_ok=True)
+    readline.write_history_file(history_file)

@@ -1,0 +1,89 @@
+"""The channel seam as the core sees it.
+
+The core delivers through `DeliveryTarget` and the runtime drives `ChannelAdapter`s found by
+entry point; both live here because `core/` never imports `channels/`. Adapters build on
+`channels.base`, which re-exports these with shared helpers for the HTTP edge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import structlog
+from aiohttp import web
+
+from core.bots import BotRegistry
+from core.bus.base import Bus
+from core.dedupe.base import DedupeStore
+from core.envelope import Reply
+from core.settings import Settings
+from core.stores.base import HistoryStore
+
+MarkdownDialect = Literal["commonmark", "mrkdwn", "telegram-html", "whatsapp", "plain"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Capabilities:
+    max_message_length: int
+    markdown: MarkdownDialect = "commonmark"
+    can_edit: bool = False
+    can_stream: bool = False
+    can_show_typing: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    """What the channel did with a reply: sent now, or kept for the recipient to fetch later."""
+
+    delivered: bool
+    channel_message_ids: tuple[str, ...] = ()
+    detail: str = ""
+
+
+class DeliveryTarget(Protocol):
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    async def deliver(self, reply: Reply) -> DeliveryResult:
+        """Send a reply (or, with `final=False`, a streamed fragment).
+
+        Raises core.errors.DeliveryError; `retryable` and `retry_after` steer the outbox.
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelContext:
+    """What an adapter may use: given by the runtime, so adapters never build their own services."""
+
+    settings: Settings
+    bots: BotRegistry
+    bus: Bus
+    dedupe: DedupeStore
+    history: HistoryStore
+    secret: bytes
+    logger: structlog.typing.FilteringBoundLogger
+
+
+class ChannelAdapter(DeliveryTarget, Protocol):
+    """A channel adapter as the runtime drives it (`channels.base` documents the full seam)."""
+
+    #: the envelope channel names this adapter delivers for (e.g. ("sms", "whatsapp"))
+    channel_names: tuple[str, ...]
+
+    def register(self, app: web.Application) -> None:
+        """Add the adapter's routes to the shared aiohttp app."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class ChannelFactory(Protocol):
+    """An adapter class as found through the `relaybot.channels` entry point."""
+
+    def __call__(self, ctx: ChannelContext) -> ChannelAdapter: ...
+
+    def is_configured(self, settings: Settings) -> bool:
+        """Whether `relaybot run` should start this adapter with these settings."""
+        ...

@@ -1,0 +1,161 @@
+"""The message envelope: the only thing channel adapters and the core exchange.
+
+Adapters normalize a platform event into an `Envelope`; the pipeline answers it with a `Reply`.
+Both are frozen and round-trip through JSON, because in production they cross process
+boundaries on the bus and the outbox.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, get_args
+
+ChannelName = Literal["slack", "telegram", "sms", "whatsapp", "web", "api", "cli"]
+CHANNEL_NAMES: frozenset[str] = frozenset(get_args(ChannelName))
+
+
+def new_id() -> str:
+    """A random, URL-safe identifier for envelopes, replies and sessions."""
+    return uuid.uuid4().hex
+
+
+def session_id_for(bot: str, channel: str, conversation_id: str) -> str:
+    """The session of a conversation: one per bot, channel and conversation."""
+    return f"{bot}:{channel}:{conversation_id}"
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("timestamps must be timezone-aware (UTC)")
+    return value.astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attachment:
+    """A file the user sent: where to fetch it and what it is."""
+
+    url: str
+    mime_type: str | None = None
+    name: str | None = None
+    size: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Envelope:
+    """One inbound message, normalized by its channel adapter."""
+
+    id: str
+    bot: str
+    channel: str
+    channel_message_id: str
+    conversation_id: str
+    session_id: str
+    user_id: str
+    text: str
+    reply_to: str
+    received_at: datetime
+    dedupe_key: str
+    user_name: str | None = None
+    attachments: tuple[Attachment, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.channel not in CHANNEL_NAMES:
+            raise ValueError(f"unknown channel {self.channel!r}; expected one of {sorted(CHANNEL_NAMES)}")
+        if not self.bot or not self.conversation_id or not self.user_id:
+            raise ValueError("an envelope needs a bot, a conversation_id and a user_id")
+        object.__setattr__(self, "received_at", _utc(self.received_at))
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        bot: str,
+        channel: str,
+        channel_message_id: str,
+        conversation_id: str,
+        user_id: str,
+        text: str,
+        reply_to: str | None = None,
+        user_name: str | None = None,
+        attachments: tuple[Attachment, ...] = (),
+        received_at: datetime | None = None,
+    ) -> Envelope:
+        """Build an envelope, deriving the session id and the dedupe key from the channel's ids."""
+        return cls(
+            id=new_id(),
+            bot=bot,
+            channel=channel,
+            channel_message_id=channel_message_id,
+            conversation_id=conversation_id,
+            session_id=session_id_for(bot, channel, conversation_id),
+            user_id=user_id,
+            user_name=user_name,
+            text=text,
+            attachments=attachments,
+            reply_to=reply_to if reply_to is not None else conversation_id,
+            received_at=received_at or datetime.now(UTC),
+            dedupe_key=f"{bot}:{channel}:{conversation_id}:{channel_message_id}",
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["received_at"] = self.received_at.isoformat()
+        data["attachments"] = [asdict(a) for a in self.attachments]
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Envelope:
+        fields = dict(data)
+        fields["received_at"] = datetime.fromisoformat(fields["received_at"])
+        fields["attachments"] = tuple(Attachment(**a) for a in fields.get("attachments", ()))
+        return cls(**fields)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Envelope:
+        return cls.from_dict(json.loads(raw))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reply:
+    """The core's answer to one envelope, in Markdown; the channel formats and splits it.
+
+    `final=False` marks a streamed fragment (`text` is the new delta), which channels that can
+    show streaming display at once; the final reply carries the whole text and, once recorded,
+    its sequence number in the conversation.
+    """
+
+    envelope_id: str
+    session_id: str
+    bot: str
+    channel: str
+    reply_to: str
+    text: str
+    in_reply_to: str | None = None
+    seq: int | None = None
+    parts: tuple[str, ...] = ()
+    quick_replies: tuple[str, ...] = ()
+    final: bool = True
+    id: str = field(default_factory=new_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Reply:
+        fields = dict(data)
+        fields["parts"] = tuple(fields.get("parts", ()))
+        fields["quick_replies"] = tuple(fields.get("quick_replies", ()))
+        return cls(**fields)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Reply:
+        return cls.from_dict(json.loads(raw))

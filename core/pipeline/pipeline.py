@@ -1,0 +1,63 @@
+"""Runs a turn's stages in order, then its closing stages, and always produces one reply."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+import structlog
+
+from core.bots import BotConfig
+from core.envelope import Envelope, Reply
+from core.pipeline.turn import DeltaSink, Turn
+
+Stage = Callable[[Turn], Awaitable[None]]
+
+
+class Pipeline:
+    """`stages` build the answer and stop early once one calls `turn.answer`; `closing` stages
+    (save, log) run for every turn, including rate-limited and failed ones.
+    """
+
+    def __init__(
+        self,
+        *,
+        stages: Sequence[Stage],
+        closing: Sequence[Stage],
+        logger: structlog.typing.FilteringBoundLogger | None = None,
+    ) -> None:
+        self._stages = tuple(stages)
+        self._closing = tuple(closing)
+        self._log = logger or structlog.get_logger("relaybot.pipeline")
+
+    async def run(self, envelope: Envelope, bot: BotConfig, *, stream: DeltaSink | None = None) -> Reply:
+        turn = Turn(envelope=envelope, bot=bot, stream=stream)
+        try:
+            for stage in self._stages:
+                await stage(turn)
+                if turn.done:
+                    break
+        except Exception as exc:
+            # A broken stage must not leave the user without an answer.
+            await self._log.aexception("turn_stage_failed", error=str(exc))
+            turn.error = f"{type(exc).__name__}: {exc}"
+            turn.fallback_used = True
+            turn.answer(bot.models.static_fallback)
+        if turn.reply_text is None:
+            turn.answer(bot.models.static_fallback)
+            turn.fallback_used = True
+        for stage in self._closing:
+            try:
+                await stage(turn)
+            except Exception as exc:
+                await self._log.aexception("turn_closing_stage_failed", error=str(exc))
+                turn.error = turn.error or f"{type(exc).__name__}: {exc}"
+        return Reply(
+            envelope_id=envelope.id,
+            session_id=envelope.session_id,
+            bot=envelope.bot,
+            channel=envelope.channel,
+            reply_to=envelope.reply_to,
+            in_reply_to=envelope.channel_message_id,
+            text=turn.reply_text or bot.models.static_fallback,
+            seq=turn.seq,
+        )

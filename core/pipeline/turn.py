@@ -1,0 +1,55 @@
+"""The context one message carries through the pipeline."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from core.bots import BotConfig
+from core.envelope import Envelope
+from core.llm.base import ChatMessage
+from core.stores.base import Session, StoredMessage
+
+DeltaSink = Callable[[str], Awaitable[None]]
+
+
+@dataclass(kw_only=True, slots=True)
+class Turn:
+    envelope: Envelope
+    bot: BotConfig
+    stream: DeltaSink | None = None
+    started_at: float = field(default_factory=time.monotonic)
+
+    session: Session | None = None
+    session_created: bool = False
+    history: list[StoredMessage] = field(default_factory=list)
+    context: list[ChatMessage] = field(default_factory=list)
+    intent: str | None = None
+
+    reply_text: str | None = None
+    notice: str | None = None
+    done: bool = False
+    seq: int | None = None
+
+    provider: str | None = None
+    model: str | None = None
+    fallback_used: bool = False
+    tokens_in: int = 0
+    tokens_out: int = 0
+    tokens_estimated: bool = False
+    error: str | None = None
+
+    def answer(self, text: str, *, notice: str | None = None) -> None:
+        """End the turn with this reply; later stages are skipped.
+
+        `notice` names a reply that is not a conversation answer (e.g. "rate_limited"): it is shown
+        and recorded, but the message was not processed and neither enters the model's context.
+        """
+        self.reply_text = text
+        self.notice = notice
+        self.done = True
+
+    @property
+    def latency_ms(self) -> float:
+        return (time.monotonic() - self.started_at) * 1000

@@ -1,0 +1,96 @@
+"""Process settings: the only module that reads the environment.
+
+Precedence: environment variables (prefix `RELAYBOT_`, plus the SDKs' own names such as
+`REDIS_URL`, `DATABASE_URL`, `OPENAI_API_KEY`) over `config/<env>.toml` over `config/default.toml`
+over the defaults below. Everything else in relaybot receives these values through constructors.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class WebSettings(BaseModel):
+    """The web widget and WebSocket channel."""
+
+    max_frame_bytes: int = Field(
+        16 * 1024, ge=1024, description="WebSocket frames above this close with 1009"
+    )
+    max_text_chars: int = Field(4000, ge=1, description="message text above this gets an error frame")
+    allowed_origins: list[str] = Field(
+        default_factory=lambda: ["*"],
+        description="Origins allowed to open the WebSocket; '*' allows any (set your sites in production)",
+    )
+    token_ttl_seconds: int = Field(30 * 24 * 3600, ge=60)
+    heartbeat_seconds: float = 20.0
+    send_timeout_seconds: float = 5.0
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RELAYBOT_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    env: str = "development"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    bots_dir: Path = Path("bots")
+    data_dir: Path = Path("data")
+    default_bot: str = "support"
+    secret_key: SecretStr | None = Field(
+        None, description="signs web session tokens; generated into DATA_DIR/secret_key when unset"
+    )
+    redis_url: str | None = Field(None, validation_alias=AliasChoices("REDIS_URL", "RELAYBOT_REDIS_URL"))
+    database_url: str | None = Field(
+        None, validation_alias=AliasChoices("DATABASE_URL", "RELAYBOT_DATABASE_URL")
+    )
+    openai_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("OPENAI_API_KEY", "RELAYBOT_OPENAI_API_KEY")
+    )
+    anthropic_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "RELAYBOT_ANTHROPIC_API_KEY")
+    )
+    session_ttl_seconds: int = Field(3600, ge=1)
+    worker_concurrency: int = Field(16, ge=1)
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = "INFO"
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    web: WebSettings = Field(default_factory=WebSettings)
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'relaybot.db'}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config_dir = Path(os.environ.get("RELAYBOT_CONFIG_DIR", "config"))
+        env_name = os.environ.get("RELAYBOT_ENV", "development")
+        files = [p for p in (config_dir / "default.toml", config_dir / f"{env_name}.toml") if p.is_file()]
+        # Later files win, so the per-environment file overrides the defaults.
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=files)
+        return (init_settings, env_settings, toml)
+
+
+LogFormat = Literal["json", "console"]

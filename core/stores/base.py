@@ -1,0 +1,128 @@
+"""The store seams.
+
+`SessionStore` holds active conversations (fields + a window of recent messages) with a TTL that
+is extended on every access: memory when embedded, Redis in production. `HistoryStore` is the
+durable, append-only transcript (SQL). Both are append-only per turn: the cost of a turn never
+grows with the length of the conversation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+Role = Literal["user", "assistant", "system"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredMessage:
+    """One message of a conversation.
+
+    `ref` is the channel's id for the user message (or, on an assistant message, the id of the
+    message it answers); `seq` is the position in the durable history, set once it is saved;
+    `meta` carries small string flags (e.g. `kind=notice` for rate-limit notices, which are
+    shown to the user but kept out of the model's context).
+    """
+
+    role: Role
+    content: str
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    ref: str | None = None
+    seq: int | None = None
+    meta: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def is_notice(self) -> bool:
+        return self.meta.get("kind") == "notice"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "role": self.role,
+            "content": self.content,
+            "created_at": self.created_at.isoformat(),
+            "ref": self.ref,
+            "seq": self.seq,
+            "meta": dict(self.meta),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StoredMessage:
+        return cls(
+            role=data["role"],
+            content=data["content"],
+            created_at=datetime.fromisoformat(data["created_at"]),
+            ref=data.get("ref"),
+            seq=data.get("seq"),
+            meta=dict(data.get("meta") or {}),
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class Session:
+    """An active conversation: who, where, and free-form string fields for multi-step flows."""
+
+    session_id: str
+    bot: str
+    channel: str
+    conversation_id: str
+    user_id: str
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+class SessionStore(Protocol):
+    """Active sessions with a TTL; every read or write extends it."""
+
+    async def load(self, session_id: str) -> Session | None:
+        """The session, or None if it never existed or expired. Extends the TTL."""
+        ...
+
+    async def create(self, session: Session) -> None:
+        """Store a new session (replacing any expired remains)."""
+        ...
+
+    async def append(self, session_id: str, messages: Sequence[StoredMessage]) -> None:
+        """Append messages to the session's list; never rewrites earlier ones. Extends the TTL."""
+        ...
+
+    async def recent(self, session_id: str, limit: int) -> list[StoredMessage]:
+        """The last `limit` messages, oldest first."""
+        ...
+
+    async def set_fields(self, session_id: str, fields: Mapping[str, str]) -> None:
+        """Set (merge) string fields on the session. Extends the TTL."""
+        ...
+
+    async def delete(self, session_id: str) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise StoreError if the backend is unreachable."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class HistoryStore(Protocol):
+    """The durable, append-only transcript of every conversation."""
+
+    async def append(
+        self, *, session_id: str, bot: str, channel: str, user_id: str, messages: Sequence[StoredMessage]
+    ) -> list[StoredMessage]:
+        """Append messages; returns them with their `seq` (1, 2, 3... per session) set."""
+        ...
+
+    async def recent(self, session_id: str, limit: int) -> list[StoredMessage]:
+        """The last `limit` messages of a session, oldest first."""
+        ...
+
+    async def after(self, session_id: str, seq: int, *, role: Role | None = None) -> list[StoredMessage]:
+        """Messages with a sequence number above `seq`, oldest first, optionally of one role."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise StoreError if the database is unreachable."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,135 @@
+"""In-process stores: the embedded default for sessions, and a fast double for history in unit tests.
+
+Nothing here survives a restart; `relaybot run` on one machine accepts that for active sessions,
+while the durable transcript goes to SQL (`core.stores.sql`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from core.errors import StoreError
+from core.stores.base import Role, Session, StoredMessage
+
+__all__ = ["MemoryHistoryStore", "MemorySessionStore"]
+
+
+def _copy_message(message: StoredMessage) -> StoredMessage:
+    # `meta` is a caller-owned mapping; snapshot it so the store behaves like a serializing backend.
+    return replace(message, meta=dict(message.meta))
+
+
+def _copy_session(session: Session) -> Session:
+    return replace(session, fields=dict(session.fields))
+
+
+@dataclass(slots=True)
+class _Entry:
+    session: Session
+    expires_at: float
+    messages: list[StoredMessage] = field(default_factory=list)
+
+
+class MemorySessionStore:
+    """Sessions in a dict, each living `ttl_seconds` past its last access.
+
+    Entries are kept in last-access order: since every access pushes the expiry to
+    `now + ttl` with the same ttl, the entries that expire first are always at the front, so
+    sweeping them is cheap and abandoned conversations do not accumulate.
+    """
+
+    def __init__(self, ttl_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if ttl_seconds <= 0:
+            raise ValueError("ttl_seconds must be positive")
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+
+    def _sweep(self, now: float) -> None:
+        while self._entries:
+            session_id, entry = next(iter(self._entries.items()))
+            if entry.expires_at > now:
+                break
+            del self._entries[session_id]
+
+    def _touch(self, session_id: str) -> _Entry | None:
+        now = self._clock()
+        self._sweep(now)
+        entry = self._entries.get(session_id)
+        if entry is None:
+            return None
+        entry.expires_at = now + self._ttl
+        self._entries.move_to_end(session_id)
+        return entry
+
+    def _require(self, session_id: str) -> _Entry:
+        entry = self._touch(session_id)
+        if entry is None:
+            raise StoreError(f"session {session_id!r} does not exist or has expired; create it first")
+        return entry
+
+    async def load(self, session_id: str) -> Session | None:
+        entry = self._touch(session_id)
+        return None if entry is None else _copy_session(entry.session)
+
+    async def create(self, session: Session) -> None:
+        now = self._clock()
+        self._sweep(now)
+        self._entries.pop(session.session_id, None)
+        self._entries[session.session_id] = _Entry(_copy_session(session), now + self._ttl)
+
+    async def append(self, session_id: str, messages: Sequence[StoredMessage]) -> None:
+        entry = self._require(session_id)
+        entry.messages.extend(_copy_message(m) for m in messages)
+
+    async def recent(self, session_id: str, limit: int) -> list[StoredMessage]:
+        entry = self._touch(session_id)
+        if entry is None or limit <= 0:
+            return []
+        return [_copy_message(m) for m in entry.messages[-limit:]]
+
+    async def set_fields(self, session_id: str, fields: Mapping[str, str]) -> None:
+        self._require(session_id).session.fields.update(fields)
+
+    async def delete(self, session_id: str) -> None:
+        self._entries.pop(session_id, None)
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+class MemoryHistoryStore:
+    """The durable-history contract without durability: for unit tests and throwaway runs."""
+
+    def __init__(self) -> None:
+        self._messages: dict[str, list[StoredMessage]] = {}
+
+    async def append(
+        self, *, session_id: str, bot: str, channel: str, user_id: str, messages: Sequence[StoredMessage]
+    ) -> list[StoredMessage]:
+        stored = self._messages.setdefault(session_id, [])
+        saved = [replace(_copy_message(m), seq=len(stored) + i) for i, m in enumerate(messages, start=1)]
+        stored.extend(saved)
+        return [_copy_message(m) for m in saved]
+
+    async def recent(self, session_id: str, limit: int) -> list[StoredMessage]:
+        if limit <= 0:
+            return []
+        return [_copy_message(m) for m in self._messages.get(session_id, [])[-limit:]]
+
+    async def after(self, session_id: str, seq: int, *, role: Role | None = None) -> list[StoredMessage]:
+        # Positions are seq - 1, so slicing skips the earlier messages without scanning them.
+        tail = self._messages.get(session_id, [])[max(seq, 0) :]
+        return [_copy_message(m) for m in tail if role is None or m.role == role]
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None

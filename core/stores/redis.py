@@ -1,0 +1,214 @@
+"""Active sessions in Redis, shared by every worker process.
+
+Layout, per session (`P` = prefix):
+
+    P:session:<id>            HASH  bot, channel, conversation_id, user_id, created_at, f:<field>...
+    P:session:<id>:messages   LIST  one JSON `StoredMessage.to_dict()` per item, oldest first
+
+Custom fields live under `f:` so a flow can use any name (even `bot`) without clobbering the
+identity fields. Both keys share one TTL that every access renews in the same round trip, so a
+session never half-expires. Appends are RPUSH and reads are LRANGE from the tail: a turn costs the
+same on the first message and the thousandth.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.connection import SSLConnection
+from redis.exceptions import AuthenticationError, AuthorizationError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.typing import EncodableT, FieldT
+
+from core.errors import ConfigError, StoreError
+from core.stores.base import Session, StoredMessage
+
+__all__ = ["RedisSessionStore"]
+
+_IDENTITY = ("bot", "channel", "conversation_id", "user_id", "created_at")
+_FIELD = "f:"
+
+# Append and set_fields must not resurrect a session that expired (or was deleted) between the
+# caller's load and its write: a bare RPUSH/HSET would leave a headless list or a hash without
+# identity. A script checks and writes atomically in one round trip.
+_APPEND_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if #ARGV > 1 then redis.call('RPUSH', KEYS[2], unpack(ARGV, 2)) end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return 1
+"""
+
+_SET_FIELDS_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if #ARGV > 1 then redis.call('HSET', KEYS[1], unpack(ARGV, 2)) end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return 1
+"""
+
+
+def _text(value: bytes | str) -> str:
+    # The client may or may not have been built with decode_responses; accept both.
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _describe(client: aioredis.Redis) -> str:
+    """Where the client points, without credentials, for error messages."""
+    pool = client.connection_pool
+    kwargs = pool.connection_kwargs
+    if kwargs.get("path"):
+        return f"unix://{kwargs['path']}"
+    scheme = "rediss" if issubclass(pool.connection_class, SSLConnection) else "redis"
+    return f"{scheme}://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+
+
+class RedisSessionStore:
+    """`SessionStore` on Redis. Takes an existing client; `from_url` builds one."""
+
+    def __init__(self, client: aioredis.Redis, *, ttl_seconds: int = 3600, prefix: str = "relaybot") -> None:
+        if ttl_seconds <= 0:
+            raise ValueError("ttl_seconds must be a positive number of seconds")
+        self._client = client
+        self._ttl = int(ttl_seconds)
+        self._prefix = prefix
+        self._where = _describe(client)
+        self._append_script = client.register_script(_APPEND_LUA)
+        self._set_fields_script = client.register_script(_SET_FIELDS_LUA)
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, ttl_seconds: int = 3600, prefix: str = "relaybot", **client_kwargs: Any
+    ) -> RedisSessionStore:
+        """Build the client from a URL (REDIS_URL); extra keyword arguments go to the client."""
+        # Without a connect timeout a firewalled Redis stalls every turn for minutes instead of
+        # failing fast enough for the caller to tell the user.
+        client_kwargs.setdefault("socket_connect_timeout", 5.0)
+        try:
+            client = aioredis.Redis.from_url(url, **client_kwargs)
+        except ValueError as exc:
+            raise ConfigError(
+                f"REDIS_URL is not a valid Redis URL ({exc}); expected redis://host:port/db"
+            ) from exc
+        return cls(client, ttl_seconds=ttl_seconds, prefix=prefix)
+
+    def _keys(self, session_id: str) -> tuple[str, str]:
+        base = f"{self._prefix}:session:{session_id}"
+        return base, f"{base}:messages"
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except (AuthenticationError, AuthorizationError) as exc:
+            raise StoreError(
+                f"Redis at {self._where} refused relaybot while {action} ({exc}): "
+                f"check the user name and password in REDIS_URL"
+            ) from exc
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise StoreError(
+                f"cannot reach Redis at {self._where} while {action} ({exc}): "
+                f"is redis-server running, and is REDIS_URL right?"
+            ) from exc
+        except RedisError as exc:
+            raise StoreError(
+                f"Redis at {self._where} failed while {action} ({exc}); if the error is WRONGTYPE, "
+                f"another application is using keys under the prefix {self._prefix!r}"
+            ) from exc
+
+    def _malformed(self, session_id: str, key: str, exc: Exception) -> StoreError:
+        return StoreError(
+            f"session {session_id!r} has malformed data in Redis at {self._where} (key {key!r}: {exc!r}); "
+            f"delete that key to start the conversation afresh"
+        )
+
+    async def load(self, session_id: str) -> Session | None:
+        hkey, lkey = self._keys(session_id)
+        with self._errors("loading a session"):
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.hgetall(hkey)
+                pipe.expire(hkey, self._ttl)
+                pipe.expire(lkey, self._ttl)
+                raw, _, _ = await pipe.execute()
+        if not raw:
+            return None
+        data = {_text(k): _text(v) for k, v in raw.items()}
+        try:
+            return Session(
+                session_id=session_id,
+                bot=data["bot"],
+                channel=data["channel"],
+                conversation_id=data["conversation_id"],
+                user_id=data["user_id"],
+                created_at=datetime.fromisoformat(data["created_at"]),
+                fields={k.removeprefix(_FIELD): v for k, v in data.items() if k.startswith(_FIELD)},
+            )
+        except (KeyError, ValueError) as exc:
+            raise self._malformed(session_id, hkey, exc) from exc
+
+    async def create(self, session: Session) -> None:
+        hkey, lkey = self._keys(session.session_id)
+        mapping: dict[FieldT, EncodableT] = {
+            "bot": session.bot,
+            "channel": session.channel,
+            "conversation_id": session.conversation_id,
+            "user_id": session.user_id,
+            "created_at": session.created_at.isoformat(),
+        }
+        mapping.update({_FIELD + k: v for k, v in session.fields.items()})
+        with self._errors("creating a session"):
+            async with self._client.pipeline(transaction=True) as pipe:
+                # DEL first: an earlier conversation under this id may have left messages behind.
+                pipe.delete(hkey, lkey)
+                pipe.hset(hkey, mapping=mapping)
+                pipe.expire(hkey, self._ttl)
+                await pipe.execute()
+
+    async def append(self, session_id: str, messages: Sequence[StoredMessage]) -> None:
+        hkey, lkey = self._keys(session_id)
+        items = [json.dumps(m.to_dict(), ensure_ascii=False) for m in messages]
+        with self._errors("appending messages"):
+            found = await self._append_script(keys=[hkey, lkey], args=[self._ttl, *items])
+        if not found:
+            raise StoreError(f"session {session_id!r} does not exist or has expired; create it first")
+
+    async def recent(self, session_id: str, limit: int) -> list[StoredMessage]:
+        if limit <= 0:
+            return []
+        hkey, lkey = self._keys(session_id)
+        with self._errors("reading recent messages"):
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.lrange(lkey, -limit, -1)
+                pipe.expire(hkey, self._ttl)
+                pipe.expire(lkey, self._ttl)
+                raw, _, _ = await pipe.execute()
+        try:
+            return [StoredMessage.from_dict(json.loads(item)) for item in raw]
+        except (KeyError, ValueError, TypeError) as exc:
+            raise self._malformed(session_id, lkey, exc) from exc
+
+    async def set_fields(self, session_id: str, fields: Mapping[str, str]) -> None:
+        hkey, lkey = self._keys(session_id)
+        pairs = [part for k, v in fields.items() for part in (_FIELD + k, v)]
+        with self._errors("setting session fields"):
+            found = await self._set_fields_script(keys=[hkey, lkey], args=[self._ttl, *pairs])
+        if not found:
+            raise StoreError(f"session {session_id!r} does not exist or has expired; create it first")
+
+    async def delete(self, session_id: str) -> None:
+        with self._errors("deleting a session"):
+            await self._client.delete(*self._keys(session_id))
+
+    async def ping(self) -> None:
+        with self._errors("checking the connection"):
+            await self._client.ping()
+
+    async def close(self) -> None:
+        with self._errors("closing the connection"):
+            await self._client.aclose()

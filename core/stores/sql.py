@@ -1,0 +1,237 @@
+"""The durable transcript in SQL: SQLite when embedded, PostgreSQL in production, same models.
+
+Each message is one row keyed by (session_id, seq). A turn inserts only its new rows, and every
+read walks the (session_id, seq) index from one end, so neither grows with the conversation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+from sqlalchemy import JSON, BigInteger, DateTime, Integer, String, Text, UniqueConstraint, event, select
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from core.errors import ConfigError, StoreError
+from core.stores.base import Role, StoredMessage
+
+__all__ = ["Base", "MessageRecord", "SqlHistoryStore"]
+
+# Concurrent writers to one session are serialized by the conversation lock upstream; retries only
+# cover the rare writer that slips past it (e.g. a lock that expired), so a handful is plenty.
+_APPEND_ATTEMPTS = 5
+
+_DB_ERRORS = (SQLAlchemyError, OSError)
+
+# Drivers that need no rewriting, and the async driver for each plain scheme users tend to paste.
+_ASYNC_DRIVERS = {
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite",
+}
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class MessageRecord(Base):
+    __tablename__ = "messages"
+    # The unique index doubles as the read path: every query is "this session, by seq", so a
+    # separate index on session_id alone would only slow writes down.
+    __table_args__ = (UniqueConstraint("session_id", "seq", name="uq_messages_session_seq"),)
+
+    # SQLite only autoincrements an INTEGER PRIMARY KEY; PostgreSQL gets 64 bits.
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    session_id: Mapped[str] = mapped_column(String())
+    seq: Mapped[int] = mapped_column(Integer())
+    bot: Mapped[str] = mapped_column(String())
+    channel: Mapped[str] = mapped_column(String())
+    user_id: Mapped[str] = mapped_column(String())
+    role: Mapped[str] = mapped_column(String(16))
+    content: Mapped[str] = mapped_column(Text())
+    ref: Mapped[str | None] = mapped_column(String())
+    meta: Mapped[dict[str, str]] = mapped_column(JSON().with_variant(JSONB(), "postgresql"), default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite hands datetimes back naive; everything relaybot stores is UTC, so naive means UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _to_message(row: MessageRecord) -> StoredMessage:
+    return StoredMessage(
+        role=cast(Role, row.role),  # only ever written from a StoredMessage's Role
+        content=row.content,
+        created_at=_utc(row.created_at),
+        ref=row.ref,
+        seq=row.seq,
+        meta=dict(row.meta or {}),
+    )
+
+
+def _async_url(url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(f"DATABASE_URL is not a valid database URL: {exc}") from exc
+    drivername = _ASYNC_DRIVERS.get(parsed.drivername, parsed.drivername)
+    if drivername.split("+")[0] not in {"postgresql", "sqlite"}:
+        raise ConfigError(
+            f"DATABASE_URL uses {parsed.drivername!r}; relaybot supports "
+            f"postgresql+asyncpg://... and sqlite+aiosqlite:///path/to/file.db"
+        )
+    return parsed.set(drivername=drivername)
+
+
+def _enable_wal(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers (dashboards, exports) run while a turn writes, and survives crashes the same.
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+    finally:
+        cursor.close()
+
+
+class SqlHistoryStore:
+    """`HistoryStore` on an async SQLAlchemy engine. Takes an engine; `from_url` builds one."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._where = engine.url.render_as_string(hide_password=True)
+
+    @classmethod
+    def from_url(cls, url: str) -> SqlHistoryStore:
+        """Engine for DATABASE_URL; plain postgresql:// and sqlite:// URLs get the async drivers."""
+        parsed = _async_url(url)
+        if parsed.get_backend_name() == "sqlite":
+            database = parsed.database or ""
+            if database and database != ":memory:" and not database.startswith("file:"):
+                try:
+                    Path(database).parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise StoreError(
+                        f"cannot create the folder for the SQLite database {database!r} ({exc}): "
+                        f"check DATABASE_URL and the folder's permissions"
+                    ) from exc
+        engine = create_async_engine(parsed, pool_pre_ping=parsed.get_backend_name() != "sqlite")
+        if parsed.get_backend_name() == "sqlite":
+            event.listen(engine.sync_engine, "connect", _enable_wal)
+        return cls(engine)
+
+    def _failure(self, action: str, exc: Exception) -> StoreError:
+        # DBAPIError's own text repeats the SQL and parameters; the driver's message is the useful part.
+        cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+        return StoreError(
+            f"history database at {self._where} failed while {action}: {cause}. "
+            f"Check that the database server is running, that DATABASE_URL points at it, "
+            f"and that the schema exists (SqlHistoryStore.create_schema)"
+        )
+
+    async def create_schema(self) -> None:
+        try:
+            async with self._engine.begin() as conn:
+                await conn.run_sync(Base.metadata.create_all)
+        except _DB_ERRORS as exc:
+            raise self._failure("creating the schema", exc) from exc
+
+    async def append(
+        self, *, session_id: str, bot: str, channel: str, user_id: str, messages: Sequence[StoredMessage]
+    ) -> list[StoredMessage]:
+        if not messages:
+            return []
+        attempts_left = _APPEND_ATTEMPTS
+        while True:
+            try:
+                return await self._insert(session_id, bot, channel, user_id, messages)
+            except IntegrityError as exc:
+                # Another writer took these seq numbers first; the next try reads the new maximum.
+                attempts_left -= 1
+                if attempts_left == 0:
+                    raise self._failure("appending messages", exc) from exc
+            except _DB_ERRORS as exc:
+                raise self._failure("appending messages", exc) from exc
+
+    async def _insert(
+        self, session_id: str, bot: str, channel: str, user_id: str, messages: Sequence[StoredMessage]
+    ) -> list[StoredMessage]:
+        last_seq = (
+            select(MessageRecord.seq)
+            .where(MessageRecord.session_id == session_id)
+            .order_by(MessageRecord.seq.desc())
+            .limit(1)
+        )
+        async with self._sessions.begin() as db:
+            start = (await db.scalar(last_seq) or 0) + 1
+            saved = [
+                replace(m, seq=start + i, created_at=_utc(m.created_at), meta=dict(m.meta))
+                for i, m in enumerate(messages)
+            ]
+            db.add_all(
+                MessageRecord(
+                    session_id=session_id,
+                    seq=m.seq,
+                    bot=bot,
+                    channel=channel,
+                    user_id=user_id,
+                    role=m.role,
+                    content=m.content,
+                    ref=m.ref,
+                    meta=dict(m.meta),
+                    created_at=m.created_at,
+                )
+                for m in saved
+            )
+        return saved
+
+    async def recent(self, session_id: str, limit: int) -> list[StoredMessage]:
+        if limit <= 0:
+            return []
+        query = (
+            select(MessageRecord)
+            .where(MessageRecord.session_id == session_id)
+            .order_by(MessageRecord.seq.desc())
+            .limit(limit)
+        )
+        try:
+            async with self._sessions() as db:
+                rows = (await db.scalars(query)).all()
+        except _DB_ERRORS as exc:
+            raise self._failure("reading recent messages", exc) from exc
+        return [_to_message(row) for row in reversed(rows)]
+
+    async def after(self, session_id: str, seq: int, *, role: Role | None = None) -> list[StoredMessage]:
+        query = (
+            select(MessageRecord)
+            .where(MessageRecord.session_id == session_id, MessageRecord.seq > seq)
+            .order_by(MessageRecord.seq)
+        )
+        if role is not None:
+            query = query.where(MessageRecord.role == role)
+        try:
+            async with self._sessions() as db:
+                rows = (await db.scalars(query)).all()
+        except _DB_ERRORS as exc:
+            raise self._failure("reading messages", exc) from exc
+        return [_to_message(row) for row in rows]
+
+    async def ping(self) -> None:
+        try:
+            async with self._engine.connect() as conn:
+                await conn.exec_driver_sql("SELECT 1")
+        except _DB_ERRORS as exc:
+            raise self._failure("checking the connection", exc) from exc
+
+    async def close(self) -> None:
+        await self._engine.dispose()
