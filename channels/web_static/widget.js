@@ -341,13 +341,13 @@
     ".msg[data-state=pending]::after{content:'Sending\\2026';font-size:12px;color:#475569;margin-top:3px}",
     ".msg[data-state=failed]::after{content:'Not delivered';font-size:12px;color:#b91c1c;margin-top:3px}",
     ".msg[data-state=streaming] .bubble{white-space:pre-wrap}",
-    ".bubble p{margin:0}.bubble p+p,.bubble p+ul,.bubble p+ol,.bubble ul+p,.bubble ol+p,.bubble pre+p,.bubble p+pre{margin-top:8px}",
-    ".bubble ul,.bubble ol{margin:0;padding-left:22px}",
+    ".bubble>*{margin:0}.bubble>*+*{margin-top:8px}",
+    ".bubble ul,.bubble ol{padding-left:22px}",
     ".bubble li+li{margin-top:2px}",
     ".bubble code{font:13px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;background:rgba(15,23,42,.07);",
     " padding:1px 5px;border-radius:5px}",
     ".user .bubble code{background:rgba(255,255,255,.18)}",
-    ".bubble pre{margin:8px 0 0;padding:10px 12px;background:#0f172a;color:#e2e8f0;border-radius:10px;overflow-x:auto}",
+    ".bubble pre{padding:10px 12px;background:#0f172a;color:#e2e8f0;border-radius:10px;overflow-x:auto}",
     ".bubble pre code{background:none;padding:0;color:inherit;white-space:pre}",
     ".bubble a{color:#3730a3;text-decoration:underline;text-underline-offset:2px}",
     ".user .bubble a{color:#fff}",
@@ -391,7 +391,17 @@
   }
   const shadow = host.attachShadow({ mode: "open" });
   const root = el("div", { class: "root", "data-connection": "connecting" });
-  shadow.append(el("style", { text: CSS }), root);
+  // A constructed stylesheet is CSSOM, so a host page's CSP without 'unsafe-inline' styles cannot block it.
+  let sheet = null;
+  try {
+    sheet = new CSSStyleSheet();
+    sheet.replaceSync(CSS);
+    shadow.adoptedStyleSheets = [sheet];
+  } catch (e) {
+    sheet = null;
+  }
+  if (!sheet) shadow.append(el("style", { text: CSS }));
+  shadow.append(root);
 
   const panelId = "rb-panel";
   const launcherIcon = icon(ICON_CHAT);
@@ -440,7 +450,8 @@
 
   const userBubbles = new Map(); // client id → user message element (for ack / failure state)
   const live = new Map();        // reply_to → {node, text} of a streaming bot bubble
-  const waiting = new Set();     // client ids sent in this page whose answer has not started yet
+  const waiting = new Map();     // client id → timer, for messages whose answer has not started yet
+  const TYPING_TIMEOUT_MS = 90000; // an answer that never comes must not leave the dots up forever
 
   function nearBottom() { return log.scrollHeight - log.scrollTop - log.clientHeight < 80; }
 
@@ -469,6 +480,17 @@
   function remember(entry) {
     state.transcript.push(entry);
     saveState();
+  }
+
+  function startWaiting(id) {
+    waiting.set(id, setTimeout(function () { stopWaiting(id); }, TYPING_TIMEOUT_MS));
+    updateTyping();
+  }
+
+  function stopWaiting(id) {
+    clearTimeout(waiting.get(id));
+    waiting.delete(id);
+    updateTyping();
   }
 
   function updateTyping() {
@@ -586,6 +608,10 @@
       state.pending.splice(idx, 1);
       saveState();
     }
+    if (stateAttr === "failed") {
+      state.transcript.forEach(function (e) { if (e.id === id) e.failed = true; });
+      saveState();
+    }
     const node = userBubbles.get(id);
     if (node) {
       if (stateAttr) node.setAttribute("data-state", stateAttr);
@@ -612,8 +638,7 @@
       bubble = { node: node, text: text };
       live.set(id, bubble);
     }
-    waiting.delete(id);
-    updateTyping();
+    stopWaiting(id);
     const stick = nearBottom();
     bubble.text.data += f.text;
     if (stick) log.scrollTop = log.scrollHeight;
@@ -628,7 +653,7 @@
     const id = typeof f.reply_to === "string" ? f.reply_to : null;
     const entry = { r: "bot", t: f.text, re: id, s: typeof f.seq === "number" ? f.seq : null };
     if (id) {
-      waiting.delete(id);
+      stopWaiting(id);
       settle(id, null); // a reply implies the message arrived, even if its ack was lost
     }
     const bubble = id && live.get(id);
@@ -641,7 +666,6 @@
     } else {
       addEntry(entry, null, false);
     }
-    updateTyping();
     remember(entry);
     markUnread();
   }
@@ -650,9 +674,8 @@
     const message = typeof f.message === "string" && f.message ? f.message : "Something went wrong (" + (f.code || "error") + ").";
     if (typeof f.id === "string") {
       // The server refused this message (e.g. text_too_long): re-sending it would fail the same way.
-      waiting.delete(f.id);
+      stopWaiting(f.id);
       settle(f.id, "failed");
-      updateTyping();
     }
     systemNote(message);
   }
@@ -668,8 +691,7 @@
     if (state.pending.length > MAX_PENDING) state.pending.shift();
     remember(entry);
     addEntry(entry, "pending", true);
-    waiting.add(id);
-    updateTyping();
+    startWaiting(id);
     if (ws && ready) transmit(id, text);
     else reconnectNow(); // queued; sent when the socket is back
     return true;
@@ -731,7 +753,7 @@
 
   /* ------------------------------------------------------------------ start */
 
-  state.transcript.forEach(function (e) { addEntry(e, null, true); });
+  state.transcript.forEach(function (e) { addEntry(e, e.failed ? "failed" : null, true); });
   state.pending.forEach(function (p) {
     const node = userBubbles.get(p.id);
     if (node) node.setAttribute("data-state", "pending");
@@ -750,7 +772,9 @@
       try { window.localStorage.removeItem(STORE_KEY); } catch (e) { /* ignore */ }
       state.sessionId = null; state.token = null; state.lastSeq = 0; state.transcript = []; state.pending = [];
       Array.prototype.slice.call(log.querySelectorAll(".msg")).forEach(function (n) { n.remove(); });
-      userBubbles.clear(); live.clear(); waiting.clear(); updateTyping();
+      userBubbles.clear(); live.clear();
+      waiting.forEach(function (timer) { clearTimeout(timer); });
+      waiting.clear(); updateTyping();
       empty.hidden = false;
       if (ws) { const s = ws; ws = null; ready = false; s.close(); }
       attempt = 0;

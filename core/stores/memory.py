@@ -10,6 +10,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 from core.errors import StoreError
 from core.stores.base import Role, Session, StoredMessage
@@ -20,6 +21,11 @@ __all__ = ["MemoryHistoryStore", "MemorySessionStore"]
 def _copy_message(message: StoredMessage) -> StoredMessage:
     # `meta` is a caller-owned mapping; snapshot it so the store behaves like a serializing backend.
     return replace(message, meta=dict(message.meta))
+
+
+def _as_utc(value: datetime) -> datetime:
+    # Same rule as the SQL store, so code tested against this double sees what production returns.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _copy_session(session: Session) -> Session:
@@ -114,7 +120,10 @@ class MemoryHistoryStore:
         self, *, session_id: str, bot: str, channel: str, user_id: str, messages: Sequence[StoredMessage]
     ) -> list[StoredMessage]:
         stored = self._messages.setdefault(session_id, [])
-        saved = [replace(_copy_message(m), seq=len(stored) + i) for i, m in enumerate(messages, start=1)]
+        saved = [
+            replace(_copy_message(m), seq=len(stored) + i, created_at=_as_utc(m.created_at))
+            for i, m in enumerate(messages, start=1)
+        ]
         stored.extend(saved)
         return [_copy_message(m) for m in saved]
 

@@ -25,12 +25,13 @@ from core.stores.base import Role, StoredMessage
 __all__ = ["Base", "MessageRecord", "SqlHistoryStore"]
 
 # Concurrent writers to one session are serialized by the conversation lock upstream; retries only
-# cover the rare writer that slips past it (e.g. a lock that expired), so a handful is plenty.
+# cover the rare writer that slips past it (e.g. a lock that expired). Each failed try means some
+# other writer succeeded, so N racing writers all finish within N tries.
 _APPEND_ATTEMPTS = 5
 
 _DB_ERRORS = (SQLAlchemyError, OSError)
 
-# Drivers that need no rewriting, and the async driver for each plain scheme users tend to paste.
+# Plain schemes as users paste them (and as hosting providers hand them out), mapped to the async driver.
 _ASYNC_DRIVERS = {
     "postgresql": "postgresql+asyncpg",
     "postgres": "postgresql+asyncpg",
@@ -39,7 +40,7 @@ _ASYNC_DRIVERS = {
 
 
 class Base(DeclarativeBase):
-    pass
+    """Metadata for every relaybot table, public so later tables and migrations can share it."""
 
 
 class MessageRecord(Base):
@@ -91,11 +92,17 @@ def _async_url(url: str) -> URL:
             f"DATABASE_URL uses {parsed.drivername!r}; relaybot supports "
             f"postgresql+asyncpg://... and sqlite+aiosqlite:///path/to/file.db"
         )
-    return parsed.set(drivername=drivername)
+    parsed = parsed.set(drivername=drivername)
+    if drivername == "postgresql+asyncpg" and "sslmode" in parsed.query:
+        # Hosted PostgreSQL URLs carry libpq's `sslmode`; asyncpg takes the same values as `ssl`.
+        parsed = parsed.difference_update_query(["sslmode"]).update_query_dict(
+            {"ssl": parsed.query["sslmode"]}
+        )
+    return parsed
 
 
 def _enable_wal(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets readers (dashboards, exports) run while a turn writes, and survives crashes the same.
+    # WAL lets readers (the web channel, exports) run while a turn writes, without losing crash safety.
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -159,7 +166,12 @@ class SqlHistoryStore:
                 # Another writer took these seq numbers first; the next try reads the new maximum.
                 attempts_left -= 1
                 if attempts_left == 0:
-                    raise self._failure("appending messages", exc) from exc
+                    raise StoreError(
+                        f"could not append to session {session_id!r} in the history database at "
+                        f"{self._where}: other writers took the next sequence number "
+                        f"{_APPEND_ATTEMPTS} times in a row. Is more than one worker handling this "
+                        f"conversation without holding its lock?"
+                    ) from exc
             except _DB_ERRORS as exc:
                 raise self._failure("appending messages", exc) from exc
 

@@ -1,0 +1,356 @@
+"""WebSocket throughput and latency of the real bot, against a bare aiohttp echo server.
+
+Starts `relaybot run` (embedded defaults: in-memory sessions, SQLite history, offline provider) and
+a bare aiohttp WebSocket echo server, each in its own process, and drives both with the same
+closed-loop client: N sessions, each sending M messages one after another through the widget
+protocol and waiting for the reply frame before sending the next. Prints messages/s and p50/p99
+latency for each and the relaybot/echo ratios. Never fails on timing; exits 1 only on protocol
+errors (a missing, duplicated or misaddressed reply) or if a server does not start.
+
+    python bench/ws_throughput.py [--sessions 50] [--messages 20]
+    python bench/ws_throughput.py --echo-server PORT    # the baseline server on its own (used internally)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import aiohttp
+from aiohttp import WSMsgType, web
+
+REPO = Path(__file__).resolve().parents[1]
+HIGH_LIMIT = 1_000_000
+REPLY_TIMEOUT = 30.0
+STARTUP_TIMEOUT = 60.0
+WARMUP_SESSIONS = 4
+WARMUP_MESSAGES = 5
+ENV_DROPPED = ("REDIS_URL", "DATABASE_URL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "RELAYBOT_ENV")
+
+
+# --- the baseline: a bare aiohttp WebSocket echo server -------------------------------------------
+
+
+async def _echo_ws(request: web.Request) -> web.WebSocketResponse:
+    """Same frames as the widget protocol, minus everything a bot does: reply at once."""
+    ws = web.WebSocketResponse()
+    await ws.prepare(request)
+    await ws.send_json({"type": "session", "session_id": "echo", "token": "echo"})
+    seq = 0
+    async for message in ws:
+        if message.type != WSMsgType.TEXT:
+            continue
+        frame = json.loads(message.data)
+        if frame.get("type") == "ping":
+            await ws.send_json({"type": "pong"})
+        elif frame.get("type") == "message":
+            seq += 2
+            await ws.send_json({"type": "reply", "reply_to": frame["id"], "seq": seq, "text": frame["text"]})
+    return ws
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def run_echo_server(port: int) -> None:
+    app = web.Application()
+    app.router.add_get("/ws", _echo_ws)
+    app.router.add_get("/healthz", _healthz)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, handle_signals=True)
+
+
+# --- processes ------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def bots_with_high_limits(target: Path) -> Path:
+    """A copy of bots/ whose support bot has rate limits far above what the benchmark sends."""
+    shutil.copytree(REPO / "bots", target)
+    toml = target / "support" / "bot.toml"
+    text = toml.read_text()
+    for key in ("messages_per_minute", "messages_per_hour", "tokens_per_day"):
+        text, count = re.subn(rf"(?m)^(\s*{key}\s*=\s*)\d[\d_]*", rf"\g<1>{HIGH_LIMIT}", text)
+        if count != 1 and key != "tokens_per_day":
+            raise SystemExit(f"could not find [limits] {key} in {toml}")
+    toml.write_text(text)
+    return target
+
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: IO[bytes]
+
+    def tail(self, lines: int = 30) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return "\n".join(self.log.read().decode(errors="replace").splitlines()[-lines:])
+
+
+def start(name: str, argv: list[str], port: int, env: dict[str, str], log: IO[bytes]) -> Server:
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return Server(name, proc, port, log)
+
+
+def stop(server: Server) -> None:
+    if server.proc.poll() is not None:
+        return
+    server.proc.send_signal(signal.SIGTERM)
+    try:
+        server.proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+        server.proc.wait(timeout=5)
+
+
+async def wait_healthy(server: Server, timeout: float = STARTUP_TIMEOUT) -> float:
+    """Seconds until GET /healthz answers 200; raises if the process dies or the time runs out."""
+    url = f"http://127.0.0.1:{server.port}/healthz"
+    started = time.perf_counter()
+    deadline = started + timeout
+    async with aiohttp.ClientSession() as http:
+        while time.perf_counter() < deadline:
+            if server.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{server.name} exited with {server.proc.returncode}:\n{server.tail()}"
+                )
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                async with http.get(url, timeout=aiohttp.ClientTimeout(total=2)) as response:
+                    if response.status == 200:
+                        return time.perf_counter() - started
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{server.name} did not answer {url} within {timeout:.0f} s:\n{server.tail()}")
+
+
+# --- the client -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    latencies: list[float] = field(default_factory=list)  # seconds, one per answered message
+    errors: list[str] = field(default_factory=list)
+    acks: int = 0
+    deltas: int = 0
+    elapsed: float = 0.0
+
+    @property
+    def messages(self) -> int:
+        return len(self.latencies)
+
+
+async def _next_json(ws: aiohttp.ClientWebSocketResponse) -> dict[str, object]:
+    message = await ws.receive(timeout=REPLY_TIMEOUT)
+    if message.type != WSMsgType.TEXT:
+        raise ConnectionError(f"expected a text frame, got {message.type.name}")
+    frame = json.loads(message.data)
+    if not isinstance(frame, dict):
+        raise ValueError(f"frame is not a JSON object: {message.data[:200]!r}")
+    return frame
+
+
+async def one_session(
+    http: aiohttp.ClientSession, url: str, session_no: int, messages: int, run: Run, tag: str
+) -> None:
+    """Closed loop: send one message, wait for its reply frame, send the next."""
+    try:
+        async with http.ws_connect(url, max_msg_size=0) as ws:
+            first = await _next_json(ws)
+            if first.get("type") != "session":
+                run.errors.append(f"session {session_no}: first frame was {first!r}")
+                return
+            for m in range(messages):
+                client_id = f"{tag}-s{session_no}-m{m}"
+                text = f"Message {m} of session {session_no}: how do I export my tasks to CSV?"
+                sent = time.perf_counter()
+                await ws.send_str(json.dumps({"type": "message", "id": client_id, "text": text}))
+                while True:
+                    frame = await _next_json(ws)
+                    kind = frame.get("type")
+                    if kind == "ack":
+                        run.acks += 1
+                        if frame.get("id") != client_id or frame.get("duplicate"):
+                            run.errors.append(f"{client_id}: unexpected ack {frame!r}")
+                    elif kind == "delta":
+                        run.deltas += 1
+                    elif kind == "reply":
+                        if frame.get("reply_to") == client_id:
+                            run.latencies.append(time.perf_counter() - sent)
+                            break
+                        run.errors.append(f"{client_id}: reply to {frame.get('reply_to')!r}")
+                    else:
+                        run.errors.append(f"{client_id}: unexpected frame {frame!r}")
+                        if kind == "error":
+                            break
+            # Anything but a pong after the last reply would be a second reply to some message.
+            await ws.send_str(json.dumps({"type": "ping"}))
+            while (frame := await _next_json(ws)).get("type") != "pong":
+                if frame.get("type") in ("reply", "error"):
+                    run.errors.append(f"session {session_no}: extra frame after the last reply {frame!r}")
+    except (TimeoutError, aiohttp.ClientError, ConnectionError, ValueError) as exc:
+        run.errors.append(f"session {session_no}: {type(exc).__name__}: {exc}")
+
+
+async def drive(port: int, sessions: int, messages: int, tag: str) -> Run:
+    url = f"http://127.0.0.1:{port}/ws?bot=support"
+    run = Run()
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        started = time.perf_counter()
+        await asyncio.gather(*(one_session(http, url, s, messages, run, tag) for s in range(sessions)))
+        run.elapsed = time.perf_counter() - started
+    expected = sessions * messages
+    if run.messages != expected:
+        run.errors.append(f"{run.messages} replies for {expected} messages")
+    return run
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100)."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+@dataclass
+class Figures:
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    mean_ms: float
+
+    @classmethod
+    def of(cls, run: Run) -> Figures:
+        if not run.latencies:
+            return cls(0.0, float("nan"), float("nan"), float("nan"))
+        return cls(
+            rate=run.messages / run.elapsed,
+            p50_ms=percentile(run.latencies, 50) * 1000,
+            p99_ms=percentile(run.latencies, 99) * 1000,
+            mean_ms=statistics.fmean(run.latencies) * 1000,
+        )
+
+
+def report(sessions: int, messages: int, bot: Run, echo: Run) -> None:
+    b, e = Figures.of(bot), Figures.of(echo)
+    print()
+    print(f"WebSocket round trips: {sessions} sessions x {messages} messages, closed loop per session")
+    print(f"{'':<10} {'msgs/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'mean ms':>9} {'errors':>7}")
+    for name, f, run in (("relaybot", b, bot), ("echo", e, echo)):
+        print(
+            f"{name:<10} {f.rate:>10.1f} {f.p50_ms:>9.2f} {f.p99_ms:>9.2f} {f.mean_ms:>9.2f} "
+            f"{len(run.errors):>7}"
+        )
+
+    def ratio(a: float, base: float) -> str:
+        return f"{a / base:.1f}x" if base > 0 else "n/a"
+
+    print(
+        f"{'ratio':<10} {ratio(b.rate, e.rate):>10} {ratio(b.p50_ms, e.p50_ms):>9} "
+        f"{ratio(b.p99_ms, e.p99_ms):>9} {ratio(b.mean_ms, e.mean_ms):>9}"
+    )
+    print("(ratio = relaybot / echo: below 1x for msgs/s and above 1x for latency is the bot's own cost)")
+    print(
+        f"relaybot frames per message: {bot.acks / max(1, bot.messages):.1f} ack, "
+        f"{bot.deltas / max(1, bot.messages):.1f} delta, 1 reply"
+    )
+    print(f"errors: {len(bot.errors) + len(echo.errors)}")
+    for name, run in (("relaybot", bot), ("echo", echo)):
+        for error in run.errors[:10]:
+            print(f"  {name}: {error}")
+
+
+# --- main -----------------------------------------------------------------------------------------
+
+
+async def bench(sessions: int, messages: int, keep: bool) -> int:
+    tmp = Path(tempfile.mkdtemp(prefix="relaybot-bench-ws-"))
+    servers: list[Server] = []
+    try:
+        env = {k: v for k, v in os.environ.items() if k not in ENV_DROPPED}
+        env.update(
+            RELAYBOT_DATA_DIR=str(tmp / "data"),
+            RELAYBOT_BOTS_DIR=str(bots_with_high_limits(tmp / "bots")),
+            RELAYBOT_LOG_LEVEL="WARNING",
+            HF_HUB_OFFLINE="1",
+            PYTHONUNBUFFERED="1",
+        )
+        bot_port, echo_port = free_port(), free_port()
+        bot_argv = [sys.executable, "-m", "core.cli", "run", "--host", "127.0.0.1", "--port", str(bot_port)]
+        echo_argv = [sys.executable, str(Path(__file__).resolve()), "--echo-server", str(echo_port)]
+        servers.append(start("relaybot", bot_argv, bot_port, env, (tmp / "relaybot.log").open("w+b")))
+        servers.append(start("echo", echo_argv, echo_port, env, (tmp / "echo.log").open("w+b")))
+        bot_server, echo_server = servers
+        ready = await asyncio.gather(wait_healthy(bot_server), wait_healthy(echo_server))
+        print(f"relaybot up in {ready[0]:.1f} s (pid {bot_server.proc.pid}, port {bot_port}); "
+              f"echo up in {ready[1]:.1f} s (pid {echo_server.proc.pid}, port {echo_port})")
+
+        # Warm both up (imports, first SQLite writes, JIT-free but cache-warm), then measure echo,
+        # the bot, and echo again; the baseline is the better of the two echo runs.
+        for port, tag in ((echo_port, "warm-echo"), (bot_port, "warm-bot")):
+            warm = await drive(port, WARMUP_SESSIONS, WARMUP_MESSAGES, tag)
+            if warm.errors:
+                print(f"warm-up against {tag} had errors: {warm.errors[:5]}")
+        echo_a = await drive(echo_port, sessions, messages, "echo-a")
+        bot = await drive(bot_port, sessions, messages, "bot")
+        echo_b = await drive(echo_port, sessions, messages, "echo-b")
+        echo = echo_a if Figures.of(echo_a).rate >= Figures.of(echo_b).rate else echo_b
+        echo.errors = echo_a.errors + echo_b.errors
+        report(sessions, messages, bot, echo)
+        for server in servers:
+            if server.proc.poll() is not None:
+                print(f"{server.name} died during the run:\n{server.tail()}")
+                return 1
+        return 1 if bot.errors or echo.errors else 0
+    finally:
+        for server in servers:
+            stop(server)
+            server.log.close()
+        if keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sessions", type=int, default=50, help="concurrent WebSocket sessions (default 50)")
+    parser.add_argument("--messages", type=int, default=20, help="messages per session (default 20)")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (server logs, SQLite file)")
+    parser.add_argument("--echo-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.echo_server:
+        run_echo_server(args.echo_server)
+        return 0
+    if args.sessions < 1 or args.messages < 1:
+        parser.error("--sessions and --messages must be at least 1")
+    return asyncio.run(bench(args.sessions, args.messages, args.keep))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

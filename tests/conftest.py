@@ -1,0 +1,37 @@
+"""Fixtures shared by the whole suite. Servers start once per session and are stopped by PID."""
+
+from __future__ import annotations
+
+import os
+
+# Before anything can import an embedding library: nothing in the tests may reach the network.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from tests.support.servers import PostgresServer, RedisServer, start_postgres, start_redis
+
+
+@pytest.fixture(scope="session")
+def redis_server(request: pytest.FixtureRequest) -> RedisServer:
+    server = start_redis()
+    request.addfinalizer(server.stop)
+    return server
+
+
+@pytest.fixture(scope="session")
+def postgres_server(request: pytest.FixtureRequest) -> PostgresServer:
+    server = start_postgres()
+    request.addfinalizer(server.stop)
+    return server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> Iterator[str]:
+    """The shared server's URL, emptied first so no test sees another's keys."""
+    with redis.Redis.from_url(redis_server.url) as client:
+        client.flushall()
+    yield redis_server.url

@@ -1,0 +1,72 @@
+"""The `relaybot` command as a user runs it: real processes, real stdin/stdout."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.harness import REPO
+
+
+def relaybot(tmp_path: Path, *args: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "OPENAI_API_KEY")}
+    clean.update({"RELAYBOT_DATA_DIR": str(tmp_path / "data"), "HF_HUB_OFFLINE": "1", **env})
+    return subprocess.run(
+        [sys.executable, "-m", "core.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=clean,
+        timeout=60,
+    )
+
+
+def test_chat_answers_lines_from_stdin_and_remembers_the_conversation(tmp_path: Path) -> None:
+    first = relaybot(tmp_path, "chat", stdin="hello\nHow do I reset my password?\n/quit\nnever sent\n")
+    assert first.returncode == 0, first.stderr
+    lines = [line for line in first.stdout.splitlines() if line.startswith("bot> ")]
+    assert len(lines) == 2
+    assert "offline mode" in lines[0]
+    assert "How do I reset my password?" in first.stdout
+    assert "never sent" not in first.stdout
+
+    again = relaybot(tmp_path, "chat", stdin="thanks\n")
+    assert again.returncode == 0, again.stderr
+    assert "You're welcome" in again.stdout
+    with sqlite3.connect(tmp_path / "data" / "relaybot.db") as db:
+        (count,) = db.execute("select count(*) from messages").fetchone()
+        sessions = {row[0] for row in db.execute("select distinct session_id from messages")}
+    assert count == 6
+    assert len(sessions) == 1 and next(iter(sessions)).startswith("support:cli:terminal:")
+
+
+def test_an_unknown_bot_is_a_clear_configuration_error(tmp_path: Path) -> None:
+    result = relaybot(tmp_path, "chat", "--bot", "nope")
+    assert result.returncode == 2
+    assert "no bot named 'nope'" in result.stderr
+
+
+def test_a_broken_bot_file_names_the_file_and_the_problem(tmp_path: Path) -> None:
+    bad = tmp_path / "bots" / "support"
+    bad.mkdir(parents=True)
+    (bad / "bot.toml").write_text('name = "support"\n[limits]\nmessages_per_minute = "lots"\n')
+    result = relaybot(tmp_path, "chat", RELAYBOT_BOTS_DIR=str(tmp_path / "bots"))
+    assert result.returncode == 2
+    assert "bot.toml" in result.stderr and "messages_per_minute" in result.stderr
+
+
+def test_a_missing_bots_folder_says_how_to_fix_it(tmp_path: Path) -> None:
+    result = relaybot(tmp_path, "run", "--port", "1", RELAYBOT_BOTS_DIR=str(tmp_path / "nowhere"))
+    assert result.returncode == 2
+    assert "RELAYBOT_BOTS_DIR" in result.stderr
+
+
+def test_version() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "core.cli", "--version"], capture_output=True, text=True, cwd=REPO
+    )
+    assert result.stdout.strip() == "relaybot 0.1.0"

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import pytest
+
+from core.pipeline.stages import describe_wait
+from core.ratelimit.base import RateLimits
+from core.ratelimit.memory import MemoryRateLimiter
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_per_minute_limit_says_when_the_oldest_message_leaves_the_window() -> None:
+    clock = Clock()
+    limiter = MemoryRateLimiter(clock=clock)
+    limits = RateLimits(per_minute=3, per_hour=100)
+    for _ in range(3):
+        assert (await limiter.hit("u", limits)).allowed
+        clock.now += 10
+    decision = await limiter.hit("u", limits)
+    assert not decision.allowed
+    assert decision.window == "minute"
+    assert decision.retry_after == pytest.approx(30.0)  # first hit at 1000, now 1030
+    clock.now += 30.01
+    assert (await limiter.hit("u", limits)).allowed
+
+
+async def test_rejected_messages_do_not_extend_the_wait() -> None:
+    clock = Clock()
+    limiter = MemoryRateLimiter(clock=clock)
+    limits = RateLimits(per_minute=1, per_hour=100)
+    assert (await limiter.hit("u", limits)).allowed
+    for _ in range(5):
+        clock.now += 5
+        assert not (await limiter.hit("u", limits)).allowed
+    clock.now = 1060.01
+    assert (await limiter.hit("u", limits)).allowed
+
+
+async def test_hour_limit_and_users_are_independent() -> None:
+    clock = Clock()
+    limiter = MemoryRateLimiter(clock=clock)
+    limits = RateLimits(per_minute=100, per_hour=2)
+    assert (await limiter.hit("a", limits)).allowed
+    clock.now += 120
+    assert (await limiter.hit("a", limits)).allowed
+    clock.now += 120
+    decision = await limiter.hit("a", limits)
+    assert not decision.allowed and decision.window == "hour"
+    assert decision.retry_after == pytest.approx(3600 - 240)
+    assert (await limiter.hit("b", limits)).allowed
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(2, "a few seconds"), (31.2, "about 35 seconds"), (60, "about 60 seconds"), (3360, "about 56 minutes")],
+)
+def test_wait_is_described_for_people(seconds: float, text: str) -> None:
+    assert describe_wait(seconds) == text

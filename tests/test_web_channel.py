@@ -1,0 +1,307 @@
+"""The widget's WebSocket protocol against the real app on a real port."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from channels.web_tokens import SessionTokens, WebSession
+from core.runtime import Runtime
+from tests.support.harness import make_settings, running_app, write_bot
+
+
+@pytest.fixture
+async def app(tmp_path: Path) -> AsyncIterator[tuple[Runtime, str]]:
+    async with running_app(make_settings(tmp_path)) as started:
+        yield started
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def frames_until_reply(
+    ws: aiohttp.ClientWebSocketResponse, within: float = 5.0
+) -> list[dict[str, Any]]:
+    frames: list[dict[str, Any]] = []
+    while True:
+        frame = await ws.receive_json(timeout=within)
+        frames.append(frame)
+        if frame["type"] in ("reply", "error"):
+            return frames
+
+
+async def assert_silent(ws: aiohttp.ClientWebSocketResponse, seconds: float = 0.3) -> None:
+    with pytest.raises(TimeoutError):
+        frame = await ws.receive(timeout=seconds)
+        pytest.fail(f"unexpected frame {frame.data!r}")
+
+
+async def test_first_frame_is_a_signed_session_then_ack_deltas_and_a_numbered_reply(
+    app: tuple[Runtime, str], http: aiohttp.ClientSession
+) -> None:
+    _, base = app
+    async with http.ws_connect(f"{base}/ws?bot=support") as ws:
+        session = await ws.receive_json()
+        assert session["type"] == "session" and session["session_id"] and "." in session["token"]
+        await ws.send_json({"type": "message", "id": "c1", "text": "Where is the billing page?"})
+        frames = await frames_until_reply(ws)
+        assert frames[0] == {"type": "ack", "id": "c1"}
+        deltas = [f for f in frames if f["type"] == "delta"]
+        reply = frames[-1]
+        assert deltas and all(d["reply_to"] == "c1" for d in deltas)
+        assert reply["type"] == "reply" and reply["reply_to"] == "c1" and reply["seq"] == 2
+        assert "".join(d["text"] for d in deltas).strip() == reply["text"]
+        assert "Where is the billing page?" in reply["text"]
+
+
+async def test_a_resent_client_id_is_acknowledged_but_not_answered_twice(
+    app: tuple[Runtime, str], http: aiohttp.ClientSession
+) -> None:
+    runtime, base = app
+    async with http.ws_connect(f"{base}/ws") as ws:
+        session = await ws.receive_json()
+        await ws.send_json({"type": "message", "id": "same", "text": "hello"})
+        await frames_until_reply(ws)
+        await ws.send_json({"type": "message", "id": "same", "text": "hello"})
+        assert await ws.receive_json(timeout=5) == {"type": "ack", "id": "same", "duplicate": True}
+        await assert_silent(ws)
+    saved = await runtime.history.after(f"support:web:{session['session_id']}", 0)
+    assert len(saved) == 2
+
+
+async def test_resume_replays_every_reply_missed_while_away(
+    app: tuple[Runtime, str], http: aiohttp.ClientSession
+) -> None:
+    runtime, base = app
+    async with http.ws_connect(f"{base}/ws") as ws:
+        session = await ws.receive_json()
+        await ws.send_json({"type": "message", "id": "one", "text": "first question"})
+        first = (await frames_until_reply(ws))[-1]
+        await ws.send_json({"type": "message", "id": "two", "text": "second question"})
+        assert (await ws.receive_json(timeout=5))["type"] == "ack"
+    # Gone before the second reply could be read: it is waiting in the history.
+    session_id = f"support:web:{session['session_id']}"
+    for _ in range(100):
+        if len(await runtime.history.after(session_id, 0)) == 4:
+            break
+        await asyncio.sleep(0.05)
+    async with http.ws_connect(f"{base}/ws?token={session['token']}&after={first['seq']}") as ws:
+        again = await ws.receive_json()
+        assert again["session_id"] == session["session_id"]
+        missed = await ws.receive_json(timeout=5)
+        assert missed["type"] == "reply" and missed["reply_to"] == "two" and missed["seq"] == 4
+        assert "second question" in missed["text"]
+        await assert_silent(ws)
+        # The resumed session carries on with the same numbering.
+        await ws.send_json({"type": "message", "id": "three", "text": "third"})
+        assert (await frames_until_reply(ws))[-1]["seq"] == 6
+    async with http.ws_connect(f"{base}/ws?token={again['token']}&after=0") as ws:
+        await ws.receive_json()
+        replayed = [await ws.receive_json(timeout=5) for _ in range(3)]
+        assert [f["reply_to"] for f in replayed] == ["one", "two", "three"]
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["", "garbage", "eyJzIjoiYWJjIn0.forgedsignature", "a.b.c"],
+)
+async def test_a_forged_or_malformed_token_gets_a_fresh_session(
+    app: tuple[Runtime, str], http: aiohttp.ClientSession, token: str
+) -> None:
+    _, base = app
+    async with http.ws_connect(f"{base}/ws") as ws:
+        victim = await ws.receive_json()
+    async with http.ws_connect(f"{base}/ws", params={"token": token, "after": "0"}) as ws:
+        fresh = await ws.receive_json()
+        assert fresh["type"] == "session" and fresh["session_id"] != victim["session_id"]
+        await assert_silent(ws, 0.1)
+
+
+async def test_a_token_for_another_session_cannot_be_edited_into_the_victims(
+    app: tuple[Runtime, str], http: aiohttp.ClientSession
+) -> None:
+    _, base = app
+    async with http.ws_connect(f"{base}/ws") as ws:
+        victim = await ws.receive_json()
+        await ws.send_json({"type": "message", "id": "v", "text": "my secret order number is 1234"})
+        await frames_until_reply(ws)
+    async with http.ws_connect(f"{base}/ws") as ws:
+        attacker = await ws.receive_json()
+    _, mac = attacker["token"].split(".")
+    forged_payload = base64.urlsafe_b64encode(
+        json.dumps({"s": victim["session_id"], "b": "support", "e": 4102444800}).encode()
+    ).rstrip(b"=")
+    async with http.ws_connect(
+        f"{base}/ws", params={"token": f"{forged_payload.decode()}.{mac}", "after": "0"}
+    ) as ws:
+        fresh = await ws.receive_json()
+        assert fresh["session_id"] not in (victim["session_id"], attacker["session_id"])
+        await assert_silent(ws)
+
+
+async def test_an_expired_token_gets_a_fresh_session(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    settings = make_settings(tmp_path)
+    settings.web.token_ttl_seconds = 60
+    runtime = await Runtime.from_settings(settings)
+    expired = SessionTokens(runtime.secret, ttl_seconds=60).sign(WebSession("old-session", "support", 1000))
+    async with (
+        running_app(settings, runtime) as (_, base),
+        http.ws_connect(f"{base}/ws?token={expired}") as ws,
+    ):
+        fresh = await ws.receive_json()
+        assert fresh["session_id"] != "old-session"
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("not json at all", "bad_json"),
+        ("[1, 2, 3]", "bad_json"),
+        ('{"type": "dance"}', "unknown_type"),
+        ('{"type": "message", "text": "no id"}', "bad_id"),
+        ('{"type": "message", "id": "e1", "text": ""}', "empty_text"),
+        ('{"type": "message", "id": "e2", "text": "  \\n\\t "}', "empty_text"),
+        ('{"type": "message", "id": "e3", "text": 42}', "empty_text"),
+        (json.dumps({"type": "message", "id": "e4", "text": "x" * 4001}), "text_too_long"),
+    ],
+)
+async def test_bad_frames_get_an_error_frame_and_the_connection_stays_usable(
+    app: tuple[Runtime, str], http: aiohttp.ClientSession, frame: str, code: str
+) -> None:
+    runtime, base = app
+    async with http.ws_connect(f"{base}/ws") as ws:
+        session = await ws.receive_json()
+        await ws.send_str(frame)
+        error = await ws.receive_json(timeout=5)
+        assert error["type"] == "error" and error["code"] == code and error["message"]
+        await ws.send_json({"type": "message", "id": "ok", "text": "still there?"})
+        assert (await frames_until_reply(ws))[-1]["type"] == "reply"
+    # Rejected frames were never processed: only the good message and its reply are saved.
+    assert len(await runtime.history.after(f"support:web:{session['session_id']}", 0)) == 2
+
+
+async def test_binary_frames_get_an_error_frame(
+    app: tuple[Runtime, str], http: aiohttp.ClientSession
+) -> None:
+    _, base = app
+    async with http.ws_connect(f"{base}/ws") as ws:
+        await ws.receive_json()
+        await ws.send_bytes(b"\x00\x01")
+        assert (await ws.receive_json(timeout=5))["code"] == "binary_not_supported"
+
+
+async def test_an_oversized_frame_closes_with_1009_and_the_server_carries_on(
+    app: tuple[Runtime, str], http: aiohttp.ClientSession
+) -> None:
+    _, base = app
+    async with http.ws_connect(f"{base}/ws") as ws:
+        await ws.receive_json()
+        await ws.send_str(json.dumps({"type": "message", "id": "big", "text": "x" * 17_000}))
+        closing = await ws.receive(timeout=5)
+        assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
+        assert ws.close_code == 1009
+    async with http.ws_connect(f"{base}/ws") as ws:
+        await ws.receive_json()
+        await ws.send_json({"type": "message", "id": "after", "text": "hello again"})
+        assert (await frames_until_reply(ws))[-1]["type"] == "reply"
+
+
+async def test_every_accepted_message_gets_exactly_one_reply_in_order(
+    app: tuple[Runtime, str], http: aiohttp.ClientSession
+) -> None:
+    _, base = app
+    async with http.ws_connect(f"{base}/ws") as ws:
+        await ws.receive_json()
+        for i in range(10):
+            await ws.send_json({"type": "message", "id": f"m{i}", "text": f"message number {i}"})
+        replies: list[dict[str, Any]] = []
+        acks = 0
+        while len(replies) < 10:
+            frame = await ws.receive_json(timeout=10)
+            acks += frame["type"] == "ack"
+            if frame["type"] == "reply":
+                replies.append(frame)
+        assert acks == 10
+        assert [r["reply_to"] for r in replies] == [f"m{i}" for i in range(10)]
+        assert [r["seq"] for r in replies] == list(range(2, 21, 2))
+        await assert_silent(ws)
+
+
+async def test_the_rate_limit_notice_arrives_as_a_reply(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    bots = tmp_path / "bots"
+    write_bot(bots, limits={"messages_per_minute": 1})
+    async with (
+        running_app(make_settings(tmp_path, bots_dir=bots)) as (_, base),
+        http.ws_connect(f"{base}/ws") as ws,
+    ):
+        await ws.receive_json()
+        await ws.send_json({"type": "message", "id": "a", "text": "one"})
+        assert "offline mode" in (await frames_until_reply(ws))[-1]["text"]
+        await ws.send_json({"type": "message", "id": "b", "text": "two"})
+        notice = (await frames_until_reply(ws))[-1]
+        assert notice["reply_to"] == "b" and "Please try again in about 60 seconds" in notice["text"]
+
+
+async def test_unknown_bot_is_a_404_and_a_foreign_origin_a_403(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    settings = make_settings(tmp_path)
+    settings.web.allowed_origins = ["https://shop.example.com"]
+    async with running_app(settings) as (_, base):
+        for path in ("/ws?bot=nope", "/?bot=nope"):
+            async with http.get(f"{base}{path}") as response:
+                assert response.status == 404
+                assert (await response.json())["error"] == "unknown_bot"
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(f"{base}/ws", origin="https://evil.example.net")
+        assert refused.value.status == 403
+        async with http.ws_connect(f"{base}/ws", origin="https://shop.example.com") as ws:
+            assert (await ws.receive_json())["type"] == "session"
+
+
+async def test_demo_page_embeds_the_widget_and_health_endpoints_answer(
+    app: tuple[Runtime, str], http: aiohttp.ClientSession
+) -> None:
+    _, base = app
+    async with http.get(f"{base}/") as response:
+        assert response.status == 200
+        page = await response.text()
+        assert 'src="/widget.js"' in page and 'data-bot="support"' in page
+        assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+    async with http.get(f"{base}/widget.js") as response:
+        assert response.status == 200
+        assert response.content_type == "application/javascript"
+        assert "WebSocket" in await response.text()
+    async with http.get(f"{base}/healthz") as response:
+        assert response.status == 200 and (await response.json())["status"] == "ok"
+    async with http.get(f"{base}/readyz") as response:
+        body = await response.json()
+        assert response.status == 200 and body["checks"] == {"sessions": "ok", "history": "ok"}
+
+
+async def test_readyz_reports_an_unreachable_redis(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    async with (
+        running_app(make_settings(tmp_path, redis_url=f"redis://127.0.0.1:{closed_port}/0")) as (
+            _,
+            base,
+        ),
+        http.get(f"{base}/readyz") as response,
+    ):
+        body = await response.json()
+        assert response.status == 503
+        assert body["checks"]["history"] == "ok"
+        assert "Redis" in body["checks"]["sessions"]

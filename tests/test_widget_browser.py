@@ -1,0 +1,239 @@
+"""The web widget in a real browser, against the real app.
+
+`python -m core.cli run` is started as a subprocess on embedded defaults (no Redis, no SQL server, no
+LLM keys, so the offline provider answers) and Debian's Chromium is driven through Playwright's async API.
+The widget lives in an open shadow root; Playwright's CSS and test-id locators pierce open shadow roots.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+async_api = pytest.importorskip("playwright.async_api")
+expect = async_api.expect
+
+pytestmark = pytest.mark.browser
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO_ROOT / "tests" / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+]
+# Services and providers the server must not see: it runs on embedded defaults and the offline provider.
+SCRUBBED_ENV = ("REDIS_URL", "DATABASE_URL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY")
+STARTUP_TIMEOUT_S = 30.0
+REPLY_TIMEOUT_MS = 30_000
+
+USER_MSG = '[data-testid="rb-msg"][data-role="user"]'
+BOT_MSG = '[data-testid="rb-msg"][data-role="bot"]'
+FINAL_BOT_MSG = BOT_MSG + ":not([data-state])"  # a streaming bubble carries data-state="streaming"
+SHADOW = "document.getElementById('relaybot-widget').shadowRoot"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _healthz_ok(url: str) -> bool:
+    # No proxy, whatever the environment says: the server is on 127.0.0.1.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return False
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The real app on a free port, stopped by its PID when the module's tests are done."""
+    tmp = tmp_path_factory.mktemp("widget-server")
+    port = _free_port()
+    env = {key: value for key, value in os.environ.items() if key not in SCRUBBED_ENV}
+    env.update(RELAYBOT_DATA_DIR=str(tmp / "data"), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    stdout_path, stderr_path = tmp / "server.out", tmp / "server.err"
+    with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
+        # Files, not pipes: a chatty server can never block on a full pipe nobody reads.
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "core.cli", "run", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+        )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not _healthz_ok(base + "/healthz"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                what = f"exited with {proc.returncode}" if proc.poll() is not None else "never answered"
+                pytest.fail(
+                    f"relaybot server {what} on GET /healthz within {STARTUP_TIMEOUT_S:.0f} s; stderr:\n"
+                    + stderr_path.read_text(errors="replace")[-5000:]
+                )
+            time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    async with async_api.async_playwright() as pw:
+        chromium = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+async def _open_page(browser: Any, url: str, viewport: dict[str, int]) -> tuple[Any, list[str]]:
+    """A page in a fresh context (so a fresh localStorage), and the list its uncaught errors go to."""
+    context = await browser.new_context(viewport=viewport)
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await page.goto(url + "/")
+    return page, errors
+
+
+async def _send(page: Any, text: str) -> None:
+    await page.get_by_test_id("rb-input").fill(text)
+    await page.get_by_test_id("rb-send").click()
+
+
+async def test_reply_appears_and_survives_a_reload(browser: Any, server_url: str) -> None:
+    page, errors = await _open_page(browser, server_url, {"width": 1280, "height": 800})
+    # The demo page embeds the widget with data-open="true".
+    await expect(page.get_by_test_id("rb-panel")).to_be_visible()
+    await expect(page.get_by_test_id("rb-launcher")).to_have_attribute("aria-expanded", "true")
+    await expect(page.get_by_test_id("rb-panel")).to_have_attribute("aria-label", "Chat with Support")
+
+    text = "Hello! How do I reset my password?"
+    await _send(page, text)
+    user, bot = page.locator(USER_MSG), page.locator(BOT_MSG)
+    await expect(user).to_have_count(1)
+    await expect(user).to_have_text(text)
+    await expect(page.get_by_test_id("rb-input")).to_have_value("")
+
+    await expect(page.locator(FINAL_BOT_MSG)).to_have_count(1, timeout=REPLY_TIMEOUT_MS)
+    reply = (await bot.inner_text()).strip()
+    assert reply, "the bot's reply bubble is empty"
+    assert reply != text, "the bot only echoed the user's message"
+    await expect(user).not_to_have_attribute("data-state", "pending")  # acknowledged
+    await expect(page.get_by_test_id("rb-typing")).to_be_hidden()
+
+    await page.reload()
+    # The stored transcript is drawn at once; then the widget resumes with token and after=lastSeq.
+    await expect(user).to_have_text(text)
+    await expect(bot).to_have_count(1)
+    await expect(page.get_by_test_id("rb-status")).to_have_attribute(
+        "data-connection", "online", timeout=10_000
+    )
+    await page.wait_for_timeout(1000)  # room for a wrongly replayed reply to show up
+    await expect(bot).to_have_count(1)
+    await expect(user).to_have_count(1)
+    assert (await bot.inner_text()).strip() == reply
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "widget.png"))
+    assert errors == []
+
+
+async def test_message_text_is_never_html(browser: Any, server_url: str) -> None:
+    page, errors = await _open_page(browser, server_url, {"width": 1280, "height": 800})
+    payload = '<img src=x onerror="window.__pwned=1">**bold**'
+    await _send(page, payload)
+
+    user = page.locator(USER_MSG)
+    await expect(user).to_have_count(1)
+    await expect(user).to_contain_text('<img src=x onerror="window.__pwned=1">')
+    await expect(user.locator("strong")).to_have_text("bold")  # Markdown still applies
+    # Whatever the bot answers (it may quote the message) is rendered the same way.
+    await expect(page.locator(FINAL_BOT_MSG)).to_have_count(1, timeout=REPLY_TIMEOUT_MS)
+
+    async def assert_inert() -> None:
+        assert await page.evaluate("() => typeof window.__pwned") == "undefined"
+        assert await page.evaluate(f"() => {SHADOW}.querySelectorAll('img').length") == 0
+        assert await page.evaluate("() => document.querySelectorAll('img').length") == 0
+
+    await assert_inert()
+    await page.reload()  # the transcript rendered from localStorage must be just as inert
+    await expect(page.locator(USER_MSG)).to_contain_text("<img src=x")
+    await assert_inert()
+    assert errors == []
+
+
+async def test_phone_layout_and_keyboard(browser: Any, server_url: str) -> None:
+    width, height = 390, 844
+    page, errors = await _open_page(browser, server_url, {"width": width, "height": height})
+    panel, launcher, field = (
+        page.get_by_test_id("rb-panel"),
+        page.get_by_test_id("rb-launcher"),
+        page.get_by_test_id("rb-input"),
+    )
+    await expect(panel).to_be_visible()
+    box = await panel.bounding_box()
+    assert box is not None
+    assert abs(box["x"]) <= 1 and abs(box["width"] - width) <= 1, box
+    assert abs(box["y"]) <= 1 and abs(box["height"] - height) <= 1, box
+
+    await field.focus()
+    await page.keyboard.type("line one")
+    await page.keyboard.press("Shift+Enter")  # a newline, not a send
+    await page.keyboard.type("line two")
+    await expect(page.locator(USER_MSG)).to_have_count(0)
+    await expect(field).to_have_value("line one\nline two")
+    await page.keyboard.press("Enter")
+    await expect(page.locator(USER_MSG)).to_have_count(1)
+    await expect(page.locator(USER_MSG)).to_contain_text("line one")
+    await expect(page.locator(USER_MSG)).to_contain_text("line two")
+    await expect(field).to_have_value("")
+    await expect(field).to_be_focused()
+    await expect(page.locator(FINAL_BOT_MSG)).to_have_count(1, timeout=REPLY_TIMEOUT_MS)
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "widget-phone.png"))
+
+    await page.keyboard.press("Escape")
+    await expect(panel).to_be_hidden()
+    await expect(launcher).to_have_attribute("aria-expanded", "false")
+    await expect(launcher).to_be_focused()
+
+    await page.keyboard.press("Enter")  # the launcher is a real button: the keyboard reopens it
+    await expect(panel).to_be_visible()
+    await expect(launcher).to_have_attribute("aria-expanded", "true")
+    await expect(field).to_be_focused()
+    assert errors == []
