@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     anthropic_api_key: SecretStr | None = Field(
         None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "RELAYBOT_ANTHROPIC_API_KEY")
     )
+    openai_base_url: str | None = Field(
+        None, validation_alias=AliasChoices("OPENAI_BASE_URL", "RELAYBOT_OPENAI_BASE_URL")
+    )
+    anthropic_base_url: str | None = Field(
+        None, validation_alias=AliasChoices("ANTHROPIC_BASE_URL", "RELAYBOT_ANTHROPIC_BASE_URL")
+    )
     session_ttl_seconds: int = Field(3600, ge=1)
     worker_concurrency: int = Field(16, ge=1)
     log_format: Literal["auto", "json", "console"] = "auto"
