@@ -14,19 +14,16 @@ same on the first message and the thousandth.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.connection import SSLConnection
-from redis.exceptions import AuthenticationError, AuthorizationError, RedisError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, FieldT
 
-from core.errors import ConfigError, StoreError
+from core.errors import StoreError
+from core.redisio import client_from_url, describe, redis_errors, text
 from core.stores.base import Session, StoredMessage
 
 __all__ = ["RedisSessionStore"]
@@ -54,21 +51,6 @@ return 1
 """
 
 
-def _text(value: bytes | str) -> str:
-    # The client may or may not have been built with decode_responses; accept both.
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _describe(client: aioredis.Redis) -> str:
-    """Where the client points, without credentials, for error messages."""
-    pool = client.connection_pool
-    kwargs = pool.connection_kwargs
-    if kwargs.get("path"):
-        return f"unix://{kwargs['path']}"
-    scheme = "rediss" if issubclass(pool.connection_class, SSLConnection) else "redis"
-    return f"{scheme}://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
-
-
 class RedisSessionStore:
     """`SessionStore` on Redis. Takes an existing client; `from_url` builds one."""
 
@@ -78,7 +60,7 @@ class RedisSessionStore:
         self._client = client
         self._ttl = int(ttl_seconds)
         self._prefix = prefix
-        self._where = _describe(client)
+        self._where = describe(client)
         self._append_script = client.register_script(_APPEND_LUA)
         self._set_fields_script = client.register_script(_SET_FIELDS_LUA)
 
@@ -87,40 +69,15 @@ class RedisSessionStore:
         cls, url: str, *, ttl_seconds: int = 3600, prefix: str = "relaybot", **client_kwargs: Any
     ) -> RedisSessionStore:
         """Build the client from a URL (REDIS_URL); extra keyword arguments go to the client."""
-        # Without a connect timeout a firewalled Redis stalls every turn for minutes instead of
-        # failing fast enough for the caller to tell the user.
-        client_kwargs.setdefault("socket_connect_timeout", 5.0)
-        try:
-            client = aioredis.Redis.from_url(url, **client_kwargs)
-        except ValueError as exc:
-            raise ConfigError(
-                f"REDIS_URL is not a valid Redis URL ({exc}); expected redis://host:port/db"
-            ) from exc
+        client = client_from_url(url, **client_kwargs)
         return cls(client, ttl_seconds=ttl_seconds, prefix=prefix)
 
     def _keys(self, session_id: str) -> tuple[str, str]:
         base = f"{self._prefix}:session:{session_id}"
         return base, f"{base}:messages"
 
-    @contextmanager
-    def _errors(self, action: str) -> Iterator[None]:
-        try:
-            yield
-        except (AuthenticationError, AuthorizationError) as exc:
-            raise StoreError(
-                f"Redis at {self._where} refused relaybot while {action} ({exc}): "
-                f"check the user name and password in REDIS_URL"
-            ) from exc
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise StoreError(
-                f"cannot reach Redis at {self._where} while {action} ({exc}): "
-                f"is redis-server running, and is REDIS_URL right?"
-            ) from exc
-        except RedisError as exc:
-            raise StoreError(
-                f"Redis at {self._where} failed while {action} ({exc}); if the error is WRONGTYPE, "
-                f"another application is using keys under the prefix {self._prefix!r}"
-            ) from exc
+    def _errors(self, action: str) -> AbstractContextManager[None]:
+        return redis_errors(self._where, action, prefix=self._prefix)
 
     def _malformed(self, session_id: str, key: str, exc: Exception) -> StoreError:
         return StoreError(
@@ -138,7 +95,7 @@ class RedisSessionStore:
                 raw, _, _ = await pipe.execute()
         if not raw:
             return None
-        data = {_text(k): _text(v) for k, v in raw.items()}
+        data = {text(k): text(v) for k, v in raw.items()}
         try:
             return Session(
                 session_id=session_id,

@@ -1,0 +1,69 @@
+"""Shared Redis plumbing: one client per process, and one translation of Redis errors.
+
+Every Redis-backed component (sessions, bus, locks, rate limits, outbox) takes the client in its
+constructor; the runtime builds it once from REDIS_URL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.connection import SSLConnection
+from redis.exceptions import AuthenticationError, AuthorizationError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from core.errors import ConfigError, StoreError
+
+
+def client_from_url(url: str, **client_kwargs: Any) -> aioredis.Redis:
+    """A client for REDIS_URL that fails fast when Redis is unreachable."""
+    # Without a connect timeout a firewalled Redis stalls every turn for minutes instead of
+    # failing fast enough for the caller to tell the user.
+    client_kwargs.setdefault("socket_connect_timeout", 5.0)
+    try:
+        return aioredis.Redis.from_url(url, **client_kwargs)
+    except ValueError as exc:
+        raise ConfigError(
+            f"REDIS_URL is not a valid Redis URL ({exc}); expected redis://host:port/db"
+        ) from exc
+
+
+def describe(client: aioredis.Redis) -> str:
+    """Where the client points, without credentials, for error messages."""
+    pool = client.connection_pool
+    kwargs = pool.connection_kwargs
+    if kwargs.get("path"):
+        return f"unix://{kwargs['path']}"
+    scheme = "rediss" if issubclass(pool.connection_class, SSLConnection) else "redis"
+    return f"{scheme}://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+
+
+def text(value: bytes | str) -> str:
+    # The client may or may not have been built with decode_responses; accept both.
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@contextmanager
+def redis_errors(where: str, action: str, *, prefix: str = "relaybot") -> Iterator[None]:
+    """Turn redis-py errors into StoreError with a message that says what to check."""
+    try:
+        yield
+    except (AuthenticationError, AuthorizationError) as exc:
+        raise StoreError(
+            f"Redis at {where} refused relaybot while {action} ({exc}): "
+            f"check the user name and password in REDIS_URL"
+        ) from exc
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        raise StoreError(
+            f"cannot reach Redis at {where} while {action} ({exc}): "
+            "is redis-server running, and is REDIS_URL right?"
+        ) from exc
+    except RedisError as exc:
+        raise StoreError(
+            f"Redis at {where} failed while {action} ({exc}); if the error is WRONGTYPE, "
+            f"another application is using keys under the prefix {prefix!r}"
+        ) from exc
