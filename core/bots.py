@@ -6,6 +6,7 @@ import re
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
@@ -32,10 +33,72 @@ class HistoryWindow(BaseModel):
 
 
 class Models(BaseModel):
-    """The LLM fallback chain, first to last, then the static message."""
+    """The LLM fallback chain, first to last, then the static message.
+
+    Steps are "provider:model": `openai` and `anthropic` (keys and base URLs from the settings),
+    or a name under `[models.endpoints]` (any OpenAI-compatible server, or a per-bot base URL and
+    key for the built-in two). Timeouts and retries apply to every step unless `[models.steps]`
+    overrides them for one; the breaker counts failures per provider + model.
+    """
+
+    class Endpoint(BaseModel):
+        """Where a provider name points: `api` ("openai" or "anthropic"; implied for those two
+        names), `base_url`, and `api_key_env`, the environment variable holding its key (unset on
+        a custom endpoint: a keyless local server such as Ollama)."""
+
+        api: Literal["openai", "anthropic"] | None = None
+        base_url: str | None = None
+        api_key_env: str | None = None
+
+    class StepOverride(BaseModel):
+        first_token_timeout_seconds: float | None = Field(None, gt=0)
+        step_timeout_seconds: float | None = Field(None, gt=0)
+        retries_per_step: int | None = Field(None, ge=0, le=5)
 
     chain: list[str] = Field(default_factory=list)
     static_fallback: str = DEFAULT_STATIC_FALLBACK
+    interrupted_notice: str = (
+        "_(My answer was cut off here, sorry. Please ask again if you need the rest.)_"
+    )
+    first_token_timeout_seconds: float = Field(10.0, gt=0)
+    step_timeout_seconds: float = Field(60.0, gt=0)
+    latency_budget_seconds: float = Field(60.0, gt=0)
+    retries_per_step: int = Field(1, ge=0, le=5)
+    max_retry_wait_seconds: float = Field(5.0, ge=0)
+    breaker_failures: int = Field(5, ge=1)
+    breaker_cooldown_seconds: float = Field(30.0, gt=0)
+    cache_ttl_seconds: float = Field(0.0, ge=0)
+    cache_shared: bool = False
+    max_tokens: int = Field(1024, ge=1)
+    temperature: float = Field(0.3, ge=0, le=2)
+    endpoints: dict[str, Endpoint] = Field(default_factory=dict)
+    steps: dict[str, StepOverride] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_chain(self) -> Models:
+        for name, endpoint in self.endpoints.items():
+            if name in ("openai", "anthropic"):
+                if endpoint.api not in (None, name):
+                    raise ValueError(f"[models.endpoints.{name}] api must be {name!r} (or left out)")
+                endpoint.api = name  # type: ignore[assignment]  # narrowed by the check above
+            elif endpoint.api is None or not endpoint.base_url:
+                raise ValueError(
+                    f"[models.endpoints.{name}] needs api = \"openai\" or \"anthropic\" and a base_url"
+                )
+        known = {"openai", "anthropic", *self.endpoints}
+        for step in self.chain:
+            provider, sep, model = step.partition(":")
+            if not sep or not provider or not model:
+                raise ValueError(f"[models] chain step {step!r} must be \"provider:model\", e.g. \"openai:gpt-4o\"")
+            if provider not in known:
+                raise ValueError(
+                    f"[models] chain step {step!r}: unknown provider {provider!r}; use openai, anthropic, "
+                    f"or add [models.endpoints.{provider}] with api and base_url"
+                )
+        for step in self.steps:
+            if step not in self.chain:
+                raise ValueError(f"[models.steps.\"{step}\"] names no step of the chain {self.chain}")
+        return self
 
 
 class BotConfig(BaseModel):
@@ -96,8 +159,7 @@ class BotRegistry:
     def from_dir(cls, bots_dir: Path, *, default: str) -> BotRegistry:
         if not bots_dir.is_dir():
             raise ConfigError(
-                f"bots folder {bots_dir} not found: run relaybot from the project folder "
-                f"or set RELAYBOT_BOTS_DIR"
+                f"bots folder {bots_dir} not found: run relaybot from the project folder or set RELAYBOT_BOTS_DIR"
             )
         bots = {
             child.name: load_bot(child)

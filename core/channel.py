@@ -30,6 +30,11 @@ class Capabilities:
     can_edit: bool = False
     can_stream: bool = False
     can_show_typing: bool = False
+    #: connections live in one process (web sockets): every process hosting the channel is given
+    #: each reply and delivers it to the connections it holds
+    broadcast: bool = False
+    #: the platform drops a repeated send (an idempotency key), so a send that timed out may be retried
+    idempotent_sends: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -125,7 +125,8 @@ class Envelope:
 class Reply:
     """The core's answer to one envelope, in Markdown; the channel formats and splits it.
 
-    `final=False` marks a streamed fragment (`text` is the new delta), which channels that can
+    `dedupe_key` is the inbound message's: the outbox sends one reply per key, however often the
+    message was processed. `final=False` marks a streamed fragment (`text` is the new delta), which channels that can
     show streaming display at once; the final reply carries the whole text and, once recorded,
     its sequence number in the conversation.
     """
@@ -137,6 +138,7 @@ class Reply:
     reply_to: str
     text: str
     in_reply_to: str | None = None
+    dedupe_key: str = ""
     seq: int | None = None
     parts: tuple[str, ...] = ()
     quick_replies: tuple[str, ...] = ()

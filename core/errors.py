@@ -5,7 +5,13 @@
     │   └── BotNotFound        no bots/<name>/bot.toml for a requested bot
     ├── StoreError             a session/history store failed (Redis or SQL down, bad data)
     ├── ProviderError          an LLM provider failed; `retryable` says whether trying again can help
-    └── DeliveryError          a channel could not deliver; `retryable` and `retry_after` steer the outbox
+    │   ├── ProviderRateLimited    429: retryable, `retry_after` from the Retry-After header
+    │   ├── ProviderUnavailable    5xx/529, an error event mid-stream, or the connection failed: retryable
+    │   ├── ProviderTimeout        no first token, or no end, within the step's timeout: retryable
+    │   ├── ProviderRejected       400/401/403/404...: the request, key or model name is wrong; not retried
+    │   └── ProviderBadResponse    the answer did not parse (malformed JSON, empty answer); not retried
+    ├── DeliveryError          a channel could not deliver; `retryable` and `retry_after` steer the outbox
+    └── PoisonMessage          a queue entry that can never be handled; dead-lettered without retries
 
 Library errors (redis, SQLAlchemy, aiohttp, SDKs) are converted where they are caught, with
 `raise ... from exc`, so callers see one vocabulary and keep what they need (`retry_after`).
@@ -37,14 +43,76 @@ class StoreError(RelaybotError):
 
 
 class ProviderError(RelaybotError):
-    def __init__(self, message: str, *, provider: str, retryable: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        status: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.provider = provider
         self.retryable = retryable
+        self.retry_after = retry_after
+        self.status = status
+
+
+class ProviderRateLimited(ProviderError):
+    """429: the provider asks us to slow down; `retry_after` (seconds) when it said how long."""
+
+    def __init__(
+        self, message: str, *, provider: str, retry_after: float | None = None, status: int | None = 429
+    ) -> None:
+        super().__init__(message, provider=provider, retryable=True, retry_after=retry_after, status=status)
+
+
+class ProviderUnavailable(ProviderError):
+    """The provider is down or overloaded (5xx, 529), or could not be reached: may heal soon."""
+
+    def __init__(
+        self, message: str, *, provider: str, retry_after: float | None = None, status: int | None = None
+    ) -> None:
+        super().__init__(message, provider=provider, retryable=True, retry_after=retry_after, status=status)
+
+
+class ProviderTimeout(ProviderError):
+    """No first token, or no end of the answer, within the step's timeout."""
+
+    def __init__(self, message: str, *, provider: str) -> None:
+        super().__init__(message, provider=provider, retryable=True)
+
+
+class ProviderRejected(ProviderError):
+    """The provider refused the request for good (bad request, bad key, unknown model): not retried."""
+
+    def __init__(self, message: str, *, provider: str, status: int | None = None) -> None:
+        super().__init__(message, provider=provider, retryable=False, status=status)
+
+
+class ProviderBadResponse(ProviderError):
+    """The provider answered something we cannot use (malformed JSON, no text at all)."""
+
+    def __init__(self, message: str, *, provider: str) -> None:
+        super().__init__(message, provider=provider, retryable=False)
 
 
 class DeliveryError(RelaybotError):
-    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        retry_after: float | None = None,
+        outcome_unknown: bool = False,
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
+        # A send that timed out may have reached the user: repeating it could answer twice.
+        self.outcome_unknown = outcome_unknown
+
+
+class PoisonMessage(RelaybotError):
+    """An entry that can never be handled (malformed payload): dead-lettered at once, not retried."""

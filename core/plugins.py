@@ -5,6 +5,7 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 from typing import Any
 
+from core.channel import Capabilities
 from core.errors import ConfigError
 
 GROUP = "relaybot.channels"
@@ -23,3 +24,19 @@ def load_channel_factory(name: str) -> Any:
             "is relaybot installed (pip install -e .)?"
         )
     return matches[0].load()
+
+
+def installed_capabilities() -> dict[str, Capabilities]:
+    """What every installed adapter can do, by envelope channel name (e.g. "sms" and "whatsapp").
+
+    A worker process hosts no adapters but must know, say, which channels stream.
+    """
+    capabilities: dict[str, Capabilities] = {}
+    for ep in entry_points(group=GROUP):
+        try:
+            adapter = ep.load()
+        except ImportError:
+            continue  # an adapter whose optional dependency is missing is simply not available
+        for name in getattr(adapter, "channel_names", ()):
+            capabilities[name] = adapter.capabilities
+    return capabilities

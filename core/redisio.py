@@ -27,9 +27,7 @@ def client_from_url(url: str, **client_kwargs: Any) -> aioredis.Redis:
     try:
         return aioredis.Redis.from_url(url, **client_kwargs)
     except ValueError as exc:
-        raise ConfigError(
-            f"REDIS_URL is not a valid Redis URL ({exc}); expected redis://host:port/db"
-        ) from exc
+        raise ConfigError(f"REDIS_URL is not a valid Redis URL ({exc}); expected redis://host:port/db") from exc
 
 
 def describe(client: aioredis.Redis) -> str:
@@ -54,13 +52,11 @@ def redis_errors(where: str, action: str, *, prefix: str = "relaybot") -> Iterat
         yield
     except (AuthenticationError, AuthorizationError) as exc:
         raise StoreError(
-            f"Redis at {where} refused relaybot while {action} ({exc}): "
-            f"check the user name and password in REDIS_URL"
+            f"Redis at {where} refused relaybot while {action} ({exc}): check the user name and password in REDIS_URL"
         ) from exc
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         raise StoreError(
-            f"cannot reach Redis at {where} while {action} ({exc}): "
-            "is redis-server running, and is REDIS_URL right?"
+            f"cannot reach Redis at {where} while {action} ({exc}): is redis-server running, and is REDIS_URL right?"
         ) from exc
     except RedisError as exc:
         raise StoreError(

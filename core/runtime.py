@@ -1,7 +1,8 @@
 """The composition root: builds every service from settings and wires them together.
 
-`relaybot run` uses one Runtime for the whole process: the channels that are configured, the
-bus, a worker and the outbox. Nothing else in relaybot constructs services.
+One Runtime per process. `relaybot run` hosts the configured channels and a worker; with
+`RELAYBOT_BUS=redis`, `relaybot serve CHANNEL` hosts only adapters (and delivers their replies)
+and `relaybot worker` only turns envelopes into replies. Nothing else in relaybot builds services.
 """
 
 from __future__ import annotations
@@ -10,18 +11,30 @@ import asyncio
 import contextlib
 from collections.abc import Iterable
 
+import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
 
 from core.bots import BotRegistry
-from core.bus.memory import MemoryBus
+from core.bus.queue import QueueBus
 from core.channel import ChannelAdapter, ChannelContext, ChannelFactory
+from core.dedupe.base import DedupeStore
 from core.dedupe.memory import MemoryDedupeStore
-from core.delivery.outbox import Outbox
-from core.errors import StoreError
+from core.dedupe.redis import RedisDedupeStore
+from core.delivery.outbox import InlineOutbox, Outbox, QueueOutbox, deliver_topic, fragments_topic
+from core.delivery.records import DeliveryRecords, MemoryDeliveryRecords, RedisDeliveryRecords
+from core.delivery.sender import ReplySender
+from core.delivery.worker import DeliveryWorker
+from core.envelope import Reply
+from core.errors import ConfigError, StoreError
+from core.fanout.base import Fanout, FanoutHandler
+from core.fanout.memory import MemoryFanout
+from core.fanout.redis import RedisFanout
 from core.llm.base import LLMProvider
 from core.llm.offline import OfflineProvider
+from core.locks.base import ConversationLocks
 from core.locks.memory import MemoryConversationLocks
+from core.locks.redis import RedisConversationLocks
 from core.pipeline.pipeline import Pipeline
 from core.pipeline.stages import (
     AssembleContextStage,
@@ -31,9 +44,16 @@ from core.pipeline.stages import (
     LogTurnStage,
     RateLimitStage,
     RecordStage,
+    UsageStage,
 )
-from core.plugins import channel_names, load_channel_factory
+from core.plugins import channel_names, installed_capabilities, load_channel_factory
+from core.queue.base import OrderedQueue
+from core.queue.memory import MemoryQueue
+from core.queue.redis import RedisQueue
+from core.ratelimit.base import RateLimiter
 from core.ratelimit.memory import MemoryRateLimiter
+from core.ratelimit.redis import RedisRateLimiter
+from core.redisio import client_from_url
 from core.secrets import load_or_create_secret
 from core.settings import Settings
 from core.stores.base import HistoryStore, SessionStore
@@ -59,21 +79,45 @@ class Runtime:
         history: HistoryStore,
         secret: bytes,
         provider: LLMProvider,
+        redis: aioredis.Redis | None = None,
         logger: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
+        if settings.bus == "redis" and redis is None:
+            raise ConfigError("RELAYBOT_BUS=redis needs REDIS_URL (the Redis that adapters and workers share)")
         self.settings = settings
         self.bots = bots
         self.sessions = sessions
         self.history = history
         self.secret = secret
+        self.redis = redis
+        self.distributed = settings.bus == "redis"
         self.log = logger or structlog.get_logger("relaybot")
-        self.bus = MemoryBus()
-        self.dedupe = MemoryDedupeStore()
-        self.locks = MemoryConversationLocks()
-        self.limiter = MemoryRateLimiter()
-        self.provider = provider
+        self._queues: dict[str, OrderedQueue] = {}
+        self.bus = QueueBus(self.queue("bus"))
+        self.locks: ConversationLocks = (
+            RedisConversationLocks(redis, ttl_seconds=settings.lock_ttl_seconds)
+            if self.distributed and redis is not None
+            else MemoryConversationLocks()
+        )
+        # Shared whenever Redis is there, so two `relaybot run` behind one balancer agree too.
+        self.dedupe: DedupeStore = RedisDedupeStore(redis) if redis is not None else MemoryDedupeStore()
+        self.limiter: RateLimiter = RedisRateLimiter(redis) if redis is not None else MemoryRateLimiter()
+        self.records: DeliveryRecords = RedisDeliveryRecords(redis) if redis is not None else MemoryDeliveryRecords()
+        self.fanout: Fanout = RedisFanout(redis) if self.distributed and redis is not None else MemoryFanout()
         self.channels: dict[str, ChannelAdapter] = {}
-        self.outbox = Outbox(self.channels)
+        self.sender = ReplySender(self.channels, self.records)
+        self.outbox: Outbox = (
+            QueueOutbox(
+                queue_for=lambda channel: self.queue(f"outbox:{channel}"),
+                capabilities=installed_capabilities(),
+                fanout=self.fanout,
+                dedupe=self.dedupe,
+                records=self.records,
+            )
+            if self.distributed
+            else InlineOutbox(self.channels, self.sender)
+        )
+        self.provider = provider
         self.pipeline = Pipeline(
             stages=[
                 RateLimitStage(self.limiter),
@@ -82,29 +126,30 @@ class Runtime:
                 AssembleContextStage(),
                 GenerateStage(provider),
             ],
-            closing=[RecordStage(sessions, history), LogTurnStage()],
+            closing=[RecordStage(sessions, history), UsageStage(self.limiter), LogTurnStage()],
         )
         self.worker = Worker(
-            bus=self.bus,
+            queue=self.bus.queue,
             pipeline=self.pipeline,
             bots=bots,
             locks=self.locks,
             dedupe=self.dedupe,
             outbox=self.outbox,
             concurrency=settings.worker_concurrency,
+            visibility_timeout=settings.visibility_timeout_seconds,
         )
-        self._worker_task: asyncio.Task[None] | None = None
+        self.delivery: DeliveryWorker | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     @classmethod
     async def from_settings(cls, settings: Settings) -> Runtime:
         bots = BotRegistry.from_dir(settings.bots_dir, default=settings.default_bot)
-        sessions: SessionStore
-        if settings.redis_url:
-            sessions = RedisSessionStore.from_url(
-                settings.redis_url, ttl_seconds=settings.session_ttl_seconds
-            )
-        else:
-            sessions = MemorySessionStore(ttl_seconds=settings.session_ttl_seconds)
+        redis = client_from_url(settings.redis_url) if settings.redis_url else None
+        sessions: SessionStore = (
+            RedisSessionStore(redis, ttl_seconds=settings.session_ttl_seconds)
+            if redis is not None
+            else MemorySessionStore(ttl_seconds=settings.session_ttl_seconds)
+        )
         history = SqlHistoryStore.from_url(settings.effective_database_url)
         try:
             await history.create_schema()
@@ -113,18 +158,37 @@ class Runtime:
                 if settings.secret_key
                 else await load_or_create_secret(settings.data_dir / "secret_key")
             )
+            return cls(
+                settings=settings,
+                bots=bots,
+                sessions=sessions,
+                history=history,
+                secret=secret,
+                provider=build_provider(settings),
+                redis=redis,
+            )
         except BaseException:
             await history.close()
             await sessions.close()
+            if redis is not None:
+                await redis.aclose()
             raise
-        return cls(
-            settings=settings,
-            bots=bots,
-            sessions=sessions,
-            history=history,
-            secret=secret,
-            provider=build_provider(settings),
-        )
+
+    def queue(self, name: str) -> OrderedQueue:
+        """The named queue ("bus", "outbox:<channel>"), one instance per process."""
+        if name not in self._queues:
+            s = self.settings
+            self._queues[name] = (
+                RedisQueue(
+                    self.redis,
+                    name,
+                    visibility_timeout=s.visibility_timeout_seconds,
+                    max_attempts=s.max_attempts,
+                )
+                if self.distributed and self.redis is not None
+                else MemoryQueue(max_attempts=s.max_attempts)
+            )
+        return self._queues[name]
 
     def channel_context(self) -> ChannelContext:
         return ChannelContext(
@@ -143,7 +207,7 @@ class Runtime:
         return adapter
 
     def add_configured_channels(self, names: Iterable[str] | None = None) -> list[str]:
-        """Start the named adapters, or every installed one whose settings are present."""
+        """Host the named adapters, or every installed one whose settings are present."""
         started: list[str] = []
         for name in names if names is not None else channel_names():
             factory: ChannelFactory = load_channel_factory(name)
@@ -153,11 +217,14 @@ class Runtime:
             started.append(name)
         return started
 
+    def _adapters(self) -> list[ChannelAdapter]:
+        return list({id(a): a for a in self.channels.values()}.values())
+
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=self.settings.max_body_bytes)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
-        for adapter in {id(a): a for a in self.channels.values()}.values():
+        for adapter in self._adapters():
             adapter.register(app)
         return app
 
@@ -172,27 +239,71 @@ class Runtime:
                 checks[name] = "ok"
             except StoreError as exc:
                 checks[name] = str(exc)
-        ok = all(v == "ok" for v in checks.values())
-        return web.json_response(
-            {"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503
-        )
-
-    async def start(self) -> None:
-        if self._worker_task is None:
-            self._worker_task = asyncio.create_task(self.worker.run(), name="relaybot-worker")
-
-    async def close(self, *, grace: float = 10.0) -> None:
-        """Stop taking work, let turns in flight finish within `grace`, then release everything."""
-        await self.bus.close()
-        if self._worker_task is not None:
+        if self.distributed:
             try:
-                await asyncio.wait_for(asyncio.shield(self._worker_task), grace)
-            except TimeoutError:
-                await self.worker.stop()
-                self._worker_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._worker_task
-        for adapter in {id(a): a for a in self.channels.values()}.values():
+                await self.bus.pending()
+                checks["bus"] = "ok"
+            except StoreError as exc:
+                checks["bus"] = str(exc)
+        ok = all(v == "ok" for v in checks.values())
+        return web.json_response({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)
+
+    async def start(self, *, worker: bool = True, delivery: bool = True) -> None:
+        """Start the worker (turns) and/or the delivery of replies to the channels hosted here."""
+        if worker:
+            self._tasks.append(asyncio.create_task(self.worker.run(), name="relaybot-worker"))
+        if delivery and self.distributed:
+            await self._start_delivery()
+
+    async def _start_delivery(self) -> None:
+        push: list[str] = []
+        for name, adapter in self.channels.items():
+            caps = adapter.capabilities
+            if caps.broadcast:
+                await self.fanout.subscribe(deliver_topic(name), self._deliverer(adapter))
+            else:
+                push.append(name)
+            if caps.can_stream:
+                await self.fanout.subscribe(fragments_topic(name), self._deliverer(adapter))
+        if push:
+            self.delivery = DeliveryWorker(
+                channels=push,
+                queue_for=lambda channel: self.queue(f"outbox:{channel}"),
+                locks=self.locks,
+                sender=self.sender,
+                concurrency=self.settings.worker_concurrency,
+                visibility_timeout=self.settings.visibility_timeout_seconds,
+            )
+            self._tasks.append(asyncio.create_task(self.delivery.run(), name="relaybot-delivery"))
+
+    @staticmethod
+    def _deliverer(adapter: ChannelAdapter) -> FanoutHandler:
+        async def deliver(payload: str) -> None:
+            await adapter.deliver(Reply.from_json(payload))
+
+        return deliver
+
+    async def close(self, *, grace: float | None = None) -> None:
+        """Stop taking work, let turns and deliveries in flight finish within `grace`, release everything."""
+        grace = self.settings.shutdown_grace_seconds if grace is None else grace
+        await self.worker.stop(grace)
+        if self.delivery is not None:
+            await self.delivery.stop(grace)
+        for queue in self._queues.values():
+            await queue.close()
+        for task in self._tasks:
+            try:
+                await asyncio.wait_for(task, 5)
+            except (TimeoutError, asyncio.CancelledError):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            except Exception as exc:
+                await self.log.aexception("task_failed_on_close", error=str(exc))
+        await self.fanout.close()
+        for adapter in self._adapters():
             await adapter.close()
         await self.sessions.close()
         await self.history.close()
+        if self.redis is not None:
+            await self.redis.aclose()

@@ -23,9 +23,7 @@ from pydantic_settings import (
 class WebSettings(BaseModel):
     """The web widget and WebSocket channel."""
 
-    max_frame_bytes: int = Field(
-        16 * 1024, ge=1024, description="WebSocket frames above this close with 1009"
-    )
+    max_frame_bytes: int = Field(16 * 1024, ge=1024, description="WebSocket frames above this close with 1009")
     max_text_chars: int = Field(4000, ge=1, description="message text above this gets an error frame")
     allowed_origins: list[str] = Field(
         default_factory=lambda: ["*"],
@@ -54,9 +52,7 @@ class Settings(BaseSettings):
         None, description="signs web session tokens; generated into DATA_DIR/secret_key when unset"
     )
     redis_url: str | None = Field(None, validation_alias=AliasChoices("REDIS_URL", "RELAYBOT_REDIS_URL"))
-    database_url: str | None = Field(
-        None, validation_alias=AliasChoices("DATABASE_URL", "RELAYBOT_DATABASE_URL")
-    )
+    database_url: str | None = Field(None, validation_alias=AliasChoices("DATABASE_URL", "RELAYBOT_DATABASE_URL"))
     openai_api_key: SecretStr | None = Field(
         None, validation_alias=AliasChoices("OPENAI_API_KEY", "RELAYBOT_OPENAI_API_KEY")
     )
@@ -70,7 +66,18 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("ANTHROPIC_BASE_URL", "RELAYBOT_ANTHROPIC_BASE_URL")
     )
     session_ttl_seconds: int = Field(3600, ge=1)
+    bus: Literal["memory", "redis"] = Field(
+        "memory", description="memory: one process (relaybot run); redis: adapters and workers as separate processes"
+    )
     worker_concurrency: int = Field(16, ge=1)
+    visibility_timeout_seconds: float = Field(
+        30.0, gt=0, description="an entry a crashed worker held is taken over after this long"
+    )
+    max_attempts: int = Field(5, ge=1, description="deliveries of one entry before it is dead-lettered")
+    lock_ttl_seconds: float = Field(
+        30.0, gt=0, description="a conversation lock of a crashed worker expires after this"
+    )
+    shutdown_grace_seconds: float = Field(20.0, ge=0, description="on SIGTERM, time to finish turns in flight")
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
     max_body_bytes: int = Field(1024 * 1024, ge=1024)

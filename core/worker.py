@@ -1,21 +1,25 @@
-"""Core worker: takes envelopes off the bus and turns each into exactly one delivered reply."""
+"""Core worker: takes envelopes off the bus and turns each into exactly one stored reply.
+
+The ordered consumer holds the conversation's lock and keeps its turns in arrival order, across
+any number of worker processes; this module is what one turn does inside it.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from dataclasses import replace
 
 import structlog
 
 from core.bots import BotRegistry
-from core.bus.base import Bus, BusDelivery
 from core.dedupe.base import DedupeStore
 from core.delivery.outbox import Outbox
 from core.envelope import Envelope, Reply
+from core.errors import PoisonMessage
 from core.locks.base import ConversationLocks
 from core.pipeline.pipeline import Pipeline
 from core.pipeline.turn import DeltaSink
+from core.queue.base import OrderedQueue, QueueEntry
+from core.queue.consumer import OrderedConsumer
 
 DONE_TTL_SECONDS = 7 * 24 * 3600
 
@@ -24,74 +28,67 @@ class Worker:
     def __init__(
         self,
         *,
-        bus: Bus,
+        queue: OrderedQueue,
         pipeline: Pipeline,
         bots: BotRegistry,
         locks: ConversationLocks,
         dedupe: DedupeStore,
         outbox: Outbox,
         concurrency: int = 16,
+        visibility_timeout: float = 30.0,
         logger: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
-        self._bus = bus
         self._pipeline = pipeline
         self._bots = bots
-        self._locks = locks
         self._dedupe = dedupe
         self._outbox = outbox
-        self._slots = asyncio.Semaphore(concurrency)
-        self._tasks: set[asyncio.Task[None]] = set()
         self._log = logger or structlog.get_logger("relaybot.worker")
+        self._consumer = OrderedConsumer(
+            queue,
+            locks,
+            self._turn,
+            name="turn",
+            concurrency=concurrency,
+            visibility_timeout=visibility_timeout,
+            logger=self._log,
+        )
 
     async def run(self) -> None:
-        """Consume until the bus closes, then wait for the turns in flight."""
-        async for delivery in self._bus.consume():
-            await self._slots.acquire()
-            # Taking the conversation's place in line happens inside the task; tasks start in
-            # creation order, so turns of one conversation queue on its lock in arrival order.
-            task = asyncio.create_task(self._handle(delivery))
-            self._tasks.add(task)
-            task.add_done_callback(self._done)
-        await self.drain()
+        await self._consumer.run()
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        self._slots.release()
+    async def stop(self, grace: float) -> None:
+        """Stop taking envelopes; finish turns in flight within `grace`, hand back the rest."""
+        await self._consumer.stop(grace)
 
-    async def drain(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+    @property
+    def in_flight(self) -> int:
+        return self._consumer.in_flight
 
-    async def _handle(self, delivery: BusDelivery) -> None:
-        envelope = delivery.envelope
+    async def _turn(self, entry: QueueEntry) -> None:
+        try:
+            envelope = Envelope.from_json(entry.payload)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PoisonMessage(f"not an envelope: {exc}") from exc
         with structlog.contextvars.bound_contextvars(
             channel=envelope.channel, session_id=envelope.session_id, user_id=envelope.user_id
         ):
-            try:
-                await self.process(envelope)
-                await self._bus.ack(delivery)
-            except Exception as exc:
-                # Not acked: a durable bus hands it out again. Logged with the envelope id to trace it.
-                await self._log.aexception("envelope_failed", envelope_id=envelope.id, error=str(exc))
+            await self.process(envelope)
 
     async def process(self, envelope: Envelope) -> Reply | None:
-        """Run one envelope's turn under its conversation lock; None if it was already answered."""
+        """Answer one envelope (the caller holds its conversation); None if it needs no answer."""
         bot = self._bots.get(envelope.bot)
         if bot is None:
-            await self._log.aerror("unknown_bot", bot=envelope.bot, envelope_id=envelope.id)
-            return None
+            raise PoisonMessage(f"no bot named {envelope.bot!r} in this worker's bots folder")
         done_key = f"turn:{envelope.dedupe_key}"
-        async with self._locks.hold(envelope.session_id):
-            if await self._dedupe.exists(done_key):
-                await self._log.ainfo(
-                    "duplicate_envelope", envelope_id=envelope.id, dedupe_key=envelope.dedupe_key
-                )
-                return None
-            stream = self._stream_sink(envelope) if self._outbox.can_stream(envelope.channel) else None
-            reply = await self._pipeline.run(envelope, bot, stream=stream)
-            await self._outbox.submit(reply)
-            await self._dedupe.claim(done_key, DONE_TTL_SECONDS)
-            return reply
+        if await self._dedupe.exists(done_key):
+            # The same platform message published twice (two envelopes): answered already.
+            await self._log.ainfo("duplicate_envelope", envelope_id=envelope.id, dedupe_key=envelope.dedupe_key)
+            return None
+        stream = self._stream_sink(envelope) if self._outbox.can_stream(envelope.channel) else None
+        reply = await self._pipeline.run(envelope, bot, stream=stream)
+        await self._outbox.submit(reply)
+        await self._dedupe.claim(done_key, DONE_TTL_SECONDS)
+        return reply
 
     def _stream_sink(self, envelope: Envelope) -> DeltaSink:
         template = Reply(
@@ -109,10 +106,3 @@ class Worker:
             await self._outbox.stream(replace(template, text=delta))
 
         return send
-
-    async def stop(self) -> None:
-        """Cancel turns still running (used after the grace period)."""
-        for task in list(self._tasks):
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.drain()

@@ -62,8 +62,8 @@ async def test_an_envelope_becomes_one_reply_through_its_own_channel(tmp_path: P
         assert turns[0]["tokens_in"] > 0 and turns[0]["tokens_out"] > 0
         assert turns[0]["session_id"] == "support:api:conv-1"
         assert await runtime.bus.pending() == 0
-        assert runtime.outbox.record(reply.id) is not None
-        assert runtime.outbox.record(reply.id).status == "sent"  # type: ignore[union-attr]
+        record = await runtime.records.get(reply.id)
+        assert record is not None and record.status == "sent" and record.attempts == 1
     finally:
         await runtime.close()
 
@@ -137,7 +137,7 @@ async def test_delivery_is_retried_on_a_channel_429_and_sent_once(tmp_path: Path
         await runtime.bus.publish(envelope("hello", msg_id="m1"))
         (reply,) = await channel.wait_for(1)
         assert channel.attempts == 3
-        record = runtime.outbox.record(reply.id)
+        record = await runtime.records.get(reply.id)
         assert record is not None and record.status == "sent" and record.attempts == 3
     finally:
         await runtime.close()

@@ -1,5 +1,7 @@
-"""Reply delivery: the outbox stores each reply, then sends it through its channel with retries."""
+"""Reply delivery: the outbox stores each reply, then it is sent through its channel with retries."""
 
-from core.delivery.outbox import Outbox, OutboxRecord, RetryPolicy
+from core.delivery.outbox import InlineOutbox, Outbox, QueueOutbox
+from core.delivery.records import DeliveryRecord, DeliveryRecords
+from core.delivery.sender import ReplySender, RetryPolicy
 
-__all__ = ["Outbox", "OutboxRecord", "RetryPolicy"]
+__all__ = ["DeliveryRecord", "DeliveryRecords", "InlineOutbox", "Outbox", "QueueOutbox", "ReplySender", "RetryPolicy"]

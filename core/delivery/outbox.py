@@ -1,76 +1,71 @@
-"""The embedded outbox: records each reply before sending it, retries with backoff.
+"""The outbox: every reply is stored before it is sent, and sent once per inbound message.
 
-Replies of one conversation are submitted under its lock and sent before the lock is released,
-so they reach the user in order. The production outbox (Redis, separate delivery workers)
-implements the same `submit`.
+`InlineOutbox` (one process) sends at once, under the conversation's lock, so replies keep their
+order. `QueueOutbox` (production) puts each reply on its channel's ordered queue, where the
+adapter process's `DeliveryWorker` sends it; channels whose connections live in one process
+(the web widget) get their replies by fan-out to every process that hosts them.
 """
 
 from __future__ import annotations
 
-import asyncio
-import random
 from collections import OrderedDict
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Literal
+from collections.abc import Callable, Mapping
+from typing import Protocol
 
 import structlog
 
-from core.channel import DeliveryTarget
+from core.channel import Capabilities, DeliveryTarget
+from core.dedupe.base import DedupeStore
+from core.delivery.records import DeliveryRecord, DeliveryRecords
+from core.delivery.sender import ReplySender
 from core.envelope import Reply
 from core.errors import DeliveryError
+from core.fanout.base import Fanout
+from core.queue.base import OrderedQueue
 
-Status = Literal["pending", "sent", "kept", "failed", "dead"]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RetryPolicy:
-    attempts: int = 5
-    base_delay: float = 0.5
-    max_delay: float = 30.0
-
-    def delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, self.max_delay)
-        backoff = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
-        return backoff * (0.5 + random.random() / 2)  # jitter keeps retries from bunching
+ONCE_TTL_SECONDS = 7 * 24 * 3600
 
 
-@dataclass(slots=True, kw_only=True)
-class OutboxRecord:
-    reply: Reply
-    status: Status = "pending"
-    attempts: int = 0
-    error: str | None = None
-    channel_message_ids: tuple[str, ...] = ()
-    updated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+def deliver_topic(channel: str) -> str:
+    return f"deliver:{channel}"
 
 
-class Outbox:
+def fragments_topic(channel: str) -> str:
+    return f"fragments:{channel}"
+
+
+class Outbox(Protocol):
+    def can_stream(self, channel: str) -> bool: ...
+
+    async def stream(self, fragment: Reply) -> None:
+        """Best effort: a streamed fragment is shown if it can be, never retried or stored."""
+        ...
+
+    async def submit(self, reply: Reply) -> bool:
+        """Store the reply for delivery; False if a reply to the same inbound message was already taken."""
+        ...
+
+
+class InlineOutbox:
     def __init__(
         self,
         targets: Mapping[str, DeliveryTarget],
+        sender: ReplySender,
         *,
-        policy: RetryPolicy | None = None,
-        keep: int = 10_000,
+        keep: int = 100_000,
         logger: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
         self._targets = targets
-        self._policy = policy or RetryPolicy()
+        self._sender = sender
+        self._sent: OrderedDict[str, None] = OrderedDict()
         self._keep = keep
-        self._records: OrderedDict[str, OutboxRecord] = OrderedDict()
         self._log = logger or structlog.get_logger("relaybot.outbox")
-
-    def record(self, reply_id: str) -> OutboxRecord | None:
-        return self._records.get(reply_id)
 
     def can_stream(self, channel: str) -> bool:
         target = self._targets.get(channel)
         return target is not None and target.capabilities.can_stream
 
     async def stream(self, fragment: Reply) -> None:
-        """Best-effort delivery of a streamed fragment: never retried, never stored."""
         target = self._targets.get(fragment.channel)
         if target is None:
             return
@@ -79,41 +74,63 @@ class Outbox:
         except DeliveryError as exc:
             await self._log.adebug("stream_fragment_dropped", error=str(exc))
 
-    async def submit(self, reply: Reply) -> OutboxRecord:
-        """Store the reply, then send it; returns its record once it is sent, kept, or dead."""
-        record = OutboxRecord(reply=reply)
-        self._records[reply.id] = record
-        while len(self._records) > self._keep:
-            self._records.popitem(last=False)
-        target = self._targets.get(reply.channel)
-        if target is None:
-            self._finish(record, "dead", f"no channel adapter for {reply.channel!r} in this process")
-            await self._log.aerror("delivery_dead", reply_id=reply.id, error=record.error)
-            return record
-        while True:
-            record.attempts += 1
-            try:
-                result = await target.deliver(reply)
-            except DeliveryError as exc:
-                record.error = str(exc)
-                if not exc.retryable or record.attempts >= self._policy.attempts:
-                    self._finish(record, "dead" if exc.retryable else "failed", str(exc))
-                    await self._log.aerror(
-                        "delivery_failed", reply_id=reply.id, attempts=record.attempts, error=str(exc)
-                    )
-                    return record
-                delay = self._policy.delay(record.attempts, exc.retry_after)
-                await self._log.awarning(
-                    "delivery_retry", reply_id=reply.id, attempt=record.attempts, delay=delay, error=str(exc)
-                )
-                await asyncio.sleep(delay)
-                continue
-            record.channel_message_ids = result.channel_message_ids
-            self._finish(record, "sent" if result.delivered else "kept", result.detail or None)
-            return record
+    async def submit(self, reply: Reply) -> bool:
+        if reply.dedupe_key:
+            if reply.dedupe_key in self._sent:
+                await self._log.ainfo("reply_already_sent", dedupe_key=reply.dedupe_key)
+                return False
+            self._sent[reply.dedupe_key] = None
+            while len(self._sent) > self._keep:
+                self._sent.popitem(last=False)
+        await self._sender.send(reply)
+        return True
 
-    @staticmethod
-    def _finish(record: OutboxRecord, status: Status, error: str | None) -> None:
-        record.status = status
-        record.error = error
-        record.updated_at = datetime.now(UTC)
+
+class QueueOutbox:
+    def __init__(
+        self,
+        *,
+        queue_for: Callable[[str], OrderedQueue],
+        capabilities: Mapping[str, Capabilities],
+        fanout: Fanout,
+        dedupe: DedupeStore,
+        records: DeliveryRecords,
+        logger: structlog.typing.FilteringBoundLogger | None = None,
+    ) -> None:
+        self._queue_for = queue_for
+        self._capabilities = capabilities
+        self._fanout = fanout
+        self._dedupe = dedupe
+        self._records = records
+        self._log = logger or structlog.get_logger("relaybot.outbox")
+
+    def can_stream(self, channel: str) -> bool:
+        caps = self._capabilities.get(channel)
+        return caps is not None and caps.can_stream
+
+    async def stream(self, fragment: Reply) -> None:
+        try:
+            await self._fanout.publish(fragments_topic(fragment.channel), fragment.to_json())
+        except Exception as exc:
+            await self._log.adebug("stream_fragment_dropped", error=str(exc))
+
+    async def submit(self, reply: Reply) -> bool:
+        caps = self._capabilities.get(reply.channel)
+        record = DeliveryRecord(reply_id=reply.id, channel=reply.channel, session_id=reply.session_id)
+        if caps is not None and caps.broadcast:
+            # The reply is already in the durable history, from which a reconnecting client resumes.
+            if reply.dedupe_key and not await self._dedupe.claim(f"outbox:{reply.dedupe_key}", ONCE_TTL_SECONDS):
+                return False
+            await self._records.put(record)
+            await self._fanout.publish(deliver_topic(reply.channel), reply.to_json())
+            record.status = "sent"
+            await self._records.put(record)
+            return True
+        await self._records.put(record)
+        ticket = await self._queue_for(reply.channel).add(
+            reply.session_id, reply.to_json(), dedupe_key=reply.dedupe_key or None
+        )
+        if ticket is None:
+            await self._log.ainfo("reply_already_queued", dedupe_key=reply.dedupe_key)
+            return False
+        return True

@@ -58,6 +58,7 @@ class Pipeline:
             channel=envelope.channel,
             reply_to=envelope.reply_to,
             in_reply_to=envelope.channel_message_id,
+            dedupe_key=envelope.dedupe_key,
             text=turn.reply_text or bot.models.static_fallback,
             seq=turn.seq,
         )

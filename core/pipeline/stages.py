@@ -21,8 +21,9 @@ def describe_wait(seconds: float) -> str:
         return "a few seconds"
     if seconds < 90:
         return f"about {math.ceil(seconds / 5) * 5} seconds"
-    minutes = math.ceil(seconds / 60)
-    return f"about {minutes} minutes"
+    if seconds < 90 * 60:
+        return f"about {math.ceil(seconds / 60)} minutes"
+    return f"about {math.ceil(seconds / 3600)} hours"
 
 
 class RateLimitStage:
@@ -33,15 +34,38 @@ class RateLimitStage:
 
     async def __call__(self, turn: Turn) -> None:
         limits = RateLimits(
-            per_minute=turn.bot.limits.messages_per_minute, per_hour=turn.bot.limits.messages_per_hour
+            per_minute=turn.bot.limits.messages_per_minute,
+            per_hour=turn.bot.limits.messages_per_hour,
+            tokens_per_day=turn.bot.limits.tokens_per_day,
         )
-        decision = await self._limiter.hit(f"{turn.bot.name}:{turn.envelope.user_id}", limits)
-        if not decision.allowed:
+        decision = await self._limiter.hit(usage_key(turn), limits)
+        if decision.window == "day":
+            turn.answer(
+                "You've reached today's usage limit for this assistant. "
+                f"Please try again in {describe_wait(decision.retry_after)}.",
+                notice="token_limit",
+            )
+        elif not decision.allowed:
             turn.answer(
                 "You're sending messages faster than I can answer them. "
                 f"Please try again in {describe_wait(decision.retry_after)}.",
                 notice="rate_limited",
             )
+
+
+def usage_key(turn: Turn) -> str:
+    return f"{turn.bot.name}:{turn.envelope.user_id}"
+
+
+class UsageStage:
+    """Add the turn's tokens to the user's daily total, which the rate limit stage enforces."""
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self._limiter = limiter
+
+    async def __call__(self, turn: Turn) -> None:
+        if turn.tokens_in or turn.tokens_out:
+            await self._limiter.add_tokens(usage_key(turn), turn.tokens_in + turn.tokens_out)
 
 
 class LoadSessionStage:
@@ -119,9 +143,7 @@ class AssembleContextStage:
 class GenerateStage:
     """Ask the provider, streaming deltas to the channel when it can show them."""
 
-    def __init__(
-        self, provider: LLMProvider, *, logger: structlog.typing.FilteringBoundLogger | None = None
-    ) -> None:
+    def __init__(self, provider: LLMProvider, *, logger: structlog.typing.FilteringBoundLogger | None = None) -> None:
         self._provider = provider
         self._log = logger or structlog.get_logger("relaybot.generate")
 
@@ -163,9 +185,7 @@ class RecordStage:
         user = StoredMessage(
             role="user", content=env.text, created_at=env.received_at, ref=env.channel_message_id, meta=meta
         )
-        reply = StoredMessage(
-            role="assistant", content=turn.reply_text or "", ref=env.channel_message_id, meta=meta
-        )
+        reply = StoredMessage(role="assistant", content=turn.reply_text or "", ref=env.channel_message_id, meta=meta)
         saved = await self._history.append(
             session_id=env.session_id,
             bot=env.bot,

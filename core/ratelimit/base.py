@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
+
+Window = Literal["minute", "hour", "day"]
 
 
 @dataclass(frozen=True, slots=True)
 class RateLimits:
     per_minute: int
     per_hour: int
+    tokens_per_day: int = 500_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,10 +19,17 @@ class RateDecision:
 
     allowed: bool
     retry_after: float = 0.0
-    window: str | None = None
+    window: Window | None = None
 
 
 class RateLimiter(Protocol):
     async def hit(self, key: str, limits: RateLimits) -> RateDecision:
-        """Count one message for `key` if it is within the limits; rejected messages are not counted."""
+        """Count one message for `key` if it is within the limits; rejected messages are not counted.
+
+        Messages are limited per sliding minute and hour; tokens per UTC day (see `add_tokens`).
+        """
+        ...
+
+    async def add_tokens(self, key: str, tokens: int) -> int:
+        """Add a turn's tokens to today's total for `key`; returns the new total."""
         ...

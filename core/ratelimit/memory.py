@@ -1,30 +1,44 @@
-"""In-memory sliding-window rate limiter (one process)."""
+"""In-memory sliding-window rate limiter and daily token budget (one process)."""
 
 from __future__ import annotations
 
 import time
 from collections import deque
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from core.ratelimit.base import RateDecision, RateLimits
 
 MINUTE = 60.0
 HOUR = 3600.0
+DAY = 86400.0
+
+
+def seconds_to_utc_midnight(now: float) -> float:
+    return DAY - (now % DAY)
+
+
+def utc_day(now: float) -> str:
+    return datetime.fromtimestamp(now, UTC).strftime("%Y%m%d")
 
 
 class MemoryRateLimiter:
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._hits: dict[str, deque[float]] = {}
+        self._tokens: dict[str, tuple[str, int]] = {}
 
     async def hit(self, key: str, limits: RateLimits) -> RateDecision:
         now = self._clock()
+        day, used = self._tokens.get(key, ("", 0))
+        if day == utc_day(now) and used >= limits.tokens_per_day:
+            return RateDecision(False, retry_after=seconds_to_utc_midnight(now), window="day")
         hits = self._hits.setdefault(key, deque())
         while hits and hits[0] <= now - HOUR:
             hits.popleft()
         if len(hits) >= limits.per_hour:
             return RateDecision(False, retry_after=hits[-limits.per_hour] + HOUR - now, window="hour")
-        in_minute = len(hits) - _first_at_or_after(hits, now - MINUTE)
+        in_minute = len(hits) - _first_after(hits, now - MINUTE)
         if in_minute >= limits.per_minute:
             # The window frees a slot when the oldest hit inside it turns a minute old.
             oldest = hits[len(hits) - in_minute]
@@ -32,8 +46,15 @@ class MemoryRateLimiter:
         hits.append(now)
         return RateDecision(True)
 
+    async def add_tokens(self, key: str, tokens: int) -> int:
+        today = utc_day(self._clock())
+        day, used = self._tokens.get(key, (today, 0))
+        total = (used if day == today else 0) + tokens
+        self._tokens[key] = (today, total)
+        return total
 
-def _first_at_or_after(hits: deque[float], since: float) -> int:
+
+def _first_after(hits: deque[float], since: float) -> int:
     """Index of the first hit newer than `since` (hits are sorted)."""
     lo, hi = 0, len(hits)
     while lo < hi:

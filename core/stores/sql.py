@@ -95,9 +95,7 @@ def _async_url(url: str) -> URL:
     parsed = parsed.set(drivername=drivername)
     if drivername == "postgresql+asyncpg" and "sslmode" in parsed.query:
         # Hosted PostgreSQL URLs carry libpq's `sslmode`; asyncpg takes the same values as `ssl`.
-        parsed = parsed.difference_update_query(["sslmode"]).update_query_dict(
-            {"ssl": parsed.query["sslmode"]}
-        )
+        parsed = parsed.difference_update_query(["sslmode"]).update_query_dict({"ssl": parsed.query["sslmode"]})
     return parsed
 
 

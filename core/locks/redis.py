@@ -1,0 +1,100 @@
+"""Per-conversation locks on Redis, shared by every worker process.
+
+A lock is `SET key token NX PX ttl`, renewed by its holder every third of the TTL while the
+block runs, and released only by its holder (compare-and-delete). If the holder dies, the lock
+expires after the TTL and another worker takes over. Each acquisition gets a fencing token
+(INCR), so a stalled former holder can tell (`still_held`) that it must not commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+import structlog
+
+from core.redisio import describe, redis_errors
+
+_RENEW_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+_RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class RedisLease:
+    def __init__(self, client: aioredis.Redis, key: str, token: str, fencing_token: int) -> None:
+        self._client = client
+        self._key = key
+        self._token = token
+        self.fencing_token = fencing_token
+        self.lost = False
+
+    async def still_held(self) -> bool:
+        if self.lost:
+            return False
+        value = await self._client.get(self._key)
+        held = value is not None and (value.decode() if isinstance(value, bytes) else value) == self._token
+        self.lost = not held
+        return held
+
+
+class RedisConversationLocks:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str = "relaybot",
+        ttl_seconds: float = 30.0,
+        poll_seconds: float = 0.005,
+        logger: structlog.typing.FilteringBoundLogger | None = None,
+    ) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._ttl_ms = int(ttl_seconds * 1000)
+        self._poll = poll_seconds
+        self._where = describe(client)
+        self._renew = client.register_script(_RENEW_LUA)
+        self._release = client.register_script(_RELEASE_LUA)
+        self._log = logger or structlog.get_logger("relaybot.locks")
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[RedisLease]:
+        lock_key = f"{self._prefix}:lock:{key}"
+        token = uuid.uuid4().hex
+        delay = self._poll
+        with redis_errors(self._where, "taking a conversation lock", prefix=self._prefix):
+            while not await self._client.set(lock_key, token, nx=True, px=self._ttl_ms):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.1)
+            fencing = int(await self._client.incr(f"{lock_key}:fence"))
+        lease = RedisLease(self._client, lock_key, token, fencing)
+        renewer = asyncio.create_task(self._keep(lease, lock_key, token))
+        try:
+            yield lease
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+            with redis_errors(self._where, "releasing a conversation lock", prefix=self._prefix):
+                await self._release(keys=[lock_key], args=[token])
+
+    async def _keep(self, lease: RedisLease, lock_key: str, token: str) -> None:
+        while True:
+            await asyncio.sleep(self._ttl_ms / 3000)
+            try:
+                renewed = await self._renew(keys=[lock_key], args=[token, self._ttl_ms])
+            except Exception as exc:  # keep trying: Redis may come back before the TTL runs out
+                await self._log.awarning("lock_renew_failed", key=lock_key, error=str(exc))
+                continue
+            if not renewed:
+                lease.lost = True
+                await self._log.aerror("lock_lost", key=lock_key, fencing_token=lease.fencing_token)
+                return

@@ -1,0 +1,102 @@
+"""The OrderedQueue seam: at-least-once, partitioned, with per-partition order.
+
+Each entry belongs to a partition (a conversation) and gets a ticket, 1, 2, 3... in the order it
+was added to that partition. Consumers handle an entry only when its partition's last done
+ticket is the one before it (see `core.queue.ordered`), so any number of consumers keep each
+conversation in order while different conversations run in parallel. An entry that is never
+acknowledged (its consumer crashed) is handed out again after a visibility timeout; after
+`max_attempts` it is moved to the dead letters with its last error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueEntry:
+    id: str
+    partition: str
+    ticket: int
+    payload: str
+    attempt: int = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadEntry:
+    id: str
+    partition: str
+    payload: str
+    attempts: int
+    error: str
+    failed_at: datetime
+
+
+class OrderedQueue(Protocol):
+    @property
+    def max_attempts(self) -> int: ...
+
+    async def add(self, partition: str, payload: str, *, dedupe_key: str | None = None) -> int | None:
+        """Append to the queue; returns the entry's ticket within its partition.
+
+        With a `dedupe_key`, the add happens at most once per key (atomically): a second add with
+        the same key returns None and queues nothing.
+        """
+        ...
+
+    def entries(self) -> AsyncIterator[QueueEntry]:
+        """Entries for this consumer (reclaimed ones first) until the queue is closed."""
+        ...
+
+    async def ack(self, entry: QueueEntry) -> None:
+        """Done with the entry: it is never handed out again."""
+        ...
+
+    async def fail(self, entry: QueueEntry, error: str) -> None:
+        """Record why handling failed; the entry is handed out again later."""
+        ...
+
+    async def touch(self, entry: QueueEntry) -> None:
+        """Still working on it: restart the visibility timeout."""
+        ...
+
+    async def release(self, entry: QueueEntry) -> None:
+        """Give the entry back at once (shutting down): another consumer takes it now."""
+        ...
+
+    async def dead_letter(self, entry: QueueEntry, error: str) -> None:
+        """Move the entry to the dead letters, for a person to inspect and replay."""
+        ...
+
+    async def dead(self, limit: int = 100) -> list[DeadEntry]: ...
+
+    async def replay(self, dead_id: str) -> bool:
+        """Put a dead entry back at the end of its partition; False if there is no such entry."""
+        ...
+
+    async def last_done(self, partition: str) -> int:
+        """The highest ticket of the partition that has been handled (0 if none)."""
+        ...
+
+    async def mark_done(self, partition: str, ticket: int) -> None:
+        """Record the ticket as handled (never moves backwards).
+
+        Jumping ahead (a predecessor never showed up in time) records the tickets in between as
+        skipped, so a late predecessor is still handled rather than taken for a duplicate.
+        """
+        ...
+
+    async def take_skipped(self, partition: str, ticket: int) -> bool:
+        """True (once) if `ticket` was jumped over by `mark_done` and is still owed handling."""
+        ...
+
+    async def pending(self) -> int:
+        """Entries added and not yet acknowledged."""
+        ...
+
+    async def close(self) -> None:
+        """Stop handing out entries; iterators end."""
+        ...

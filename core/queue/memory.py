@@ -1,0 +1,133 @@
+"""The embedded queue: an asyncio queue in one process. Nothing to reclaim: a crash ends it all."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+from core.queue.base import DeadEntry, QueueEntry
+
+_CLOSED = object()
+
+
+class MemoryQueue:
+    def __init__(self, *, max_attempts: int = 5, maxsize: int = 10_000) -> None:
+        self._queue: asyncio.Queue[QueueEntry | object] = asyncio.Queue(maxsize=maxsize)
+        self._ids = itertools.count(1)
+        self._tickets: dict[str, int] = {}
+        self._done: dict[str, int] = {}
+        self._skipped: dict[str, set[int]] = {}
+        self._attempts: dict[str, int] = {}
+        self._errors: dict[str, str] = {}
+        self._unacked: dict[str, QueueEntry] = {}
+        self._dead: dict[str, DeadEntry] = {}
+        self._dedupe: set[str] = set()
+        self._closed = False
+        self._max_attempts = max_attempts
+
+    @property
+    def max_attempts(self) -> int:
+        return self._max_attempts
+
+    async def add(self, partition: str, payload: str, *, dedupe_key: str | None = None) -> int | None:
+        if self._closed:
+            raise RuntimeError("the queue is closed")
+        if dedupe_key is not None:
+            if dedupe_key in self._dedupe:
+                return None
+            self._dedupe.add(dedupe_key)
+        ticket = self._tickets.get(partition, 0) + 1
+        self._tickets[partition] = ticket
+        entry = QueueEntry(id=str(next(self._ids)), partition=partition, ticket=ticket, payload=payload)
+        self._unacked[entry.id] = entry
+        await self._queue.put(entry)
+        return ticket
+
+    async def entries(self) -> AsyncIterator[QueueEntry]:
+        while True:
+            item = await self._queue.get()
+            if item is _CLOSED:
+                self._queue.put_nowait(_CLOSED)  # let every other consumer see the end too
+                return
+            assert isinstance(item, QueueEntry)
+            attempt = self._attempts[item.id] = self._attempts.get(item.id, 0) + 1
+            yield QueueEntry(
+                id=item.id,
+                partition=item.partition,
+                ticket=item.ticket,
+                payload=item.payload,
+                attempt=attempt,
+            )
+
+    async def ack(self, entry: QueueEntry) -> None:
+        self._forget(entry.id)
+
+    def _forget(self, entry_id: str) -> None:
+        self._unacked.pop(entry_id, None)
+        self._attempts.pop(entry_id, None)
+        self._errors.pop(entry_id, None)
+
+    async def fail(self, entry: QueueEntry, error: str) -> None:
+        # One process: "later" is now, at the back of the queue.
+        self._errors[entry.id] = error
+        if not self._closed and entry.id in self._unacked:
+            self._queue.put_nowait(self._unacked[entry.id])
+
+    async def touch(self, entry: QueueEntry) -> None:
+        """Nothing times out in one process."""
+
+    async def release(self, entry: QueueEntry) -> None:
+        """Nobody else could take it: it ends with the process."""
+
+    async def dead_letter(self, entry: QueueEntry, error: str) -> None:
+        self._dead[entry.id] = DeadEntry(
+            id=entry.id,
+            partition=entry.partition,
+            payload=entry.payload,
+            attempts=entry.attempt,
+            error=error,
+            failed_at=datetime.now(UTC),
+        )
+        self._forget(entry.id)
+
+    async def dead(self, limit: int = 100) -> list[DeadEntry]:
+        return list(self._dead.values())[:limit]
+
+    async def replay(self, dead_id: str) -> bool:
+        entry = self._dead.pop(dead_id, None)
+        if entry is None:
+            return False
+        await self.add(entry.partition, entry.payload)
+        return True
+
+    async def last_done(self, partition: str) -> int:
+        return self._done.get(partition, 0)
+
+    async def mark_done(self, partition: str, ticket: int) -> None:
+        done = self._done.get(partition, 0)
+        if ticket <= done:
+            return
+        self._skipped.setdefault(partition, set()).update(range(done + 1, ticket))
+        self._done[partition] = ticket
+        if ticket >= self._tickets.get(partition, 0) and not self._skipped.get(partition):
+            # Nothing of this conversation is in flight: forget it so memory follows live conversations.
+            self._done.pop(partition, None)
+            self._tickets.pop(partition, None)
+            self._skipped.pop(partition, None)
+
+    async def take_skipped(self, partition: str, ticket: int) -> bool:
+        skipped = self._skipped.get(partition, set())
+        if ticket in skipped:
+            skipped.discard(ticket)
+            return True
+        return False
+
+    async def pending(self) -> int:
+        return len(self._unacked)
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._queue.put_nowait(_CLOSED)

@@ -1,0 +1,254 @@
+"""The production queue: a Redis Stream with one consumer group.
+
+Keys (P = prefix, N = queue name):
+
+    P:q:N                    STREAM  entries: p (partition), t (ticket), d (payload)
+    P:q:N:dead               STREAM  dead letters: p, d, attempts, error, failed_at
+    P:q:N:attempts / :errors HASH    deliveries and last error per entry id
+    P:q:N:ticket:<partition> STRING  last ticket handed out in the partition
+    P:q:N:done:<partition>   STRING  last ticket handled in the partition
+    P:q:N:skipped:<partition> SET    tickets jumped over and still owed
+    P:q:N:once:<key>         STRING  add-at-most-once claims
+
+Acknowledged entries are deleted, so the stream's length is the backlog. Entries left pending by
+a consumer that died are taken over with XAUTOCLAIM once idle for the visibility timeout; a live
+consumer `touch`es its entries to keep them. The partition counters expire after a week idle.
+Redis must persist (AOF, `appendonly yes`) for the queue to survive a Redis restart; with
+`appendfsync everysec` up to a second of queue operations can be lost in a crash of Redis itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from core.queue.base import DeadEntry, QueueEntry
+from core.redisio import describe, redis_errors, text
+
+PARTITION_TTL_SECONDS = 7 * 24 * 3600
+ONCE_TTL_SECONDS = 7 * 24 * 3600
+GROUP = "consumers"
+
+# Ticket and entry are written together, so the stream's order within a partition is ticket order.
+_ADD_LUA = """
+if ARGV[4] ~= '' then
+  if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[5]) then return 0 end
+end
+local t = redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('XADD', KEYS[1], '*', 'p', ARGV[1], 't', t, 'd', ARGV[2])
+return t
+"""
+
+_MARK_DONE_LUA = """
+local done = tonumber(redis.call('GET', KEYS[1]) or '0')
+local ticket = tonumber(ARGV[1])
+if ticket <= done then return done end
+for i = done + 1, ticket - 1 do redis.call('SADD', KEYS[2], i) end
+if ticket - 1 > done then redis.call('EXPIRE', KEYS[2], ARGV[2]) end
+redis.call('SET', KEYS[1], ticket, 'EX', ARGV[2])
+return ticket
+"""
+
+
+def consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class RedisQueue:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        name: str,
+        *,
+        prefix: str = "relaybot",
+        consumer: str | None = None,
+        visibility_timeout: float = 30.0,
+        max_attempts: int = 5,
+        batch: int = 8,
+        block_seconds: float = 1.0,
+    ) -> None:
+        self._client = client
+        self._base = f"{prefix}:q:{name}"
+        self._stream = self._base
+        self._dead = f"{self._base}:dead"
+        self._attempts = f"{self._base}:attempts"
+        self._errors = f"{self._base}:errors"
+        self._consumer = consumer or consumer_name()
+        self._visibility_ms = int(visibility_timeout * 1000)
+        self._max_attempts = max_attempts
+        self._batch = batch
+        self._block_ms = int(block_seconds * 1000)
+        self._where = describe(client)
+        self._prefix = prefix
+        self._add_script = client.register_script(_ADD_LUA)
+        self._mark_done_script = client.register_script(_MARK_DONE_LUA)
+        self._closed = asyncio.Event()
+        self._group_ready = False
+
+    @property
+    def max_attempts(self) -> int:
+        return self._max_attempts
+
+    @property
+    def consumer(self) -> str:
+        return self._consumer
+
+    def _errors_ctx(self, action: str) -> AbstractContextManager[None]:
+        return redis_errors(self._where, action, prefix=self._prefix)
+
+    async def add(self, partition: str, payload: str, *, dedupe_key: str | None = None) -> int | None:
+        keys = [self._stream, f"{self._base}:ticket:{partition}", f"{self._base}:once:{dedupe_key or ''}"]
+        args: list[str | int] = [
+            partition,
+            payload,
+            PARTITION_TTL_SECONDS,
+            dedupe_key or "",
+            ONCE_TTL_SECONDS,
+        ]
+        with self._errors_ctx("adding to the queue"):
+            ticket = int(await self._add_script(keys=keys, args=args))
+        return ticket or None
+
+    async def _ensure_group(self) -> None:
+        if self._group_ready:
+            return
+        with self._errors_ctx("creating the consumer group"):
+            try:
+                await self._client.xgroup_create(self._stream, GROUP, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+        self._group_ready = True
+
+    async def _entry(self, entry_id: Any, fields: dict[Any, Any]) -> QueueEntry:
+        eid = text(entry_id)
+        with self._errors_ctx("counting a delivery"):
+            attempt = int(await self._client.hincrby(self._attempts, eid, 1))
+        values = {text(k): text(v) for k, v in fields.items()}
+        return QueueEntry(id=eid, partition=values["p"], ticket=int(values["t"]), payload=values["d"], attempt=attempt)
+
+    async def entries(self) -> AsyncIterator[QueueEntry]:
+        await self._ensure_group()
+        reclaim_from = "0-0"
+        while not self._closed.is_set():
+            # First take over entries whose consumer stopped touching them (crashed or hung).
+            with self._errors_ctx("reclaiming idle entries"):
+                reclaimed: Any = await self._client.xautoclaim(
+                    self._stream, GROUP, self._consumer, self._visibility_ms, reclaim_from, count=self._batch
+                )
+            reclaim_from = text(reclaimed[0])
+            for entry_id, fields in reclaimed[1]:
+                if fields:
+                    yield await self._entry(entry_id, fields)
+            with self._errors_ctx("reading the queue"):
+                batches: Any = await self._client.xreadgroup(
+                    GROUP, self._consumer, {self._stream: ">"}, count=self._batch, block=self._block_ms
+                )
+            for _stream, messages in batches or ():
+                for entry_id, fields in messages:
+                    yield await self._entry(entry_id, fields)
+
+    async def _forget(self, pipe: Any, entry_id: str) -> None:
+        pipe.xack(self._stream, GROUP, entry_id)
+        pipe.xdel(self._stream, entry_id)
+        pipe.hdel(self._attempts, entry_id)
+        pipe.hdel(self._errors, entry_id)
+
+    async def ack(self, entry: QueueEntry) -> None:
+        with self._errors_ctx("acknowledging an entry"):
+            async with self._client.pipeline(transaction=True) as pipe:
+                await self._forget(pipe, entry.id)
+                await pipe.execute()
+
+    async def fail(self, entry: QueueEntry, error: str) -> None:
+        with self._errors_ctx("recording a failure"):
+            await self._client.hset(self._errors, entry.id, error[:2000])
+
+    async def touch(self, entry: QueueEntry) -> None:
+        with self._errors_ctx("extending an entry's visibility"):
+            await self._client.xclaim(self._stream, GROUP, self._consumer, 0, [entry.id], justid=True)
+
+    async def release(self, entry: QueueEntry) -> None:
+        # Marked long idle, the next XAUTOCLAIM anywhere takes it; giving back is not an attempt.
+        with self._errors_ctx("releasing an entry"):
+            await self._client.xclaim(
+                self._stream, GROUP, self._consumer, 0, [entry.id], idle=10 * self._visibility_ms, justid=True
+            )
+            await self._client.hincrby(self._attempts, entry.id, -1)
+
+    async def dead_letter(self, entry: QueueEntry, error: str) -> None:
+        with self._errors_ctx("moving an entry to the dead letters"):
+            last = await self._client.hget(self._errors, entry.id)
+            reason = f"{error}; last error: {text(last)}" if last else error
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.xadd(
+                    self._dead,
+                    {
+                        "p": entry.partition,
+                        "d": entry.payload,
+                        "attempts": entry.attempt,
+                        "error": reason,
+                        "failed_at": datetime.now(UTC).isoformat(),
+                    },
+                )
+                await self._forget(pipe, entry.id)
+                await pipe.execute()
+
+    async def dead(self, limit: int = 100) -> list[DeadEntry]:
+        with self._errors_ctx("reading the dead letters"):
+            rows: Any = await self._client.xrange(self._dead, count=limit)
+        result = []
+        for entry_id, fields in rows:
+            values = {text(k): text(v) for k, v in fields.items()}
+            result.append(
+                DeadEntry(
+                    id=text(entry_id),
+                    partition=values["p"],
+                    payload=values["d"],
+                    attempts=int(values["attempts"]),
+                    error=values["error"],
+                    failed_at=datetime.fromisoformat(values["failed_at"]),
+                )
+            )
+        return result
+
+    async def replay(self, dead_id: str) -> bool:
+        with self._errors_ctx("replaying a dead letter"):
+            rows: Any = await self._client.xrange(self._dead, dead_id, dead_id)
+            if not rows:
+                return False
+            values = {text(k): text(v) for k, v in rows[0][1].items()}
+            await self.add(values["p"], values["d"])
+            await self._client.xdel(self._dead, dead_id)
+        return True
+
+    async def last_done(self, partition: str) -> int:
+        with self._errors_ctx("reading a conversation's progress"):
+            value = await self._client.get(f"{self._base}:done:{partition}")
+        return int(value) if value is not None else 0
+
+    async def mark_done(self, partition: str, ticket: int) -> None:
+        keys = [f"{self._base}:done:{partition}", f"{self._base}:skipped:{partition}"]
+        with self._errors_ctx("recording a conversation's progress"):
+            await self._mark_done_script(keys=keys, args=[ticket, PARTITION_TTL_SECONDS])
+
+    async def take_skipped(self, partition: str, ticket: int) -> bool:
+        with self._errors_ctx("reading skipped entries"):
+            return bool(await self._client.srem(f"{self._base}:skipped:{partition}", ticket))
+
+    async def pending(self) -> int:
+        with self._errors_ctx("measuring the backlog"):
+            return int(await self._client.xlen(self._stream))
+
+    async def close(self) -> None:
+        self._closed.set()
