@@ -57,7 +57,8 @@ class TerminalChannel:
         waiter: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._waiting[message_id] = waiter
         try:
-            await self._ctx.bus.publish(envelope)
+            if not await self._ctx.bus.publish(envelope):
+                raise RuntimeError("the terminal sent the same message id twice")
             return await waiter
         finally:
             self._waiting.pop(message_id, None)

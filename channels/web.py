@@ -6,7 +6,7 @@ Protocol (the README documents it for widget authors):
   server → {"type":"ack","id"}                        at once (with "duplicate": true for a resend)
   server → {"type":"delta","reply_to","text"}         streamed text, where the provider streams
   server → {"type":"reply","reply_to","seq","text"}   the whole reply, numbered within the session
-  server → {"type":"error","code","message"}          bad input; the connection stays usable
+  server → {"type":"error","code","message"[,"id"]}   bad input (id: the message it concerns); still usable
 Reconnecting with `?token=…&after=SEQ` keeps the session and replays every reply above SEQ.
 """
 
@@ -23,9 +23,9 @@ from aiohttp import WSMsgType, web
 from channels.web_tokens import SessionTokens
 from core.channel import Capabilities, ChannelContext, DeliveryResult
 from core.envelope import Envelope, Reply, session_id_for
+from core.errors import StoreError
 from core.settings import Settings
 
-INBOUND_DEDUPE_TTL = 24 * 3600
 MAX_CLIENT_ID = 128
 _STATIC = "web_static"
 
@@ -57,6 +57,7 @@ class WebChannel:
         can_edit=True,
         can_stream=True,
         can_show_typing=True,
+        broadcast=True,  # sockets live in one process; every web process gets each reply
     )
 
     def __init__(self, ctx: ChannelContext) -> None:
@@ -129,9 +130,7 @@ class WebChannel:
         bot = self._bot_or_404(request)
         if not self._origin_allowed(request):
             raise web.HTTPForbidden(text="origin not allowed")
-        ws = web.WebSocketResponse(
-            heartbeat=self._web.heartbeat_seconds, max_msg_size=self._web.max_frame_bytes
-        )
+        ws = web.WebSocketResponse(heartbeat=self._web.heartbeat_seconds, max_msg_size=self._web.max_frame_bytes)
         await ws.prepare(request)
 
         # A forged, expired or foreign token gets a fresh session, never an error and never another's.
@@ -219,10 +218,16 @@ class WebChannel:
             text=text,
             reply_to=conn.conversation_id,
         )
-        if not await self._ctx.dedupe.claim(f"inbound:{envelope.dedupe_key}", INBOUND_DEDUPE_TTL):
+        try:
+            accepted = await self._ctx.bus.publish(envelope)
+        except StoreError as exc:
+            await self._log.aerror("publish_failed", error=str(exc))
+            raise FrameError(
+                "unavailable", "the assistant cannot take messages right now; send it again shortly", id=client_id
+            ) from exc
+        if not accepted:
             await self._send(conn, {"type": "ack", "id": client_id, "duplicate": True})
             return
-        await self._ctx.bus.publish(envelope)
         await self._send(conn, {"type": "ack", "id": client_id})
 
     # --- delivery ----------------------------------------------------------------------------
@@ -247,9 +252,7 @@ class WebChannel:
         ids = (str(reply.seq),) if reply.seq is not None else ()
         if sent:
             return DeliveryResult(delivered=True, channel_message_ids=ids)
-        return DeliveryResult(
-            delivered=False, channel_message_ids=ids, detail="no open connection; kept for resume"
-        )
+        return DeliveryResult(delivered=False, channel_message_ids=ids, detail="no open connection; kept for resume")
 
     async def _send(self, conn: _Connection, frame: dict[str, Any]) -> bool:
         async with conn.send_lock:

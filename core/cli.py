@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import signal
 import sys
 from collections.abc import Sequence
@@ -14,7 +15,7 @@ from aiohttp import web
 from core import __version__
 from core.errors import ConfigError, RelaybotError
 from core.logging import configure_logging
-from core.plugins import load_channel_factory
+from core.plugins import channel_names, load_channel_factory
 from core.runtime import Runtime
 from core.settings import Settings
 
@@ -25,37 +26,34 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run every configured channel and a worker in one process")
-    run.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    run.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    _listen_options(run)
     run.add_argument("--bot", help="bot shown on the demo page (default: RELAYBOT_DEFAULT_BOT)")
+
+    serve = commands.add_parser(
+        "serve", help="run channel adapters as their own process (RELAYBOT_BUS=redis; workers run apart)"
+    )
+    serve.add_argument("channels", nargs="+", metavar="CHANNEL", help=f"one or more of: {', '.join(channel_names())}")
+    _listen_options(serve)
+
+    worker = commands.add_parser("worker", help="run a core worker: envelopes from the bus become replies")
+    worker.add_argument("--concurrency", type=int, help="turns at once (default: RELAYBOT_WORKER_CONCURRENCY)")
 
     chat = commands.add_parser("chat", help="talk to a bot in this terminal")
     chat.add_argument("--bot", help="bot to talk to (default: RELAYBOT_DEFAULT_BOT)")
+
+    dead = commands.add_parser("dead-letters", help="inspect and replay messages that could not be handled")
+    dead.add_argument("--queue", default="bus", help="'bus' (inbound messages) or 'outbox:CHANNEL' (replies)")
+    dead_commands = dead.add_subparsers(dest="action", required=True, metavar="ACTION")
+    dead_commands.add_parser("list", help="print dead letters as JSON lines")
+    replay = dead_commands.add_parser("replay", help="put dead letters back on their queue")
+    replay.add_argument("ids", nargs="*", metavar="ID", help="dead letter ids (see list)")
+    replay.add_argument("--all", action="store_true", help="replay every dead letter")
     return parser
 
 
-async def _serve(settings: Settings) -> None:
-    runtime = await Runtime.from_settings(settings)
-    log = structlog.get_logger("relaybot")
-    runner: web.AppRunner | None = None
-    try:
-        channels = runtime.add_configured_channels()
-        runner = web.AppRunner(runtime.build_app(), handle_signals=False)
-        await runner.setup()
-        await web.TCPSite(runner, settings.host, settings.port).start()
-        await runtime.start()
-        url = f"http://{settings.host}:{settings.port}/"
-        await log.ainfo("listening", url=url, channels=channels, bot=runtime.bots.default)
-        print(
-            f"relaybot is running: open {url} to chat with '{runtime.bots.default}' (Ctrl-C stops it)",
-            flush=True,
-        )
-        await _until_signalled()
-        await log.ainfo("shutting_down")
-    finally:
-        if runner is not None:
-            await runner.cleanup()
-        await runtime.close()
+def _listen_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to listen on (default 8080)")
 
 
 async def _until_signalled() -> None:
@@ -66,33 +64,123 @@ async def _until_signalled() -> None:
     await stop.wait()
 
 
+async def _serve(settings: Settings, channels: list[str] | None, *, worker: bool) -> None:
+    runtime = await Runtime.from_settings(settings)
+    log = structlog.get_logger("relaybot")
+    runner: web.AppRunner | None = None
+    try:
+        hosted = runtime.add_configured_channels(channels)
+        runner = web.AppRunner(runtime.build_app(), handle_signals=False)
+        await runner.setup()
+        await web.TCPSite(runner, settings.host, settings.port).start()
+        await runtime.start(worker=worker, delivery=True)
+        url = f"http://{settings.host}:{settings.port}/"
+        await log.ainfo("listening", url=url, channels=hosted, bus=settings.bus, worker=worker)
+        if worker:
+            print(
+                f"relaybot is running: open {url} to chat with '{runtime.bots.default}' (Ctrl-C stops it)", flush=True
+            )
+        else:
+            print(f"relaybot is serving {', '.join(hosted)} on {url}", flush=True)
+        await _until_signalled()
+        await log.ainfo("shutting_down", grace_seconds=settings.shutdown_grace_seconds)
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        await runtime.close()
+
+
+async def _work(settings: Settings) -> None:
+    runtime = await Runtime.from_settings(settings)
+    log = structlog.get_logger("relaybot")
+    try:
+        await runtime.start(worker=True, delivery=False)
+        await log.ainfo("worker_started", concurrency=settings.worker_concurrency)
+        print("relaybot worker is running (Ctrl-C stops it)", flush=True)
+        await _until_signalled()
+        await log.ainfo("shutting_down", grace_seconds=settings.shutdown_grace_seconds)
+    finally:
+        await runtime.close()
+
+
 async def _chat(settings: Settings, bot: str) -> None:
     runtime = await Runtime.from_settings(settings)
     try:
         bot = runtime.bots.require(bot).name
-        terminal = runtime.add_channel(load_channel_factory("cli")(runtime.channel_context()))
+        terminal = load_channel_factory("cli")(runtime.channel_context())
+        runtime.add_channel(terminal)
         await runtime.start()
-        await terminal.interact(bot=bot, history_file=settings.data_dir / "chat_history")  # type: ignore[attr-defined]
+        await terminal.interact(bot=bot, history_file=settings.data_dir / "chat_history")
     finally:
         await runtime.close()
+
+
+async def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
+    runtime = await Runtime.from_settings(settings)
+    try:
+        queue = runtime.queue(args.queue)
+        if args.action == "list":
+            for entry in await queue.dead(limit=1000):
+                print(
+                    json.dumps(
+                        {
+                            "id": entry.id,
+                            "partition": entry.partition,
+                            "attempts": entry.attempts,
+                            "error": entry.error,
+                            "failed_at": entry.failed_at.isoformat(),
+                            "payload": json.loads(entry.payload),
+                        }
+                    )
+                )
+            return 0
+        ids = [e.id for e in await queue.dead(limit=100_000)] if args.all else args.ids
+        if not ids:
+            print("relaybot: name dead letter ids to replay, or --all", file=sys.stderr)
+            return 2
+        missing = [dead_id for dead_id in ids if not await queue.replay(dead_id)]
+        print(f"replayed {len(ids) - len(missing)} dead letter(s)")
+        for dead_id in missing:
+            print(f"relaybot: no dead letter {dead_id!r} in queue {args.queue!r}", file=sys.stderr)
+        return 1 if missing else 0
+    finally:
+        await runtime.close(grace=0)
+
+
+def _require_distributed(settings: Settings, command: str) -> None:
+    if settings.bus != "redis":
+        raise ConfigError(
+            f"'relaybot {command}' runs apart from the other processes, so they need a shared bus: "
+            "set RELAYBOT_BUS=redis and REDIS_URL (or use 'relaybot run' for everything in one process)"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     overrides: dict[str, object] = {}
-    if getattr(args, "host", None):
-        overrides["host"] = args.host
-    if getattr(args, "port", None):
-        overrides["port"] = args.port
-    if args.bot:
-        overrides["default_bot"] = args.bot
+    for option, setting in (
+        ("host", "host"),
+        ("port", "port"),
+        ("bot", "default_bot"),
+        ("concurrency", "worker_concurrency"),
+    ):
+        if getattr(args, option, None):
+            overrides[setting] = getattr(args, option)
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
-        # The terminal chat keeps stderr quiet unless asked, so the conversation stays readable.
-        level = settings.log_level if args.command == "run" else "WARNING"
-        configure_logging(settings.log_format, level)
+        # The terminal chat and the admin commands keep stderr quiet, so their output stays readable.
+        quiet = args.command in ("chat", "dead-letters")
+        configure_logging(settings.log_format, "WARNING" if quiet else settings.log_level)
         if args.command == "run":
-            asyncio.run(_serve(settings))
+            asyncio.run(_serve(settings, None, worker=True))
+        elif args.command == "serve":
+            _require_distributed(settings, "serve")
+            asyncio.run(_serve(settings, args.channels, worker=False))
+        elif args.command == "worker":
+            _require_distributed(settings, "worker")
+            asyncio.run(_work(settings))
+        elif args.command == "dead-letters":
+            return asyncio.run(_dead_letters(settings, args))
         else:
             asyncio.run(_chat(settings, args.bot or settings.default_bot))
     except ConfigError as exc:

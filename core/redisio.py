@@ -19,13 +19,20 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from core.errors import ConfigError, StoreError
 
 
-def client_from_url(url: str, **client_kwargs: Any) -> aioredis.Redis:
-    """A client for REDIS_URL that fails fast when Redis is unreachable."""
+def client_from_url(url: str, *, max_connections: int = 200, **client_kwargs: Any) -> aioredis.Redis:
+    """A client for REDIS_URL that fails fast when Redis is unreachable.
+
+    Its pool waits for a free connection under a burst (redis-py's default pool raises "Too many
+    connections" at 100 instead, which turned a busy minute into failed messages).
+    """
     # Without a connect timeout a firewalled Redis stalls every turn for minutes instead of
     # failing fast enough for the caller to tell the user.
     client_kwargs.setdefault("socket_connect_timeout", 5.0)
     try:
-        return aioredis.Redis.from_url(url, **client_kwargs)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=20, **client_kwargs
+        )
+        return aioredis.Redis.from_pool(pool)
     except ValueError as exc:
         raise ConfigError(f"REDIS_URL is not a valid Redis URL ({exc}); expected redis://host:port/db") from exc
 

@@ -42,6 +42,7 @@ class Worker:
         self._bots = bots
         self._dedupe = dedupe
         self._outbox = outbox
+        self._max_attempts = queue.max_attempts
         self._log = logger or structlog.get_logger("relaybot.worker")
         self._consumer = OrderedConsumer(
             queue,
@@ -72,9 +73,10 @@ class Worker:
         with structlog.contextvars.bound_contextvars(
             channel=envelope.channel, session_id=envelope.session_id, user_id=envelope.user_id
         ):
-            await self.process(envelope)
+            # Until the last attempt, a store outage is retried rather than answered with an apology.
+            await self.process(envelope, retryable=entry.attempt < self._max_attempts)
 
-    async def process(self, envelope: Envelope) -> Reply | None:
+    async def process(self, envelope: Envelope, *, retryable: bool = False) -> Reply | None:
         """Answer one envelope (the caller holds its conversation); None if it needs no answer."""
         bot = self._bots.get(envelope.bot)
         if bot is None:
@@ -85,7 +87,7 @@ class Worker:
             await self._log.ainfo("duplicate_envelope", envelope_id=envelope.id, dedupe_key=envelope.dedupe_key)
             return None
         stream = self._stream_sink(envelope) if self._outbox.can_stream(envelope.channel) else None
-        reply = await self._pipeline.run(envelope, bot, stream=stream)
+        reply = await self._pipeline.run(envelope, bot, stream=stream, retryable=retryable)
         await self._outbox.submit(reply)
         await self._dedupe.claim(done_key, DONE_TTL_SECONDS)
         return reply

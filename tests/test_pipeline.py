@@ -88,8 +88,12 @@ async def test_a_duplicate_envelope_is_not_answered_twice(tmp_path: Path) -> Non
     runtime, channel = await started(tmp_path)
     try:
         first = envelope("hello", msg_id="dup")
-        await runtime.bus.publish(first)
-        await runtime.bus.publish(envelope("hello", msg_id="dup"))  # same platform id, new envelope
+        assert await runtime.bus.publish(first) is True
+        # The same platform message again (a webhook retry): the bus does not take it twice...
+        assert await runtime.bus.publish(envelope("hello", msg_id="dup")) is False
+        # ...and a copy that reaches the queue anyway (e.g. after the bus's dedupe window) is not answered.
+        again = envelope("hello", msg_id="dup")
+        assert await runtime.bus.queue.add(again.session_id, again.to_json()) is not None
         await runtime.bus.publish(envelope("after", msg_id="next"))
         replies = await channel.wait_for(2)
         await asyncio.sleep(0.2)
@@ -211,10 +215,7 @@ async def test_history_window_keeps_the_newest_messages_within_the_token_budget(
     ten_words = " ".join(["word"] * 10)  # 13 tokens each by the offline estimate
     await store.append(
         session_id,
-        [
-            StoredMessage(role="user" if i % 2 == 0 else "assistant", content=f"{i} {ten_words}")
-            for i in range(8)
-        ],
+        [StoredMessage(role="user" if i % 2 == 0 else "assistant", content=f"{i} {ten_words}") for i in range(8)],
     )
     turn = _turn(bot_dir)
     await HistoryWindowStage(store)(turn)

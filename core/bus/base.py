@@ -8,8 +8,13 @@ from core.envelope import Envelope
 
 
 class Bus(Protocol):
-    async def publish(self, envelope: Envelope) -> None:
-        """Hand an envelope to the workers; returns once the bus holds it."""
+    async def publish(self, envelope: Envelope) -> bool:
+        """Hand an envelope to the workers; returns once the bus holds it.
+
+        Atomically at most once per `envelope.dedupe_key` (the platform's message id): False means
+        the message was accepted before and nothing was published. Raises StoreError when the bus
+        is unreachable, and then nothing was published either.
+        """
         ...
 
     async def pending(self) -> int:

@@ -11,8 +11,11 @@ class QueueBus:
     def __init__(self, queue: OrderedQueue) -> None:
         self.queue = queue
 
-    async def publish(self, envelope: Envelope) -> None:
-        await self.queue.add(envelope.session_id, envelope.to_json())
+    async def publish(self, envelope: Envelope) -> bool:
+        ticket = await self.queue.add(
+            envelope.session_id, envelope.to_json(), dedupe_key=f"inbound:{envelope.dedupe_key}"
+        )
+        return ticket is not None
 
     async def pending(self) -> int:
         return await self.queue.pending()

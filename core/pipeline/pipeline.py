@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 
 from core.bots import BotConfig
 from core.envelope import Envelope, Reply
+from core.errors import StoreError
 from core.pipeline.turn import DeltaSink, Turn
 
 Stage = Callable[[Turn], Awaitable[None]]
@@ -29,28 +31,53 @@ class Pipeline:
         self._closing = tuple(closing)
         self._log = logger or structlog.get_logger("relaybot.pipeline")
 
-    async def run(self, envelope: Envelope, bot: BotConfig, *, stream: DeltaSink | None = None) -> Reply:
+    async def run(
+        self, envelope: Envelope, bot: BotConfig, *, stream: DeltaSink | None = None, retryable: bool = False
+    ) -> Reply:
+        """The reply to `envelope`.
+
+        With `retryable`, a StoreError (Redis or the database unreachable) is raised instead of
+        answered: the message is safe on the bus and is retried once the store is back, rather
+        than told "try again later". The last attempt answers with the bot's static message.
+        """
         turn = Turn(envelope=envelope, bot=bot, stream=stream)
         try:
             for stage in self._stages:
                 await stage(turn)
                 if turn.done:
                     break
-        except Exception as exc:
+        except StoreError:
+            if retryable:
+                raise
+            await self._degrade(turn, bot)
+        except Exception:
             # A broken stage must not leave the user without an answer.
-            await self._log.aexception("turn_stage_failed", error=str(exc))
-            turn.error = f"{type(exc).__name__}: {exc}"
-            turn.fallback_used = True
-            turn.answer(bot.models.static_fallback)
+            await self._degrade(turn, bot)
         if turn.reply_text is None:
             turn.answer(bot.models.static_fallback)
             turn.fallback_used = True
         for stage in self._closing:
             try:
                 await stage(turn)
+            except StoreError:
+                if retryable:
+                    raise  # nothing was sent yet: the retry records and answers it whole
+                await self._log.aexception("turn_closing_stage_failed")
+                turn.error = turn.error or "store unavailable while recording the turn"
             except Exception as exc:
                 await self._log.aexception("turn_closing_stage_failed", error=str(exc))
                 turn.error = turn.error or f"{type(exc).__name__}: {exc}"
+        return self._reply(envelope, turn, bot)
+
+    async def _degrade(self, turn: Turn, bot: BotConfig) -> None:
+        await self._log.aexception("turn_stage_failed")
+        exc = sys.exc_info()[1]
+        turn.error = f"{type(exc).__name__}: {exc}"
+        turn.fallback_used = True
+        turn.answer(bot.models.static_fallback)
+
+    @staticmethod
+    def _reply(envelope: Envelope, turn: Turn, bot: BotConfig) -> Reply:
         return Reply(
             envelope_id=envelope.id,
             session_id=envelope.session_id,

@@ -1,9 +1,11 @@
 """Runs a handler over a queue: at most one entry per partition at a time, in ticket order.
 
-For each entry: hold the partition's lock; if its ticket is the next one, handle it and mark it
-done; if it was already done, it is a redelivery (acknowledge, do nothing); if an earlier ticket
-is still in flight, let go of the lock and wait for it. Entries whose handler keeps failing are
-dead-lettered after the queue's max attempts, in their turn, so the partition moves on.
+For each entry: when its partition's last done ticket is the one before it, take the partition's
+lock, handle it and mark it done; if it was done already, it is a redelivery (acknowledge, do
+nothing); if an earlier ticket is still in flight (here or in another process), wait for it
+without holding a handler slot, so entries waiting on each other can never fill every slot.
+Entries whose handler keeps failing are dead-lettered after the queue's max attempts, in their
+turn, so the partition moves on.
 """
 
 from __future__ import annotations
@@ -15,11 +17,15 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from core.errors import PoisonMessage
+from core.errors import PoisonMessage, StoreError
 from core.locks.base import ConversationLocks
 from core.queue.base import OrderedQueue, QueueEntry
 
 Handler = Callable[[QueueEntry], Awaitable[None]]
+
+#: entries read ahead per handler slot: waiting entries are cheap, and reading ahead in stream
+#: order is what lets a predecessor start while its successors wait
+READ_AHEAD = 4
 
 
 class OrderedConsumer:
@@ -39,24 +45,39 @@ class OrderedConsumer:
         self._locks = locks
         self._handler = handler
         self._name = name
-        self._slots = asyncio.Semaphore(concurrency)
+        self._running = asyncio.Semaphore(concurrency)
+        self._read_ahead = asyncio.Semaphore(concurrency * READ_AHEAD)
         self._touch_every = visibility_timeout / 3
         self._order_wait = order_wait_seconds
+        self._progress: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._log = logger or structlog.get_logger(f"relaybot.{name}")
 
     async def run(self) -> None:
-        """Consume until the queue is closed, then wait for the entries in flight."""
-        async for entry in self._queue.entries():
-            await self._slots.acquire()
-            task = asyncio.create_task(self._handle(entry), name=f"{self._name}:{entry.id}")
-            self._tasks.add(task)
-            task.add_done_callback(self._finished)
+        """Consume until the queue is closed, then wait for the entries in flight.
+
+        If the queue's backend goes away (Redis restarting), keep trying with backoff: entries
+        are safe in the queue, and the ones in flight are retried by their own handlers.
+        """
+        delay = 0.1
+        while True:
+            try:
+                async for entry in self._queue.entries():
+                    delay = 0.1
+                    await self._read_ahead.acquire()
+                    task = asyncio.create_task(self._handle(entry), name=f"{self._name}:{entry.id}")
+                    self._tasks.add(task)
+                    task.add_done_callback(self._finished)
+                break
+            except StoreError as exc:
+                await self._log.awarning("queue_unavailable", queue=self._name, retry_in=delay, error=str(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
         await self.drain()
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        self._slots.release()
+        self._read_ahead.release()
 
     @property
     def in_flight(self) -> int:
@@ -124,25 +145,43 @@ class OrderedConsumer:
         deadline = time.monotonic() + self._order_wait
         delay = 0.005
         while True:
-            async with self._locks.hold(f"{self._name}:{entry.partition}") as lease:
-                done = await self._queue.last_done(entry.partition)
-                if entry.ticket <= done:
-                    if await self._queue.take_skipped(entry.partition, entry.ticket):
-                        await self._log.awarning("late_entry_handled", entry_id=entry.id, ticket=entry.ticket)
+            done = await self._queue.last_done(entry.partition)
+            late = time.monotonic() > deadline
+            if entry.ticket <= done or entry.ticket == done + 1 or late:
+                async with self._running, self._locks.hold(f"{self._name}:{entry.partition}") as lease:
+                    # Decide again under the lock: another consumer may have moved on meanwhile.
+                    done = await self._queue.last_done(entry.partition)
+                    if entry.ticket <= done:
+                        if await self._queue.take_skipped(entry.partition, entry.ticket):
+                            await self._log.awarning("late_entry_handled", entry_id=entry.id, ticket=entry.ticket)
+                            await action(entry)
+                        return
+                    if entry.ticket == done + 1 or late:
+                        if entry.ticket != done + 1:
+                            await self._log.aerror(
+                                "order_gap_skipped", partition=entry.partition, ticket=entry.ticket, done=done
+                            )
                         await action(entry)
-                    return
-                late = time.monotonic() > deadline
-                if entry.ticket == done + 1 or late:
-                    if late:
-                        await self._log.aerror(
-                            "order_gap_skipped", partition=entry.partition, ticket=entry.ticket, done=done
-                        )
-                    await action(entry)
-                    if not await lease.still_held():
-                        # Someone took over while we stalled; their run owns the progress marker.
-                        raise RuntimeError(f"lost the lock of {entry.partition!r} while handling {entry.id}")
-                    await self._queue.mark_done(entry.partition, entry.ticket)
-                    return
-            # An earlier entry of this partition is still being handled elsewhere: wait for it.
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.25)
+                        if not await lease.still_held():
+                            # We stalled past the lock's TTL and another consumer may be running this
+                            # same entry. Its effects are idempotent (the outbox takes one reply per
+                            # message), and nobody can have moved past it, so marking it done is safe.
+                            await self._log.awarning(
+                                "lock_lost_during_entry", entry_id=entry.id, fencing_token=lease.fencing_token
+                            )
+                        await self._queue.mark_done(entry.partition, entry.ticket)
+                        self._wake(entry.partition)
+                        return
+            await self._wait_for_progress(entry.partition, delay)
+            delay = min(delay * 2, 0.5)
+
+    def _wake(self, partition: str) -> None:
+        event = self._progress.pop(partition, None)
+        if event is not None:
+            event.set()
+
+    async def _wait_for_progress(self, partition: str, within: float) -> None:
+        """Until this process finishes an entry of the partition, or `within` seconds (another process may)."""
+        event = self._progress.setdefault(partition, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), within)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -13,7 +14,7 @@ _CLOSED = object()
 
 
 class MemoryQueue:
-    def __init__(self, *, max_attempts: int = 5, maxsize: int = 10_000) -> None:
+    def __init__(self, *, max_attempts: int = 5, maxsize: int = 10_000, dedupe_keep: int = 100_000) -> None:
         self._queue: asyncio.Queue[QueueEntry | object] = asyncio.Queue(maxsize=maxsize)
         self._ids = itertools.count(1)
         self._tickets: dict[str, int] = {}
@@ -23,7 +24,8 @@ class MemoryQueue:
         self._errors: dict[str, str] = {}
         self._unacked: dict[str, QueueEntry] = {}
         self._dead: dict[str, DeadEntry] = {}
-        self._dedupe: set[str] = set()
+        self._dedupe: OrderedDict[str, None] = OrderedDict()
+        self._dedupe_keep = dedupe_keep
         self._closed = False
         self._max_attempts = max_attempts
 
@@ -37,7 +39,9 @@ class MemoryQueue:
         if dedupe_key is not None:
             if dedupe_key in self._dedupe:
                 return None
-            self._dedupe.add(dedupe_key)
+            self._dedupe[dedupe_key] = None
+            while len(self._dedupe) > self._dedupe_keep:
+                self._dedupe.popitem(last=False)  # bounded memory: the oldest ids are forgotten first
         ticket = self._tickets.get(partition, 0) + 1
         self._tickets[partition] = ticket
         entry = QueueEntry(id=str(next(self._ids)), partition=partition, ticket=ticket, payload=payload)

@@ -6,6 +6,7 @@ read walks the (session_id, seq) index from one end, so neither grows with the c
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -113,6 +114,9 @@ class SqlHistoryStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        # SQLite has one writer at a time; turns queueing on its busy handler (sleeps of up to 100 ms)
+        # made the slowest replies seconds late. Waiting on an asyncio lock in order is fair and fast.
+        self._write_lock = asyncio.Lock() if engine.url.get_backend_name() == "sqlite" else None
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._where = engine.url.render_as_string(hide_password=True)
 
@@ -130,7 +134,11 @@ class SqlHistoryStore:
                         f"cannot create the folder for the SQLite database {database!r} ({exc}): "
                         f"check DATABASE_URL and the folder's permissions"
                     ) from exc
-        engine = create_async_engine(parsed, pool_pre_ping=parsed.get_backend_name() != "sqlite")
+        if parsed.get_backend_name() == "sqlite":
+            # Other processes on the same file (relaybot chat beside relaybot run) wait, not fail.
+            engine = create_async_engine(parsed, connect_args={"timeout": 30})
+        else:
+            engine = create_async_engine(parsed, pool_pre_ping=True)
         if parsed.get_backend_name() == "sqlite":
             event.listen(engine.sync_engine, "connect", _enable_wal)
         return cls(engine)
@@ -159,7 +167,10 @@ class SqlHistoryStore:
         attempts_left = _APPEND_ATTEMPTS
         while True:
             try:
-                return await self._insert(session_id, bot, channel, user_id, messages)
+                if self._write_lock is None:
+                    return await self._insert(session_id, bot, channel, user_id, messages)
+                async with self._write_lock:
+                    return await self._insert(session_id, bot, channel, user_id, messages)
             except IntegrityError as exc:
                 # Another writer took these seq numbers first; the next try reads the new maximum.
                 attempts_left -= 1

@@ -102,8 +102,10 @@ class RedisServer:
         if self._owns_workdir:
             shutil.rmtree(self._workdir, ignore_errors=True)
 
-    def restart(self) -> None:
+    def restart(self, down_seconds: float = 0.0) -> None:
+        """Stop (flushing the append-only file) and start again on the same port, after a pause."""
         self._terminate()
+        time.sleep(down_seconds)
         self._start()
 
 
