@@ -29,7 +29,7 @@ test: install system-deps
 	HF_HUB_OFFLINE=1 $(PY) -m pytest
 
 test-fast: install
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not browser and not postgres"
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not browser and not postgres and not distributed"
 
 check: install
 	$(VENV)/bin/ruff check .

@@ -56,9 +56,9 @@ class Topology:
         self.processes.append(proc)
         return proc
 
-    def serve(self) -> RelaybotProcess:
+    def serve(self, *channels: str) -> RelaybotProcess:
         port = free_port()
-        proc = self._spawn(["serve", "api", "--host", "127.0.0.1", "--port", str(port)])
+        proc = self._spawn(["serve", *(channels or ("api",)), "--host", "127.0.0.1", "--port", str(port)])
         self.base = f"http://127.0.0.1:{port}"
         proc.wait_http(f"{self.base}/healthz")
         return proc
@@ -299,3 +299,35 @@ def test_worker_and_serve_refuse_to_run_without_a_shared_bus(tmp_path: Path) -> 
         )
         assert result.returncode == 2
         assert "RELAYBOT_BUS=redis" in result.stderr
+
+
+async def test_the_web_widget_works_with_separate_web_processes_and_workers(topology: Topology) -> None:
+    topology.serve("web")
+    first = topology.base
+    topology.serve("web")
+    second = topology.base
+    topology.worker()
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{first}/ws?bot=support") as ws:
+            session = await ws.receive_json()
+            await ws.send_json({"type": "message", "id": "w1", "text": "Is there a mobile app?"})
+            frames = []
+            while not frames or frames[-1]["type"] != "reply":
+                frames.append(await ws.receive_json(timeout=30))
+            assert frames[0] == {"type": "ack", "id": "w1"}
+            deltas = [f["text"] for f in frames if f["type"] == "delta"]
+            reply = frames[-1]
+            # Streamed from the worker process, through Redis, to the web process holding the socket.
+            assert deltas and "".join(deltas).strip() == reply["text"]
+            assert "Is there a mobile app?" in reply["text"] and reply["seq"] == 2
+        # Any web process can resume the session: the token is signed with the shared secret and
+        # the replies come from the shared history.
+        async with http.ws_connect(f"{second}/ws?bot=support&token={session['token']}&after=0") as ws:
+            resumed = await ws.receive_json()
+            assert resumed["session_id"] == session["session_id"]
+            replayed = await ws.receive_json(timeout=10)
+            assert replayed == {"type": "reply", "reply_to": "w1", "seq": 2, "text": reply["text"]}
+            await ws.send_json({"type": "message", "id": "w2", "text": "And a desktop one?"})
+            while (frame := await ws.receive_json(timeout=30))["type"] != "reply":
+                pass
+            assert frame["reply_to"] == "w2" and frame["seq"] == 4
