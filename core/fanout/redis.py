@@ -27,6 +27,7 @@ class RedisFanout:
         self._handlers: dict[str, list[FanoutHandler]] = {}
         self._pubsub: Any = None
         self._listener: asyncio.Task[None] | None = None
+        self._closing = False
         self._log = logger or structlog.get_logger("relaybot.fanout")
 
     def _channel(self, topic: str) -> str:
@@ -49,7 +50,7 @@ class RedisFanout:
 
     async def _listen(self) -> None:
         offset = len(self._prefix) + len(":fanout:")
-        while True:
+        while not self._closing:
             try:
                 message = await self._pubsub.get_message(timeout=1.0)
             except asyncio.CancelledError:
@@ -69,10 +70,12 @@ class RedisFanout:
                     await self._log.aexception("fanout_handler_failed", topic=topic, error=str(exc))
 
     async def close(self) -> None:
+        # A flag as well as cancellation: redis-py can absorb a CancelledError mid-read.
+        self._closing = True
         if self._listener is not None:
             self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._listener, 3)
         if self._pubsub is not None:
             with contextlib.suppress(Exception):
                 await self._pubsub.aclose()

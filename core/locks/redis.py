@@ -76,19 +76,25 @@ class RedisConversationLocks:
                 delay = min(delay * 2, 0.1)
             fencing = int(await self._client.incr(f"{lock_key}:fence"))
         lease = RedisLease(self._client, lock_key, token, fencing)
-        renewer = asyncio.create_task(self._keep(lease, lock_key, token))
+        released = asyncio.Event()
+        renewer = asyncio.create_task(self._keep(lease, lock_key, token, released))
         try:
             yield lease
         finally:
-            renewer.cancel()
+            released.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
             with redis_errors(self._where, "releasing a conversation lock", prefix=self._prefix):
                 await self._release(keys=[lock_key], args=[token])
 
-    async def _keep(self, lease: RedisLease, lock_key: str, token: str) -> None:
-        while True:
-            await asyncio.sleep(self._ttl_ms / 3000)
+    async def _keep(self, lease: RedisLease, lock_key: str, token: str, released: asyncio.Event) -> None:
+        # Stops on `released` rather than by cancellation: redis-py can absorb a CancelledError
+        # that lands mid-command, which would leave a renewer keeping a released lock alive.
+        while not released.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(released.wait(), self._ttl_ms / 3000)
+            if released.is_set():
+                return
             try:
                 renewed = await self._renew(keys=[lock_key], args=[token, self._ttl_ms])
             except Exception as exc:  # keep trying: Redis may come back before the TTL runs out

@@ -10,10 +10,13 @@ acknowledged (its consumer crashed) is handed out again after a visibility timeo
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
+
+
+class QueueClosed(Exception):
+    """The queue was closed: no more entries for this consumer."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,8 +50,13 @@ class OrderedQueue(Protocol):
         """
         ...
 
-    def entries(self) -> AsyncIterator[QueueEntry]:
-        """Entries for this consumer (reclaimed ones first) until the queue is closed."""
+    async def read(self, count: int) -> list[QueueEntry]:
+        """Up to `count` entries for this consumer (taken-over ones first), waiting briefly for new
+        ones; [] when there are none yet. Raises QueueClosed once the queue is closed.
+
+        The caller asks only for as many as it can start handling (and touching) at once: an
+        entry read but left untouched would be taken over by another consumer as if we had died.
+        """
         ...
 
     async def ack(self, entry: QueueEntry) -> None:

@@ -19,7 +19,7 @@ import structlog
 
 from core.errors import PoisonMessage, StoreError
 from core.locks.base import ConversationLocks
-from core.queue.base import OrderedQueue, QueueEntry
+from core.queue.base import OrderedQueue, QueueClosed, QueueEntry
 
 Handler = Callable[[QueueEntry], Awaitable[None]]
 
@@ -46,7 +46,8 @@ class OrderedConsumer:
         self._handler = handler
         self._name = name
         self._running = asyncio.Semaphore(concurrency)
-        self._read_ahead = asyncio.Semaphore(concurrency * READ_AHEAD)
+        self._read_ahead_limit = concurrency * READ_AHEAD
+        self._read_ahead = asyncio.Semaphore(self._read_ahead_limit)
         self._touch_every = visibility_timeout / 3
         self._order_wait = order_wait_seconds
         self._progress: dict[str, asyncio.Event] = {}
@@ -62,12 +63,24 @@ class OrderedConsumer:
         delay = 0.1
         while True:
             try:
-                async for entry in self._queue.entries():
-                    delay = 0.1
+                # Read only as many as can start now: each is touched from the moment it is read.
+                await self._read_ahead.acquire()
+                free = 1
+                while free < self._read_ahead_limit and not self._read_ahead.locked():
+                    await self._read_ahead.acquire()
+                    free += 1
+                try:
+                    entries = await self._queue.read(free)
+                finally:
+                    for _ in range(free):
+                        self._read_ahead.release()
+                delay = 0.1
+                for entry in entries:
                     await self._read_ahead.acquire()
                     task = asyncio.create_task(self._handle(entry), name=f"{self._name}:{entry.id}")
                     self._tasks.add(task)
                     task.add_done_callback(self._finished)
+            except QueueClosed:
                 break
             except StoreError as exc:
                 await self._log.awarning("queue_unavailable", queue=self._name, retry_in=delay, error=str(exc))
@@ -98,7 +111,8 @@ class OrderedConsumer:
                 await asyncio.gather(*late, return_exceptions=True)
 
     async def _handle(self, entry: QueueEntry) -> None:
-        keeper = asyncio.create_task(self._keep_visible(entry))
+        finished = asyncio.Event()
+        keeper = asyncio.create_task(self._keep_visible(entry, finished))
         try:
             if entry.attempt > self._queue.max_attempts:
                 await self._in_order(entry, self._dead_letter)
@@ -125,7 +139,7 @@ class OrderedConsumer:
             with contextlib.suppress(Exception):
                 await self._queue.fail(entry, f"{type(exc).__name__}: {exc}")
         finally:
-            keeper.cancel()
+            finished.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
 
@@ -133,9 +147,14 @@ class OrderedConsumer:
         await self._queue.dead_letter(entry, f"gave up after {entry.attempt - 1} attempts")
         await self._log.aerror("entry_dead_lettered", entry_id=entry.id, partition=entry.partition)
 
-    async def _keep_visible(self, entry: QueueEntry) -> None:
-        while True:
-            await asyncio.sleep(self._touch_every)
+    async def _keep_visible(self, entry: QueueEntry, done: asyncio.Event) -> None:
+        # Stops on `done`, not only on cancellation: redis-py can absorb a CancelledError that
+        # lands mid-command, and a keeper that kept looping would hold its entry forever.
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), self._touch_every)
+            if done.is_set():
+                return
             try:
                 await self._queue.touch(entry)
             except Exception as exc:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import OrderedDict
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-from core.queue.base import DeadEntry, QueueEntry
+from core.queue.base import DeadEntry, QueueClosed, QueueEntry
 
 _CLOSED = object()
 
@@ -49,21 +48,35 @@ class MemoryQueue:
         await self._queue.put(entry)
         return ticket
 
-    async def entries(self) -> AsyncIterator[QueueEntry]:
+    async def read(self, count: int, *, wait_seconds: float = 1.0) -> list[QueueEntry]:
+        if self._closed:
+            raise QueueClosed
+        got: list[QueueEntry] = []
+        try:
+            item = await asyncio.wait_for(self._queue.get(), wait_seconds)
+        except TimeoutError:
+            return got
         while True:
-            item = await self._queue.get()
             if item is _CLOSED:
                 self._queue.put_nowait(_CLOSED)  # let every other consumer see the end too
-                return
+                if not got:
+                    raise QueueClosed
+                return got
             assert isinstance(item, QueueEntry)
-            attempt = self._attempts[item.id] = self._attempts.get(item.id, 0) + 1
-            yield QueueEntry(
-                id=item.id,
-                partition=item.partition,
-                ticket=item.ticket,
-                payload=item.payload,
-                attempt=attempt,
-            )
+            if item.id in self._unacked:  # else acknowledged or dead-lettered since it was queued again
+                attempt = self._attempts[item.id] = self._attempts.get(item.id, 0) + 1
+                got.append(
+                    QueueEntry(
+                        id=item.id,
+                        partition=item.partition,
+                        ticket=item.ticket,
+                        payload=item.payload,
+                        attempt=attempt,
+                    )
+                )
+            if len(got) >= count or self._queue.empty():
+                return got
+            item = self._queue.get_nowait()
 
     async def ack(self, entry: QueueEntry) -> None:
         self._forget(entry.id)
@@ -86,12 +99,13 @@ class MemoryQueue:
         """Nobody else could take it: it ends with the process."""
 
     async def dead_letter(self, entry: QueueEntry, error: str) -> None:
+        last = self._errors.get(entry.id)
         self._dead[entry.id] = DeadEntry(
             id=entry.id,
             partition=entry.partition,
             payload=entry.payload,
             attempts=entry.attempt,
-            error=error,
+            error=f"{error}; last error: {last}" if last else error,
             failed_at=datetime.now(UTC),
         )
         self._forget(entry.id)

@@ -23,7 +23,6 @@ import asyncio
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
@@ -31,7 +30,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from core.queue.base import DeadEntry, QueueEntry
+from core.queue.base import DeadEntry, QueueClosed, QueueEntry
 from core.redisio import describe, redis_errors, text
 
 PARTITION_TTL_SECONDS = 7 * 24 * 3600
@@ -74,7 +73,6 @@ class RedisQueue:
         consumer: str | None = None,
         visibility_timeout: float = 30.0,
         max_attempts: int = 5,
-        batch: int = 8,
         block_seconds: float = 1.0,
     ) -> None:
         self._client = client
@@ -86,7 +84,6 @@ class RedisQueue:
         self._consumer = consumer or consumer_name()
         self._visibility_ms = int(visibility_timeout * 1000)
         self._max_attempts = max_attempts
-        self._batch = batch
         self._block_ms = int(block_seconds * 1000)
         self._where = describe(client)
         self._prefix = prefix
@@ -94,6 +91,7 @@ class RedisQueue:
         self._mark_done_script = client.register_script(_MARK_DONE_LUA)
         self._closed = asyncio.Event()
         self._group_ready = False
+        self._reclaim_from = "0-0"
 
     @property
     def max_attempts(self) -> int:
@@ -137,26 +135,33 @@ class RedisQueue:
         values = {text(k): text(v) for k, v in fields.items()}
         return QueueEntry(id=eid, partition=values["p"], ticket=int(values["t"]), payload=values["d"], attempt=attempt)
 
-    async def entries(self) -> AsyncIterator[QueueEntry]:
+    async def read(self, count: int) -> list[QueueEntry]:
+        if self._closed.is_set():
+            raise QueueClosed
         await self._ensure_group()
-        reclaim_from = "0-0"
-        while not self._closed.is_set():
-            # First take over entries whose consumer stopped touching them (crashed or hung).
-            with self._errors_ctx("reclaiming idle entries"):
-                reclaimed: Any = await self._client.xautoclaim(
-                    self._stream, GROUP, self._consumer, self._visibility_ms, reclaim_from, count=self._batch
-                )
-            reclaim_from = text(reclaimed[0])
-            for entry_id, fields in reclaimed[1]:
-                if fields:
-                    yield await self._entry(entry_id, fields)
+        got: list[QueueEntry] = []
+        # First take over entries whose consumer stopped touching them (crashed or hung).
+        with self._errors_ctx("reclaiming idle entries"):
+            reclaimed: Any = await self._client.xautoclaim(
+                self._stream, GROUP, self._consumer, self._visibility_ms, self._reclaim_from, count=count
+            )
+        self._reclaim_from = text(reclaimed[0])
+        for entry_id, fields in reclaimed[1]:
+            if fields:
+                got.append(await self._entry(entry_id, fields))
+        if len(got) < count:
             with self._errors_ctx("reading the queue"):
                 batches: Any = await self._client.xreadgroup(
-                    GROUP, self._consumer, {self._stream: ">"}, count=self._batch, block=self._block_ms
+                    GROUP,
+                    self._consumer,
+                    {self._stream: ">"},
+                    count=count - len(got),
+                    block=None if got else self._block_ms,
                 )
             for _stream, messages in batches or ():
                 for entry_id, fields in messages:
-                    yield await self._entry(entry_id, fields)
+                    got.append(await self._entry(entry_id, fields))
+        return got
 
     async def _forget(self, pipe: Any, entry_id: str) -> None:
         pipe.xack(self._stream, GROUP, entry_id)

@@ -1,0 +1,203 @@
+"""The ordered queue (memory and Redis Streams) and the consumer that keeps conversations in order."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from core.errors import PoisonMessage
+from core.locks.memory import MemoryConversationLocks
+from core.locks.redis import RedisConversationLocks
+from core.queue.base import OrderedQueue, QueueEntry
+from core.queue.consumer import OrderedConsumer
+from core.queue.memory import MemoryQueue
+from core.queue.redis import RedisQueue
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    c = aioredis.Redis.from_url(redis_url)
+    yield c
+    await c.aclose()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def queue(request: pytest.FixtureRequest) -> AsyncIterator[OrderedQueue]:
+    if request.param == "memory":
+        yield MemoryQueue(max_attempts=2)
+        return
+    c = aioredis.Redis.from_url(request.getfixturevalue("redis_url"))
+    yield RedisQueue(c, "test", visibility_timeout=0.3, max_attempts=2, block_seconds=0.05)
+    await c.aclose()
+
+
+async def take(q: OrderedQueue, n: int) -> list[QueueEntry]:
+    got: list[QueueEntry] = []
+    async with asyncio.timeout(5):
+        while len(got) < n:
+            got += await q.read(n - len(got))
+    return got
+
+
+async def test_tickets_number_each_partition_in_order_and_add_once_holds(queue: OrderedQueue) -> None:
+    assert [await queue.add("a", "a1"), await queue.add("b", "b1"), await queue.add("a", "a2")] == [1, 1, 2]
+    assert await queue.add("a", "a3", dedupe_key="k") == 3
+    assert await queue.add("a", "a3 again", dedupe_key="k") is None
+    entries = await take(queue, 4)
+    assert [(e.partition, e.ticket, e.payload) for e in entries] == [
+        ("a", 1, "a1"),
+        ("b", 1, "b1"),
+        ("a", 2, "a2"),
+        ("a", 3, "a3"),
+    ]
+    assert await queue.pending() == 4
+    for entry in entries:
+        await queue.ack(entry)
+    assert await queue.pending() == 0
+
+
+async def test_progress_never_moves_back_and_a_jump_leaves_the_skipped_tickets_owed(queue: OrderedQueue) -> None:
+    for _ in range(4):
+        await queue.add("p", "x")
+    assert await queue.last_done("p") == 0
+    await queue.mark_done("p", 1)
+    await queue.mark_done("p", 4)  # 2 and 3 never showed up in time
+    await queue.mark_done("p", 2)
+    assert await queue.last_done("p") == 4
+    assert await queue.take_skipped("p", 3) is True
+    assert await queue.take_skipped("p", 3) is False
+    assert await queue.take_skipped("p", 1) is False
+
+
+async def test_dead_letters_keep_the_error_and_can_be_replayed(queue: OrderedQueue) -> None:
+    await queue.add("p", "poison")
+    (entry,) = await take(queue, 1)
+    await queue.fail(entry, "ValueError: bad")
+    await queue.dead_letter(entry, "gave up after 2 attempts")
+    (dead,) = await queue.dead()
+    assert dead.payload == "poison" and dead.partition == "p"
+    assert "gave up after 2 attempts" in dead.error
+    assert await queue.pending() == 0
+    assert await queue.replay(dead.id) is True
+    assert await queue.replay(dead.id) is False
+    assert await queue.dead() == []
+    (again,) = await take(queue, 1)
+    assert again.payload == "poison" and again.ticket == 2
+
+
+async def test_redis_entries_of_a_crashed_consumer_are_taken_over_and_counted(client: aioredis.Redis) -> None:
+    crashed = RedisQueue(client, "q", consumer="crashed", visibility_timeout=0.3, block_seconds=0.05)
+    survivor = RedisQueue(client, "q", consumer="survivor", visibility_timeout=0.3, block_seconds=0.05)
+    await crashed.add("p", "hello")
+    (first,) = await take(crashed, 1)
+    assert first.attempt == 1
+    # `crashed` never acknowledges; after the visibility timeout the survivor gets it.
+    await asyncio.sleep(0.4)
+    (taken,) = await take(survivor, 1)
+    assert (taken.id, taken.payload, taken.attempt) == (first.id, "hello", 2)
+    await survivor.ack(taken)
+    assert await survivor.pending() == 0
+
+
+async def test_redis_touch_keeps_an_entry_and_release_hands_it_over_at_once(client: aioredis.Redis) -> None:
+    busy = RedisQueue(client, "q", consumer="busy", visibility_timeout=0.3, block_seconds=0.05)
+    other = RedisQueue(client, "q", consumer="other", visibility_timeout=0.3, block_seconds=0.05)
+    await busy.add("p", "slow turn")
+    (entry,) = await take(busy, 1)
+    for _ in range(4):
+        await asyncio.sleep(0.15)
+        await busy.touch(entry)
+    assert await other.read(1) == []  # a touched entry is not taken over
+    await busy.release(entry)
+    (taken,) = await take(other, 1)
+    assert taken.id == entry.id and taken.attempt == 1  # giving back is not an attempt
+
+
+async def run_consumer(
+    q: OrderedQueue, locks: Any, handler: Any, *, count: int, concurrency: int = 4
+) -> OrderedConsumer:
+    consumer = OrderedConsumer(q, locks, handler, name="t", concurrency=concurrency, visibility_timeout=0.3)
+    task = asyncio.create_task(consumer.run())
+    try:
+        async with asyncio.timeout(20):
+            while await q.pending() or consumer.in_flight:  # noqa: ASYNC110 - polling a queue in another backend
+                await asyncio.sleep(0.02)
+    finally:
+        await consumer.stop(1)
+        await task
+    return consumer
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_consumers_keep_each_partition_in_order_and_run_partitions_in_parallel(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    if backend == "memory":
+        q: OrderedQueue = MemoryQueue()
+        locks: Any = MemoryConversationLocks()
+        c = None
+    else:
+        c = aioredis.Redis.from_url(request.getfixturevalue("redis_url"))
+        q = RedisQueue(c, "order", visibility_timeout=0.3, block_seconds=0.05)
+        locks = RedisConversationLocks(c, ttl_seconds=2)
+    seen: dict[str, list[int]] = {}
+    running: set[str] = set()
+    overlap: list[str] = []
+    parallel = 0
+
+    async def handler(entry: QueueEntry) -> None:
+        nonlocal parallel
+        if entry.partition in running:
+            overlap.append(entry.partition)
+        running.add(entry.partition)
+        parallel = max(parallel, len(running))
+        await asyncio.sleep(0.01)
+        seen.setdefault(entry.partition, []).append(int(entry.payload))
+        running.discard(entry.partition)
+
+    for i in range(12):
+        for p in ("a", "b", "c"):
+            await q.add(p, str(i))
+    await run_consumer(q, locks, handler, count=36, concurrency=8)
+    assert seen == {p: list(range(12)) for p in ("a", "b", "c")}
+    assert overlap == [] and parallel > 1
+    if c is not None:
+        await c.aclose()
+
+
+async def test_a_poison_entry_is_dead_lettered_at_once_and_the_partition_moves_on() -> None:
+    q = MemoryQueue(max_attempts=5)
+    handled: list[str] = []
+
+    async def handler(entry: QueueEntry) -> None:
+        if entry.payload == "bad":
+            raise PoisonMessage("not an envelope")
+        handled.append(entry.payload)
+
+    for payload in ("one", "bad", "three"):
+        await q.add("p", payload)
+    await run_consumer(q, MemoryConversationLocks(), handler, count=3)
+    assert handled == ["one", "three"]
+    (dead,) = await q.dead()
+    assert dead.payload == "bad" and "not an envelope" in dead.error and dead.attempts == 1
+
+
+async def test_a_failing_entry_is_retried_then_dead_lettered_in_its_turn() -> None:
+    q = MemoryQueue(max_attempts=3)
+    calls: list[str] = []
+
+    async def handler(entry: QueueEntry) -> None:
+        calls.append(entry.payload)
+        if entry.payload == "flaky":
+            raise RuntimeError("provider down")
+
+    for payload in ("first", "flaky", "last"):
+        await q.add("p", payload)
+    await run_consumer(q, MemoryConversationLocks(), handler, count=3)
+    assert calls == ["first", "flaky", "flaky", "flaky", "last"]
+    (dead,) = await q.dead()
+    assert "gave up after 3 attempts" in dead.error and "provider down" in dead.error
