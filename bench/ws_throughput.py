@@ -126,23 +126,21 @@ def stop(server: Server) -> None:
         server.proc.wait(timeout=5)
 
 
-async def wait_healthy(server: Server, timeout: float = STARTUP_TIMEOUT) -> float:
-    """Seconds until GET /healthz answers 200; raises if the process dies or the time runs out."""
+async def wait_healthy(server: Server) -> float:
+    """Seconds until GET /healthz answers 200; raises if the process dies or STARTUP_TIMEOUT passes."""
     url = f"http://127.0.0.1:{server.port}/healthz"
     started = time.perf_counter()
-    deadline = started + timeout
+    deadline = started + STARTUP_TIMEOUT
     async with aiohttp.ClientSession() as http:
         while time.perf_counter() < deadline:
             if server.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{server.name} exited with {server.proc.returncode}:\n{server.tail()}"
-                )
+                raise RuntimeError(f"{server.name} exited with {server.proc.returncode}:\n{server.tail()}")
             with contextlib.suppress(aiohttp.ClientError, OSError):
                 async with http.get(url, timeout=aiohttp.ClientTimeout(total=2)) as response:
                     if response.status == 200:
                         return time.perf_counter() - started
             await asyncio.sleep(0.1)
-    raise RuntimeError(f"{server.name} did not answer {url} within {timeout:.0f} s:\n{server.tail()}")
+    raise RuntimeError(f"{server.name} did not answer {url} within {STARTUP_TIMEOUT:.0f} s:\n{server.tail()}")
 
 
 # --- the client -----------------------------------------------------------------------------------
@@ -268,12 +266,13 @@ def report(sessions: int, messages: int, bot: Run, echo: Run) -> None:
         )
 
     def ratio(a: float, base: float) -> str:
-        return f"{a / base:.1f}x" if base > 0 else "n/a"
+        return f"{a / base:.3g}x" if base > 0 else "n/a"
 
     print(
         f"{'ratio':<10} {ratio(b.rate, e.rate):>10} {ratio(b.p50_ms, e.p50_ms):>9} "
         f"{ratio(b.p99_ms, e.p99_ms):>9} {ratio(b.mean_ms, e.mean_ms):>9}"
     )
+    print("(echo: the better of two runs, one before and one after relaybot)")
     print("(ratio = relaybot / echo: below 1x for msgs/s and above 1x for latency is the bot's own cost)")
     print(
         f"relaybot frames per message: {bot.acks / max(1, bot.messages):.1f} ack, "
@@ -288,7 +287,32 @@ def report(sessions: int, messages: int, bot: Run, echo: Run) -> None:
 # --- main -----------------------------------------------------------------------------------------
 
 
-async def bench(sessions: int, messages: int, keep: bool) -> int:
+async def measure(bot_server: Server, echo_server: Server, sessions: int, messages: int) -> int:
+    ready = await asyncio.gather(wait_healthy(bot_server), wait_healthy(echo_server))
+    print(
+        f"relaybot up in {ready[0]:.1f} s (pid {bot_server.proc.pid}, port {bot_server.port}); "
+        f"echo up in {ready[1]:.1f} s (pid {echo_server.proc.pid}, port {echo_server.port})"
+    )
+    # Warm both up (imports, first SQLite writes, connection set-up), then measure echo, the bot,
+    # and echo again; the baseline is the better of the two echo runs.
+    for server in (echo_server, bot_server):
+        warm = await drive(server.port, WARMUP_SESSIONS, WARMUP_MESSAGES, f"warm-{server.name}")
+        if warm.errors:
+            print(f"warm-up against {server.name} had errors: {warm.errors[:5]}")
+    echo_a = await drive(echo_server.port, sessions, messages, "echo-a")
+    bot = await drive(bot_server.port, sessions, messages, "bot")
+    echo_b = await drive(echo_server.port, sessions, messages, "echo-b")
+    echo = echo_a if Figures.of(echo_a).rate >= Figures.of(echo_b).rate else echo_b
+    echo.errors = echo_a.errors + echo_b.errors
+    report(sessions, messages, bot, echo)
+    for server in (bot_server, echo_server):
+        if server.proc.poll() is not None:
+            print(f"{server.name} died during the run:\n{server.tail()}")
+            return 1
+    return 1 if bot.errors or echo.errors else 0
+
+
+def bench(sessions: int, messages: int, keep: bool) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="relaybot-bench-ws-"))
     servers: list[Server] = []
     try:
@@ -305,28 +329,7 @@ async def bench(sessions: int, messages: int, keep: bool) -> int:
         echo_argv = [sys.executable, str(Path(__file__).resolve()), "--echo-server", str(echo_port)]
         servers.append(start("relaybot", bot_argv, bot_port, env, (tmp / "relaybot.log").open("w+b")))
         servers.append(start("echo", echo_argv, echo_port, env, (tmp / "echo.log").open("w+b")))
-        bot_server, echo_server = servers
-        ready = await asyncio.gather(wait_healthy(bot_server), wait_healthy(echo_server))
-        print(f"relaybot up in {ready[0]:.1f} s (pid {bot_server.proc.pid}, port {bot_port}); "
-              f"echo up in {ready[1]:.1f} s (pid {echo_server.proc.pid}, port {echo_port})")
-
-        # Warm both up (imports, first SQLite writes, JIT-free but cache-warm), then measure echo,
-        # the bot, and echo again; the baseline is the better of the two echo runs.
-        for port, tag in ((echo_port, "warm-echo"), (bot_port, "warm-bot")):
-            warm = await drive(port, WARMUP_SESSIONS, WARMUP_MESSAGES, tag)
-            if warm.errors:
-                print(f"warm-up against {tag} had errors: {warm.errors[:5]}")
-        echo_a = await drive(echo_port, sessions, messages, "echo-a")
-        bot = await drive(bot_port, sessions, messages, "bot")
-        echo_b = await drive(echo_port, sessions, messages, "echo-b")
-        echo = echo_a if Figures.of(echo_a).rate >= Figures.of(echo_b).rate else echo_b
-        echo.errors = echo_a.errors + echo_b.errors
-        report(sessions, messages, bot, echo)
-        for server in servers:
-            if server.proc.poll() is not None:
-                print(f"{server.name} died during the run:\n{server.tail()}")
-                return 1
-        return 1 if bot.errors or echo.errors else 0
+        return asyncio.run(measure(servers[0], servers[1], sessions, messages))
     finally:
         for server in servers:
             stop(server)
@@ -338,7 +341,9 @@ async def bench(sessions: int, messages: int, keep: bool) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sessions", type=int, default=50, help="concurrent WebSocket sessions (default 50)")
     parser.add_argument("--messages", type=int, default=20, help="messages per session (default 20)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (server logs, SQLite file)")
@@ -349,7 +354,7 @@ def main() -> int:
         return 0
     if args.sessions < 1 or args.messages < 1:
         parser.error("--sessions and --messages must be at least 1")
-    return asyncio.run(bench(args.sessions, args.messages, args.keep))
+    return bench(args.sessions, args.messages, args.keep)
 
 
 if __name__ == "__main__":

@@ -57,9 +57,7 @@ class Models(BaseModel):
 
     chain: list[str] = Field(default_factory=list)
     static_fallback: str = DEFAULT_STATIC_FALLBACK
-    interrupted_notice: str = (
-        "_(My answer was cut off here, sorry. Please ask again if you need the rest.)_"
-    )
+    interrupted_notice: str = "_(My answer was cut off here, sorry. Please ask again if you need the rest.)_"
     first_token_timeout_seconds: float = Field(10.0, gt=0)
     step_timeout_seconds: float = Field(60.0, gt=0)
     latency_budget_seconds: float = Field(60.0, gt=0)
@@ -82,14 +80,12 @@ class Models(BaseModel):
                     raise ValueError(f"[models.endpoints.{name}] api must be {name!r} (or left out)")
                 endpoint.api = name  # type: ignore[assignment]  # narrowed by the check above
             elif endpoint.api is None or not endpoint.base_url:
-                raise ValueError(
-                    f"[models.endpoints.{name}] needs api = \"openai\" or \"anthropic\" and a base_url"
-                )
+                raise ValueError(f'[models.endpoints.{name}] needs api = "openai" or "anthropic" and a base_url')
         known = {"openai", "anthropic", *self.endpoints}
         for step in self.chain:
             provider, sep, model = step.partition(":")
             if not sep or not provider or not model:
-                raise ValueError(f"[models] chain step {step!r} must be \"provider:model\", e.g. \"openai:gpt-4o\"")
+                raise ValueError(f'[models] chain step {step!r} must be "provider:model", e.g. "openai:gpt-4o"')
             if provider not in known:
                 raise ValueError(
                     f"[models] chain step {step!r}: unknown provider {provider!r}; use openai, anthropic, "
@@ -97,7 +93,7 @@ class Models(BaseModel):
                 )
         for step in self.steps:
             if step not in self.chain:
-                raise ValueError(f"[models.steps.\"{step}\"] names no step of the chain {self.chain}")
+                raise ValueError(f'[models.steps."{step}"] names no step of the chain {self.chain}')
         return self
 
 

@@ -37,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("worker", help="run a core worker: envelopes from the bus become replies")
     worker.add_argument("--concurrency", type=int, help="turns at once (default: RELAYBOT_WORKER_CONCURRENCY)")
+    worker.add_argument("--host", help="with --port: address for /healthz, /readyz and /metrics")
+    worker.add_argument("--port", type=int, help="serve /healthz, /readyz and /metrics on this port (default: none)")
 
     chat = commands.add_parser("chat", help="talk to a bot in this terminal")
     chat.add_argument("--bot", help="bot to talk to (default: RELAYBOT_DEFAULT_BOT)")
@@ -90,16 +92,23 @@ async def _serve(settings: Settings, channels: list[str] | None, *, worker: bool
         await runtime.close()
 
 
-async def _work(settings: Settings) -> None:
+async def _work(settings: Settings, *, http: bool) -> None:
     runtime = await Runtime.from_settings(settings)
     log = structlog.get_logger("relaybot")
+    runner: web.AppRunner | None = None
     try:
+        if http:
+            runner = web.AppRunner(runtime.build_app(), handle_signals=False)
+            await runner.setup()
+            await web.TCPSite(runner, settings.host, settings.port).start()
         await runtime.start(worker=True, delivery=False)
         await log.ainfo("worker_started", concurrency=settings.worker_concurrency)
         print("relaybot worker is running (Ctrl-C stops it)", flush=True)
         await _until_signalled()
         await log.ainfo("shutting_down", grace_seconds=settings.shutdown_grace_seconds)
     finally:
+        if runner is not None:
+            await runner.cleanup()
         await runtime.close()
 
 
@@ -178,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_serve(settings, args.channels, worker=False))
         elif args.command == "worker":
             _require_distributed(settings, "worker")
-            asyncio.run(_work(settings))
+            asyncio.run(_work(settings, http=args.port is not None))
         elif args.command == "dead-letters":
             return asyncio.run(_dead_letters(settings, args))
         else:

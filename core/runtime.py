@@ -35,6 +35,8 @@ from core.llm.offline import OfflineProvider
 from core.locks.base import ConversationLocks
 from core.locks.memory import MemoryConversationLocks
 from core.locks.redis import RedisConversationLocks
+from core.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from core.metrics import Metrics
 from core.pipeline.pipeline import Pipeline
 from core.pipeline.stages import (
     AssembleContextStage,
@@ -42,6 +44,7 @@ from core.pipeline.stages import (
     HistoryWindowStage,
     LoadSessionStage,
     LogTurnStage,
+    MetricsStage,
     RateLimitStage,
     RecordStage,
     UsageStage,
@@ -105,7 +108,8 @@ class Runtime:
         self.records: DeliveryRecords = RedisDeliveryRecords(redis) if redis is not None else MemoryDeliveryRecords()
         self.fanout: Fanout = RedisFanout(redis) if self.distributed and redis is not None else MemoryFanout()
         self.channels: dict[str, ChannelAdapter] = {}
-        self.sender = ReplySender(self.channels, self.records)
+        self.metrics = Metrics()
+        self.sender = ReplySender(self.channels, self.records, metrics=self.metrics)
         self.outbox: Outbox = (
             QueueOutbox(
                 queue_for=lambda channel: self.queue(f"outbox:{channel}"),
@@ -126,7 +130,12 @@ class Runtime:
                 AssembleContextStage(),
                 GenerateStage(provider),
             ],
-            closing=[RecordStage(sessions, history), UsageStage(self.limiter), LogTurnStage()],
+            closing=[
+                RecordStage(sessions, history),
+                UsageStage(self.limiter),
+                LogTurnStage(),
+                MetricsStage(self.metrics),
+            ],
         )
         self.worker = Worker(
             queue=self.bus.queue,
@@ -137,6 +146,7 @@ class Runtime:
             outbox=self.outbox,
             concurrency=settings.worker_concurrency,
             visibility_timeout=settings.visibility_timeout_seconds,
+            on_dead_letter=self.metrics.dead_letters.labels("bus").inc,
         )
         self.delivery: DeliveryWorker | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -224,12 +234,20 @@ class Runtime:
         app = web.Application(client_max_size=self.settings.max_body_bytes)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
         for adapter in self._adapters():
             adapter.register(app)
         return app
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        try:
+            body = await self.metrics.render(self._queues)
+        except StoreError as exc:
+            return web.Response(status=503, text=f"# queues unavailable: {exc}\n")
+        return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     async def _readyz(self, request: web.Request) -> web.Response:
         checks: dict[str, str] = {}
@@ -273,6 +291,7 @@ class Runtime:
                 sender=self.sender,
                 concurrency=self.settings.worker_concurrency,
                 visibility_timeout=self.settings.visibility_timeout_seconds,
+                on_dead_letter=lambda queue: self.metrics.dead_letters.labels(queue).inc(),
             )
             self._tasks.append(asyncio.create_task(self.delivery.run(), name="relaybot-delivery"))
 

@@ -34,6 +34,20 @@ class WebSettings(BaseModel):
     send_timeout_seconds: float = 5.0
 
 
+class ApiSettings(BaseModel):
+    """The generic HTTP API channel: POST /api/messages, replies POSTed to the caller's callback URL."""
+
+    keys: list[SecretStr] = Field(
+        default_factory=list, description="API keys accepted as 'Authorization: Bearer KEY'; none: channel off"
+    )
+    signing_secret: SecretStr | None = Field(None, description="signs callbacks; defaults to the server secret")
+    allowed_callback_hosts: list[str] = Field(
+        default_factory=lambda: ["*"], description="hosts replies may be POSTed to; '*' allows any"
+    )
+    callback_timeout_seconds: float = Field(10.0, gt=0)
+    max_text_chars: int = Field(4000, ge=1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="RELAYBOT_",
@@ -82,6 +96,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     web: WebSettings = Field(default_factory=WebSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
 
     @property
     def effective_database_url(self) -> str:

@@ -6,6 +6,7 @@ any number of worker processes; this module is what one turn does inside it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import structlog
@@ -36,6 +37,7 @@ class Worker:
         outbox: Outbox,
         concurrency: int = 16,
         visibility_timeout: float = 30.0,
+        on_dead_letter: Callable[[], None] | None = None,
         logger: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
         self._pipeline = pipeline
@@ -51,6 +53,7 @@ class Worker:
             name="turn",
             concurrency=concurrency,
             visibility_timeout=visibility_timeout,
+            on_dead_letter=on_dead_letter,
             logger=self._log,
         )
 

@@ -30,9 +30,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-async def frames_until_reply(
-    ws: aiohttp.ClientWebSocketResponse, within: float = 5.0
-) -> list[dict[str, Any]]:
+async def frames_until_reply(ws: aiohttp.ClientWebSocketResponse, within: float = 5.0) -> list[dict[str, Any]]:
     frames: list[dict[str, Any]] = []
     while True:
         frame = await ws.receive_json(timeout=within)
@@ -142,9 +140,7 @@ async def test_a_token_for_another_session_cannot_be_edited_into_the_victims(
     forged_payload = base64.urlsafe_b64encode(
         json.dumps({"s": victim["session_id"], "b": "support", "e": 4102444800}).encode()
     ).rstrip(b"=")
-    async with http.ws_connect(
-        f"{base}/ws", params={"token": f"{forged_payload.decode()}.{mac}", "after": "0"}
-    ) as ws:
+    async with http.ws_connect(f"{base}/ws", params={"token": f"{forged_payload.decode()}.{mac}", "after": "0"}) as ws:
         fresh = await ws.receive_json()
         assert fresh["session_id"] not in (victim["session_id"], attacker["session_id"])
         await assert_silent(ws)
@@ -191,9 +187,7 @@ async def test_bad_frames_get_an_error_frame_and_the_connection_stays_usable(
     assert len(await runtime.history.after(f"support:web:{session['session_id']}", 0)) == 2
 
 
-async def test_binary_frames_get_an_error_frame(
-    app: tuple[Runtime, str], http: aiohttp.ClientSession
-) -> None:
+async def test_binary_frames_get_an_error_frame(app: tuple[Runtime, str], http: aiohttp.ClientSession) -> None:
     _, base = app
     async with http.ws_connect(f"{base}/ws") as ws:
         await ws.receive_json()
@@ -253,9 +247,7 @@ async def test_the_rate_limit_notice_arrives_as_a_reply(tmp_path: Path, http: ai
         assert notice["reply_to"] == "b" and "Please try again in about 60 seconds" in notice["text"]
 
 
-async def test_unknown_bot_is_a_404_and_a_foreign_origin_a_403(
-    tmp_path: Path, http: aiohttp.ClientSession
-) -> None:
+async def test_unknown_bot_is_a_404_and_a_foreign_origin_a_403(tmp_path: Path, http: aiohttp.ClientSession) -> None:
     settings = make_settings(tmp_path)
     settings.web.allowed_origins = ["https://shop.example.com"]
     async with running_app(settings) as (_, base):
@@ -305,3 +297,21 @@ async def test_readyz_reports_an_unreachable_redis(tmp_path: Path, http: aiohttp
         assert response.status == 503
         assert body["checks"]["history"] == "ok"
         assert "Redis" in body["checks"]["sessions"]
+
+
+async def test_metrics_count_turns_deliveries_and_the_backlog(
+    app: tuple[Runtime, str], http: aiohttp.ClientSession
+) -> None:
+    _, base = app
+    async with http.ws_connect(f"{base}/ws") as ws:
+        await ws.receive_json()
+        await ws.send_json({"type": "message", "id": "m", "text": "count me"})
+        await frames_until_reply(ws)
+    async with http.get(f"{base}/metrics") as response:
+        assert response.status == 200
+        assert response.content_type == "text/plain"
+        text = await response.text()
+    assert 'relaybot_turns_total{bot="support",channel="web",outcome="answered"} 1.0' in text
+    assert 'relaybot_deliveries_total{channel="web",status="sent"} 1.0' in text
+    assert 'relaybot_queue_pending{queue="bus"} 0.0' in text
+    assert 'relaybot_turn_latency_seconds_count{channel="web"} 1.0' in text

@@ -16,18 +16,21 @@ import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-async_api = pytest.importorskip("playwright.async_api")
-expect = async_api.expect
-
-pytestmark = pytest.mark.browser
+pytest.importorskip("playwright.async_api")
+from playwright.async_api import Browser, Page, async_playwright, expect
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO_ROOT / "tests" / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing (apt-get install chromium)"
+    ),
+]
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -108,10 +111,8 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
-    async with async_api.async_playwright() as pw:
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as pw:
         chromium = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             yield chromium
@@ -119,9 +120,9 @@ async def browser() -> AsyncIterator[Any]:
             await chromium.close()
 
 
-async def _open_page(browser: Any, url: str, viewport: dict[str, int]) -> tuple[Any, list[str]]:
+async def _open_page(browser: Browser, url: str, viewport: dict[str, int]) -> tuple[Page, list[str]]:
     """A page in a fresh context (so a fresh localStorage), and the list its uncaught errors go to."""
-    context = await browser.new_context(viewport=viewport)
+    context = await browser.new_context(viewport={"width": viewport["width"], "height": viewport["height"]})
     page = await context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -129,12 +130,12 @@ async def _open_page(browser: Any, url: str, viewport: dict[str, int]) -> tuple[
     return page, errors
 
 
-async def _send(page: Any, text: str) -> None:
+async def _send(page: Page, text: str) -> None:
     await page.get_by_test_id("rb-input").fill(text)
     await page.get_by_test_id("rb-send").click()
 
 
-async def test_reply_appears_and_survives_a_reload(browser: Any, server_url: str) -> None:
+async def test_reply_appears_and_survives_a_reload(browser: Browser, server_url: str) -> None:
     page, errors = await _open_page(browser, server_url, {"width": 1280, "height": 800})
     # The demo page embeds the widget with data-open="true".
     await expect(page.get_by_test_id("rb-panel")).to_be_visible()
@@ -172,7 +173,7 @@ async def test_reply_appears_and_survives_a_reload(browser: Any, server_url: str
     assert errors == []
 
 
-async def test_message_text_is_never_html(browser: Any, server_url: str) -> None:
+async def test_message_text_is_never_html(browser: Browser, server_url: str) -> None:
     page, errors = await _open_page(browser, server_url, {"width": 1280, "height": 800})
     payload = '<img src=x onerror="window.__pwned=1">**bold**'
     await _send(page, payload)
@@ -196,7 +197,7 @@ async def test_message_text_is_never_html(browser: Any, server_url: str) -> None
     assert errors == []
 
 
-async def test_phone_layout_and_keyboard(browser: Any, server_url: str) -> None:
+async def test_phone_layout_and_keyboard(browser: Browser, server_url: str) -> None:
     width, height = 390, 844
     page, errors = await _open_page(browser, server_url, {"width": width, "height": height})
     panel, launcher, field = (

@@ -73,6 +73,7 @@
         window.localStorage.setItem(STORE_KEY, JSON.stringify(state));
         return;
       } catch (e) {
+        if (!e || e.name !== "QuotaExceededError") return; // storage disabled: keep going in memory only
         // Quota exceeded: keep the newest half of the transcript and try again.
         state.transcript = state.transcript.slice(Math.floor(state.transcript.length / 2));
       }
@@ -287,96 +288,64 @@
   /* ------------------------------------------------------------------ styles */
 
   const CSS = [
-    // The host resets inherited page styles; !important on :host beats page rules aimed at the host.
-    ":host{all:initial !important;display:block !important;position:static !important}",
-    "[hidden]{display:none !important}",
-    ".root{font:15px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,'Helvetica Neue',Arial,sans-serif;",
-    " color:#0f172a;-webkit-font-smoothing:antialiased}",
-    ".root *,.root *::before,.root *::after{box-sizing:border-box}",
-    ".sr{position:absolute!important;width:1px;height:1px;margin:-1px;padding:0;overflow:hidden;",
-    " clip:rect(0 0 0 0);white-space:nowrap;border:0}",
-    "button,textarea{font:inherit;color:inherit;margin:0}",
-    ".launcher{position:fixed;right:20px;bottom:20px;z-index:2147483000;width:60px;height:60px;",
-    " border:0;border-radius:50%;background:#4338ca;color:#fff;cursor:pointer;display:grid;place-items:center;",
-    " box-shadow:0 8px 24px rgba(30,27,75,.35);transition:transform .15s ease,background .15s ease}",
-    ".launcher:hover{background:#3730a3;transform:translateY(-2px)}",
-    ".launcher svg{width:28px;height:28px;fill:currentColor}",
-    ".launcher.unread::after{content:'';position:absolute;top:6px;right:6px;width:14px;height:14px;",
-    " border-radius:50%;background:#dc2626;border:2px solid #fff}",
-    ".panel{position:fixed;right:20px;bottom:92px;z-index:2147483000;width:380px;",
-    " height:min(620px,calc(100vh - 120px));display:flex;flex-direction:column;background:#fff;",
-    " border-radius:16px;overflow:hidden;box-shadow:0 18px 50px rgba(15,23,42,.28),0 0 0 1px rgba(15,23,42,.06);",
-    " animation:rb-in .18s ease-out}",
+    // The host resets inherited page styles; !important on :host beats page rules aimed at the host element.
+    ":host{all:initial !important;display:block !important;position:static !important}[hidden]{display:none !important}",
+    ".root{font:15px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,'Helvetica Neue',Arial,sans-serif;color:#0f172a}",
+    ".root *,.root *::before,.root *::after{box-sizing:border-box}button,textarea{font:inherit;color:inherit;margin:0}",
+    ".sr{position:absolute!important;width:1px;height:1px;margin:-1px;padding:0;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap;border:0}",
+    ".launcher{position:fixed;right:20px;bottom:20px;z-index:2147483000;width:60px;height:60px;border:0;border-radius:50%;",
+    " background:#4338ca;color:#fff;cursor:pointer;display:grid;place-items:center;box-shadow:0 8px 24px rgba(30,27,75,.35);",
+    " transition:transform .15s ease,background .15s ease}",
+    ".launcher:hover{background:#3730a3;transform:translateY(-2px)}.launcher svg{width:28px;height:28px;fill:currentColor}",
+    ".launcher.unread::after{content:'';position:absolute;top:6px;right:6px;width:14px;height:14px;border-radius:50%;background:#dc2626;border:2px solid #fff}",
+    ".panel{position:fixed;right:20px;bottom:92px;z-index:2147483000;width:380px;height:min(620px,calc(100vh - 120px));",
+    " display:flex;flex-direction:column;background:#fff;border-radius:16px;overflow:hidden;animation:rb-in .18s ease-out;",
+    " box-shadow:0 18px 50px rgba(15,23,42,.28),0 0 0 1px rgba(15,23,42,.06)}",
     "@keyframes rb-in{from{opacity:0;transform:translateY(12px) scale(.98)}}",
-    ".header{display:flex;align-items:center;gap:12px;padding:14px 14px 14px 18px;color:#fff;",
-    " background:linear-gradient(135deg,#4338ca,#3730a3)}",
-    ".avatar{flex:none;width:36px;height:36px;border-radius:50%;background:rgba(255,255,255,.18);",
-    " display:grid;place-items:center;font-weight:700}",
-    ".titles{flex:1;min-width:0}",
-    ".title{margin:0;font-size:16px;font-weight:650;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}",
+    ".header{display:flex;align-items:center;gap:12px;padding:14px 14px 14px 18px;color:#fff;background:linear-gradient(135deg,#4338ca,#3730a3)}",
+    ".avatar{flex:none;width:36px;height:36px;border-radius:50%;background:rgba(255,255,255,.18);display:grid;place-items:center;font-weight:700}",
+    ".titles{flex:1;min-width:0}.title{margin:0;font-size:16px;font-weight:650;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}",
     ".subtitle{font-size:12.5px;opacity:.92;display:flex;align-items:center;gap:6px}",
-    ".dot{width:8px;height:8px;border-radius:50%;background:#cbd5e1}",
-    ".root[data-connection=online] .dot{background:#4ade80}",
-    ".close{flex:none;width:36px;height:36px;border:0;border-radius:10px;background:transparent;color:#fff;",
-    " cursor:pointer;display:grid;place-items:center}",
-    ".close:hover{background:rgba(255,255,255,.16)}",
-    ".close svg{width:22px;height:22px;fill:currentColor}",
-    ".log{flex:1;overflow-y:auto;overscroll-behavior:contain;padding:16px 14px 8px;background:#f8fafc;",
-    " display:flex;flex-direction:column;gap:10px}",
+    ".dot{width:8px;height:8px;border-radius:50%;background:#cbd5e1}.root[data-connection=online] .dot{background:#4ade80}",
+    ".close{flex:none;width:36px;height:36px;border:0;border-radius:10px;background:transparent;color:#fff;cursor:pointer;display:grid;place-items:center}",
+    ".close:hover{background:rgba(255,255,255,.16)}.close svg{width:22px;height:22px;fill:currentColor}",
+    ".log{flex:1;overflow-y:auto;overscroll-behavior:contain;padding:16px 14px 8px;background:#f8fafc;display:flex;flex-direction:column;gap:10px}",
     ".empty{margin:auto 12px;text-align:center;color:#475569;font-size:14px}",
-    ".msg{display:flex;flex-direction:column;max-width:85%}",
-    ".msg.user{align-self:flex-end;align-items:flex-end}",
-    ".msg.bot{align-self:flex-start;align-items:flex-start}",
-    ".msg.system{align-self:center;max-width:92%}",
+    ".msg{display:flex;flex-direction:column;max-width:85%}.msg.system{align-self:center;max-width:92%}",
+    ".msg.user{align-self:flex-end;align-items:flex-end}.msg.bot{align-self:flex-start;align-items:flex-start}",
     ".bubble{position:relative;padding:9px 13px;border-radius:16px;overflow-wrap:anywhere;min-width:0;max-width:100%}",
     ".user .bubble{background:#4338ca;color:#fff;border-bottom-right-radius:5px}",
     ".bot .bubble{background:#fff;color:#0f172a;border:1px solid #e2e8f0;border-bottom-left-radius:5px}",
     ".system .bubble{background:#fef3c7;color:#78350f;font-size:13px;border-radius:10px;padding:6px 10px;text-align:center}",
-    // Speaker names for screen readers, as generated content so they stay out of the message's text.
-    ".user .bubble::before{content:'You: '}",
-    ".bot .bubble::before{content:'Assistant: '}",
-    ".system .bubble::before{content:'Note: '}",
+    // Speaker names for screen readers, as generated content so they stay out of the message's own text.
+    ".user .bubble::before{content:'You: '}.bot .bubble::before{content:'Assistant: '}.system .bubble::before{content:'Note: '}",
     ".bubble::before{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}",
-    ".msg[data-state=pending] .bubble{opacity:.75}",
+    ".msg[data-state=pending] .bubble{opacity:.75}.msg[data-state=streaming] .bubble{white-space:pre-wrap}",
     ".msg[data-state=pending]::after{content:'Sending\\2026';font-size:12px;color:#475569;margin-top:3px}",
     ".msg[data-state=failed]::after{content:'Not delivered';font-size:12px;color:#b91c1c;margin-top:3px}",
-    ".msg[data-state=streaming] .bubble{white-space:pre-wrap}",
-    ".bubble>*{margin:0}.bubble>*+*{margin-top:8px}",
-    ".bubble ul,.bubble ol{padding-left:22px}",
-    ".bubble li+li{margin-top:2px}",
-    ".bubble code{font:13px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;background:rgba(15,23,42,.07);",
-    " padding:1px 5px;border-radius:5px}",
-    ".user .bubble code{background:rgba(255,255,255,.18)}",
+    ".bubble>*{margin:0}.bubble>*+*{margin-top:8px}.bubble ul,.bubble ol{padding-left:22px}.bubble li+li{margin-top:2px}",
+    ".bubble code{font:13px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;background:rgba(15,23,42,.07);padding:1px 5px;border-radius:5px}",
     ".bubble pre{padding:10px 12px;background:#0f172a;color:#e2e8f0;border-radius:10px;overflow-x:auto}",
-    ".bubble pre code{background:none;padding:0;color:inherit;white-space:pre}",
-    ".bubble a{color:#3730a3;text-decoration:underline;text-underline-offset:2px}",
-    ".user .bubble a{color:#fff}",
-    ".typing{align-self:flex-start;display:flex;gap:4px;padding:12px 14px;background:#fff;border:1px solid #e2e8f0;",
-    " border-radius:16px;border-bottom-left-radius:5px}",
+    ".bubble pre code{background:none;padding:0;color:inherit;white-space:pre}.user .bubble code{background:rgba(255,255,255,.18)}",
+    ".bubble a{color:#3730a3;text-decoration:underline;text-underline-offset:2px}.user .bubble a{color:#fff}",
+    ".typing{align-self:flex-start;display:flex;gap:4px;padding:12px 14px;background:#fff;border:1px solid #e2e8f0;border-radius:16px 16px 16px 5px}",
     ".typing i{width:7px;height:7px;border-radius:50%;background:#64748b;animation:rb-dot 1.2s infinite ease-in-out}",
     ".typing i:nth-child(2){animation-delay:.15s}.typing i:nth-child(3){animation-delay:.3s}",
     "@keyframes rb-dot{0%,60%,100%{transform:translateY(0);opacity:.5}30%{transform:translateY(-4px);opacity:1}}",
-    ".status{font-size:12.5px;color:#78350f;background:#fef3c7;text-align:center}",
-    ".status:not(:empty){padding:5px 12px;border-top:1px solid #fde68a}",
+    ".status{font-size:12.5px;color:#78350f;background:#fef3c7;text-align:center}.status:not(:empty){padding:5px 12px;border-top:1px solid #fde68a}",
     ".composer{display:flex;align-items:flex-end;gap:8px;padding:10px 12px;border-top:1px solid #e2e8f0;background:#fff}",
-    ".input{flex:1;resize:none;min-height:42px;max-height:140px;padding:10px 12px;border:1px solid #94a3b8;",
-    " border-radius:12px;background:#fff;color:#0f172a;line-height:1.4;outline:none}",
-    ".input::placeholder{color:#64748b}",
-    ".input:focus-visible,.input:focus{border-color:#4338ca;box-shadow:0 0 0 3px rgba(67,56,202,.35)}",
-    ".send{flex:none;height:42px;padding:0 16px;border:0;border-radius:12px;background:#4338ca;color:#fff;",
-    " font-weight:600;cursor:pointer}",
-    ".send:hover{background:#3730a3}",
-    ".footer{padding:0 12px 8px;background:#fff;text-align:center;font-size:11.5px;color:#64748b}",
-    // Visible focus: white ring inside indigo controls, indigo ring on white surfaces.
+    ".input{flex:1;resize:none;min-height:42px;max-height:140px;padding:10px 12px;border:1px solid #94a3b8;border-radius:12px;",
+    " background:#fff;color:#0f172a;line-height:1.4;outline:none}.input::placeholder{color:#64748b}",
+    ".input:focus{border-color:#4338ca;box-shadow:0 0 0 3px rgba(67,56,202,.35)}",
+    ".send{flex:none;height:42px;padding:0 16px;border:0;border-radius:12px;background:#4338ca;color:#fff;font-weight:600;cursor:pointer}",
+    ".send:hover{background:#3730a3}.footer{padding:0 12px 8px;background:#fff;text-align:center;font-size:11.5px;color:#64748b}",
+    // Visible focus: a white ring inside indigo controls, an indigo ring on white surfaces.
     ".launcher:focus-visible,.send:focus-visible,.close:focus-visible{outline:3px solid #fff;outline-offset:-6px}",
     ".launcher:focus-visible{box-shadow:0 0 0 3px #1e1b4b,0 8px 24px rgba(30,27,75,.35)}",
-    ".bubble a:focus-visible,.log:focus-visible{outline:3px solid #4338ca;outline-offset:2px}",
-    ".user .bubble a:focus-visible{outline-color:#fff}",
-    "@media (max-width:480px){",
-    " .panel{top:0;left:0;right:0;bottom:0;width:100%;height:100%;border-radius:0}",
-    " .root.open .launcher{display:none}",
-    " .input{font-size:16px}", // 16px stops iOS from zooming into the field
-    "}",
+    ".bubble a:focus-visible,.log:focus-visible{outline:3px solid #4338ca;outline-offset:2px}.user .bubble a:focus-visible{outline-color:#fff}",
+    // Phones: the open panel takes the whole viewport; 16px text stops iOS from zooming into the field.
+    "@media (max-width:480px){.panel{top:0;left:0;right:0;bottom:0;width:100%;height:100%;border-radius:0}",
+    " .root.open .launcher{display:none}.input{font-size:16px}}",
     "@media (prefers-reduced-motion:reduce){.panel,.typing i{animation:none}.launcher{transition:none}}",
   ].join("\n");
 
@@ -404,11 +373,10 @@
   shadow.append(root);
 
   const panelId = "rb-panel";
-  const launcherIcon = icon(ICON_CHAT);
   const launcher = el("button", {
     type: "button", class: "launcher", "data-testid": "rb-launcher",
     "aria-label": "Chat with " + TITLE, "aria-expanded": "false", "aria-controls": panelId,
-  }, launcherIcon);
+  }, icon(ICON_CHAT));
 
   const log = el("div", {
     class: "log", role: "log", "aria-live": "polite", "aria-label": "Conversation", tabindex: "0", "data-testid": "rb-log",
@@ -431,7 +399,7 @@
   const panel = el("section", {
     id: panelId, class: "panel", role: "dialog", "aria-label": "Chat with " + TITLE, "data-testid": "rb-panel", hidden: true,
   },
-  el("header", { class: "header" },
+  el("div", { class: "header" },
     el("div", { class: "avatar", "aria-hidden": "true", text: TITLE.charAt(0).toUpperCase() }),
     el("div", { class: "titles" },
       el("h2", { class: "title", text: TITLE }),
@@ -515,6 +483,8 @@
   let attempt = 0;
   let retryTimer = null;
   let everOnline = false;
+  let onlineSince = 0;
+  const inflight = new Set(); // ids sent on the current socket and not yet acked
 
   function setConnection(kind) {
     root.setAttribute("data-connection", kind);
@@ -547,10 +517,25 @@
       try { frame = JSON.parse(ev.data); } catch (e) { return; }
       if (frame && typeof frame === "object") handleFrame(frame);
     };
-    sock.onclose = function () {
+    sock.onclose = function (ev) {
       if (ws !== sock) return;
       ws = null;
       ready = false;
+      // 1009: a frame was over the server's size limit. Re-sending it would close every new socket too,
+      // so give up on the largest message in flight (one at a time, in case several were queued).
+      if (ev.code === 1009 && inflight.size) {
+        const biggest = state.pending.filter(function (p) { return inflight.has(p.id); })
+          .sort(function (a, b) { return b.text.length - a.text.length; })[0];
+        if (biggest) {
+          stopWaiting(biggest.id);
+          settle(biggest.id, "failed");
+          systemNote("That message is too long to send. Please shorten it.");
+        }
+      }
+      inflight.clear();
+      // A connection that drops right after opening must not reset the backoff (no fast reconnect loop).
+      if (onlineSince && Date.now() - onlineSince > 10000) attempt = 0;
+      onlineSince = 0;
       scheduleReconnect();
     };
     sock.onerror = function () { /* a close event always follows */ };
@@ -566,12 +551,15 @@
   }
 
   function reconnectNow() {
-    if (!ws && retryTimer) { attempt = 0; connect(); }
+    if (!ws && retryTimer) connect();
   }
 
   function transmit(id, text) {
     if (!ws || !ready) return; // stays pending; sent again after the next session frame
-    try { ws.send(JSON.stringify({ type: "message", id: id, text: text })); } catch (e) { /* socket closing */ }
+    try {
+      ws.send(JSON.stringify({ type: "message", id: id, text: text }));
+      inflight.add(id);
+    } catch (e) { /* socket closing */ }
   }
 
   function handleFrame(f) {
@@ -596,13 +584,14 @@
     if (typeof f.token === "string" && f.token) state.token = f.token;
     saveState();
     ready = true;
-    attempt = 0;
     everOnline = true;
+    onlineSince = Date.now();
     setConnection("online");
     state.pending.forEach(function (p) { transmit(p.id, p.text); }); // same ids: the server dedupes
   }
 
   function settle(id, stateAttr) {
+    inflight.delete(id);
     const idx = state.pending.findIndex(function (p) { return p.id === id; });
     if (idx >= 0) {
       state.pending.splice(idx, 1);
@@ -647,7 +636,13 @@
   function onReply(f) {
     if (typeof f.text !== "string") return;
     if (typeof f.seq === "number") {
-      if (f.seq <= state.lastSeq) return; // already shown (replayed after a resume)
+      if (f.seq <= state.lastSeq) {
+        // Already shown (replayed after a resume, or adopted from another tab's storage).
+        const stale = live.get(f.reply_to);
+        if (stale) { stale.node.remove(); live.delete(f.reply_to); }
+        stopWaiting(f.reply_to);
+        return;
+      }
       state.lastSeq = f.seq;
     }
     const id = typeof f.reply_to === "string" ? f.reply_to : null;
@@ -743,7 +738,7 @@
     }
   });
   root.addEventListener("keydown", function (ev) {
-    if (ev.key === "Escape" && isOpen()) {
+    if (ev.key === "Escape" && !ev.isComposing && isOpen()) {
       ev.preventDefault();
       ev.stopPropagation();
       close(true);
@@ -753,11 +748,33 @@
 
   /* ------------------------------------------------------------------ start */
 
-  state.transcript.forEach(function (e) { addEntry(e, e.failed ? "failed" : null, true); });
-  state.pending.forEach(function (p) {
-    const node = userBubbles.get(p.id);
-    if (node) node.setAttribute("data-state", "pending");
+  function renderTranscript() {
+    state.transcript.forEach(function (e) { addEntry(e, e.failed ? "failed" : null, true); });
+    state.pending.forEach(function (p) {
+      const node = userBubbles.get(p.id);
+      if (node) node.setAttribute("data-state", "pending");
+    });
+  }
+
+  // Another tab of this site wrote the same conversation: adopt its state so neither tab's save drops the
+  // other's messages. Replies reach every open tab of a session, so the transcripts agree.
+  window.addEventListener("storage", function (ev) {
+    if (ev.key !== STORE_KEY || ev.storageArea !== window.localStorage) return;
+    const fresh = loadState();
+    // Another tab moved to a new session: keep ours rather than mix two conversations' sequence numbers.
+    if (fresh.sessionId && state.sessionId && fresh.sessionId !== state.sessionId) return;
+    Object.assign(state, fresh);
+    Array.prototype.slice.call(log.querySelectorAll(".msg:not([data-state=streaming])")).forEach(function (n) { n.remove(); });
+    userBubbles.clear();
+    renderTranscript();
+    live.forEach(function (bubble, id) {
+      const done = state.transcript.some(function (e) { return e.r === "bot" && e.re === id; });
+      if (done) { bubble.node.remove(); live.delete(id); } else { appendToLog(bubble.node, false); }
+    });
+    empty.hidden = !log.querySelector(".msg");
   });
+
+  renderTranscript();
   if (START_OPEN) open(false);
   connect();
 
@@ -772,7 +789,7 @@
       try { window.localStorage.removeItem(STORE_KEY); } catch (e) { /* ignore */ }
       state.sessionId = null; state.token = null; state.lastSeq = 0; state.transcript = []; state.pending = [];
       Array.prototype.slice.call(log.querySelectorAll(".msg")).forEach(function (n) { n.remove(); });
-      userBubbles.clear(); live.clear();
+      userBubbles.clear(); live.clear(); inflight.clear();
       waiting.forEach(function (timer) { clearTimeout(timer); });
       waiting.clear(); updateTyping();
       empty.hidden = false;

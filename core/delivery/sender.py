@@ -13,6 +13,7 @@ from core.channel import DeliveryTarget
 from core.delivery.records import DeliveryRecord, DeliveryRecords
 from core.envelope import Reply
 from core.errors import DeliveryError
+from core.metrics import Metrics
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,8 +36,10 @@ class ReplySender:
         records: DeliveryRecords,
         *,
         policy: RetryPolicy | None = None,
+        metrics: Metrics | None = None,
         logger: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
+        self._metrics = metrics
         self._targets = targets
         self._records = records
         self._policy = policy or RetryPolicy()
@@ -63,6 +66,8 @@ class ReplySender:
                 delay = self._policy.delay(record.attempts, exc.retry_after)
                 record.error = str(exc)
                 await self._records.put(record)
+                if self._metrics is not None:
+                    self._metrics.delivery_retries.labels(reply.channel).inc()
                 await self._log.awarning(
                     "delivery_retry", reply_id=reply.id, attempt=record.attempts, delay=delay, error=str(exc)
                 )
@@ -75,6 +80,8 @@ class ReplySender:
         record.status = status  # type: ignore[assignment]
         record.error = error
         await self._records.put(record)
+        if self._metrics is not None:
+            self._metrics.deliveries.labels(record.channel, status).inc()
         if status in ("failed", "dead", "unknown"):
             await self._log.aerror(
                 "delivery_failed",

@@ -24,6 +24,7 @@ class DeliveryWorker:
         sender: ReplySender,
         concurrency: int = 16,
         visibility_timeout: float = 30.0,
+        on_dead_letter: Callable[[str], None] | None = None,
         logger: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
         self._sender = sender
@@ -35,6 +36,7 @@ class DeliveryWorker:
                 name=f"outbox-{channel}",
                 concurrency=concurrency,
                 visibility_timeout=visibility_timeout,
+                on_dead_letter=_bind(on_dead_letter, f"outbox:{channel}"),
                 logger=logger,
             )
             for channel in channels
@@ -49,3 +51,9 @@ class DeliveryWorker:
 
     async def stop(self, grace: float) -> None:
         await asyncio.gather(*(consumer.stop(grace) for consumer in self._consumers))
+
+
+def _bind(callback: Callable[[str], None] | None, queue: str) -> Callable[[], None] | None:
+    if callback is None:
+        return None
+    return lambda: callback(queue)

@@ -4,6 +4,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from core.tokens import estimate_tokens
+
 
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
@@ -24,6 +26,12 @@ class Usage:
     tokens_in: int
     tokens_out: int
     estimated: bool = False
+
+
+def estimated_usage(request: LLMRequest, text: str) -> Usage:
+    """The offline estimate, for providers (and cut streams) that report no usage of their own."""
+    tokens_in = sum(estimate_tokens(m.content) for m in request.messages)
+    return Usage(tokens_in=tokens_in, tokens_out=estimate_tokens(text), estimated=True)
 
 
 @dataclass(frozen=True, slots=True)

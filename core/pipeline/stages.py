@@ -7,8 +7,10 @@ from datetime import UTC, datetime
 
 import structlog
 
-from core.errors import ProviderError
 from core.llm.base import ChatMessage, LLMProvider, LLMRequest
+from core.llm.chain import ChainSource
+from core.llm.factory import single_provider_chains
+from core.metrics import Metrics
 from core.pipeline.turn import Turn
 from core.ratelimit.base import RateLimiter, RateLimits
 from core.stores.base import HistoryStore, Session, SessionStore, StoredMessage
@@ -141,35 +143,37 @@ class AssembleContextStage:
 
 
 class GenerateStage:
-    """Ask the provider, streaming deltas to the channel when it can show them."""
+    """Run the bot's LLM chain, streaming deltas to the channel when it can show them.
 
-    def __init__(self, provider: LLMProvider, *, logger: structlog.typing.FilteringBoundLogger | None = None) -> None:
-        self._provider = provider
-        self._log = logger or structlog.get_logger("relaybot.generate")
+    `chain_for` gives each bot its chain (`ChainFactory.for_bot`). A bare `provider` runs as a
+    one-step chain in front of the bot's static message (embedding, tests).
+    """
+
+    def __init__(self, provider: LLMProvider | None = None, *, chain_for: ChainSource | None = None) -> None:
+        if chain_for is None:
+            if provider is None:
+                raise TypeError("GenerateStage needs a provider or chain_for")
+            chain_for = single_provider_chains(provider)
+        elif provider is not None:
+            raise TypeError("GenerateStage takes a provider or chain_for, not both")
+        # The chain logs its attempts, interruptions and exhaustion itself (logger relaybot.llm).
+        self._chain_for = chain_for
 
     async def __call__(self, turn: Turn) -> None:
-        request = LLMRequest(messages=tuple(turn.context))
-        parts: list[str] = []
-        turn.provider, turn.model = self._provider.name, self._provider.model
-        try:
-            async for chunk in self._provider.stream(request):
-                if chunk.text:
-                    parts.append(chunk.text)
-                    if turn.stream is not None:
-                        await turn.stream(chunk.text)
-                if chunk.usage is not None:
-                    turn.tokens_in, turn.tokens_out = chunk.usage.tokens_in, chunk.usage.tokens_out
-                    turn.tokens_estimated = chunk.usage.estimated
-        except ProviderError as exc:
-            await self._log.awarning("provider_failed", provider=exc.provider, error=str(exc))
-            turn.error = str(exc)
-            turn.fallback_used = True
-            # Text already streamed stays; the static message says the rest could not be produced.
-            shown = "".join(parts)
-            fallback = turn.bot.models.static_fallback
-            turn.answer(f"{shown}\n\n{fallback}" if shown else fallback)
-            return
-        turn.answer("".join(parts).strip() or turn.bot.models.static_fallback)
+        models = turn.bot.models
+        request = LLMRequest(messages=tuple(turn.context), max_tokens=models.max_tokens, temperature=models.temperature)
+        result = await self._chain_for(turn.bot).run(request, on_delta=turn.stream, user_key=turn.envelope.user_id)
+        turn.provider, turn.model = result.provider, result.model
+        turn.fallback_used = result.fallback_used
+        turn.attempts = result.attempts
+        turn.ttft_ms = result.ttft_ms
+        turn.cache_hit = result.cache_hit
+        turn.llm_outcome = result.outcome
+        turn.tokens_in, turn.tokens_out = result.usage.tokens_in, result.usage.tokens_out
+        turn.tokens_estimated = result.usage.estimated
+        if result.error is not None:
+            turn.error = result.error
+        turn.answer(result.text)
 
 
 class RecordStage:
@@ -224,6 +228,33 @@ class LogTurnStage:
             history_messages=len(turn.history),
             seq=turn.seq,
             latency_ms=round(turn.latency_ms, 2),
-            cache_hit=False,
+            ttft_ms=round(turn.ttft_ms, 2) if turn.ttft_ms is not None else None,
+            cache_hit=turn.cache_hit,
+            llm_outcome=turn.llm_outcome,
+            attempts=[a.to_log() for a in turn.attempts],
             error=turn.error,
         )
+
+
+class MetricsStage:
+    """The turn's Prometheus counters and histograms."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    async def __call__(self, turn: Turn) -> None:
+        m, env = self._metrics, turn.envelope
+        outcome = turn.notice or ("fallback" if turn.fallback_used else "answered")
+        m.turns.labels(env.bot, env.channel, outcome).inc()
+        m.turn_latency.labels(env.channel).observe(turn.latency_ms / 1000)
+        if turn.notice in ("rate_limited", "token_limit"):
+            m.rate_limited.labels(env.bot, "tokens" if turn.notice == "token_limit" else "messages").inc()
+        if turn.fallback_used:
+            m.fallbacks.labels(env.bot).inc()
+        for attempt in turn.attempts:
+            if attempt.error:
+                m.provider_errors.labels(attempt.provider, attempt.model, attempt.error).inc()
+        if turn.ttft_ms is not None:
+            m.time_to_first_token.labels(turn.provider or "unknown").observe(turn.ttft_ms / 1000)
+        m.tokens.labels(env.bot, "in").inc(turn.tokens_in)
+        m.tokens.labels(env.bot, "out").inc(turn.tokens_out)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from core.bots import BotConfig
 from core.envelope import Envelope
 from core.llm.base import ChatMessage
+from core.llm.result import Attempt
 from core.stores.base import Session, StoredMessage
 
 DeltaSink = Callable[[str], Awaitable[None]]
@@ -39,6 +40,13 @@ class Turn:
     tokens_out: int = 0
     tokens_estimated: bool = False
     error: str | None = None
+    #: every try of every LLM step, in order (error class and latency each)
+    attempts: tuple[Attempt, ...] = ()
+    #: from the start of generation to the first token of the answer used; None if nothing streamed
+    ttft_ms: float | None = None
+    cache_hit: bool = False
+    #: answered | interrupted (stream cut after text was shown) | static | cached
+    llm_outcome: str | None = None
 
     def answer(self, text: str, *, notice: str | None = None) -> None:
         """End the turn with this reply; later stages are skipped.

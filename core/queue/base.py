@@ -105,6 +105,10 @@ class OrderedQueue(Protocol):
         """Entries added and not yet acknowledged."""
         ...
 
+    async def lag(self) -> float:
+        """Seconds since the oldest entry not yet acknowledged was added (0 when there is none)."""
+        ...
+
     async def close(self) -> None:
         """Stop handing out entries; iterators end."""
         ...

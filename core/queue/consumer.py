@@ -39,8 +39,10 @@ class OrderedConsumer:
         concurrency: int = 16,
         visibility_timeout: float = 30.0,
         order_wait_seconds: float = 300.0,
+        on_dead_letter: Callable[[], None] | None = None,
         logger: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
+        self._on_dead_letter = on_dead_letter
         self._queue = queue
         self._locks = locks
         self._handler = handler
@@ -122,6 +124,8 @@ class OrderedConsumer:
         except PoisonMessage as exc:
             reason = f"unprocessable: {exc}"
             await self._in_order(entry, lambda e: self._queue.dead_letter(e, reason))
+            if self._on_dead_letter is not None:
+                self._on_dead_letter()
             await self._log.aerror("entry_dead_lettered", entry_id=entry.id, partition=entry.partition, error=reason)
         except asyncio.CancelledError:
             # Shutting down mid-entry: hand it back so another consumer takes it now.
@@ -145,6 +149,8 @@ class OrderedConsumer:
 
     async def _dead_letter(self, entry: QueueEntry) -> None:
         await self._queue.dead_letter(entry, f"gave up after {entry.attempt - 1} attempts")
+        if self._on_dead_letter is not None:
+            self._on_dead_letter()
         await self._log.aerror("entry_dead_lettered", entry_id=entry.id, partition=entry.partition)
 
     async def _keep_visible(self, entry: QueueEntry, done: asyncio.Event) -> None:

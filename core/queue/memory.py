@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections import OrderedDict
 from datetime import UTC, datetime
 
@@ -22,6 +23,7 @@ class MemoryQueue:
         self._attempts: dict[str, int] = {}
         self._errors: dict[str, str] = {}
         self._unacked: dict[str, QueueEntry] = {}
+        self._added: dict[str, float] = {}
         self._dead: dict[str, DeadEntry] = {}
         self._dedupe: OrderedDict[str, None] = OrderedDict()
         self._dedupe_keep = dedupe_keep
@@ -45,6 +47,7 @@ class MemoryQueue:
         self._tickets[partition] = ticket
         entry = QueueEntry(id=str(next(self._ids)), partition=partition, ticket=ticket, payload=payload)
         self._unacked[entry.id] = entry
+        self._added[entry.id] = time.monotonic()
         await self._queue.put(entry)
         return ticket
 
@@ -83,6 +86,7 @@ class MemoryQueue:
 
     def _forget(self, entry_id: str) -> None:
         self._unacked.pop(entry_id, None)
+        self._added.pop(entry_id, None)
         self._attempts.pop(entry_id, None)
         self._errors.pop(entry_id, None)
 
@@ -144,6 +148,12 @@ class MemoryQueue:
 
     async def pending(self) -> int:
         return len(self._unacked)
+
+    async def lag(self) -> float:
+        # Entries are kept in insertion order; the first unacknowledged one is the oldest.
+        for entry_id in self._unacked:
+            return time.monotonic() - self._added[entry_id]
+        return 0.0
 
     async def close(self) -> None:
         if not self._closed:

@@ -255,5 +255,16 @@ class RedisQueue:
         with self._errors_ctx("measuring the backlog"):
             return int(await self._client.xlen(self._stream))
 
+    async def lag(self) -> float:
+        # Acknowledged entries are deleted, so the first entry is the oldest waiting one; its id
+        # is its Redis-clock time in milliseconds.
+        with self._errors_ctx("measuring the lag"):
+            first: Any = await self._client.xrange(self._stream, count=1)
+            if not first:
+                return 0.0
+            now_s, now_us = await self._client.time()
+        added_ms = int(text(first[0][0]).split("-")[0])
+        return max(0.0, (int(now_s) * 1000 + int(now_us) / 1000 - added_ms) / 1000)
+
     async def close(self) -> None:
         self._closed.set()

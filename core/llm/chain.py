@@ -1,0 +1,390 @@
+"""The fallback chain: try each step in order until one answers, within a latency budget.
+
+Rules, each for a reason:
+- A step has two deadlines: the first token (a hung provider is found out fast) and the whole
+  answer. Both, and every retry wait, are clipped to the chain's latency budget, so a reply never
+  takes much longer than the budget however many steps fail.
+- A step is retried only on errors that can heal (429, 5xx, timeouts, a dropped connection), after
+  the server's Retry-After or a short backoff, and only if that wait is within `max_retry_wait`
+  and the budget: a server asking for 30 s means "use the next step", not "make the user wait".
+  400/401 and unreadable answers move on at once.
+- Fall back freely until text reaches the user. Once a delta has been shown, another provider's
+  answer must not start on top of it: the chain keeps what was shown, appends a short notice, and
+  logs it. Without a delta sink nothing was shown, so a broken stream is discarded and the chain
+  goes on as if it had failed before the first token.
+- A step whose circuit breaker is open is skipped without a request. Breaker and cache stores
+  failing (Redis down) never fail the turn: the chain carries on without them.
+- Every step failed, or the budget ran out: the bot's static message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import structlog
+
+from core.bots import DEFAULT_STATIC_FALLBACK, BotConfig, Models
+from core.errors import ProviderBadResponse, ProviderError, ProviderRejected, ProviderTimeout, StoreError
+from core.llm.base import LLMProvider, LLMRequest, StreamChunk, Usage, estimated_usage
+from core.llm.breaker import BreakerPolicy, CircuitBreaker
+from core.llm.cache import SHARED_SCOPE, CachedAnswer, ResponseCache, cache_key
+from core.llm.result import NO_USAGE, Attempt, ChainResult, add_usage
+
+__all__ = ["DEFAULT_INTERRUPTED_NOTICE", "Chain", "ChainPolicy", "ChainSource", "DeltaSink", "Step", "StepPolicy"]
+
+DeltaSink = Callable[[str], Awaitable[None]]
+#: how the generate stage finds a bot's chain (`ChainFactory.for_bot`)
+ChainSource = Callable[[BotConfig], "Chain"]
+
+DEFAULT_INTERRUPTED_NOTICE: str = Models().interrupted_notice
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepPolicy:
+    first_token_timeout: float = 10.0
+    total_timeout: float = 60.0
+    retries: int = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Step:
+    provider: LLMProvider
+    policy: StepPolicy = field(default_factory=StepPolicy)
+    #: the circuit breaker's key (provider + model + endpoint); None: never skipped (offline)
+    breaker_key: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.provider.name}:{self.provider.model}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChainPolicy:
+    latency_budget: float = 60.0
+    max_retry_wait: float = 5.0
+    #: first wait before a retry when the server did not say (doubles each time)
+    retry_backoff: float = 0.25
+    breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+    #: 0 turns the response cache off for this chain
+    cache_ttl: float = 0.0
+    cache_shared: bool = False
+
+
+@dataclass(slots=True)
+class _AttemptRun:
+    attempt: Attempt
+    text: str = ""
+    shown: bool = False
+    usage: Usage | None = None
+    first_token_at: float | None = None
+    error: ProviderError | None = None
+
+
+@dataclass(slots=True)
+class _Run:
+    started: float
+    budget_end: float
+    attempts: list[Attempt] = field(default_factory=list)
+    usage: Usage = NO_USAGE
+    last_error: ProviderError | None = None
+
+
+class Chain:
+    """One bot's steps, first to last, then its static message. Built by `core.llm.factory`."""
+
+    def __init__(
+        self,
+        steps: Sequence[Step],
+        *,
+        policy: ChainPolicy | None = None,
+        bot: str = "",
+        static_fallback: str = DEFAULT_STATIC_FALLBACK,
+        interrupted_notice: str = DEFAULT_INTERRUPTED_NOTICE,
+        breaker: CircuitBreaker | None = None,
+        cache: ResponseCache | None = None,
+        logger: structlog.typing.FilteringBoundLogger | None = None,
+    ) -> None:
+        self.steps = tuple(steps)
+        self.policy = policy or ChainPolicy()
+        self._bot = bot
+        self._static = static_fallback
+        self._notice = interrupted_notice
+        self._breaker = breaker
+        self._cache = cache if self.policy.cache_ttl > 0 else None
+        self._log = logger or structlog.get_logger("relaybot.llm")
+
+    async def run(self, request: LLMRequest, *, on_delta: DeltaSink | None = None, user_key: str) -> ChainResult:
+        """The reply for `request`; never raises for a provider failure.
+
+        `on_delta` receives text as it streams (only where the channel can show it); `user_key`
+        scopes the response cache to one user unless the bot shares it.
+        """
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        run = _Run(started=started, budget_end=started + self.policy.latency_budget)
+        key = self._cache_key(request, user_key)
+        if key is not None and (hit := await self._cache_get(key)) is not None:
+            return ChainResult(
+                text=hit.text,
+                outcome="cached",
+                fallback_used=False,
+                provider=hit.provider,
+                model=hit.model,
+                attempts=(),
+                usage=NO_USAGE,
+                latency_ms=(loop.time() - started) * 1000,
+            )
+        for index, step in enumerate(self.steps):
+            result = await self._run_step(index, step, request, on_delta, run)
+            if result is not None:
+                if key is not None and result.outcome == "answered" and result.provider is not None:
+                    await self._cache_put(key, result)
+                return result
+            if loop.time() >= run.budget_end:
+                break
+        await self._log.aerror(
+            "llm_chain_exhausted",
+            bot=self._bot,
+            steps=[s.label for s in self.steps],
+            attempts=[a.to_log() for a in run.attempts],
+            budget_spent=loop.time() >= run.budget_end,
+        )
+        return ChainResult(
+            text=self._static,
+            outcome="static",
+            fallback_used=True,
+            provider="static",
+            model=None,
+            attempts=tuple(run.attempts),
+            usage=run.usage,
+            latency_ms=(loop.time() - started) * 1000,
+            error=_describe(run.last_error) if run.last_error else _why_nothing_ran(run),
+        )
+
+    async def _run_step(
+        self, index: int, step: Step, request: LLMRequest, on_delta: DeltaSink | None, run: _Run
+    ) -> ChainResult | None:
+        """Try one step (with its retries); a result ends the chain, None moves to the next step."""
+        loop = asyncio.get_running_loop()
+        tries = 0
+        while loop.time() < run.budget_end:
+            if not await self._allow(step):
+                run.attempts.append(
+                    Attempt(
+                        provider=step.provider.name, model=step.provider.model, outcome="skipped", error="CircuitOpen"
+                    )
+                )
+                await self._log.ainfo("llm_step_skipped", bot=self._bot, step=step.label, reason="circuit open")
+                return None
+            attempt = await self._attempt(step, request, on_delta, run.budget_end)
+            run.attempts.append(attempt.attempt)
+            if attempt.usage is not None:
+                run.usage = add_usage(run.usage, attempt.usage)
+            if attempt.error is None:
+                await self._record(step, None)
+                return self._result(index, step, attempt, run, outcome="answered", text=attempt.text)
+            run.last_error = attempt.error
+            await self._record(step, attempt.error)
+            if attempt.shown:
+                # Text is on the user's screen: finish this answer deliberately, never start another.
+                if on_delta is not None:
+                    await on_delta(f"\n\n{self._notice}")
+                await self._log.awarning(
+                    "llm_stream_interrupted",
+                    bot=self._bot,
+                    step=step.label,
+                    error=type(attempt.error).__name__,
+                    detail=str(attempt.error),
+                    shown_chars=len(attempt.text),
+                )
+                text = f"{attempt.text.rstrip()}\n\n{self._notice}"
+                return self._result(index, step, attempt, run, outcome="interrupted", text=text)
+            await self._log.awarning(
+                "llm_attempt_failed",
+                bot=self._bot,
+                step=step.label,
+                error=type(attempt.error).__name__,
+                status=attempt.error.status,
+                detail=str(attempt.error),
+            )
+            tries += 1
+            wait = self._retry_wait(attempt.error, tries, step.policy)
+            if wait is None or loop.time() + wait >= run.budget_end:
+                return None
+            await asyncio.sleep(wait)
+        return None
+
+    def _result(
+        self,
+        index: int,
+        step: Step,
+        attempt: _AttemptRun,
+        run: _Run,
+        *,
+        outcome: Literal["answered", "interrupted"],
+        text: str,
+    ) -> ChainResult:
+        loop = asyncio.get_running_loop()
+        answered = outcome == "answered"
+        return ChainResult(
+            text=text,
+            outcome=outcome,
+            fallback_used=index > 0 or not answered,
+            provider=step.provider.name,
+            model=step.provider.model,
+            attempts=tuple(run.attempts),
+            usage=run.usage,
+            latency_ms=(loop.time() - run.started) * 1000,
+            ttft_ms=(attempt.first_token_at - run.started) * 1000 if attempt.first_token_at else None,
+            error=None if answered or attempt.error is None else _describe(attempt.error),
+        )
+
+    async def _attempt(
+        self, step: Step, request: LLMRequest, on_delta: DeltaSink | None, budget_end: float
+    ) -> _AttemptRun:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        first_deadline, first_limit = self._deadline(start, step.policy.first_token_timeout, budget_end)
+        end_deadline, end_limit = self._deadline(start, step.policy.total_timeout, budget_end)
+        parts: list[str] = []
+        run = _AttemptRun(attempt=Attempt(provider=step.provider.name, model=step.provider.model, outcome="ok"))
+        stream = step.provider.stream(request)
+        try:
+            while True:
+                if parts:
+                    chunk = await self._next(step, stream, end_deadline, f"no end of the answer within {end_limit}")
+                else:
+                    chunk = await self._next(step, stream, first_deadline, f"no first token within {first_limit}")
+                if chunk is None:
+                    break
+                if chunk.text:
+                    if run.first_token_at is None:
+                        run.first_token_at = loop.time()
+                    parts.append(chunk.text)
+                    if on_delta is not None:
+                        await on_delta(chunk.text)
+                        run.shown = True
+                if chunk.usage is not None:
+                    run.usage = chunk.usage
+        except ProviderError as exc:
+            run.error = exc
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()  # releases the HTTP response if we stopped reading early
+        run.text = "".join(parts)
+        if run.error is None:
+            run.text = run.text.strip()
+            if not run.text:
+                run.error = ProviderBadResponse(f"{step.label} gave an empty answer", provider=step.provider.name)
+            elif run.usage is None:
+                run.usage = estimated_usage(request, run.text)
+        if run.error is not None:
+            # Tokens generated before a failure are still spent; count them, estimated.
+            run.usage = estimated_usage(request, run.text) if parts else None
+        latency_ms = (loop.time() - start) * 1000
+        if run.error is None:
+            run.attempt = Attempt(
+                provider=step.provider.name, model=step.provider.model, outcome="ok", latency_ms=latency_ms
+            )
+        else:
+            run.attempt = Attempt(
+                provider=step.provider.name,
+                model=step.provider.model,
+                outcome="interrupted" if run.shown else "failed",
+                latency_ms=latency_ms,
+                error=type(run.error).__name__,
+                status=run.error.status,
+                retry_after=run.error.retry_after,
+                detail=str(run.error),
+            )
+        return run
+
+    def _deadline(self, start: float, seconds: float, budget_end: float) -> tuple[float, str]:
+        """The step's own deadline, or the chain's budget if that ends first; and which it is."""
+        if budget_end < start + seconds:
+            return budget_end, f"the chain's latency budget ({self.policy.latency_budget:g} s)"
+        return start + seconds, f"{seconds:g} s"
+
+    async def _next(
+        self, step: Step, stream: AsyncIterator[StreamChunk], deadline: float, on_timeout: str
+    ) -> StreamChunk | None:
+        """The next chunk before `deadline`, None at the end; every failure as a ProviderError."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await anext(stream)
+        except StopAsyncIteration:
+            return None
+        except TimeoutError as exc:
+            raise ProviderTimeout(f"{step.label}: {on_timeout}", provider=step.provider.name) from exc
+        except ProviderError:
+            raise
+        except Exception as exc:
+            # A provider must raise ProviderError; one that does not still must not cost the answer.
+            await self._log.aexception("llm_provider_contract_broken", step=step.label)
+            raise ProviderBadResponse(
+                f"{step.label} failed unexpectedly: {type(exc).__name__}: {exc}", provider=step.provider.name
+            ) from exc
+
+    def _retry_wait(self, error: ProviderError, tries: int, policy: StepPolicy) -> float | None:
+        if not error.retryable or tries > policy.retries:
+            return None
+        wait = error.retry_after if error.retry_after is not None else self.policy.retry_backoff * 2 ** (tries - 1)
+        return wait if wait <= self.policy.max_retry_wait else None
+
+    async def _allow(self, step: Step) -> bool:
+        if self._breaker is None or step.breaker_key is None:
+            return True
+        try:
+            return await self._breaker.allow(step.breaker_key, self.policy.breaker)
+        except StoreError as exc:
+            # Without breaker state, sending the request is better than skipping a healthy step.
+            await self._log.awarning("llm_breaker_unavailable", step=step.label, error=str(exc))
+            return True
+
+    async def _record(self, step: Step, error: ProviderError | None) -> None:
+        if self._breaker is None or step.breaker_key is None:
+            return
+        try:
+            # A rejection (400/401) proves the provider is up: it is about our request or key.
+            if error is None or isinstance(error, ProviderRejected):
+                await self._breaker.record_success(step.breaker_key)
+            else:
+                await self._breaker.record_failure(step.breaker_key, self.policy.breaker)
+        except StoreError as exc:
+            await self._log.awarning("llm_breaker_unavailable", step=step.label, error=str(exc))
+
+    def _cache_key(self, request: LLMRequest, user_key: str) -> str | None:
+        if self._cache is None:
+            return None
+        scope = SHARED_SCOPE if self.policy.cache_shared else f"user:{user_key}"
+        return cache_key(bot=self._bot, scope=scope, steps=[s.label for s in self.steps], request=request)
+
+    async def _cache_get(self, key: str) -> CachedAnswer | None:
+        assert self._cache is not None
+        try:
+            return await self._cache.get(key)
+        except StoreError as exc:
+            await self._log.awarning("llm_cache_unavailable", error=str(exc))
+            return None
+
+    async def _cache_put(self, key: str, result: ChainResult) -> None:
+        assert self._cache is not None and result.provider is not None and result.model is not None
+        answer = CachedAnswer(text=result.text, provider=result.provider, model=result.model)
+        try:
+            await self._cache.put(key, answer, ttl_seconds=self.policy.cache_ttl)
+        except StoreError as exc:
+            await self._log.awarning("llm_cache_unavailable", error=str(exc))
+
+
+def _describe(error: ProviderError) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def _why_nothing_ran(run: _Run) -> str:
+    if run.attempts and all(a.outcome == "skipped" for a in run.attempts):
+        return "every step's circuit breaker is open"
+    return "the chain's latency budget was spent"

@@ -1,0 +1,235 @@
+"""What the fake LLM servers can be told to do, per request, and what they record.
+
+A test queues behaviours for a model (`server.queue("gpt-4o", Fail(500), Answer("Hi"))`, one per
+request in order) or sets a lasting one (`server.always("gpt-4o", Fail(503))`); a request with
+nothing scripted gets the default `Answer()`. Every request is recorded (time, path, headers,
+JSON body) so tests can count what reached the "provider". The wire formats live in the
+subclasses (`openai_server.py`, `anthropic_server.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Self
+
+from aiohttp import web
+
+
+@dataclass(frozen=True)
+class Answer:
+    """200: the text, streamed as one event per word when the request asks for a stream."""
+
+    text: str = "Hello from the fake provider."
+    usage: bool = True  # False: no usage in the stream (as many OpenAI-compatible servers do)
+    input_tokens: int = 21
+    output_tokens: int | None = None  # default: one per streamed piece
+    first_token_delay: float = 0.0
+    token_delay: float = 0.0
+
+
+@dataclass(frozen=True)
+class Fail:
+    """An HTTP error with the provider's error body; `retry_after` sets Retry-After (seconds)."""
+
+    status: int
+    retry_after: float | None = None
+    retry_after_ms: int | None = None
+    message: str = "scripted failure"
+    error_type: str | None = None  # default: the provider's type for the status
+
+
+@dataclass(frozen=True)
+class Hang:
+    """Accept the request, then send nothing (not even headers) for `seconds`."""
+
+    seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class Reset:
+    """Drop the connection without any response."""
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Stream the first `after` pieces of `text`, then drop the connection mid-body."""
+
+    text: str = "This answer will be cut off before it ends properly."
+    after: int = 3
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """A 200 stream whose event data stops being JSON after `after` good pieces."""
+
+    text: str = "Some text and then garbage."
+    after: int = 0
+
+
+@dataclass(frozen=True)
+class StreamError:
+    """A 200 stream that sends `after` pieces, then an `error` event of `error_type`."""
+
+    error_type: str
+    text: str = "Partial answer then an error event."
+    after: int = 0
+
+
+Behaviour = Answer | Fail | Hang | Reset | Cut | Malformed | StreamError
+
+
+@dataclass(frozen=True)
+class Recorded:
+    at: float  # time.monotonic() when the request arrived
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+    @property
+    def model(self) -> str:
+        return str(self.body.get("model", ""))
+
+
+def pieces(text: str) -> list[str]:
+    """Roughly what a tokenizer streams: one word with its trailing space per event."""
+    return re.findall(r"\S+\s*", text) or [text]
+
+
+class ScriptedServer:
+    """The scripting, recording and lifecycle; subclasses speak a wire format."""
+
+    def __init__(self) -> None:
+        self.requests: list[Recorded] = []
+        self.port = 0
+        self._queues: dict[str | None, deque[Behaviour]] = {}
+        self._always: dict[str | None, Behaviour] = {}
+        self._runner: web.AppRunner | None = None
+        self._closing = asyncio.Event()
+
+    # --- scripting ----------------------------------------------------------------------------
+
+    def queue(self, model: str | None, *behaviours: Behaviour) -> None:
+        """One behaviour per coming request for `model` (None: any model), in order."""
+        self._queues.setdefault(model, deque()).extend(behaviours)
+
+    def always(self, model: str | None, behaviour: Behaviour | None) -> None:
+        """A lasting behaviour for `model` once its queue is empty; None removes it."""
+        if behaviour is None:
+            self._always.pop(model, None)
+        else:
+            self._always[model] = behaviour
+
+    def count(self, model: str | None = None) -> int:
+        return sum(1 for r in self.requests if model is None or r.model == model)
+
+    def _next(self, model: str) -> Behaviour:
+        for key in (model, None):
+            queued = self._queues.get(key)
+            if queued:
+                return queued.popleft()
+        return self._always.get(model) or self._always.get(None) or Answer()
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def routes(self, app: web.Application) -> None:
+        raise NotImplementedError
+
+    async def start(self, port: int = 0) -> Self:
+        app = web.Application()
+        self.routes(app)
+        # Hanging handlers return once close() sets _closing, so the runner never waits on them.
+        self._runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        return self
+
+    async def close(self) -> None:
+        self._closing.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- shared behaviours --------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            body = {}
+        if not isinstance(body, dict):
+            body = {}
+        self.requests.append(Recorded(at=time.monotonic(), path=request.path, headers=dict(request.headers), body=body))
+        denied = self.check_auth(request)
+        if denied is not None:
+            return denied
+        behaviour = self._next(str(body.get("model", "")))
+        if isinstance(behaviour, Fail):
+            headers: dict[str, str] = {}
+            if behaviour.retry_after is not None:
+                headers["retry-after"] = f"{behaviour.retry_after:g}"
+            if behaviour.retry_after_ms is not None:
+                headers["retry-after-ms"] = str(behaviour.retry_after_ms)
+            body = self.error_body(behaviour.status, behaviour.message, behaviour.error_type)
+            return web.json_response(body, status=behaviour.status, headers=headers)
+        if isinstance(behaviour, Hang):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), behaviour.seconds)
+            return web.json_response(self.error_body(504, "hung"), status=504)
+        if isinstance(behaviour, Reset):
+            self._drop(request)
+            return web.Response(status=500)
+        if not body.get("stream"):
+            assert isinstance(behaviour, Answer), "only Answer makes sense without streaming"
+            return web.json_response(self.complete_body(body, behaviour))
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        # A client that gave up (a timeout on its side) needs nothing more.
+        with contextlib.suppress(ConnectionError):
+            await self.stream(request, response, body, behaviour)
+        return response
+
+    @staticmethod
+    def _drop(request: web.Request) -> None:
+        transport = request.transport
+        if transport is not None:
+            transport.abort()
+
+    async def write_event(self, response: web.StreamResponse, data: dict[str, Any] | str, event: str | None) -> None:
+        payload = data if isinstance(data, str) else json.dumps(data)
+        prefix = f"event: {event}\n" if event else ""
+        await response.write(f"{prefix}data: {payload}\n\n".encode())
+
+    async def pause(self, seconds: float) -> None:
+        if seconds > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), seconds)
+
+    # --- the wire format (subclasses) ---------------------------------------------------------
+
+    def check_auth(self, request: web.Request) -> web.Response | None:
+        return None
+
+    def error_body(self, status: int, message: str, error_type: str | None = None) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def complete_body(self, body: dict[str, Any], answer: Answer) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def stream(
+        self, request: web.Request, response: web.StreamResponse, body: dict[str, Any], behaviour: Behaviour
+    ) -> None:
+        raise NotImplementedError
