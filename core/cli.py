@@ -13,6 +13,7 @@ import structlog
 from aiohttp import web
 
 from core import __version__
+from core.doctor import run_checks
 from core.errors import ConfigError, RelaybotError
 from core.logging import configure_logging
 from core.plugins import channel_names, load_channel_factory
@@ -42,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
 
     chat = commands.add_parser("chat", help="talk to a bot in this terminal")
     chat.add_argument("--bot", help="bot to talk to (default: RELAYBOT_DEFAULT_BOT)")
+
+    commands.add_parser("doctor", help="check configuration and connectivity, and say what to fix")
 
     dead = commands.add_parser("dead-letters", help="inspect and replay messages that could not be handled")
     dead.add_argument("--queue", default="bus", help="'bus' (inbound messages) or 'outbox:CHANNEL' (replies)")
@@ -156,6 +159,15 @@ async def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
         await runtime.close(grace=0)
 
 
+async def _doctor(settings: Settings) -> int:
+    checks = await run_checks(settings)
+    for check in checks:
+        print(check.render())
+    failed = [c for c in checks if c.status == "fail"]
+    print(f"\n{len(failed)} problem(s)" if failed else "\nall checks passed")
+    return 1 if failed else 0
+
+
 def _require_distributed(settings: Settings, command: str) -> None:
     if settings.bus != "redis":
         raise ConfigError(
@@ -178,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
         # The terminal chat and the admin commands keep stderr quiet, so their output stays readable.
-        quiet = args.command in ("chat", "dead-letters")
+        quiet = args.command in ("chat", "dead-letters", "doctor")
         configure_logging(settings.log_format, "WARNING" if quiet else settings.log_level)
         if args.command == "run":
             asyncio.run(_serve(settings, None, worker=True))
@@ -188,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "worker":
             _require_distributed(settings, "worker")
             asyncio.run(_work(settings, http=args.port is not None))
+        elif args.command == "doctor":
+            return asyncio.run(_doctor(settings))
         elif args.command == "dead-letters":
             return asyncio.run(_dead_letters(settings, args))
         else:

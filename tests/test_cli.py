@@ -66,7 +66,25 @@ def test_a_missing_bots_folder_says_how_to_fix_it(tmp_path: Path) -> None:
 
 
 def test_version() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "core.cli", "--version"], capture_output=True, text=True, cwd=REPO
-    )
+    result = subprocess.run([sys.executable, "-m", "core.cli", "--version"], capture_output=True, text=True, cwd=REPO)
     assert result.stdout.strip() == "relaybot 0.1.0"
+
+
+def test_doctor_passes_on_embedded_defaults_and_warns_about_offline_mode(tmp_path: Path) -> None:
+    result = relaybot(tmp_path, "doctor")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "✓ bots: support" in result.stdout
+    assert "! llm: no OPENAI_API_KEY or ANTHROPIC_API_KEY" in result.stdout
+    assert "all checks passed" in result.stdout
+
+
+def test_doctor_names_what_to_fix_for_a_broken_production_setup(tmp_path: Path, redis_url: str) -> None:
+    closed = redis_url.rsplit(":", 1)[0] + ":1/0"
+    result = relaybot(tmp_path, "doctor", RELAYBOT_BUS="redis", REDIS_URL=closed)
+    assert result.returncode == 1
+    assert "✗ redis:" in result.stdout and "is redis-server running, and is REDIS_URL right?" in result.stdout
+    assert "✗ secret key" in result.stdout and "RELAYBOT_SECRET_KEY" in result.stdout
+    ok = relaybot(tmp_path, "doctor", RELAYBOT_BUS="redis", REDIS_URL=redis_url, RELAYBOT_SECRET_KEY="x" * 32)
+    assert ok.returncode == 0, ok.stdout
+    assert "✓ redis: Redis 7" in ok.stdout
+    assert "! redis persistence: appendonly is off" in ok.stdout

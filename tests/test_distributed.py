@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from tests.fakes.callback_server import CallbackServer
+from tests.fakes.callback_server import CallbackServer, Scripted
 from tests.support.harness import REPO, write_bot
 from tests.support.processes import RelaybotProcess, relaybot_env
 from tests.support.servers import PostgresServer, RedisServer, free_port, start_redis
@@ -331,3 +331,23 @@ async def test_the_web_widget_works_with_separate_web_processes_and_workers(topo
             while (frame := await ws.receive_json(timeout=30))["type"] != "reply":
                 pass
             assert frame["reply_to"] == "w2" and frame["seq"] == 4
+
+
+async def test_a_callback_answering_429_then_500_then_200_gets_its_reply_once(
+    topology: Topology, callbacks: CallbackServer, redis_url: str
+) -> None:
+    topology.serve()
+    topology.worker()
+    callbacks.script = [Scripted(429, retry_after="1"), Scripted(500)]
+    convs = {"q": ["first", "second"]}
+    await post_all(topology.base, callbacks.url, convs)
+    replies = await callbacks.wait_for(2, within=60)
+    await settle(callbacks, 2, seconds=2)
+    assert_each_answered_once_in_order(replies, convs)
+    assert callbacks.requests == 4  # 429, 500, then each reply once
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        first = json.loads(await client.get(f"relaybot:delivery:{replies[0]['reply_id']}"))
+    finally:
+        await client.aclose()
+    assert first["status"] == "sent" and first["attempts"] == 3
