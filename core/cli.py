@@ -69,44 +69,28 @@ async def _until_signalled() -> None:
     await stop.wait()
 
 
-async def _serve(settings: Settings, channels: list[str] | None, *, worker: bool) -> None:
+async def _serve(settings: Settings, channels: list[str] | None, *, worker: bool, http: bool = True) -> None:
+    """Host `channels` (None: every configured one; []: none) and/or a worker until SIGTERM/SIGINT."""
     runtime = await Runtime.from_settings(settings)
     log = structlog.get_logger("relaybot")
     runner: web.AppRunner | None = None
     try:
-        hosted = runtime.add_configured_channels(channels)
-        runner = web.AppRunner(runtime.build_app(), handle_signals=False)
-        await runner.setup()
-        await web.TCPSite(runner, settings.host, settings.port).start()
+        hosted = runtime.add_configured_channels(channels) if channels != [] else []
+        if http:
+            runner = web.AppRunner(runtime.build_app(), handle_signals=False)
+            await runner.setup()
+            await web.TCPSite(runner, settings.host, settings.port).start()
         await runtime.start(worker=worker, delivery=True)
         url = f"http://{settings.host}:{settings.port}/"
-        await log.ainfo("listening", url=url, channels=hosted, bus=settings.bus, worker=worker)
-        if worker:
+        await log.ainfo("started", url=url if http else None, channels=hosted, bus=settings.bus, worker=worker)
+        if not hosted:
+            print("relaybot worker is running (Ctrl-C stops it)", flush=True)
+        elif worker:
             print(
                 f"relaybot is running: open {url} to chat with '{runtime.bots.default}' (Ctrl-C stops it)", flush=True
             )
         else:
             print(f"relaybot is serving {', '.join(hosted)} on {url}", flush=True)
-        await _until_signalled()
-        await log.ainfo("shutting_down", grace_seconds=settings.shutdown_grace_seconds)
-    finally:
-        if runner is not None:
-            await runner.cleanup()
-        await runtime.close()
-
-
-async def _work(settings: Settings, *, http: bool) -> None:
-    runtime = await Runtime.from_settings(settings)
-    log = structlog.get_logger("relaybot")
-    runner: web.AppRunner | None = None
-    try:
-        if http:
-            runner = web.AppRunner(runtime.build_app(), handle_signals=False)
-            await runner.setup()
-            await web.TCPSite(runner, settings.host, settings.port).start()
-        await runtime.start(worker=True, delivery=False)
-        await log.ainfo("worker_started", concurrency=settings.worker_concurrency)
-        print("relaybot worker is running (Ctrl-C stops it)", flush=True)
         await _until_signalled()
         await log.ainfo("shutting_down", grace_seconds=settings.shutdown_grace_seconds)
     finally:
@@ -199,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_serve(settings, args.channels, worker=False))
         elif args.command == "worker":
             _require_distributed(settings, "worker")
-            asyncio.run(_work(settings, http=args.port is not None))
+            asyncio.run(_serve(settings, [], worker=True, http=args.port is not None))
         elif args.command == "doctor":
             return asyncio.run(_doctor(settings))
         elif args.command == "dead-letters":
