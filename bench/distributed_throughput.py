@@ -489,6 +489,10 @@ async def measure(
     tag: str, title: str, base: str, receiver: Receiver, meter: Meter, conversations: int, messages: int
 ) -> Mode:
     warm = await drive(base, receiver, f"{tag}-warm", min(conversations, WARMUP_CONVERSATIONS), WARMUP_MESSAGES)
+    if not warm.latencies:  # nothing answers: record it and move on instead of waiting out every timeout
+        run = Run(errors=[f"no reply during the warm-up; mode skipped ({'; '.join(warm.errors[:2])})"])
+        print(f"  {title:<28} skipped: nothing answered the warm-up", flush=True)
+        return Mode(tag, title, run, {}, None, warm.errors)
     cpu_before, calls_before = await meter.sample()
     run = await drive(base, receiver, tag, conversations, messages)
     cpu_after, calls_after = await meter.sample()
@@ -573,15 +577,19 @@ def report(modes: list[Mode], baseline: Mode, receiver: Receiver, conversations:
 
     groups = ["client", "baseline", "run", "serve", "worker", "redis", "postgres"]
     print()
-    print("CPU ms per message by process (the bench's own process is 'client'), and Redis calls per message")
-    print(f"{'mode':<28} " + " ".join(f"{g:>8}" for g in groups) + f" {'total':>8} {'redis/msg':>9}")
+    print("CPU ms per message by process ('client' is this script; 'other': processes this run did not start),")
+    print(f"the machine's CPU use during the run (share of its {os.cpu_count()} cores), and Redis commands per message")
+    print(f"{'mode':<28} " + " ".join(f"{g:>8}" for g in [*groups, "other"]) + f" {'busy':>5} {'redis':>6}")
     for mode in modes:
         n = max(1, mode.messages)
         cells = [f"{mode.cpu.get(g, 0.0) * 1000 / n:>8.2f}" for g in groups]
-        total = sum(mode.cpu.values()) * 1000 / n
-        calls = f"{(mode.redis_calls or 0) / n:>9.1f}"
-        print(f"{mode.title:<28} " + " ".join(cells) + f" {total:>8.2f} {calls}")
-    print("(redis/msg counts every command Redis ran during the run, Lua scripts' inner calls included)")
+        other = (mode.cpu.get("machine busy", 0.0) - sum(mode.cpu.get(g, 0.0) for g in groups)) * 1000 / n
+        total = mode.cpu.get("machine total", 0.0)
+        busy = f"{100 * mode.cpu.get('machine busy', 0.0) / total:.0f}%" if total > 0 else "n/a"
+        calls = f"{(mode.redis_calls or 0) / n:>6.1f}"
+        print(f"{mode.title:<28} " + " ".join(cells) + f" {max(0.0, other):>8.2f} {busy:>5} {calls}")
+    print("(redis counts every command Redis ran, Lua scripts' inner calls included; 'other' above ~1 ms means")
+    print(" something else was using the machine, and every figure of that row is less trustworthy)")
 
     stray = receiver.errors.get("?", [])
     total_errors += len(stray)
@@ -615,6 +623,11 @@ async def bench(tmp: Path, conversations: int, messages: int, worker_counts: lis
     receiver = Receiver()
     redis_client: aioredis.Redis | None = None
     started = time.perf_counter()
+    # SIGINT or SIGTERM cancels the run, so the `finally` below stops every process it started.
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    assert task is not None
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
     try:
         redis_server = await asyncio.to_thread(start_redis)
         try:
@@ -700,11 +713,11 @@ async def bench(tmp: Path, conversations: int, messages: int, worker_counts: lis
         measured.append(
             await measure("emb", "embedded: relaybot run", url["run"], receiver, meter, conversations, messages)
         )
-        stop_all([embedded])  # idle from here on; the Redis-bus modes get both cores
+        await asyncio.to_thread(stop_all, [embedded])  # idle from here on; the Redis-bus modes get both cores
 
         workers: list[Proc] = []
         for count in worker_counts:
-            new = []
+            new: list[Proc] = []
             while len(workers) + len(new) < count:
                 n = len(workers) + len(new) + 1
                 new.append(
@@ -728,6 +741,7 @@ async def bench(tmp: Path, conversations: int, messages: int, worker_counts: lis
         other = baseline_b if best is baseline_a else baseline_a
         best.warm_errors += mode_errors(other, receiver)
         errors = report([best, *measured], best, receiver, conversations, messages)
+        print(f"history of the Redis-bus modes: {history.split(' (')[0]}; of the embedded mode: SQLite")
 
         died = [p for p in procs if p is not embedded and p.proc.poll() is not None]
         for p in died:
@@ -738,14 +752,22 @@ async def bench(tmp: Path, conversations: int, messages: int, worker_counts: lis
         print(f"whole run: {time.perf_counter() - started:.0f} s")
         return 1 if errors or died else 0
     finally:
-        stop_all(procs)
-        if redis_client is not None:
-            await redis_client.aclose()
-        await receiver.stop()
-        if postgres is not None:
-            postgres.stop()
-        if redis_server is not None:
-            redis_server.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):  # cleaning up: further signals must not cut it short
+            loop.add_signal_handler(sig, lambda: None)
+        try:
+            # In a thread: the receiver keeps answering, so replies in flight do not hold up a shutdown.
+            await asyncio.to_thread(stop_all, procs)
+        finally:
+            stop_all(procs)  # a no-op unless the line above was interrupted
+            if redis_client is not None:
+                await redis_client.aclose()
+            await receiver.stop()
+            if postgres is not None:
+                postgres.stop()
+            if redis_server is not None:
+                redis_server.stop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
 
 
 def postgres_pid(server: PostgresServer) -> int:
@@ -775,6 +797,12 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="relaybot-bench-dist-"))
     try:
         return asyncio.run(bench(tmp, args.conversations, args.messages, worker_counts))
+    except RuntimeError as exc:  # a server that did not start (its log tail is in the message)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        print("interrupted; every process this run started has been stopped", file=sys.stderr)
+        return 130
     finally:
         if args.keep:
             print(f"kept {tmp}")

@@ -198,7 +198,8 @@ class OrderedConsumer:
                         self._wake(entry.partition)
                         return
             await self._wait_for_progress(entry.partition, delay)
-            delay = min(delay * 2, 0.5)
+            # Progress made in another process is only seen by polling: keep the poll short.
+            delay = min(delay * 2, 0.1)
 
     def _wake(self, partition: str) -> None:
         event = self._progress.pop(partition, None)

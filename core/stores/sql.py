@@ -138,7 +138,9 @@ class SqlHistoryStore:
             # Other processes on the same file (relaybot chat beside relaybot run) wait, not fail.
             engine = create_async_engine(parsed, connect_args={"timeout": 30})
         else:
-            engine = create_async_engine(parsed, pool_pre_ping=True)
+            # Sized for a worker's concurrent turns: a pool smaller than that opened and closed
+            # a PostgreSQL connection (a new backend process) for every few messages.
+            engine = create_async_engine(parsed, pool_pre_ping=True, pool_size=20, max_overflow=20)
         if parsed.get_backend_name() == "sqlite":
             event.listen(engine.sync_engine, "connect", _enable_wal)
         return cls(engine)
