@@ -135,9 +135,7 @@ async def prefill(runtime: Runtime, size: int) -> Conversation:
     session_id = session_id_for(BOT, CHANNEL, conversation_id)
     user_id = f"{CHANNEL}:{conversation_id}"
     await runtime.sessions.create(
-        Session(
-            session_id=session_id, bot=BOT, channel=CHANNEL, conversation_id=conversation_id, user_id=user_id
-        )
+        Session(session_id=session_id, bot=BOT, channel=CHANNEL, conversation_id=conversation_id, user_id=user_id)
     )
     messages = history_messages(size)
     for start in range(0, size, BATCH):
@@ -277,9 +275,7 @@ async def bench(sizes: list[int], turns: int, redis_url: str, tmp: Path) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--turns", type=int, default=200, help="timed turns per history size (default 200)")
     parser.add_argument(
         "--sizes",

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
 import os
 import shutil
 import socket
@@ -48,8 +47,6 @@ from core.llm.factory import ChainFactory  # noqa: E402
 from core.logging import configure_logging  # noqa: E402
 from core.runtime import Runtime  # noqa: E402
 from core.settings import Settings  # noqa: E402
-from core.stores.memory import MemorySessionStore  # noqa: E402
-from core.stores.sql import SqlHistoryStore  # noqa: E402
 
 WARMUP = 30
 EXPECTED = "Hello from the fake provider."
@@ -185,22 +182,8 @@ class StreamingChannel:
         """Nothing to release."""
 
 
-async def build_runtime(settings: Settings, factory: ChainFactory) -> Runtime:
-    # Until core/runtime.py builds the chain itself it takes one provider: the support bot's
-    # first step, as the factory builds it from the same settings (a one-step chain).
-    if "chains" in inspect.signature(Runtime).parameters:
-        return await Runtime.from_settings(settings)
-    bots = BotRegistry.from_dir(settings.bots_dir, default="support")
-    history = SqlHistoryStore.from_url(settings.effective_database_url)
-    await history.create_schema()
-    return Runtime(
-        settings=settings,
-        bots=bots,
-        sessions=MemorySessionStore(ttl_seconds=600),
-        history=history,
-        secret=b"bench-secret-key-of-enough-length",
-        provider=factory.for_bot(bots.require("support")).steps[0].provider,
-    )
+async def build_runtime(settings: Settings) -> Runtime:
+    return await Runtime.from_settings(settings)
 
 
 async def pipeline_runs(runtime: Runtime, channel: StreamingChannel, n: int, into: Series, tag: str) -> None:
@@ -304,7 +287,7 @@ async def bench(n: int, first_token_delay: float, token_delay: float) -> int:
 
         pipe = Series()
         pipeline_factory = ChainFactory(settings)
-        runtime = await build_runtime(settings, pipeline_factory)
+        runtime = await build_runtime(settings)
         channel = StreamingChannel()
         runtime.add_channel(channel)
         await runtime.start()

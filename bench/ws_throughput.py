@@ -260,10 +260,7 @@ def report(sessions: int, messages: int, bot: Run, echo: Run) -> None:
     print(f"WebSocket round trips: {sessions} sessions x {messages} messages, closed loop per session")
     print(f"{'':<10} {'msgs/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'mean ms':>9} {'errors':>7}")
     for name, f, run in (("relaybot", b, bot), ("echo", e, echo)):
-        print(
-            f"{name:<10} {f.rate:>10.1f} {f.p50_ms:>9.2f} {f.p99_ms:>9.2f} {f.mean_ms:>9.2f} "
-            f"{len(run.errors):>7}"
-        )
+        print(f"{name:<10} {f.rate:>10.1f} {f.p50_ms:>9.2f} {f.p99_ms:>9.2f} {f.mean_ms:>9.2f} {len(run.errors):>7}")
 
     def ratio(a: float, base: float) -> str:
         return f"{a / base:.3g}x" if base > 0 else "n/a"
@@ -341,9 +338,7 @@ def bench(sessions: int, messages: int, keep: bool) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=50, help="concurrent WebSocket sessions (default 50)")
     parser.add_argument("--messages", type=int, default=20, help="messages per session (default 20)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (server logs, SQLite file)")

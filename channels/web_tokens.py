@@ -48,9 +48,7 @@ class SessionTokens:
         return renewed, self.sign(renewed)
 
     def sign(self, session: WebSession) -> str:
-        payload = _b64(
-            json.dumps({"s": session.session_id, "b": session.bot, "e": session.expires_at}).encode()
-        )
+        payload = _b64(json.dumps({"s": session.session_id, "b": session.bot, "e": session.expires_at}).encode())
         return f"{payload}.{self._mac(payload)}"
 
     def verify(self, token: str, *, bot: str) -> WebSession | None:

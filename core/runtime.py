@@ -30,8 +30,7 @@ from core.errors import ConfigError, StoreError
 from core.fanout.base import Fanout, FanoutHandler
 from core.fanout.memory import MemoryFanout
 from core.fanout.redis import RedisFanout
-from core.llm.base import LLMProvider
-from core.llm.offline import OfflineProvider
+from core.llm.factory import ChainFactory
 from core.locks.base import ConversationLocks
 from core.locks.memory import MemoryConversationLocks
 from core.locks.redis import RedisConversationLocks
@@ -58,18 +57,12 @@ from core.ratelimit.memory import MemoryRateLimiter
 from core.ratelimit.redis import RedisRateLimiter
 from core.redisio import client_from_url
 from core.secrets import load_or_create_secret
-from core.settings import Settings
+from core.settings import Settings, environment
 from core.stores.base import HistoryStore, SessionStore
 from core.stores.memory import MemorySessionStore
 from core.stores.redis import RedisSessionStore
 from core.stores.sql import SqlHistoryStore
 from core.worker import Worker
-
-
-def build_provider(settings: Settings) -> LLMProvider:
-    # Real providers and the fallback chain arrive with the LLM layer; until then every bot
-    # answers through the offline provider, which says plainly that no model is configured.
-    return OfflineProvider()
 
 
 class Runtime:
@@ -81,7 +74,7 @@ class Runtime:
         sessions: SessionStore,
         history: HistoryStore,
         secret: bytes,
-        provider: LLMProvider,
+        chains: ChainFactory,
         redis: aioredis.Redis | None = None,
         logger: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
@@ -121,14 +114,14 @@ class Runtime:
             if self.distributed
             else InlineOutbox(self.channels, self.sender)
         )
-        self.provider = provider
+        self.chains = chains
         self.pipeline = Pipeline(
             stages=[
                 RateLimitStage(self.limiter),
                 LoadSessionStage(sessions, history),
                 HistoryWindowStage(sessions),
                 AssembleContextStage(),
-                GenerateStage(provider),
+                GenerateStage(chain_for=chains.for_bot),
             ],
             closing=[
                 RecordStage(sessions, history),
@@ -174,7 +167,7 @@ class Runtime:
                 sessions=sessions,
                 history=history,
                 secret=secret,
-                provider=build_provider(settings),
+                chains=ChainFactory(settings, redis=redis, environ=environment()),
                 redis=redis,
             )
         except BaseException:
@@ -324,5 +317,6 @@ class Runtime:
             await adapter.close()
         await self.sessions.close()
         await self.history.close()
+        await self.chains.aclose()
         if self.redis is not None:
             await self.redis.aclose()

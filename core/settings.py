@@ -8,6 +8,7 @@ over the defaults below. Everything else in relaybot receives these values throu
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -122,3 +123,8 @@ class Settings(BaseSettings):
 
 
 LogFormat = Literal["json", "console"]
+
+
+def environment() -> Mapping[str, str]:
+    """The process environment, for settings a bot names itself (a model step's `api_key_env`)."""
+    return os.environ

@@ -3,7 +3,6 @@ with the OpenAI SDK aimed at the fake through OPENAI_BASE_URL."""
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -24,7 +23,6 @@ from core.pipeline.stages import (
     RecordStage,
 )
 from core.runtime import Runtime
-from core.settings import Settings
 from core.stores.memory import MemorySessionStore
 from core.stores.sql import SqlHistoryStore
 from tests.fakes.anthropic_server import FakeAnthropic
@@ -54,29 +52,6 @@ async def fakes() -> AsyncIterator[tuple[FakeOpenAI, FakeAnthropic]]:
         yield openai_fake, anthropic_fake
 
 
-# Until core/runtime.py builds the chain itself (the wiring in the LLM layer's note), its only LLM
-# seam is one `provider`; these tests then run the bot's first step, built by the factory from the
-# same settings, as a one-step chain. Once the runtime takes `chains`, they use from_settings.
-RUNTIME_BUILDS_CHAINS = "chains" in inspect.signature(Runtime).parameters
-
-
-async def runtime_for(settings: Settings, factory: ChainFactory) -> Runtime:
-    if RUNTIME_BUILDS_CHAINS:
-        return await Runtime.from_settings(settings)
-    bots = BotRegistry.from_dir(settings.bots_dir, default="support")
-    first_step = factory.for_bot(bots.require("support")).steps[0].provider
-    history = SqlHistoryStore.from_url(settings.effective_database_url)
-    await history.create_schema()
-    return Runtime(
-        settings=settings,
-        bots=bots,
-        sessions=MemorySessionStore(ttl_seconds=600),
-        history=history,
-        secret=b"test-secret-key-of-enough-length",
-        provider=first_step,
-    )
-
-
 async def test_a_streamed_answer_from_the_fake_reaches_the_channel_with_usage_logged_and_counted(
     tmp_path: Path, fakes: tuple[FakeOpenAI, FakeAnthropic]
 ) -> None:
@@ -84,19 +59,18 @@ async def test_a_streamed_answer_from_the_fake_reaches_the_channel_with_usage_lo
     openai_fake.always("gpt-4o", Answer("Open Settings, then Export.", input_tokens=120, output_tokens=7))
     bots_dir = write_bot_models(tmp_path / "bots")
     settings = llm_settings(tmp_path, openai_fake, anthropic_fake, bots_dir=bots_dir)
-    async with chain_factory(settings) as factory:
-        runtime = await runtime_for(settings, factory)
-        channel = RecordingChannel("api", can_stream=True)
-        runtime.add_channel(channel)
-        await runtime.start()
-        try:
-            with capture_logs() as logs:
-                await runtime.bus.publish(envelope("How do I export my tasks?"))
-                (reply,) = await channel.wait_for(1)
-            daily_total = await runtime.limiter.add_tokens("support:api:conv-1", 0)
-            saved = await runtime.history.after(SESSION, 0)
-        finally:
-            await runtime.close()
+    runtime = await Runtime.from_settings(settings)
+    channel = RecordingChannel("api", can_stream=True)
+    runtime.add_channel(channel)
+    await runtime.start()
+    try:
+        with capture_logs() as logs:
+            await runtime.bus.publish(envelope("How do I export my tasks?"))
+            (reply,) = await channel.wait_for(1)
+        daily_total = await runtime.limiter.add_tokens("support:api:conv-1", 0)
+        saved = await runtime.history.after(SESSION, 0)
+    finally:
+        await runtime.close()
     assert reply.text == "Open Settings, then Export."
     assert "".join(f.text for f in channel.fragments) == reply.text  # streamed, word by word
     assert len(channel.fragments) == 4
@@ -125,17 +99,16 @@ async def test_with_the_provider_down_the_user_gets_the_static_message(
     openai_fake.always(None, Fail(503))
     bots_dir = write_bot_models(tmp_path / "bots")
     settings = llm_settings(tmp_path, openai_fake, None, bots_dir=bots_dir)
-    async with chain_factory(settings) as factory:
-        runtime = await runtime_for(settings, factory)
-        channel = RecordingChannel("api")
-        runtime.add_channel(channel)
-        await runtime.start()
-        try:
-            with capture_logs() as logs:
-                await runtime.bus.publish(envelope("Hello?"))
-                (reply,) = await channel.wait_for(1)
-        finally:
-            await runtime.close()
+    runtime = await Runtime.from_settings(settings)
+    channel = RecordingChannel("api")
+    runtime.add_channel(channel)
+    await runtime.start()
+    try:
+        with capture_logs() as logs:
+            await runtime.bus.publish(envelope("Hello?"))
+            (reply,) = await channel.wait_for(1)
+    finally:
+        await runtime.close()
     assert reply.text == DEFAULT_STATIC_FALLBACK
     (turn,) = [e for e in logs if e["event"] == "turn"]
     assert (turn["provider"], turn["fallback_used"], turn["llm_outcome"]) == ("static", True, "static")
@@ -216,10 +189,6 @@ async def test_a_cut_stream_shows_one_answer_and_the_transcript_keeps_exactly_th
     assert saved[-1].content == reply.text
 
 
-@pytest.mark.skipif(
-    not RUNTIME_BUILDS_CHAINS,
-    reason="core/runtime.py does not build the LLM chain yet (wiring described in the LLM layer's note)",
-)
 async def test_from_settings_the_runtime_answers_through_the_chain(
     tmp_path: Path, fakes: tuple[FakeOpenAI, FakeAnthropic]
 ) -> None:

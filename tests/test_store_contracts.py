@@ -105,9 +105,7 @@ async def sessions(request: pytest.FixtureRequest) -> AsyncIterator[SessionBacke
         backend = SessionBackend("memory", lambda ttl: MemorySessionStore(ttl, clock=clock), advance)
     else:
         url: str = request.getfixturevalue("redis_url")
-        backend = SessionBackend(
-            "redis", lambda ttl: RedisSessionStore.from_url(url, ttl_seconds=ttl), asyncio.sleep
-        )
+        backend = SessionBackend("redis", lambda ttl: RedisSessionStore.from_url(url, ttl_seconds=ttl), asyncio.sleep)
     yield backend
     for store in backend.opened:
         await store.close()
@@ -480,9 +478,7 @@ async def test_sqlite_reads_walk_the_session_seq_index(tmp_path: Path) -> None:
         queries = list(statements)
         async with engine.connect() as conn:
             plans = [
-                " / ".join(
-                    str(row[-1]) for row in await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params)
-                )
+                " / ".join(str(row[-1]) for row in await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params))
                 for sql, params in queries
             ]
     finally:

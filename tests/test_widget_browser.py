@@ -27,9 +27,7 @@ ARTIFACTS = REPO_ROOT / "tests" / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(
-        not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing (apt-get install chromium)"
-    ),
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing (apt-get install chromium)"),
 ]
 CHROMIUM_ARGS = [
     "--headless",
@@ -160,9 +158,7 @@ async def test_reply_appears_and_survives_a_reload(browser: Browser, server_url:
     # The stored transcript is drawn at once; then the widget resumes with token and after=lastSeq.
     await expect(user).to_have_text(text)
     await expect(bot).to_have_count(1)
-    await expect(page.get_by_test_id("rb-status")).to_have_attribute(
-        "data-connection", "online", timeout=10_000
-    )
+    await expect(page.get_by_test_id("rb-status")).to_have_attribute("data-connection", "online", timeout=10_000)
     await page.wait_for_timeout(1000)  # room for a wrongly replayed reply to show up
     await expect(bot).to_have_count(1)
     await expect(user).to_have_count(1)

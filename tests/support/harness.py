@@ -64,9 +64,7 @@ def _to_toml(data: dict[str, Any]) -> str:
 
 
 @asynccontextmanager
-async def running_app(
-    settings: Settings, runtime: Runtime | None = None
-) -> AsyncIterator[tuple[Runtime, str]]:
+async def running_app(settings: Settings, runtime: Runtime | None = None) -> AsyncIterator[tuple[Runtime, str]]:
     """The real aiohttp app with every configured channel and a worker; yields (runtime, base URL)."""
     runtime = runtime or await Runtime.from_settings(settings)
     if not runtime.channels:

@@ -62,9 +62,7 @@ def _redis_ping(port: int) -> bool:
 class RedisServer:
     """A `redis-server` child process; `restart()` keeps the port (and, with appendonly, the data)."""
 
-    def __init__(
-        self, *, executable: str, port: int, workdir: Path, appendonly: bool, owns_workdir: bool
-    ) -> None:
+    def __init__(self, *, executable: str, port: int, workdir: Path, appendonly: bool, owns_workdir: bool) -> None:
         self.port = port
         self.url = f"redis://127.0.0.1:{port}/0"
         self._executable = executable
@@ -78,9 +76,7 @@ class RedisServer:
         args = [self._executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
         args += ["--appendonly", "yes" if self._appendonly else "no", "--dir", str(self._workdir)]
         with self._log.open("ab") as log:
-            self._proc = subprocess.Popen(
-                args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
+            self._proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + _START_TIMEOUT
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -141,9 +137,7 @@ def start_redis(tmpdir: Path | None = None, appendonly: bool = False) -> RedisSe
 
 
 def _postgres_bindir() -> Path:
-    candidates = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name), reverse=True
-    )
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name), reverse=True)
     for candidate in candidates:
         if (Path(candidate) / "initdb").exists():
             return Path(candidate)
@@ -176,9 +170,7 @@ class PostgresServer:
         env = {**os.environ, "LC_ALL": "C"}
         initdb = [str(self._bindir / "initdb"), "-D", str(data), "-U", self.user, "--auth=trust"]
         initdb += ["--encoding=UTF8", "--locale=C", "--no-sync"]
-        subprocess.run(
-            initdb, check=True, capture_output=True, cwd=self._root, env=env, user=user, group=group
-        )
+        subprocess.run(initdb, check=True, capture_output=True, cwd=self._root, env=env, user=user, group=group)
         sockets.mkdir()
         if as_root:
             shutil.chown(sockets, user=_PG_USER)
