@@ -237,3 +237,21 @@ async def test_bots_load_from_their_folders(tmp_path: Path) -> None:
     assert bot.limits.messages_per_minute == 20
     assert bot.models.static_fallback.startswith("I'm having trouble processing your request")
     assert "Tasklane" in bot.system_prompt
+
+
+async def test_over_the_daily_token_budget_a_user_is_told_to_come_back_tomorrow(tmp_path: Path) -> None:
+    bots = tmp_path / "bots"
+    write_bot(bots, limits={"tokens_per_day": 100})
+    runtime, channel = await started(tmp_path, bots_dir=bots)
+    try:
+        await runtime.bus.publish(envelope("first question", msg_id="m1"))
+        await channel.wait_for(1)
+        used = await runtime.limiter.add_tokens("support:api:conv-1", 0)
+        assert used > 100  # the offline provider's estimate for the prompt and the answer
+        await runtime.bus.publish(envelope("second question", msg_id="m2"))
+        replies = await channel.wait_for(2)
+        assert replies[1].text.startswith("You've reached today's usage limit for this assistant.")
+        assert "Please try again in about" in replies[1].text
+        assert await runtime.limiter.add_tokens("support:api:conv-1", 0) == used  # the refusal costs nothing
+    finally:
+        await runtime.close()
