@@ -13,6 +13,7 @@ Reconnecting with `?token=…&after=SEQ` keeps the session and replays every rep
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 from dataclasses import dataclass, field
 from importlib import resources
@@ -97,7 +98,8 @@ class WebChannel:
 
     async def _index(self, request: web.Request) -> web.Response:
         bot = self._bot_or_404(request)
-        page = (await self._asset("index.html")).replace("{{BOT}}", bot)
+        title = html.escape(self._ctx.bots.require(bot).display_name, quote=True)
+        page = (await self._asset("index.html")).replace("{{BOT}}", bot).replace("{{TITLE}}", title)
         return web.Response(
             text=page,
             content_type="text/html",

@@ -138,7 +138,7 @@ async def test_reply_appears_and_survives_a_reload(browser: Browser, server_url:
     # The demo page embeds the widget with data-open="true".
     await expect(page.get_by_test_id("rb-panel")).to_be_visible()
     await expect(page.get_by_test_id("rb-launcher")).to_have_attribute("aria-expanded", "true")
-    await expect(page.get_by_test_id("rb-panel")).to_have_attribute("aria-label", "Chat with Support")
+    await expect(page.get_by_test_id("rb-panel")).to_have_attribute("aria-label", "Chat with Tasklane Support")
 
     text = "Hello! How do I reset my password?"
     await _send(page, text)

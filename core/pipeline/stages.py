@@ -129,7 +129,9 @@ class AssembleContextStage:
         env = turn.envelope
         user_context = [
             f"- Channel: {env.channel}",
-            f"- Current time (UTC): {datetime.now(UTC):%Y-%m-%d %H:%M}",
+            # The date, not the minute: an exact-match response cache keyed on this prompt would
+            # otherwise never hit across minutes.
+            f"- Today (UTC): {datetime.now(UTC):%Y-%m-%d}",
         ]
         if env.user_name:
             user_context.insert(0, f"- Name: {env.user_name}")
