@@ -202,7 +202,13 @@ async def test_phone_layout_and_keyboard(browser: Browser, server_url: str) -> N
         page.get_by_test_id("rb-input"),
     )
     await expect(panel).to_be_visible()
-    box = await panel.bounding_box()
+    # The panel slides in; measure once it has settled (two equal boxes in a row).
+    box, previous = await panel.bounding_box(), None
+    for _ in range(50):
+        if box == previous:
+            break
+        await page.wait_for_timeout(50)
+        previous, box = box, await panel.bounding_box()
     assert box is not None
     assert abs(box["x"]) <= 1 and abs(box["width"] - width) <= 1, box
     assert abs(box["y"]) <= 1 and abs(box["height"] - height) <= 1, box
