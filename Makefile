@@ -39,6 +39,8 @@ check: install
 bench: install system-deps
 	$(PY) bench/ws_throughput.py
 	$(PY) bench/history_cost.py
+	$(PY) bench/llm_overhead.py
+	$(PY) bench/distributed_throughput.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
