@@ -97,7 +97,8 @@ async def test_redis_entries_of_a_crashed_consumer_are_taken_over_and_counted(cl
     assert first.attempt == 1
     # `crashed` never acknowledges; after the visibility timeout the survivor gets it.
     await asyncio.sleep(0.4)
-    (taken,) = await take(survivor, 1)
+    assert await survivor.read(1) == []  # not a new entry...
+    (taken,) = await survivor.reclaim(10)  # ...but one to take over
     assert (taken.id, taken.payload, taken.attempt) == (first.id, "hello", 2)
     await survivor.ack(taken)
     assert await survivor.pending() == 0
@@ -111,9 +112,9 @@ async def test_redis_touch_keeps_an_entry_and_release_hands_it_over_at_once(clie
     for _ in range(4):
         await asyncio.sleep(0.15)
         await busy.touch(entry)
-    assert await other.read(1) == []  # a touched entry is not taken over
+    assert await other.reclaim(10) == []  # a touched entry is not taken over
     await busy.release(entry)
-    (taken,) = await take(other, 1)
+    (taken,) = await other.reclaim(10)
     assert taken.id == entry.id and taken.attempt == 1  # giving back is not an attempt
 
 
@@ -201,3 +202,32 @@ async def test_a_failing_entry_is_retried_then_dead_lettered_in_its_turn() -> No
     assert calls == ["first", "flaky", "flaky", "flaky", "last"]
     (dead,) = await q.dead()
     assert "gave up after 3 attempts" in dead.error and "provider down" in dead.error
+
+
+async def test_a_full_consumer_still_takes_over_the_predecessors_its_entries_wait_for(
+    client: aioredis.Redis,
+) -> None:
+    # A crashed consumer holds ticket 1 of a conversation; the survivor has read tickets 2..n and
+    # they fill its whole read-ahead, waiting for 1. It must still take 1 over, or wait forever.
+    crashed = RedisQueue(client, "q", consumer="crashed", visibility_timeout=0.3, block_seconds=0.05)
+    survivor = RedisQueue(client, "q", consumer="survivor", visibility_timeout=0.3, block_seconds=0.05)
+    for i in range(10):
+        await crashed.add("p", str(i))
+    assert len(await crashed.read(1)) == 1  # ticket 1, never acknowledged
+    handled: list[str] = []
+
+    async def handler(entry: QueueEntry) -> None:
+        handled.append(entry.payload)
+
+    locks = RedisConversationLocks(client, ttl_seconds=2)
+    # One handler slot reads ahead 4 entries: fewer than the 9 waiting for ticket 1.
+    consumer = OrderedConsumer(survivor, locks, handler, name="t", concurrency=1, visibility_timeout=0.3)
+    task = asyncio.create_task(consumer.run())
+    try:
+        async with asyncio.timeout(15):
+            while len(handled) < 10:  # noqa: ASYNC110 - the consumer runs in its own task
+                await asyncio.sleep(0.05)
+    finally:
+        await consumer.stop(1)
+        await task
+    assert handled == [str(i) for i in range(10)]

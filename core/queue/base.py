@@ -50,9 +50,15 @@ class OrderedQueue(Protocol):
         """
         ...
 
+    async def reclaim(self, count: int) -> list[QueueEntry]:
+        """Up to `count` entries whose consumer stopped touching them for the visibility timeout
+        (it crashed or hung), now this consumer's. Raises QueueClosed once the queue is closed.
+        """
+        ...
+
     async def read(self, count: int) -> list[QueueEntry]:
-        """Up to `count` entries for this consumer (taken-over ones first), waiting briefly for new
-        ones; [] when there are none yet. Raises QueueClosed once the queue is closed.
+        """Up to `count` new entries for this consumer, waiting briefly for some; [] when there are
+        none yet. Raises QueueClosed once the queue is closed.
 
         The caller asks only for as many as it can start handling (and touching) at once: an
         entry read but left untouched would be taken over by another consumer as if we had died.

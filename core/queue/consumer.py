@@ -49,7 +49,8 @@ class OrderedConsumer:
         self._name = name
         self._running = asyncio.Semaphore(concurrency)
         self._read_ahead_limit = concurrency * READ_AHEAD
-        self._read_ahead = asyncio.Semaphore(self._read_ahead_limit)
+        self._capacity = asyncio.Event()
+        self._reclaim_every = visibility_timeout / 3
         self._touch_every = visibility_timeout / 3
         self._order_wait = order_wait_seconds
         self._progress: dict[str, asyncio.Event] = {}
@@ -63,25 +64,24 @@ class OrderedConsumer:
         are safe in the queue, and the ones in flight are retried by their own handlers.
         """
         delay = 0.1
+        next_reclaim = 0.0
         while True:
             try:
-                # Read only as many as can start now: each is touched from the moment it is read.
-                await self._read_ahead.acquire()
-                free = 1
-                while free < self._read_ahead_limit and not self._read_ahead.locked():
-                    await self._read_ahead.acquire()
-                    free += 1
-                try:
-                    entries = await self._queue.read(free)
-                finally:
-                    for _ in range(free):
-                        self._read_ahead.release()
+                # Taken-over entries come first and whatever the read-ahead: they are often the
+                # predecessors that the entries already here are waiting for.
+                if time.monotonic() >= next_reclaim:
+                    reclaimed = await self._queue.reclaim(self._read_ahead_limit)
+                    for entry in reclaimed:
+                        self._spawn(entry)
+                    next_reclaim = time.monotonic() + (0 if reclaimed else self._reclaim_every)
+                free = self._read_ahead_limit - len(self._tasks)
+                if free > 0:
+                    # Read only as many as can start now: each is touched from the moment it is read.
+                    for entry in await self._queue.read(free):
+                        self._spawn(entry)
+                else:
+                    await self._wait_for_capacity(self._reclaim_every)
                 delay = 0.1
-                for entry in entries:
-                    await self._read_ahead.acquire()
-                    task = asyncio.create_task(self._handle(entry), name=f"{self._name}:{entry.id}")
-                    self._tasks.add(task)
-                    task.add_done_callback(self._finished)
             except QueueClosed:
                 break
             except StoreError as exc:
@@ -90,9 +90,19 @@ class OrderedConsumer:
                 delay = min(delay * 2, 5.0)
         await self.drain()
 
+    def _spawn(self, entry: QueueEntry) -> None:
+        task = asyncio.create_task(self._handle(entry), name=f"{self._name}:{entry.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        self._read_ahead.release()
+        self._capacity.set()
+
+    async def _wait_for_capacity(self, within: float) -> None:
+        self._capacity.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._capacity.wait(), within)
 
     @property
     def in_flight(self) -> int:

@@ -51,6 +51,12 @@ class MemoryQueue:
         await self._queue.put(entry)
         return ticket
 
+    async def reclaim(self, count: int) -> list[QueueEntry]:
+        """One process: no other consumer could have died holding entries."""
+        if self._closed:
+            raise QueueClosed
+        return []
+
     async def read(self, count: int, *, wait_seconds: float = 1.0) -> list[QueueEntry]:
         if self._closed:
             raise QueueClosed

@@ -135,33 +135,28 @@ class RedisQueue:
         values = {text(k): text(v) for k, v in fields.items()}
         return QueueEntry(id=eid, partition=values["p"], ticket=int(values["t"]), payload=values["d"], attempt=attempt)
 
-    async def read(self, count: int) -> list[QueueEntry]:
+    async def reclaim(self, count: int) -> list[QueueEntry]:
         if self._closed.is_set():
             raise QueueClosed
         await self._ensure_group()
-        got: list[QueueEntry] = []
-        # First take over entries whose consumer stopped touching them (crashed or hung).
         with self._errors_ctx("reclaiming idle entries"):
             reclaimed: Any = await self._client.xautoclaim(
                 self._stream, GROUP, self._consumer, self._visibility_ms, self._reclaim_from, count=count
             )
         self._reclaim_from = text(reclaimed[0])
-        for entry_id, fields in reclaimed[1]:
-            if fields:
-                got.append(await self._entry(entry_id, fields))
-        if len(got) < count:
-            with self._errors_ctx("reading the queue"):
-                batches: Any = await self._client.xreadgroup(
-                    GROUP,
-                    self._consumer,
-                    {self._stream: ">"},
-                    count=count - len(got),
-                    block=None if got else self._block_ms,
-                )
-            for _stream, messages in batches or ():
-                for entry_id, fields in messages:
-                    got.append(await self._entry(entry_id, fields))
-        return got
+        return [await self._entry(entry_id, fields) for entry_id, fields in reclaimed[1] if fields]
+
+    async def read(self, count: int) -> list[QueueEntry]:
+        if self._closed.is_set():
+            raise QueueClosed
+        await self._ensure_group()
+        with self._errors_ctx("reading the queue"):
+            batches: Any = await self._client.xreadgroup(
+                GROUP, self._consumer, {self._stream: ">"}, count=count, block=self._block_ms
+            )
+        return [
+            await self._entry(entry_id, fields) for _stream, messages in batches or () for entry_id, fields in messages
+        ]
 
     async def _forget(self, pipe: Any, entry_id: str) -> None:
         pipe.xack(self._stream, GROUP, entry_id)
