@@ -5,6 +5,7 @@ import pytest
 from core.pipeline.stages import describe_wait
 from core.ratelimit.base import RateLimits
 from core.ratelimit.memory import MemoryRateLimiter
+from core.tokens import estimate_tokens
 
 
 class Clock:
@@ -62,3 +63,11 @@ async def test_hour_limit_and_users_are_independent() -> None:
 )
 def test_wait_is_described_for_people(seconds: float, text: str) -> None:
     assert describe_wait(seconds) == text
+
+
+def test_the_offline_token_estimate_grows_with_the_text() -> None:
+    assert estimate_tokens("") == 0
+    assert estimate_tokens("Hello, world!") == 5  # two words (1.3 each, rounded) and two marks
+    short = estimate_tokens("How do I reset my password?")
+    assert estimate_tokens("How do I reset my password? " * 10) > 9 * short
+    assert estimate_tokens("internationalization") > estimate_tokens("intern")
