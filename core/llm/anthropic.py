@@ -10,9 +10,17 @@ import anthropic
 import httpx2
 from anthropic.types import MessageParam
 
-from core.errors import ProviderBadResponse, ProviderError, ProviderTimeout, ProviderUnavailable
+from core.errors import ProviderBadResponse, ProviderError
 from core.llm.base import ChatMessage, LLMRequest, StreamChunk, Usage, estimated_usage
-from core.llm.status import error_for_status, error_type_of
+from core.llm.status import SdkErrors, convert_sdk_error
+
+# Unlike the OpenAI SDK, this one lets a connection dropped mid-stream through as httpx2's.
+_ERRORS = SdkErrors(
+    timeout=anthropic.APITimeoutError,
+    connection=(anthropic.APIConnectionError, httpx2.TransportError),
+    status=anthropic.APIStatusError,
+    key_setting="ANTHROPIC_API_KEY",
+)
 
 __all__ = ["AnthropicProvider", "split_system"]
 
@@ -75,25 +83,7 @@ class AnthropicProvider:
 
     def _convert(self, exc: Exception) -> ProviderError:
         where = f"{self._name}:{self._model} at {self._client.base_url}"
-        if isinstance(exc, anthropic.APITimeoutError):
-            return ProviderTimeout(f"{where} timed out (SDK timeout)", provider=self._name)
-        # Unlike the OpenAI SDK, this one lets a connection dropped mid-stream through as httpx2's.
-        if isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError):
-            return ProviderUnavailable(
-                f"cannot reach {where}: {exc} (is the base URL right and the server up?)", provider=self._name
-            )
-        if isinstance(exc, anthropic.APIStatusError):
-            hint = " (check ANTHROPIC_API_KEY)" if exc.status_code in (401, 403) else ""
-            return error_for_status(
-                exc.status_code,
-                f"{where} answered {exc.status_code}: {exc.message}{hint}",
-                provider=self._name,
-                headers=exc.response.headers,
-                error_type=error_type_of(exc.body),
-            )
-        return ProviderBadResponse(
-            f"{where} sent a response we could not read: {type(exc).__name__}: {exc}", provider=self._name
-        )
+        return convert_sdk_error(exc, _ERRORS, where=where, provider=self._name)
 
 
 def split_system(messages: tuple[ChatMessage, ...]) -> tuple[str, list[MessageParam]]:

@@ -19,11 +19,17 @@ from openai.types.chat import (
 from core.errors import (
     ProviderBadResponse,
     ProviderError,
-    ProviderTimeout,
-    ProviderUnavailable,
 )
 from core.llm.base import ChatMessage, LLMRequest, StreamChunk, Usage, estimated_usage
-from core.llm.status import error_for_status, error_type_of
+from core.llm.status import SdkErrors, convert_sdk_error
+
+_ERRORS = SdkErrors(
+    timeout=openai.APITimeoutError,
+    connection=(openai.APIConnectionError, httpx2.TransportError),
+    status=openai.APIStatusError,
+    key_setting="OPENAI_API_KEY",
+    in_stream=openai.APIError,
+)
 
 __all__ = ["OpenAIProvider", "TokenLimitParam"]
 
@@ -89,33 +95,7 @@ class OpenAIProvider:
 
     def _convert(self, exc: Exception) -> ProviderError:
         where = f"{self._name}:{self._model} at {self._client.base_url}"
-        if isinstance(exc, openai.APITimeoutError):
-            return ProviderTimeout(f"{where} timed out (SDK timeout)", provider=self._name)
-        if isinstance(exc, openai.APIConnectionError | httpx2.TransportError):
-            return ProviderUnavailable(
-                f"cannot reach {where}: {exc} (is the base URL right and the server up?)", provider=self._name
-            )
-        if isinstance(exc, openai.APIStatusError):
-            hint = " (check OPENAI_API_KEY)" if exc.status_code in (401, 403) else ""
-            return error_for_status(
-                exc.status_code,
-                f"{where} answered {exc.status_code}: {exc.message}{hint}",
-                provider=self._name,
-                headers=exc.response.headers,
-                error_type=error_type_of(exc.body),
-            )
-        if isinstance(exc, openai.APIError):
-            # An `error` event inside a 200 stream: the server failed part way.
-            return error_for_status(
-                200,
-                f"{where} failed mid-stream: {exc.message}",
-                provider=self._name,
-                error_type=error_type_of(exc.body),
-            )
-        # JSONDecodeError/ValidationError (both ValueError) and anything else the SDK lets through.
-        return ProviderBadResponse(
-            f"{where} sent a response we could not read: {type(exc).__name__}: {exc}", provider=self._name
-        )
+        return convert_sdk_error(exc, _ERRORS, where=where, provider=self._name)
 
 
 def _message(message: ChatMessage) -> ChatCompletionMessageParam:

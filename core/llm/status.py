@@ -10,9 +10,18 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from typing import Any
 
-from core.errors import ProviderError, ProviderRateLimited, ProviderRejected, ProviderUnavailable
+from core.errors import (
+    ProviderBadResponse,
+    ProviderError,
+    ProviderRateLimited,
+    ProviderRejected,
+    ProviderTimeout,
+    ProviderUnavailable,
+)
 
 # Error types that arrive inside a 200 stream (an `error` event) rather than as a status code.
 _RATE_LIMIT_TYPES = frozenset({"rate_limit_error", "rate_limit_exceeded"})
@@ -74,3 +83,45 @@ def error_type_of(body: object) -> str | None:
         kind = inner.get("type")
         return kind if isinstance(kind, str) else None
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class SdkErrors:
+    """One SDK's exception classes for the same wire facts (both SDKs share attribute names)."""
+
+    timeout: type[Exception]
+    connection: tuple[type[Exception], ...]
+    status: type[Exception]
+    key_setting: str
+    #: an `error` event inside a 200 stream; None where the SDK has no such case to tell apart
+    in_stream: type[Exception] | None = None
+
+
+def convert_sdk_error(exc: Exception, sdk: SdkErrors, *, where: str, provider: str) -> ProviderError:
+    """An SDK exception as our ProviderError, with a message that says where and what to check."""
+    if isinstance(exc, sdk.timeout):
+        return ProviderTimeout(f"{where} timed out (SDK timeout)", provider=provider)
+    if isinstance(exc, sdk.connection):
+        return ProviderUnavailable(
+            f"cannot reach {where}: {exc} (is the base URL right and the server up?)", provider=provider
+        )
+    # Both SDKs' status and stream errors carry status_code, message, response and body.
+    err: Any = exc
+    if isinstance(exc, sdk.status):
+        hint = f" (check {sdk.key_setting})" if err.status_code in (401, 403) else ""
+        return error_for_status(
+            err.status_code,
+            f"{where} answered {err.status_code}: {err.message}{hint}",
+            provider=provider,
+            headers=err.response.headers,
+            error_type=error_type_of(err.body),
+        )
+    if sdk.in_stream is not None and isinstance(exc, sdk.in_stream):
+        # An `error` event inside a 200 stream: the server failed part way.
+        return error_for_status(
+            200, f"{where} failed mid-stream: {err.message}", provider=provider, error_type=error_type_of(err.body)
+        )
+    # JSONDecodeError/ValidationError (both ValueError) and anything else the SDK lets through.
+    return ProviderBadResponse(
+        f"{where} sent a response we could not read: {type(exc).__name__}: {exc}", provider=provider
+    )
