@@ -270,14 +270,17 @@ async def test_redis_layout_and_ttl_refresh_on_both_keys(redis_url: str) -> None
 
 async def test_redis_store_works_on_a_client_that_decodes_responses(redis_url: str) -> None:
     # The client is passed in, so its decode_responses setting is the caller's choice.
-    store = RedisSessionStore(aioredis.Redis.from_url(redis_url, decode_responses=True))
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    store = RedisSessionStore(client)
     try:
         await store.create(make_session(step="1"))
         await store.append("s1", make_messages(2))
         assert await store.load("s1") == make_session(step="1")
         assert await store.recent("s1", 10) == make_messages(2)
-    finally:
         await store.close()
+        assert await client.ping()  # a client passed in stays its owner's to close
+    finally:
+        await client.aclose()
 
 
 async def test_redis_conversation_survives_a_new_client(redis_url: str) -> None:

@@ -52,12 +52,16 @@ return 1
 
 
 class RedisSessionStore:
-    """`SessionStore` on Redis. Takes an existing client; `from_url` builds one."""
+    """`SessionStore` on Redis. Takes an existing client (its owner closes it, since other
+    components share it); `from_url` builds one that the store owns and closes."""
 
-    def __init__(self, client: aioredis.Redis, *, ttl_seconds: int = 3600, prefix: str = "relaybot") -> None:
+    def __init__(
+        self, client: aioredis.Redis, *, ttl_seconds: int = 3600, prefix: str = "relaybot", owns_client: bool = False
+    ) -> None:
         if ttl_seconds <= 0:
             raise ValueError("ttl_seconds must be a positive number of seconds")
         self._client = client
+        self._owns_client = owns_client
         self._ttl = int(ttl_seconds)
         self._prefix = prefix
         self._where = describe(client)
@@ -70,7 +74,7 @@ class RedisSessionStore:
     ) -> RedisSessionStore:
         """Build the client from a URL (REDIS_URL); extra keyword arguments go to the client."""
         client = client_from_url(url, **client_kwargs)
-        return cls(client, ttl_seconds=ttl_seconds, prefix=prefix)
+        return cls(client, ttl_seconds=ttl_seconds, prefix=prefix, owns_client=True)
 
     def _keys(self, session_id: str) -> tuple[str, str]:
         base = f"{self._prefix}:session:{session_id}"
@@ -167,5 +171,7 @@ class RedisSessionStore:
             await self._client.ping()
 
     async def close(self) -> None:
+        if not self._owns_client:
+            return
         with self._errors("closing the connection"):
             await self._client.aclose()
