@@ -15,7 +15,6 @@ from aiohttp import web
 
 from core.bots import BotRegistry
 from core.bus.base import Bus
-from core.dedupe.base import DedupeStore
 from core.envelope import Reply
 from core.settings import Settings
 from core.stores.base import HistoryStore
@@ -64,8 +63,8 @@ class ChannelContext:
 
     settings: Settings
     bots: BotRegistry
+    #: publishing is also the dedupe: the bus takes a platform message id once, atomically
     bus: Bus
-    dedupe: DedupeStore
     history: HistoryStore
     secret: bytes
     logger: structlog.typing.FilteringBoundLogger

@@ -198,7 +198,6 @@ class Runtime:
             settings=self.settings,
             bots=self.bots,
             bus=self.bus,
-            dedupe=self.dedupe,
             history=self.history,
             secret=self.secret,
             logger=self.log,
