@@ -191,6 +191,9 @@ class ApiChannel:
             raise DeliveryError(f"callback answered {status}", retryable=True, retry_after=retry_after)
         raise DeliveryError(f"callback answered {status}; not retried", retryable=False)
 
+    async def start(self) -> None:
+        """Nothing to start: messages arrive through routes."""
+
     async def close(self) -> None:
         if self._http is not None:
             await self._http.close()

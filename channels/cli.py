@@ -103,6 +103,9 @@ class TerminalChannel:
             waiter.set_result(reply)
         return DeliveryResult(delivered=True, channel_message_ids=(str(reply.seq),))
 
+    async def start(self) -> None:
+        """Nothing to start: messages arrive through routes."""
+
     async def close(self) -> None:
         for waiter in self._waiting.values():
             waiter.cancel()

@@ -281,6 +281,9 @@ class WebChannel:
     async def _on_shutdown(self, app: web.Application) -> None:
         await self.close()
 
+    async def start(self) -> None:
+        """Nothing to start: messages arrive through routes."""
+
     async def close(self) -> None:
         for peers in list(self._connections.values()):
             for conn in list(peers):

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from core.bots import BotRegistry
 from core.bus.base import Bus
+from core.streams import StreamRegistry
 from core.envelope import Reply
 from core.settings import Settings
 from core.stores.base import HistoryStore
@@ -68,6 +69,8 @@ class ChannelContext:
     history: HistoryStore
     secret: bytes
     logger: structlog.typing.FilteringBoundLogger
+    #: which process shows a reply streamed by editing one message, shared by every adapter process
+    streams: StreamRegistry
 
 
 class ChannelAdapter(DeliveryTarget, Protocol):
@@ -78,6 +81,13 @@ class ChannelAdapter(DeliveryTarget, Protocol):
 
     def register(self, app: web.Application) -> None:
         """Add the adapter's routes to the shared aiohttp app."""
+        ...
+
+    async def start(self) -> None:
+        """Begin receiving without webhooks, where the adapter does (long polling, Socket Mode).
+
+        Called once the process is ready to take work; most adapters only receive through routes.
+        """
         ...
 
     async def close(self) -> None: ...

@@ -16,7 +16,7 @@ from core import __version__
 from core.doctor import run_checks
 from core.errors import ConfigError, RelaybotError
 from core.logging import configure_logging
-from core.plugins import channel_names, load_channel_factory
+from core.plugins import add_channel_commands, channel_names, load_channel_factory
 from core.runtime import Runtime
 from core.settings import Settings
 
@@ -53,12 +53,19 @@ def _parser() -> argparse.ArgumentParser:
     replay = dead_commands.add_parser("replay", help="put dead letters back on their queue")
     replay.add_argument("ids", nargs="*", metavar="ID", help="dead letter ids (see list)")
     replay.add_argument("--all", action="store_true", help="replay every dead letter")
+    # Channels add their own commands (`relaybot slack manifest`, `relaybot telegram set-webhook`).
+    add_channel_commands(commands)
     return parser
 
 
 def _listen_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    parser.add_argument(
+        "--polling",
+        action="store_true",
+        help="receive by long polling (Telegram) or Socket Mode (Slack) instead of webhooks: no public URL needed",
+    )
 
 
 async def _until_signalled() -> None:
@@ -168,14 +175,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("port", "port"),
         ("bot", "default_bot"),
         ("concurrency", "worker_concurrency"),
+        ("polling", "polling"),
     ):
         if getattr(args, option, None):
             overrides[setting] = getattr(args, option)
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
         # The terminal chat and the admin commands keep stderr quiet, so their output stays readable.
-        quiet = args.command in ("chat", "dead-letters", "doctor")
+        quiet = args.command in ("chat", "dead-letters", "doctor") or hasattr(args, "handler")
         configure_logging(settings.log_format, "WARNING" if quiet else settings.log_level)
+        if hasattr(args, "handler"):
+            return int(asyncio.run(args.handler(settings, args)))
         if args.command == "run":
             asyncio.run(_serve(settings, None, worker=True))
         elif args.command == "serve":

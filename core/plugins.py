@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -9,6 +10,7 @@ from core.channel import Capabilities
 from core.errors import ConfigError
 
 GROUP = "relaybot.channels"
+COMMANDS_GROUP = "relaybot.commands"
 
 
 def channel_names() -> list[str]:
@@ -40,3 +42,17 @@ def installed_capabilities() -> dict[str, Capabilities]:
         for name in getattr(adapter, "channel_names", ()):
             capabilities[name] = adapter.capabilities
     return capabilities
+
+
+def add_channel_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Let each installed channel add its own `relaybot` subcommand.
+
+    An entry point in `relaybot.commands` names a function `(commands) -> None` that adds a
+    subparser and sets `handler`: an async `(settings, args) -> int` run with the process settings.
+    """
+    for ep in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        try:
+            add = ep.load()
+        except ImportError:
+            continue
+        add(commands)

@@ -24,6 +24,7 @@ from core.dedupe.redis import RedisDedupeStore
 from core.delivery.outbox import InlineOutbox, Outbox, QueueOutbox, deliver_topic, fragments_topic
 from core.delivery.records import DeliveryRecords, MemoryDeliveryRecords, RedisDeliveryRecords
 from core.delivery.sender import ReplySender
+from core.streams import MemoryStreamRegistry, RedisStreamRegistry, StreamRegistry
 from core.delivery.worker import DeliveryWorker
 from core.envelope import Reply
 from core.errors import ConfigError, StoreError
@@ -100,6 +101,9 @@ class Runtime:
         self.limiter: RateLimiter = RedisRateLimiter(redis) if redis is not None else MemoryRateLimiter()
         self.records: DeliveryRecords = RedisDeliveryRecords(redis) if redis is not None else MemoryDeliveryRecords()
         self.fanout: Fanout = RedisFanout(redis) if self.distributed and redis is not None else MemoryFanout()
+        self.streams: StreamRegistry = (
+            RedisStreamRegistry(redis) if self.distributed and redis is not None else MemoryStreamRegistry()
+        )
         self.channels: dict[str, ChannelAdapter] = {}
         self.metrics = Metrics()
         self.sender = ReplySender(self.channels, self.records, metrics=self.metrics)
@@ -201,6 +205,7 @@ class Runtime:
             history=self.history,
             secret=self.secret,
             logger=self.log,
+            streams=self.streams,
         )
 
     def add_channel(self, adapter: ChannelAdapter) -> ChannelAdapter:
@@ -212,7 +217,13 @@ class Runtime:
         """Host the named adapters, or every installed one whose settings are present."""
         started: list[str] = []
         for name in names if names is not None else channel_names():
-            factory: ChannelFactory = load_channel_factory(name)
+            try:
+                factory: ChannelFactory = load_channel_factory(name)
+            except ImportError as exc:
+                if names is not None:
+                    raise ConfigError(f"channel {name!r} cannot be loaded: {exc}") from exc
+                self.log.warning("channel_unavailable", channel=name, error=str(exc))
+                continue
             if names is None and not factory.is_configured(self.settings):
                 continue
             self.add_channel(factory(self.channel_context()))
@@ -264,6 +275,8 @@ class Runtime:
             self._tasks.append(asyncio.create_task(self.worker.run(), name="relaybot-worker"))
         if delivery and self.distributed:
             await self._start_delivery()
+        for adapter in self._adapters():
+            await adapter.start()
 
     async def _start_delivery(self) -> None:
         push: list[str] = []

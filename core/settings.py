@@ -49,6 +49,36 @@ class ApiSettings(BaseModel):
     max_text_chars: int = Field(4000, ge=1)
 
 
+class SlackSettings(BaseModel):
+    """Slack options (RELAYBOT_SLACK__*); credentials come from SLACK_BOT_TOKEN and friends."""
+
+    ignore_bots: bool = Field(True, description="ignore messages posted by other bots and apps")
+
+
+class TelegramSettings(BaseModel):
+    """Telegram options (RELAYBOT_TELEGRAM__*); the token comes from TELEGRAM_BOT_TOKEN."""
+
+    groups_require_mention: bool = Field(
+        True, description="in groups, answer only messages that mention the bot or reply to it"
+    )
+
+
+class TwilioSettings(BaseModel):
+    """Twilio SMS and WhatsApp options (RELAYBOT_TWILIO__*); credentials from TWILIO_ACCOUNT_SID/AUTH_TOKEN."""
+
+    public_base_url: str | None = Field(
+        None, description="the https://host Twilio calls (signatures are over this URL); e.g. https://bot.example.com"
+    )
+    trust_forwarded_headers: bool = Field(
+        False, description="rebuild the public URL from X-Forwarded-Proto/Host (only behind a proxy you trust)"
+    )
+
+
+def _sdk_env(name: str) -> AliasChoices:
+    """An SDK's own environment variable name, also accepted with the RELAYBOT_ prefix."""
+    return AliasChoices(name, f"RELAYBOT_{name}")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="RELAYBOT_",
@@ -98,6 +128,30 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     web: WebSettings = Field(default_factory=WebSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    polling: bool = Field(
+        False,
+        description="receive by long polling (Telegram) or Socket Mode (Slack) instead of webhooks: "
+        "for development without a public URL",
+    )
+    slack: SlackSettings = Field(default_factory=SlackSettings)
+    slack_bot_token: SecretStr | None = Field(None, validation_alias=_sdk_env("SLACK_BOT_TOKEN"))
+    slack_signing_secret: SecretStr | None = Field(None, validation_alias=_sdk_env("SLACK_SIGNING_SECRET"))
+    slack_app_token: SecretStr | None = Field(
+        None, validation_alias=_sdk_env("SLACK_APP_TOKEN"), description="xapp- token, for Socket Mode"
+    )
+    slack_api_url: str = Field("https://slack.com/api/", validation_alias=_sdk_env("SLACK_API_URL"))
+    telegram: TelegramSettings = Field(default_factory=TelegramSettings)
+    telegram_bot_token: SecretStr | None = Field(None, validation_alias=_sdk_env("TELEGRAM_BOT_TOKEN"))
+    telegram_webhook_secret: SecretStr | None = Field(
+        None, validation_alias=_sdk_env("TELEGRAM_WEBHOOK_SECRET"), description="X-Telegram-Bot-Api-Secret-Token"
+    )
+    telegram_api_url: str = Field("https://api.telegram.org", validation_alias=_sdk_env("TELEGRAM_API_URL"))
+    twilio: TwilioSettings = Field(default_factory=TwilioSettings)
+    twilio_account_sid: str | None = Field(None, validation_alias=_sdk_env("TWILIO_ACCOUNT_SID"))
+    twilio_auth_token: SecretStr | None = Field(None, validation_alias=_sdk_env("TWILIO_AUTH_TOKEN"))
+    twilio_api_url: str | None = Field(
+        None, validation_alias=_sdk_env("TWILIO_API_URL"), description="default: Twilio's own API hosts"
+    )
 
     @property
     def effective_database_url(self) -> str:

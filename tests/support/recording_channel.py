@@ -45,5 +45,8 @@ class RecordingChannel:
             await asyncio.wait_for(self._arrived.wait_for(lambda: len(self.replies) >= count), within)
         return list(self.replies)
 
+    async def start(self) -> None:
+        """Nothing to start: messages arrive through routes."""
+
     async def close(self) -> None:
         """Nothing to release."""
