@@ -225,9 +225,7 @@ def to_telegram_html(markdown: str) -> str:
             body = f"<blockquote>{body[1:]}</blockquote>"
         return f"<b>{body}</b>" if heading else body
 
-    return _join(
-        _blocks(markdown), lambda c: f"<pre>{html.escape(c, quote=False)}</pre>", lambda p: _lines(p, line)
-    )
+    return _join(_blocks(markdown), lambda c: f"<pre>{html.escape(c, quote=False)}</pre>", lambda p: _lines(p, line))
 
 
 # WhatsApp: *bold*, _italic_, ~strike~, `code`, ```block```; links as "text (url)".

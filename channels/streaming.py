@@ -20,9 +20,9 @@ import structlog
 
 from channels.formatting import render_parts
 from core.channel import DeliveryResult, MarkdownDialect
-from core.streams import StreamRegistry
 from core.envelope import Reply
 from core.errors import DeliveryError, StoreError
+from core.streams import StreamRegistry
 
 CURSOR = " …"
 
@@ -72,7 +72,7 @@ class EditStreamer:
         self._log = logger or structlog.get_logger("relaybot.streaming")
 
     def _render(self, text: str) -> str:
-        return render_parts(text, self._dialect, self._limit - len(CURSOR))[0] + CURSOR
+        return render_parts(text.strip(), self._dialect, self._limit - len(CURSOR))[0] + CURSOR
 
     async def fragment(self, reply: Reply) -> DeliveryResult:
         """Show a streamed fragment (`reply.text` is the new delta). Never raises."""

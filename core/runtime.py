@@ -24,7 +24,6 @@ from core.dedupe.redis import RedisDedupeStore
 from core.delivery.outbox import InlineOutbox, Outbox, QueueOutbox, deliver_topic, fragments_topic
 from core.delivery.records import DeliveryRecords, MemoryDeliveryRecords, RedisDeliveryRecords
 from core.delivery.sender import ReplySender
-from core.streams import MemoryStreamRegistry, RedisStreamRegistry, StreamRegistry
 from core.delivery.worker import DeliveryWorker
 from core.envelope import Reply
 from core.errors import ConfigError, StoreError
@@ -63,6 +62,7 @@ from core.stores.base import HistoryStore, SessionStore
 from core.stores.memory import MemorySessionStore
 from core.stores.redis import RedisSessionStore
 from core.stores.sql import SqlHistoryStore
+from core.streams import MemoryStreamRegistry, RedisStreamRegistry, StreamRegistry
 from core.worker import Worker
 
 
