@@ -1,4 +1,7 @@
-"""Who shows a streamed reply, and where: shared so that any adapter process can finish it.
+"""Progress of replies being shown, shared so that any adapter process can take over.
+
+Streams: who shows a streamed reply, and where. Parts: which parts of a split reply were sent,
+so a delivery retried after a partial send (a 429 on part 2 of 3) resumes instead of repeating.
 
 A channel that streams by editing one message (Slack `chat.update`, Telegram `editMessageText`)
 gets every fragment in every process that hosts it. The first process to `claim` a reply posts
@@ -43,6 +46,12 @@ class StreamRegistry(Protocol):
         """Mark the stream finished (fragments arriving later are dropped); returns its state before."""
         ...
 
+    async def sent_parts(self, reply_id: str) -> list[str]:
+        """Message ids of the parts of a split reply already sent, in order (a retry resumes after them)."""
+        ...
+
+    async def part_sent(self, reply_id: str, message_id: str) -> None: ...
+
 
 class MemoryStreamRegistry:
     def __init__(self, *, keep: int = 10_000) -> None:
@@ -74,6 +83,14 @@ class MemoryStreamRegistry:
         entry["closed"] = "1"
         entry["final"] = final_text
         return before
+
+    async def sent_parts(self, reply_id: str) -> list[str]:
+        parts = self._entries.get(f"parts:{reply_id}", {})
+        return [parts[str(i)] for i in range(len(parts) - 1)]
+
+    async def part_sent(self, reply_id: str, message_id: str) -> None:
+        parts = self._entry(f"parts:{reply_id}")
+        parts[str(len(parts) - 1)] = message_id  # the entry's first key is its timestamp
 
 
 class RedisStreamRegistry:
@@ -112,6 +129,18 @@ class RedisStreamRegistry:
                 pipe.expire(key, STREAM_TTL_SECONDS)
                 raw, _, _ = await pipe.execute()
         return _state({text(k): text(v) for k, v in raw.items()})
+
+    async def sent_parts(self, reply_id: str) -> list[str]:
+        with redis_errors(self._where, "reading the sent parts of a reply", prefix=self._prefix):
+            return [text(v) for v in await self._client.lrange(f"{self._prefix}:parts:{reply_id}", 0, -1)]
+
+    async def part_sent(self, reply_id: str, message_id: str) -> None:
+        key = f"{self._prefix}:parts:{reply_id}"
+        with redis_errors(self._where, "recording a sent part", prefix=self._prefix):
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.rpush(key, message_id)
+                pipe.expire(key, STREAM_TTL_SECONDS * 24)
+                await pipe.execute()
 
 
 def _state(entry: dict[str, str]) -> StreamState:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
+from channels.parts import send_parts
 from channels.streaming import CURSOR, EditStreamer
 from core.envelope import Reply
 from core.errors import DeliveryError
@@ -122,3 +123,22 @@ async def test_a_long_stream_shows_the_first_part_only() -> None:
     streamer = EditStreamer(MemoryStreamRegistry(), platform, dialect="plain", limit=100, interval=0.01)
     await streamer.fragment(fragment("word " * 100))
     assert len(platform.messages["m1"]) <= 100
+
+
+async def test_a_retried_split_reply_resumes_after_the_parts_already_sent(registry: StreamRegistry) -> None:
+    posted: list[str] = []
+    fail_on = {"part 2"}
+
+    async def post(text: str) -> str:
+        if text in fail_on:
+            fail_on.discard(text)
+            raise DeliveryError("429", retryable=True, retry_after=1)
+        posted.append(text)
+        return f"id-{text}"
+
+    parts = ["part 1", "part 2", "part 3"]
+    with pytest.raises(DeliveryError):
+        await send_parts(registry, "reply-1", parts, post)
+    assert await send_parts(registry, "reply-1", parts, post) == ("id-part 1", "id-part 2", "id-part 3")
+    assert posted == parts  # part 1 went out once
+    assert await send_parts(registry, "reply-2", ["x"], post) == ("id-x",)
