@@ -35,7 +35,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import tomllib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +48,7 @@ if str(REPO) not in sys.path:  # `python bench/...` puts bench/ first on sys.pat
 import aiohttp  # noqa: E402
 import redis.asyncio as aioredis  # noqa: E402
 from aiohttp import web  # noqa: E402
+from benchkit import bots_with_high_limits, percentile  # noqa: E402
 from redis.exceptions import ResponseError  # noqa: E402
 
 from tests.support.processes import relaybot_env  # noqa: E402
@@ -56,7 +56,6 @@ from tests.support.servers import PostgresServer, RedisServer, free_port, start_
 
 API_KEY = "bench-key"
 SIGNING_SECRET = "bench-callback-signing-secret"
-HIGH_LIMIT = 1_000_000
 REPLY_TIMEOUT = 30.0
 STARTUP_TIMEOUT = 90.0
 SETTLE_SECONDS = 1.0
@@ -189,24 +188,6 @@ def run_baseline_server(port: int, redis_url: str) -> None:
 
 
 # --- processes ------------------------------------------------------------------------------------
-
-
-def bots_with_high_limits(target: Path) -> Path:
-    """A copy of bots/ whose [limits] are far above what the benchmark sends."""
-    shutil.copytree(REPO / "bots", target)
-    for toml in sorted(target.glob("*/bot.toml")):
-        text = toml.read_text()
-        for key in ("messages_per_minute", "messages_per_hour", "tokens_per_day"):
-            text, count = re.subn(rf"(?m)^(\s*{key}\s*=\s*)\d[\d_]*", rf"\g<1>{HIGH_LIMIT}", text)
-            if count == 0:
-                if not re.search(r"(?m)^\[limits\]\s*$", text):
-                    text += "\n[limits]\n"
-                text = re.sub(r"(?m)^\[limits\]\s*$", f"[limits]\n{key} = {HIGH_LIMIT}", text, count=1)
-        limits = tomllib.loads(text).get("limits", {})
-        if limits.get("messages_per_minute") != HIGH_LIMIT or limits.get("messages_per_hour") != HIGH_LIMIT:
-            raise SystemExit(f"could not raise [limits] in {toml}")
-        toml.write_text(text)
-    return target
 
 
 @dataclass
@@ -511,13 +492,6 @@ async def measure(
 
 
 # --- report ---------------------------------------------------------------------------------------
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100)."""
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
 
 
 @dataclass

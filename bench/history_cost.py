@@ -16,30 +16,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # `python bench/history_cost.py` puts bench/ first, not the repo
-    sys.path.insert(0, str(REPO))
+import redis
+from benchkit import percentile
 
-import redis  # noqa: E402
-
-from core.envelope import Envelope, session_id_for  # noqa: E402
-from core.logging import configure_logging  # noqa: E402
-from core.runtime import Runtime  # noqa: E402
-from core.stores.base import Session, StoredMessage  # noqa: E402
-from tests.support.harness import make_settings, write_bot  # noqa: E402
-from tests.support.recording_channel import RecordingChannel  # noqa: E402
+from core.envelope import Envelope, session_id_for
+from core.logging import configure_logging
+from core.runtime import Runtime
+from core.stores.base import Session, StoredMessage
+from tests.support.harness import make_settings, write_bot
+from tests.support.recording_channel import RecordingChannel
+from tests.support.servers import RedisServer, start_redis
 
 BOT = "support"
 CHANNEL = "api"
@@ -63,46 +57,6 @@ _ASSISTANT_LINES = (
 
 
 # --- redis-server ---------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
-    executable = shutil.which("redis-server") or "/usr/bin/redis-server"
-    argv = [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    argv += ["--dir", str(workdir)]
-    log = (workdir / "redis.log").open("wb")
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
-    log.close()
-    deadline = time.monotonic() + 15
-    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.5, socket_connect_timeout=0.5)
-    try:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {proc.returncode}; see {workdir / 'redis.log'}")
-            with contextlib.suppress(redis.RedisError):
-                if client.ping():
-                    return proc
-            time.sleep(0.05)
-    finally:
-        client.close()
-    stop_process(proc)
-    raise RuntimeError("redis-server did not answer PING within 15 s")
-
-
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
 
 
 # --- the benchmark --------------------------------------------------------------------------------
@@ -198,13 +152,6 @@ async def check_appended(runtime: Runtime, conversations: list[Conversation], re
     return errors
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100)."""
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
-
-
 def report(conversations: list[Conversation], turns: int, errors: list[str], setup: dict[int, float]) -> None:
     print()
     print(f"One turn (publish -> reply) with N messages of history on Redis + SQLite, {turns} turns each")
@@ -291,15 +238,14 @@ def main() -> int:
         parser.error("--sizes needs at least one size >= 0 and --turns must be at least 1")
 
     tmp = Path(tempfile.mkdtemp(prefix="relaybot-bench-history-"))
-    proc: subprocess.Popen[bytes] | None = None
+    server: RedisServer | None = None
     try:
-        port = free_port()
-        proc = start_redis(port, tmp)
-        print(f"redis-server pid {proc.pid} on 127.0.0.1:{port}")
-        return asyncio.run(bench(sizes, args.turns, f"redis://127.0.0.1:{port}/0", tmp))
+        server = start_redis(tmp / "redis")
+        print(f"redis-server on {server.url}")
+        return asyncio.run(bench(sizes, args.turns, server.url, tmp))
     finally:
-        if proc is not None:
-            stop_process(proc)
+        if server is not None:
+            server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,35 +33,21 @@ from pathlib import Path
 
 import openai
 from aiohttp import web
+from benchkit import REPO, percentile
 from openai.types.chat import ChatCompletionSystemMessageParam, ChatCompletionUserMessageParam
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from core.bots import BotRegistry  # noqa: E402
-from core.channel import Capabilities, DeliveryResult  # noqa: E402
-from core.envelope import Envelope, Reply  # noqa: E402
-from core.llm.base import ChatMessage, LLMRequest  # noqa: E402
-from core.llm.factory import ChainFactory  # noqa: E402
-from core.logging import configure_logging  # noqa: E402
-from core.runtime import Runtime  # noqa: E402
-from core.settings import Settings  # noqa: E402
+from core.bots import BotRegistry
+from core.channel import Capabilities, DeliveryResult
+from core.envelope import Envelope, Reply
+from core.llm.base import ChatMessage, LLMRequest
+from core.llm.factory import ChainFactory
+from core.logging import configure_logging
+from core.runtime import Runtime
+from core.settings import Settings
+from tests.support.servers import free_port
 
 WARMUP = 30
 EXPECTED = "Hello from the fake provider."
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100)."""
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
 
 
 @dataclass

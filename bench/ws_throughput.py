@@ -18,10 +18,8 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,9 +31,10 @@ from typing import IO
 
 import aiohttp
 from aiohttp import WSMsgType, web
+from benchkit import REPO, bots_with_high_limits, percentile
 
-REPO = Path(__file__).resolve().parents[1]
-HIGH_LIMIT = 1_000_000
+from tests.support.servers import free_port
+
 REPLY_TIMEOUT = 30.0
 STARTUP_TIMEOUT = 60.0
 WARMUP_SESSIONS = 4
@@ -76,25 +75,6 @@ def run_echo_server(port: int) -> None:
 
 
 # --- processes ------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def bots_with_high_limits(target: Path) -> Path:
-    """A copy of bots/ whose support bot has rate limits far above what the benchmark sends."""
-    shutil.copytree(REPO / "bots", target)
-    toml = target / "support" / "bot.toml"
-    text = toml.read_text()
-    for key in ("messages_per_minute", "messages_per_hour", "tokens_per_day"):
-        text, count = re.subn(rf"(?m)^(\s*{key}\s*=\s*)\d[\d_]*", rf"\g<1>{HIGH_LIMIT}", text)
-        if count != 1 and key != "tokens_per_day":
-            raise SystemExit(f"could not find [limits] {key} in {toml}")
-    toml.write_text(text)
-    return target
 
 
 @dataclass
@@ -226,13 +206,6 @@ async def drive(port: int, sessions: int, messages: int, tag: str) -> Run:
 
 
 # --- report ---------------------------------------------------------------------------------------
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100)."""
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
 
 
 @dataclass

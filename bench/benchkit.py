@@ -1,0 +1,45 @@
+"""What every benchmark shares: the repo on sys.path, percentiles, bots without rate limits.
+
+Servers (redis-server, PostgreSQL) and free ports come from tests/support/servers.py, the same
+code the tests use. Import this module first: `python bench/x.py` puts bench/ on sys.path, not
+the repository.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+import tomllib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+HIGH_LIMIT = 10**6
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100)."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def bots_with_high_limits(target: Path) -> Path:
+    """A copy of bots/ whose [limits] are far above what a benchmark sends."""
+    shutil.copytree(REPO / "bots", target)
+    for toml in sorted(target.glob("*/bot.toml")):
+        text = toml.read_text()
+        for key in ("messages_per_minute", "messages_per_hour", "tokens_per_day"):
+            text, count = re.subn(rf"(?m)^(\s*{key}\s*=\s*)\d[\d_]*", rf"\g<1>{HIGH_LIMIT}", text)
+            if count == 0:
+                if not re.search(r"(?m)^\[limits\]\s*$", text):
+                    text += "\n[limits]\n"
+                text = re.sub(r"(?m)^\[limits\]\s*$", f"[limits]\n{key} = {HIGH_LIMIT}", text, count=1)
+        limits = tomllib.loads(text).get("limits", {})
+        if limits.get("messages_per_minute") != HIGH_LIMIT or limits.get("messages_per_hour") != HIGH_LIMIT:
+            raise SystemExit(f"could not raise [limits] in {toml}")
+        toml.write_text(text)
+    return target
