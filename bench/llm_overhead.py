@@ -163,6 +163,9 @@ class StreamingChannel:
                 waiter.set_result((time.perf_counter(), reply.text))
         return DeliveryResult(delivered=True)
 
+    async def start(self) -> None:
+        pass
+
     async def close(self) -> None:
         """Nothing to release."""
 
