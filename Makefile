@@ -41,6 +41,9 @@ bench: install system-deps
 	$(PY) bench/history_cost.py
 	$(PY) bench/llm_overhead.py
 	$(PY) bench/distributed_throughput.py
+	$(PY) bench/slack_events.py
+	$(PY) bench/context_growth.py
+	$(PY) bench/knowledge.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -7,9 +7,11 @@ the repository.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -43,3 +45,31 @@ def bots_with_high_limits(target: Path) -> Path:
             raise SystemExit(f"could not raise [limits] in {toml}")
         toml.write_text(text)
     return target
+
+
+async def wait_for_port(proc: asyncio.subprocess.Process, port: int, name: str, within: float = 60.0) -> None:
+    """Return once `proc` accepts connections on `port`; stop it and raise if it exits or never does."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if proc.returncode is not None:
+            raise RuntimeError(f"the {name} exited with {proc.returncode}")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            await writer.wait_closed()
+            return
+        except OSError:
+            await asyncio.sleep(0.05)
+    await stop_process(proc)
+    raise RuntimeError(f"the {name} did not start within {within:.0f} s")
+
+
+async def stop_process(proc: asyncio.subprocess.Process) -> None:
+    """Stop one process by its PID: SIGTERM, then SIGKILL after 10 s."""
+    if proc.returncode is None:
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import openai
 from aiohttp import web
-from benchkit import REPO, percentile
+from benchkit import REPO, percentile, wait_for_port
 from openai.types.chat import ChatCompletionSystemMessageParam, ChatCompletionUserMessageParam
 
 from core.bots import BotRegistry
@@ -65,20 +65,8 @@ async def start_fake(port: int, first_token_delay: float, token_delay: float) ->
     proc = await asyncio.create_subprocess_exec(
         sys.executable, *argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.returncode is not None:
-            raise RuntimeError(f"the fake OpenAI server exited with {proc.returncode}")
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            await writer.wait_closed()
-            return proc
-        except OSError:
-            await asyncio.sleep(0.05)
-    proc.kill()
-    await proc.wait()
-    raise RuntimeError("the fake OpenAI server did not start within 30 s")
+    await wait_for_port(proc, port, "fake OpenAI server", within=30)
+    return proc
 
 
 # --- 1 and 2: bare SDK vs chain -------------------------------------------------------------------

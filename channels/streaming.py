@@ -60,14 +60,17 @@ class EditStreamer:
         limit: int,
         interval: float = 1.0,
         keep: int = 1000,
+        key_prefix: str = "",
         logger: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
+        """`key_prefix` keeps apart two streamers of one channel that show the same reply differently."""
         self._registry = registry
         self._ops = ops
         self._dialect: MarkdownDialect = dialect
         self._limit = limit
         self._interval = interval
         self._keep = keep
+        self._prefix = key_prefix
         self._streams: OrderedDict[str, _Stream] = OrderedDict()
         self._log = logger or structlog.get_logger("relaybot.streaming")
 
@@ -96,7 +99,7 @@ class EditStreamer:
         return DeliveryResult(delivered=True, channel_message_ids=_ids(stream.ref))
 
     async def _open(self, stream: _Stream) -> None:
-        key = stream.reply.envelope_id
+        key = self._prefix + stream.reply.envelope_id
         try:
             if not await self._registry.claim(key):
                 stream.foreign = True
@@ -126,7 +129,7 @@ class EditStreamer:
             stream.flush = None
 
     async def _edit(self, stream: _Stream) -> None:
-        key = stream.reply.envelope_id
+        key = self._prefix + stream.reply.envelope_id
         assert stream.ref is not None
         text = stream.text
         try:
@@ -137,7 +140,7 @@ class EditStreamer:
             stream.shown = text
             stream.not_before = time.monotonic() + self._interval
             state = await self._registry.get(key)
-            if state.closed and state.final_text is not None:
+            if state.closed and state.final_text:
                 # The final reply landed while this edit was in flight: put the complete text back.
                 stream.done = True
                 await self._ops.edit(stream.reply, stream.ref, state.final_text)
@@ -152,7 +155,7 @@ class EditStreamer:
 
     async def finish(self, reply: Reply, final_text: str) -> str | None:
         """End the reply's stream; returns the message to edit with `final_text`, or None to post anew."""
-        state = await self._registry.close(reply.envelope_id, final_text)
+        state = await self._registry.close(self._prefix + reply.envelope_id, final_text)
         stream = self._streams.pop(reply.envelope_id, None)
         if stream is not None:
             stream.done = True

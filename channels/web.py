@@ -5,7 +5,8 @@ Protocol (the README documents it for widget authors):
   client → {"type":"message","id":CLIENT_ID,"text"}   a resent CLIENT_ID is not answered twice
   server → {"type":"ack","id"}                        at once (with "duplicate": true for a resend)
   server → {"type":"delta","reply_to","text"}         streamed text, where the provider streams
-  server → {"type":"reply","reply_to","seq","text"}   the whole reply, numbered within the session
+  server → {"type":"reply","reply_to","seq","text"[,"sources"]}   the whole reply, numbered within the session;
+                                                      sources: the knowledge passages it was given
   server → {"type":"error","code","message"[,"id"]}   bad input (id: the message it concerns); still usable
 Reconnecting with `?token=…&after=SEQ` keeps the session and replays every reply above SEQ.
 """
@@ -242,6 +243,8 @@ class WebChannel:
                 await self._send(conn, frame)
             return DeliveryResult(delivered=bool(peers))
         frame = {"type": "reply", "reply_to": reply.in_reply_to, "seq": reply.seq, "text": reply.text}
+        if reply.sources:
+            frame["sources"] = list(reply.sources)
         sent = 0
         for conn in peers:
             async with conn.send_lock:

@@ -97,6 +97,76 @@ class Models(BaseModel):
         return self
 
 
+class Intent(BaseModel):
+    """One thing users come for: what it means, examples of how they say it, where to look it up,
+    and who answers it (`handler`: a function registered in handlers.py with `@bot.intent(...)`;
+    by default the one registered under the intent's own name, else the LLM)."""
+
+    description: str = ""
+    examples: list[str] = Field(default_factory=list)
+    #: the knowledge set retrieval searches for this intent; None: the bot's default set
+    knowledge: str | None = None
+    handler: str | None = None
+
+
+class Intents(BaseModel):
+    """`[intents]`: the classifier's settings, and one `[intents.<name>]` table per intent.
+
+    `classifier = "local"` compares the message with each intent's examples on the offline
+    embeddings (no tokens); `"llm"` asks the bot's model chain for one word and falls back to the
+    local classifier when the answer names no intent. Below `threshold` (cosine similarity to the
+    best intent's examples) a message goes to `default`.
+    """
+
+    classifier: Literal["local", "llm"] = "local"
+    threshold: float = Field(0.25, ge=0, le=1)
+    default: str = "general"
+    items: dict[str, Intent] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split(cls, data: object) -> object:
+        # In TOML the intents sit beside the settings ([intents.billing] next to `threshold`).
+        if isinstance(data, dict) and "items" not in data:
+            settings = {k: v for k, v in data.items() if not isinstance(v, dict)}
+            items = {k: v for k, v in data.items() if isinstance(v, dict)}
+            return {**settings, "items": items}
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> Intents:
+        for name, intent in self.items.items():
+            if not BOT_NAME.match(name):
+                raise ValueError(f"[intents.{name}]: intent names must be lowercase letters, digits, '-' or '_'")
+            if name != self.default and not intent.examples:
+                raise ValueError(f"[intents.{name}] needs examples = [...] (utterances the classifier compares with)")
+        if self.items and self.default not in self.items:
+            raise ValueError(f"[intents] default = {self.default!r} names no [intents.<name>] table")
+        return self
+
+
+class Tools(BaseModel):
+    """`[tools]`: which declared tools the LLM may call, and what the tools are configured with."""
+
+    #: tools offered to the model by function calling (handlers can call any declared tool)
+    llm: list[str] = Field(default_factory=list)
+    timeout_seconds: float = Field(10.0, gt=0)
+    #: model → tools → model rounds per turn before the model must answer
+    max_rounds: int = Field(3, ge=1, le=10)
+    #: string settings the bot's tools read (e.g. ticket_webhook_url)
+    settings: dict[str, str] = Field(default_factory=dict)
+
+
+class BotKnowledge(BaseModel):
+    """`[knowledge]`: the bot's documents (`folder`, ingested into `default_set`) and retrieval overrides."""
+
+    enabled: bool = True
+    folder: str = "knowledge"
+    default_set: str = Field("default", pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    top_k: int | None = Field(None, ge=1, le=50)
+    min_score: float | None = Field(None, ge=-1, le=1)
+
+
 class BotConfig(BaseModel):
     name: str
     display_name: str = ""
@@ -106,6 +176,9 @@ class BotConfig(BaseModel):
     limits: Limits = Field(default_factory=Limits)
     history: HistoryWindow = Field(default_factory=HistoryWindow)
     models: Models = Field(default_factory=Models)
+    intents: Intents = Field(default_factory=Intents)
+    tools: Tools = Field(default_factory=Tools)
+    knowledge: BotKnowledge = Field(default_factory=BotKnowledge)
     path: Path | None = Field(None, exclude=True)
 
     @model_validator(mode="after")

@@ -8,17 +8,20 @@ entry point; both live here because `core/` never imports `channels/`. Adapters 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import structlog
 from aiohttp import web
 
 from core.bots import BotRegistry
 from core.bus.base import Bus
-from core.streams import StreamRegistry
 from core.envelope import Reply
 from core.settings import Settings
 from core.stores.base import HistoryStore
+from core.streams import StreamRegistry
+
+if TYPE_CHECKING:  # core.delivery imports this module
+    from core.delivery.records import DeliveryRecords
 
 MarkdownDialect = Literal["commonmark", "mrkdwn", "telegram-html", "whatsapp", "plain"]
 
@@ -71,6 +74,8 @@ class ChannelContext:
     logger: structlog.typing.FilteringBoundLogger
     #: which process shows a reply streamed by editing one message, shared by every adapter process
     streams: StreamRegistry
+    #: what happened to each reply; adapters update it when the platform reports later (status callbacks)
+    records: DeliveryRecords
 
 
 class ChannelAdapter(DeliveryTarget, Protocol):

@@ -15,6 +15,7 @@ from aiohttp import web
 from core import __version__
 from core.doctor import run_checks
 from core.errors import ConfigError, RelaybotError
+from core.knowledge.cli import add_ingest_command, sync_bot_folders
 from core.logging import configure_logging
 from core.plugins import add_channel_commands, channel_names, load_channel_factory
 from core.runtime import Runtime
@@ -53,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     replay = dead_commands.add_parser("replay", help="put dead letters back on their queue")
     replay.add_argument("ids", nargs="*", metavar="ID", help="dead letter ids (see list)")
     replay.add_argument("--all", action="store_true", help="replay every dead letter")
+    add_ingest_command(commands)
     # Channels add their own commands (`relaybot slack manifest`, `relaybot telegram set-webhook`).
     add_channel_commands(commands)
     return parser
@@ -68,6 +70,10 @@ def _listen_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
 async def _until_signalled() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -81,6 +87,7 @@ async def _serve(settings: Settings, channels: list[str] | None, *, worker: bool
     runtime = await Runtime.from_settings(settings)
     log = structlog.get_logger("relaybot")
     runner: web.AppRunner | None = None
+    tasks: set[asyncio.Task[object]] = set()
     try:
         hosted = runtime.add_configured_channels(channels) if channels != [] else []
         if http:
@@ -88,6 +95,13 @@ async def _serve(settings: Settings, channels: list[str] | None, *, worker: bool
             await runner.setup()
             await web.TCPSite(runner, settings.host, settings.port).start()
         await runtime.start(worker=worker, delivery=True)
+        if channels is None and settings.knowledge.ingest_on_start:
+            # `relaybot run` only: separate workers would all write the same store at once (production
+            # ingests with `relaybot ingest` as a release step). In the background: the server answers
+            # (without the new documents) while they are embedded.
+            sync = asyncio.create_task(sync_bot_folders(runtime.knowledge, runtime.bots, report=_say))
+            tasks.add(sync)
+            sync.add_done_callback(tasks.discard)
         url = f"http://{settings.host}:{settings.port}/"
         await log.ainfo("started", url=url if http else None, channels=hosted, bus=settings.bus, worker=worker)
         if not hosted:
@@ -101,6 +115,9 @@ async def _serve(settings: Settings, channels: list[str] | None, *, worker: bool
         await _until_signalled()
         await log.ainfo("shutting_down", grace_seconds=settings.shutdown_grace_seconds)
     finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if runner is not None:
             await runner.cleanup()
         await runtime.close()

@@ -88,6 +88,7 @@ async def run_checks(settings: Settings) -> list[Check]:
         if factory.is_configured(settings):
             configured.append(name)
     add("channels", "ok", f"relaybot run would start: {', '.join(configured) or 'none'}")
+    _check_channel_credentials(settings, add)
     if production and "*" in settings.web.allowed_origins:
         add(
             "web origins",
@@ -162,3 +163,38 @@ async def _check_redis(settings: Settings, add: Callable[..., None]) -> None:
         add("redis", "fail", f"{exc}", "is redis-server running, and is REDIS_URL right?")
     finally:
         await client.aclose()
+
+
+def _check_channel_credentials(settings: Settings, add: Callable[[str, Status, str, str], None]) -> None:
+    """Half-configured channels: the adapter would not start, or would refuse every request."""
+    if settings.slack_bot_token and not settings.slack_signing_secret and not settings.polling:
+        add(
+            "slack",
+            "fail",
+            "SLACK_BOT_TOKEN is set but SLACK_SIGNING_SECRET is not: every event would be refused",
+            "set SLACK_SIGNING_SECRET (Slack app > Basic Information), or use Socket Mode with SLACK_APP_TOKEN",
+        )
+    if settings.polling and settings.slack_bot_token and not settings.slack_app_token:
+        add(
+            "slack",
+            "fail",
+            "polling (Socket Mode) needs SLACK_APP_TOKEN",
+            "create an app-level token (xapp-) with connections:write and set SLACK_APP_TOKEN",
+        )
+    if bool(settings.twilio_account_sid) != bool(settings.twilio_auth_token):
+        add(
+            "twilio",
+            "fail",
+            "only one of TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN is set",
+            "set both, from the Twilio console's account info",
+        )
+    elif settings.twilio_account_sid and not (
+        settings.twilio.public_base_url or settings.twilio.trust_forwarded_headers
+    ):
+        add(
+            "twilio",
+            "warn",
+            "no public base URL: signatures are checked against the URL this process sees, "
+            "which fails behind a proxy or tunnel, and no delivery statuses are asked for",
+            "set RELAYBOT_TWILIO__PUBLIC_BASE_URL to the https:// address Twilio calls",
+        )

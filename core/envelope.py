@@ -144,6 +144,8 @@ class Reply:
     quick_replies: tuple[str, ...] = ()
     final: bool = True
     id: str = field(default_factory=new_id)
+    #: the knowledge passages the answer was given, numbered as cited ("[1] billing.md (Refunds)")
+    sources: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -156,6 +158,7 @@ class Reply:
         fields = dict(data)
         fields["parts"] = tuple(fields.get("parts", ()))
         fields["quick_replies"] = tuple(fields.get("quick_replies", ()))
+        fields["sources"] = tuple(fields.get("sources", ()))
         return cls(**fields)
 
     @classmethod

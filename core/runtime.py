@@ -30,10 +30,18 @@ from core.errors import ConfigError, StoreError
 from core.fanout.base import Fanout, FanoutHandler
 from core.fanout.memory import MemoryFanout
 from core.fanout.redis import RedisFanout
+from core.handlers import HandlerCatalog, HandlerStage
+from core.handlers.llm_tools import LLMTools
+from core.intents import IntentStage, LLMIntentClassifier, LocalIntentClassifier
+from core.knowledge.errors import KnowledgeError
+from core.knowledge.service import KnowledgeService
+from core.knowledge.stage import RetrieveStage
 from core.llm.factory import ChainFactory
 from core.locks.base import ConversationLocks
 from core.locks.memory import MemoryConversationLocks
 from core.locks.redis import RedisConversationLocks
+from core.memory.llm import ChainFactExtractor, ChainSummarizer
+from core.memory.stages import ExtractFactsStage, FoldSummaryStage, LoadMemoryStage, MemoryCommandStage
 from core.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from core.metrics import Metrics
 from core.pipeline.pipeline import Pipeline
@@ -63,6 +71,7 @@ from core.stores.memory import MemorySessionStore
 from core.stores.redis import RedisSessionStore
 from core.stores.sql import SqlHistoryStore
 from core.streams import MemoryStreamRegistry, RedisStreamRegistry, StreamRegistry
+from core.tools import ToolExecutor
 from core.worker import Worker
 
 
@@ -78,6 +87,7 @@ class Runtime:
         chains: ChainFactory,
         redis: aioredis.Redis | None = None,
         logger: structlog.typing.FilteringBoundLogger | None = None,
+        knowledge: KnowledgeService | None = None,
     ) -> None:
         if settings.bus == "redis" and redis is None:
             raise ConfigError("RELAYBOT_BUS=redis needs REDIS_URL (the Redis that adapters and workers share)")
@@ -119,19 +129,37 @@ class Runtime:
             else InlineOutbox(self.channels, self.sender)
         )
         self.chains = chains
+        # Opens chromadb and loads the embedding model on first use only; shared with the intent classifier.
+        self.knowledge = knowledge or KnowledgeService.from_settings(settings)
+        # Each bot's handlers.py, loaded (and checked against its bot.toml) once, at start-up.
+        self.handlers = HandlerCatalog(bots)
+        self.tools = ToolExecutor()
+        self.intents = LocalIntentClassifier(self.knowledge.embedder)
         self.pipeline = Pipeline(
             stages=[
                 RateLimitStage(self.limiter),
                 LoadSessionStage(sessions, history),
                 HistoryWindowStage(sessions),
+                LoadMemoryStage(history),
+                MemoryCommandStage(history),
+                IntentStage(self.intents, LLMIntentClassifier(chains.for_bot, self.intents)),
+                RetrieveStage(self.knowledge),
+                HandlerStage(self.handlers, sessions, self.tools, data_dir=settings.data_dir),
                 AssembleContextStage(),
-                GenerateStage(chain_for=chains.for_bot),
+                GenerateStage(
+                    chain_for=chains.for_bot,
+                    tools_for=LLMTools(self.handlers, self.tools, data_dir=settings.data_dir).for_turn,
+                ),
             ],
             closing=[
                 RecordStage(sessions, history),
                 UsageStage(self.limiter),
                 LogTurnStage(),
                 MetricsStage(self.metrics),
+            ],
+            after=[
+                ExtractFactsStage(history, ChainFactExtractor(chains.for_bot)),
+                FoldSummaryStage(history, ChainSummarizer(chains.for_bot)),
             ],
         )
         self.worker = Worker(
@@ -206,6 +234,7 @@ class Runtime:
             secret=self.secret,
             logger=self.log,
             streams=self.streams,
+            records=self.records,
         )
 
     def add_channel(self, adapter: ChannelAdapter) -> ChannelAdapter:
@@ -260,6 +289,12 @@ class Runtime:
                 checks[name] = "ok"
             except StoreError as exc:
                 checks[name] = str(exc)
+        try:
+            # Reported only when there is a store (a CHROMA_URL, or knowledge ingested here).
+            if await self.knowledge.ping() is not None:
+                checks["knowledge"] = "ok"
+        except KnowledgeError as exc:
+            checks["knowledge"] = str(exc)
         if self.distributed:
             try:
                 await self.bus.pending()
@@ -272,11 +307,22 @@ class Runtime:
     async def start(self, *, worker: bool = True, delivery: bool = True) -> None:
         """Start the worker (turns) and/or the delivery of replies to the channels hosted here."""
         if worker:
+            await self._warm_intents()
             self._tasks.append(asyncio.create_task(self.worker.run(), name="relaybot-worker"))
         if delivery and self.distributed:
             await self._start_delivery()
         for adapter in self._adapters():
             await adapter.start()
+
+    async def _warm_intents(self) -> None:
+        """Load the embedding model and embed every bot's intent examples now, not on a user's first message."""
+        for bot in self.bots:
+            if bot.intents.items:
+                try:
+                    await self.intents.warm(bot)
+                except Exception as exc:
+                    # Turns still work: the intent stage falls back to the default intent.
+                    await self.log.awarning("intents_unavailable", bot=bot.name, error=f"{type(exc).__name__}: {exc}")
 
     async def _start_delivery(self) -> None:
         push: list[str] = []
@@ -330,5 +376,7 @@ class Runtime:
         await self.sessions.close()
         await self.history.close()
         await self.chains.aclose()
+        await self.tools.aclose()
+        await self.knowledge.close()
         if self.redis is not None:
             await self.redis.aclose()

@@ -53,6 +53,22 @@ class SlackSettings(BaseModel):
     """Slack options (RELAYBOT_SLACK__*); credentials come from SLACK_BOT_TOKEN and friends."""
 
     ignore_bots: bool = Field(True, description="ignore messages posted by other bots and apps")
+    bot: str | None = Field(None, description="the bot that answers in this Slack app; default: default_bot")
+    thread_replies: bool = Field(
+        True, description="in channels, answer replies without a mention in threads the bot already answers in"
+    )
+    dm_threads: bool = Field(False, description="answer direct messages in a thread (default: inline in the DM)")
+    max_body_bytes: int = Field(
+        256 * 1024, ge=1024, description="event requests larger than this are refused (413) before parsing"
+    )
+    user_cache_size: int = Field(10_000, ge=1, description="display names kept from users.info")
+    user_cache_ttl_seconds: float = Field(3600.0, ge=0)
+    user_lookup_timeout_seconds: float = Field(
+        1.0, gt=0, description="a slow users.info must not hold the 3-second ack: the name is left out"
+    )
+    api_timeout_seconds: float = Field(15.0, gt=0, description="timeout of one Slack Web API call")
+    stream_interval_seconds: float = Field(1.0, gt=0, description="at most one chat.update per this, per reply")
+    app_name: str = Field("Relaybot", description="the app name `relaybot slack manifest` prints")
 
 
 class TelegramSettings(BaseModel):
@@ -61,6 +77,43 @@ class TelegramSettings(BaseModel):
     groups_require_mention: bool = Field(
         True, description="in groups, answer only messages that mention the bot or reply to it"
     )
+    bot: str | None = Field(None, description="the bot that answers on this Telegram token; default: default_bot")
+    edit_interval_seconds: float = Field(
+        1.0, ge=0.0, description="streaming: at most one editMessageText per message this often (flood limits)"
+    )
+    request_timeout_seconds: float = Field(
+        15.0, gt=0, description="Bot API calls; a send that times out is recorded as unknown, not repeated"
+    )
+    poll_timeout_seconds: int = Field(30, ge=0, le=50, description="long polling: getUpdates waits this long")
+    max_update_bytes: int = Field(256 * 1024, ge=1024, description="webhook bodies above this get 413 unread")
+    file_timeout_seconds: float = Field(
+        2.0, gt=0, description="resolving attachments' file URLs (getFile) before the ack; after it the file id is kept"
+    )
+    typing_max_seconds: float = Field(60.0, ge=0, description="show 'typing…' at most this long while answering")
+    drafts_in_private_chats: bool = Field(
+        False, description="stream into the private chat's draft preview (sendMessageDraft) instead of editing"
+    )
+
+
+class KnowledgeSettings(BaseModel):
+    """Retrieval options (RELAYBOT_KNOWLEDGE__*); the Chroma server comes from CHROMA_URL."""
+
+    enabled: bool = Field(True, description="retrieve from the bots' knowledge sets (when anything was ingested)")
+    top_k: int = Field(4, ge=1, le=50, description="passages given to the model per message")
+    min_score: float = Field(
+        0.33, ge=-1, le=1, description="cosine similarity below which a chunk counts as unrelated (not retrieved)"
+    )
+    reject_unknown_names: bool = Field(
+        True, description="a question naming something the documents never mention (e.g. another product) finds nothing"
+    )
+    chunk_chars: int = Field(800, ge=100, description="the size limit of one chunk when ingesting")
+    overlap_chars: int = Field(120, ge=0, description="text consecutive chunks of one section share")
+    embeddings: Literal["local", "openai"] = Field(
+        "local", description="local: MiniLM ONNX, offline; openai: the OpenAI embeddings API (OPENAI_API_KEY)"
+    )
+    openai_embedding_model: str = "text-embedding-3-small"
+    embedding_threads: int | None = Field(None, ge=1, description="onnxruntime threads; default: all cores")
+    ingest_on_start: bool = Field(True, description="`relaybot run` ingests each bot's knowledge/ folder")
 
 
 class TwilioSettings(BaseModel):
@@ -72,6 +125,21 @@ class TwilioSettings(BaseModel):
     trust_forwarded_headers: bool = Field(
         False, description="rebuild the public URL from X-Forwarded-Proto/Host (only behind a proxy you trust)"
     )
+    numbers: dict[str, str] = Field(
+        default_factory=dict,
+        description='which bot answers each of your Twilio numbers, e.g. {"+15550001111": "sales"}; '
+        "other numbers get the default bot",
+    )
+    whatsapp_templates: dict[str, str] = Field(
+        default_factory=dict,
+        description='per bot, the approved WhatsApp template (Content SID "HX...") sent instead of a reply '
+        "outside WhatsApp's 24-hour window; without one such a reply is recorded as not sent",
+    )
+    status_callbacks: bool = Field(True, description="ask Twilio for delivery status callbacks (needs public_base_url)")
+    send_timeout_seconds: float = Field(
+        15.0, gt=0, description="a send with no answer by then is recorded 'unknown', never resent (SMS would repeat)"
+    )
+    max_text_chars: int = Field(4096, ge=1, description="inbound message text above this is refused (400)")
 
 
 def _sdk_env(name: str) -> AliasChoices:
@@ -151,6 +219,12 @@ class Settings(BaseSettings):
     twilio_auth_token: SecretStr | None = Field(None, validation_alias=_sdk_env("TWILIO_AUTH_TOKEN"))
     twilio_api_url: str | None = Field(
         None, validation_alias=_sdk_env("TWILIO_API_URL"), description="default: Twilio's own API hosts"
+    )
+    knowledge: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
+    chroma_url: str | None = Field(
+        None,
+        validation_alias=_sdk_env("CHROMA_URL"),
+        description="a Chroma server (production); unset: an embedded store under DATA_DIR/chroma",
     )
 
     @property

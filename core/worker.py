@@ -90,9 +90,12 @@ class Worker:
             await self._log.ainfo("duplicate_envelope", envelope_id=envelope.id, dedupe_key=envelope.dedupe_key)
             return None
         stream = self._stream_sink(envelope) if self._outbox.can_stream(envelope.channel) else None
-        reply = await self._pipeline.run(envelope, bot, stream=stream, retryable=retryable)
+        reply, turn = await self._pipeline.run_turn(envelope, bot, stream=stream, retryable=retryable)
         await self._outbox.submit(reply)
         await self._dedupe.claim(done_key, DONE_TTL_SECONDS)
+        # Memory (facts, summary) once the reply is on its way: still under the conversation's lock,
+        # so the next message of this conversation sees what this one taught.
+        await self._pipeline.follow_up(turn)
         return reply
 
     def _stream_sink(self, envelope: Envelope) -> DeltaSink:

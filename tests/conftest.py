@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+import structlog
 
 from tests.support.servers import PostgresServer, RedisServer, start_postgres, start_redis
 
@@ -35,3 +36,11 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
     with redis.Redis.from_url(redis_server.url) as client:
         client.flushall()
     yield redis_server.url
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    """A test that runs the CLI in-process configures logging onto that test's captured stderr,
+    which pytest closes afterwards: later tests would log into a closed file."""
+    yield
+    structlog.reset_defaults()

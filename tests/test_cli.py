@@ -88,3 +88,22 @@ def test_doctor_names_what_to_fix_for_a_broken_production_setup(tmp_path: Path, 
     assert ok.returncode == 0, ok.stdout
     assert "✓ redis: Redis 7" in ok.stdout
     assert "! redis persistence: appendonly is off" in ok.stdout
+
+
+def test_doctor_names_half_configured_channels(tmp_path: Path) -> None:
+    result = relaybot(tmp_path, "doctor", SLACK_BOT_TOKEN="xoxb-1", TWILIO_ACCOUNT_SID="AC123")
+    assert result.returncode == 1
+    assert "✗ slack: SLACK_BOT_TOKEN is set but SLACK_SIGNING_SECRET is not" in result.stdout
+    assert "✗ twilio: only one of TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN is set" in result.stdout
+    fixed = relaybot(
+        tmp_path,
+        "doctor",
+        SLACK_BOT_TOKEN="xoxb-1",
+        SLACK_SIGNING_SECRET="s",
+        TWILIO_ACCOUNT_SID="AC123",
+        TWILIO_AUTH_TOKEN="t",
+    )
+    assert fixed.returncode == 0, fixed.stdout
+    started = fixed.stdout.split("relaybot run would start:")[1].splitlines()[0]
+    assert "slack" in started and "twilio" in started
+    assert "! twilio: no public base URL" in fixed.stdout

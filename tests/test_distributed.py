@@ -31,7 +31,11 @@ class Topology:
     def __init__(self, tmp_path: Path, redis_url: str, database_url: str) -> None:
         self.tmp = tmp_path
         bots = tmp_path / "bots"
-        write_bot(bots, limits={"messages_per_minute": 100_000, "messages_per_hour": 100_000})
+        write_bot(
+            bots,
+            limits={"messages_per_minute": 100_000, "messages_per_hour": 100_000},
+            knowledge={"enabled": False},  # offline replies echo the message, which these tests check
+        )
         self.env = relaybot_env(
             RELAYBOT_BUS="redis",
             REDIS_URL=redis_url,
@@ -254,7 +258,11 @@ async def test_a_dead_letter_can_be_listed_and_replayed_from_the_cli(
     write_bot(Path(topology.env["RELAYBOT_BOTS_DIR"]), name="sales")
     topology.serve()
     partial = topology.tmp / "worker-bots"
-    write_bot(partial, limits={"messages_per_minute": 100_000, "messages_per_hour": 100_000})
+    write_bot(
+        partial,
+        limits={"messages_per_minute": 100_000, "messages_per_hour": 100_000},
+        knowledge={"enabled": False},  # offline replies echo the message, which these tests check
+    )
     broken = topology.worker(RELAYBOT_BOTS_DIR=str(partial))
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {API_KEY}"}) as http:
         body = {

@@ -144,7 +144,8 @@ async def test_a_retry_after_longer_than_the_user_should_wait_moves_on_at_once(
     async with chain_factory(llm_settings(tmp_path, openai_fake, anthropic_fake)) as factory:
         started = time.monotonic()
         result = await factory.for_bot(bot()).run(ask(), user_key="u1")
-    assert time.monotonic() - started < 1.0  # not the 30 s it asked for
+    # It moved on rather than sleeping the 30 s asked for (the bound is loose: a busy machine is slow, not 30 s slow).
+    assert time.monotonic() - started < 15
     assert (result.model, result.fallback_used) == ("gpt-4o-mini", True)
     assert openai_fake.count("gpt-4o") == 1
 

@@ -61,6 +61,11 @@ async def test_an_envelope_becomes_one_reply_through_its_own_channel(tmp_path: P
         assert turns[0]["channel"] == "api" and turns[0]["provider"] == "offline"
         assert turns[0]["tokens_in"] > 0 and turns[0]["tokens_out"] > 0
         assert turns[0]["session_id"] == "support:api:conv-1"
+        # The entry is acknowledged once the turn's follow-up work (remembering facts) is done too.
+        for _ in range(100):
+            if await runtime.bus.pending() == 0:
+                break
+            await asyncio.sleep(0.05)
         assert await runtime.bus.pending() == 0
         record = await runtime.records.get(reply.id)
         assert record is not None and record.status == "sent" and record.attempts == 1

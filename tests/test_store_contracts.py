@@ -22,7 +22,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from core.errors import ConfigError, StoreError
-from core.stores.base import HistoryStore, Session, SessionStore, StoredMessage
+from core.stores.base import HistoryStore, Session, SessionStore, StoredMessage, Summary, UserFact
 from core.stores.memory import MemoryHistoryStore, MemorySessionStore
 from core.stores.redis import RedisSessionStore
 from core.stores.sql import Base, SqlHistoryStore
@@ -437,6 +437,89 @@ async def test_history_concurrent_appends_get_distinct_seqs(history: HistoryStor
     stored = await history.recent("s1", 20)
     assert [m.seq for m in stored] == [1, 2, 3, 4, 5]
     assert sorted(m.content for m in stored) == sorted(m.content for m in make_messages(5))
+
+
+# User facts and session summaries (memory) live beside the transcript, on every history backend.
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def fact(key: str, value: str, *, minutes: int = 0, source: str = "") -> UserFact:
+    return UserFact(
+        key=key, value=value, source=source or f"my {key} is {value}", updated_at=T0 + timedelta(minutes=minutes)
+    )
+
+
+async def test_facts_round_trip_per_bot_and_user_sorted_by_key(history: HistoryStore) -> None:
+    local = datetime(2025, 3, 1, 14, 0, tzinfo=CEST)
+    await history.remember(
+        bot="support",
+        user_id="slack:U1",
+        facts=[
+            fact("plan", "Pro"),
+            UserFact(key="name", value="Alice Ünïcode", source="My name is Alice Ünïcode", updated_at=local),
+        ],
+    )
+    await history.remember(bot="support", user_id="slack:U2", facts=[fact("name", "Bob")])
+    await history.remember(bot="sales", user_id="slack:U1", facts=[fact("name", "Not Alice")])
+
+    stored = await history.facts("support", "slack:U1")
+
+    assert [(f.key, f.value, f.source) for f in stored] == [
+        ("name", "Alice Ünïcode", "My name is Alice Ünïcode"),
+        ("plan", "Pro", "my plan is Pro"),
+    ]
+    assert stored[0].updated_at == datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+    assert all(f.updated_at.utcoffset() == timedelta(0) for f in stored)
+    assert [f.value for f in await history.facts("support", "slack:U2")] == ["Bob"]
+    assert await history.facts("support", "slack:U9") == []
+
+
+async def test_a_later_fact_replaces_an_earlier_one_and_never_the_reverse(history: HistoryStore) -> None:
+    await history.remember(bot="support", user_id="u", facts=[fact("plan", "Basic", minutes=1)])
+    await history.remember(bot="support", user_id="u", facts=[fact("plan", "Pro", minutes=5)])
+    # A late extraction of an older message (a retry, a slow worker) must not undo the correction.
+    await history.remember(bot="support", user_id="u", facts=[fact("plan", "Basic", minutes=3)])
+    # Within one batch the newest statement of a key wins too.
+    await history.remember(
+        bot="support", user_id="u", facts=[fact("location", "Tokyo", minutes=8), fact("location", "Osaka", minutes=7)]
+    )
+
+    stored = {f.key: f for f in await history.facts("support", "u")}
+
+    assert stored["plan"].value == "Pro" and stored["plan"].source == "my plan is Pro"
+    assert stored["plan"].updated_at == T0 + timedelta(minutes=5)
+    assert stored["location"].value == "Tokyo"
+
+
+async def test_forget_one_key_or_everything_of_one_user(history: HistoryStore) -> None:
+    for user in ("u", "other"):
+        await history.remember(bot="support", user_id=user, facts=[fact("name", "A"), fact("email", "a@example.com")])
+
+    assert await history.forget("support", "u", ["email", "phone"]) == 1
+    assert [f.key for f in await history.facts("support", "u")] == ["name"]
+    assert await history.forget("support", "u", []) == 0
+    assert await history.forget("support", "u") == 1
+    assert await history.facts("support", "u") == []
+    assert await history.forget("support", "u") == 0
+    assert [f.key for f in await history.facts("support", "other")] == ["email", "name"]
+
+
+async def test_summary_is_kept_per_session_and_only_moves_forward(history: HistoryStore) -> None:
+    assert await history.summary("s1") is None
+
+    assert await history.save_summary("s1", Summary(text="first ✓", through_seq=10, updated_at=T0)) is True
+    assert await history.save_summary("s1", Summary(text="further", through_seq=14, updated_at=T0)) is True
+    # Two workers folding at once: the one that covers less loses, whichever finishes last.
+    assert await history.save_summary("s1", Summary(text="stale", through_seq=12, updated_at=T0)) is False
+    assert await history.save_summary("s1", Summary(text="same", through_seq=14, updated_at=T0)) is False
+    await history.save_summary("s2", Summary(text="other session", through_seq=2, updated_at=T0))
+
+    stored = await history.summary("s1")
+    assert stored is not None
+    assert (stored.text, stored.through_seq, stored.updated_at) == ("further", 14, T0)
+    other = await history.summary("s2")
+    assert other is not None and other.text == "other session"
 
 
 # SQL only: reopening, the query plan, URLs, and errors.

@@ -129,7 +129,7 @@ async def test_a_retried_split_reply_resumes_after_the_parts_already_sent(regist
     posted: list[str] = []
     fail_on = {"part 2"}
 
-    async def post(text: str) -> str:
+    async def post(index: int, text: str) -> str:
         if text in fail_on:
             fail_on.discard(text)
             raise DeliveryError("429", retryable=True, retry_after=1)

@@ -302,11 +302,16 @@ async def test_readyz_reports_an_unreachable_redis(tmp_path: Path, http: aiohttp
 async def test_metrics_count_turns_deliveries_and_the_backlog(
     app: tuple[Runtime, str], http: aiohttp.ClientSession
 ) -> None:
-    _, base = app
+    runtime, base = app
     async with http.ws_connect(f"{base}/ws") as ws:
         await ws.receive_json()
         await ws.send_json({"type": "message", "id": "m", "text": "count me"})
         await frames_until_reply(ws)
+    # The bus entry is acknowledged once the turn's follow-up (remembering facts) is done too.
+    for _ in range(100):
+        if await runtime.bus.pending() == 0:
+            break
+        await asyncio.sleep(0.05)
     async with http.get(f"{base}/metrics") as response:
         assert response.status == 200
         assert response.content_type == "text/plain"

@@ -11,7 +11,8 @@
  *   client → {type:"message", id, text}                 id: client-generated, re-sent unchanged until acked
  *   server → {type:"ack", id, duplicate?}
  *   server → {type:"delta", reply_to, text}             streamed text, appended to a live bubble
- *   server → {type:"reply", reply_to, seq, text}        final Markdown; replaces the live bubble
+ *   server → {type:"reply", reply_to, seq, text, sources?}  final Markdown; replaces the live bubble;
+ *                                                       sources (knowledge passages) are listed under it
  *   server → {type:"error", code, message, id?}
  *
  * Safety: message text only ever reaches the DOM through textContent / text nodes built by the small
@@ -323,6 +324,7 @@
     ".msg[data-state=pending] .bubble{opacity:.75}.msg[data-state=streaming] .bubble{white-space:pre-wrap}",
     ".msg[data-state=pending]::after{content:'Sending\\2026';font-size:12px;color:#475569;margin-top:3px}",
     ".msg[data-state=failed]::after{content:'Not delivered';font-size:12px;color:#b91c1c;margin-top:3px}",
+    ".bubble .sources{font-size:12px;color:#475569}",
     ".bubble>*{margin:0}.bubble>*+*{margin-top:8px}.bubble ul,.bubble ol{padding-left:22px}.bubble li+li{margin-top:2px}",
     ".bubble code{font:13px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;background:rgba(15,23,42,.07);padding:1px 5px;border-radius:5px}",
     ".bubble pre{padding:10px 12px;background:#0f172a;color:#e2e8f0;border-radius:10px;overflow-x:auto}",
@@ -430,14 +432,18 @@
     if (stick) log.scrollTop = log.scrollHeight;
   }
 
-  function messageNode(role, text, stateAttr) {
+  function messageNode(role, text, stateAttr, sources) {
     const bubble = el("div", { class: "bubble" });
     renderMarkdown(text, bubble);
+    // Sources the answer was given; skipped when the text already lists them (the offline answers do).
+    if (Array.isArray(sources) && sources.length && text.indexOf("Sources: ") === -1) {
+      bubble.append(el("p", { class: "sources", "data-testid": "rb-sources", text: "Sources: " + sources.join(" · ") }));
+    }
     return el("div", { class: "msg " + role, "data-testid": "rb-msg", "data-role": role, "data-state": stateAttr || null }, bubble);
   }
 
   function addEntry(entry, stateAttr, force) {
-    const node = messageNode(entry.r, entry.t, stateAttr);
+    const node = messageNode(entry.r, entry.t, stateAttr, entry.src);
     if (entry.r === "user" && entry.id) userBubbles.set(entry.id, node);
     appendToLog(node, force);
     return node;
@@ -647,6 +653,8 @@
     }
     const id = typeof f.reply_to === "string" ? f.reply_to : null;
     const entry = { r: "bot", t: f.text, re: id, s: typeof f.seq === "number" ? f.seq : null };
+    const sources = Array.isArray(f.sources) ? f.sources.filter(function (x) { return typeof x === "string"; }) : [];
+    if (sources.length) entry.src = sources;
     if (id) {
       stopWaiting(id);
       settle(id, null); // a reply implies the message arrived, even if its ack was lost
@@ -654,7 +662,7 @@
     const bubble = id && live.get(id);
     if (bubble) {
       live.delete(id);
-      const fresh = messageNode("bot", f.text, null);
+      const fresh = messageNode("bot", f.text, null, entry.src);
       const stick = nearBottom();
       bubble.node.replaceWith(fresh);
       if (stick) log.scrollTop = log.scrollHeight;

@@ -1,16 +1,40 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
+from core.knowledge.passage import Passage
 from core.tokens import estimate_tokens
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolSpec:
+    """A tool the model may call: its name, what it does, and its arguments as a JSON schema."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolCall:
+    """The model asking for one tool run; `id` pairs it with its result in the next request."""
+
+    id: str
+    name: str
+    arguments: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
-    role: Literal["system", "user", "assistant"]
+    """One message of the context. Function calling adds two shapes: an assistant message that
+    carries `tool_calls`, and a `tool` message with the result of one call (`tool_call_id`)."""
+
+    role: Literal["system", "user", "assistant", "tool"]
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -19,6 +43,14 @@ class LLMRequest:
     model: str | None = None
     max_tokens: int = 1024
     temperature: float = 0.3
+    #: tools the model may call; empty: a plain chat request
+    tools: tuple[ToolSpec, ...] = ()
+    #: "none": the tools stay declared (a context holding tool calls needs them) but the model must answer
+    tool_choice: Literal["auto", "none"] = "auto"
+    #: the knowledge passages in the context (numbered as there); None: no knowledge was searched
+    passages: tuple[Passage, ...] | None = None
+    #: structured output: a JSON Schema the answer must follow (OpenAI-style `response_format`); None: free text
+    json_schema: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +72,8 @@ class StreamChunk:
 
     text: str = ""
     usage: Usage | None = None
+    #: on the last chunk, when the model stopped to call tools instead of (or after) answering
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 class LLMProvider(Protocol):

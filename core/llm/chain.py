@@ -15,11 +15,17 @@ Rules, each for a reason:
 - A step whose circuit breaker is open is skipped without a request. Breaker and cache stores
   failing (Redis down) never fail the turn: the chain carries on without them.
 - Every step failed, or the budget ran out: the bot's static message.
+- Function calling (`run_with_tools`): a step may answer with tool calls instead of text; the
+  tools run and the chain is asked again with their results, for at most `max_rounds` rounds, each
+  round a full chain run (so a provider failing mid-loop falls back like any other). The last
+  round forbids further calls so the model must answer. Requests with tools are never cached: the
+  tools may act (a ticket, a handoff), and a cached answer would skip that.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -28,14 +34,25 @@ import structlog
 
 from core.bots import DEFAULT_STATIC_FALLBACK, BotConfig, Models
 from core.errors import ProviderBadResponse, ProviderError, ProviderRejected, ProviderTimeout, StoreError
-from core.llm.base import LLMProvider, LLMRequest, StreamChunk, Usage, estimated_usage
+from core.llm.base import ChatMessage, LLMProvider, LLMRequest, StreamChunk, ToolCall, Usage, estimated_usage
 from core.llm.breaker import BreakerPolicy, CircuitBreaker
 from core.llm.cache import SHARED_SCOPE, CachedAnswer, ResponseCache, cache_key
 from core.llm.result import NO_USAGE, Attempt, ChainResult, add_usage
 
-__all__ = ["DEFAULT_INTERRUPTED_NOTICE", "Chain", "ChainPolicy", "ChainSource", "DeltaSink", "Step", "StepPolicy"]
+__all__ = [
+    "DEFAULT_INTERRUPTED_NOTICE",
+    "Chain",
+    "ChainPolicy",
+    "ChainSource",
+    "DeltaSink",
+    "Step",
+    "StepPolicy",
+    "ToolRunner",
+]
 
 DeltaSink = Callable[[str], Awaitable[None]]
+#: runs one tool call and gives the text the model sees as its result; never raises
+ToolRunner = Callable[[ToolCall], Awaitable[str]]
 #: how the generate stage finds a bot's chain (`ChainFactory.for_bot`)
 ChainSource = Callable[[BotConfig], "Chain"]
 
@@ -79,6 +96,7 @@ class _AttemptRun:
     text: str = ""
     shown: bool = False
     usage: Usage | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
     first_token_at: float | None = None
     error: ProviderError | None = None
 
@@ -140,7 +158,12 @@ class Chain:
         for index, step in enumerate(self.steps):
             result = await self._run_step(index, step, request, on_delta, run)
             if result is not None:
-                if key is not None and result.outcome == "answered" and result.provider is not None:
+                if (
+                    key is not None
+                    and result.outcome == "answered"
+                    and result.provider is not None
+                    and not result.tool_calls
+                ):
                     await self._cache_put(key, result)
                 return result
             if loop.time() >= run.budget_end:
@@ -240,6 +263,7 @@ class Chain:
             latency_ms=(loop.time() - run.started) * 1000,
             ttft_ms=(attempt.first_token_at - run.started) * 1000 if attempt.first_token_at else None,
             error=None if answered or attempt.error is None else _describe(attempt.error),
+            tool_calls=attempt.tool_calls if answered else (),
         )
 
     async def _attempt(
@@ -269,6 +293,8 @@ class Chain:
                         run.shown = True
                 if chunk.usage is not None:
                     run.usage = chunk.usage
+                if chunk.tool_calls:
+                    run.tool_calls = chunk.tool_calls
         except ProviderError as exc:
             run.error = exc
         finally:
@@ -278,7 +304,7 @@ class Chain:
         run.text = "".join(parts)
         if run.error is None:
             run.text = run.text.strip()
-            if not run.text:
+            if not run.text and not run.tool_calls:
                 run.error = ProviderBadResponse(f"{step.label} gave an empty answer", provider=step.provider.name)
             elif run.usage is None:
                 run.usage = estimated_usage(request, run.text)
@@ -302,6 +328,60 @@ class Chain:
                 detail=str(run.error),
             )
         return run
+
+    async def run_with_tools(
+        self,
+        request: LLMRequest,
+        *,
+        run_tool: ToolRunner,
+        max_rounds: int = 3,
+        on_delta: DeltaSink | None = None,
+        user_key: str,
+    ) -> ChainResult:
+        """Like `run`, but tool calls are run (through `run_tool`) and the model asked again.
+
+        Text of every round reaches `on_delta` and the reply, rounds apart by a blank line. The
+        result sums the usage and latency of every round and lists every attempt.
+        """
+        if not request.tools:
+            return await self.run(request, on_delta=on_delta, user_key=user_key)
+        messages = list(request.messages)
+        results: list[ChainResult] = []
+        texts: list[str] = []
+        tools_run = 0
+        sink = _RoundSink(on_delta) if on_delta is not None else None
+        for round_no in range(max_rounds + 1):
+            last = round_no == max_rounds
+            this = dataclasses.replace(request, messages=tuple(messages), tool_choice="none" if last else "auto")
+            if sink is not None:
+                sink.new_round()
+            result = await self.run(this, on_delta=sink, user_key=user_key)
+            results.append(result)
+            if result.text:
+                texts.append(result.text)
+            if result.outcome != "answered" or not result.tool_calls or last:
+                break
+            messages.append(ChatMessage("assistant", result.text, tool_calls=result.tool_calls))
+            for call in result.tool_calls:
+                messages.append(ChatMessage("tool", await run_tool(call), tool_call_id=call.id))
+                tools_run += 1
+        final = results[-1]
+        usage = NO_USAGE
+        for r in results:
+            usage = add_usage(usage, r.usage)
+        return ChainResult(
+            text="\n\n".join(texts) if texts else self._static,
+            outcome=final.outcome if texts else "static",
+            fallback_used=any(r.fallback_used for r in results) or not texts,
+            provider=final.provider,
+            model=final.model,
+            attempts=tuple(a for r in results for a in r.attempts),
+            usage=usage,
+            latency_ms=sum(r.latency_ms for r in results),
+            ttft_ms=next((r.ttft_ms for r in results if r.ttft_ms is not None), None),
+            error=final.error,
+            tools_run=tools_run,
+        )
 
     def _deadline(self, start: float, seconds: float, budget_end: float) -> tuple[float, str]:
         """The step's own deadline, or the chain's budget if that ends first; and which it is."""
@@ -358,7 +438,7 @@ class Chain:
             await self._log.awarning("llm_breaker_unavailable", step=step.label, error=str(exc))
 
     def _cache_key(self, request: LLMRequest, user_key: str) -> str | None:
-        if self._cache is None:
+        if self._cache is None or request.tools:
             return None
         scope = SHARED_SCOPE if self.policy.cache_shared else f"user:{user_key}"
         return cache_key(bot=self._bot, scope=scope, steps=[s.label for s in self.steps], request=request)
@@ -378,6 +458,25 @@ class Chain:
             await self._cache.put(key, answer, ttl_seconds=self.policy.cache_ttl)
         except StoreError as exc:
             await self._log.awarning("llm_cache_unavailable", error=str(exc))
+
+
+class _RoundSink:
+    """Passes deltas on, with a blank line before the first delta of a round after shown text."""
+
+    def __init__(self, sink: DeltaSink) -> None:
+        self._sink = sink
+        self._shown = False
+        self._round_started = False
+
+    def new_round(self) -> None:
+        self._round_started = False
+
+    async def __call__(self, text: str) -> None:
+        if not self._round_started and self._shown:
+            text = f"\n\n{text}"
+        self._round_started = True
+        self._shown = True
+        await self._sink(text)
 
 
 def _describe(error: ProviderError) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from core.llm.base import Usage
+from core.llm.base import ToolCall, Usage
 
 AttemptOutcome = Literal["ok", "failed", "interrupted", "skipped"]
 ChainOutcome = Literal["answered", "interrupted", "static", "cached"]
@@ -67,6 +67,10 @@ class ChainResult:
     latency_ms: float
     ttft_ms: float | None = None
     error: str | None = None
+    #: the model stopped to call these tools (run them and ask again: `Chain.run_with_tools`)
+    tool_calls: tuple[ToolCall, ...] = ()
+    #: how many tool calls ran on the way to this answer (`Chain.run_with_tools`)
+    tools_run: int = 0
 
     @property
     def cache_hit(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -17,7 +18,8 @@ Stage = Callable[[Turn], Awaitable[None]]
 
 class Pipeline:
     """`stages` build the answer and stop early once one calls `turn.answer`; `closing` stages
-    (save, log) run for every turn, including rate-limited and failed ones.
+    (save, log) run for every turn, including rate-limited and failed ones; `after` stages (fact
+    extraction, summaries) run once the reply is with the outbox (`follow_up`), off the user's wait.
     """
 
     def __init__(
@@ -25,16 +27,25 @@ class Pipeline:
         *,
         stages: Sequence[Stage],
         closing: Sequence[Stage],
+        after: Sequence[Stage] = (),
         logger: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
         self._stages = tuple(stages)
         self._closing = tuple(closing)
+        self._after = tuple(after)
         self._log = logger or structlog.get_logger("relaybot.pipeline")
 
     async def run(
         self, envelope: Envelope, bot: BotConfig, *, stream: DeltaSink | None = None, retryable: bool = False
     ) -> Reply:
-        """The reply to `envelope`.
+        """The reply to `envelope` (`run_turn` without the turn)."""
+        reply, _ = await self.run_turn(envelope, bot, stream=stream, retryable=retryable)
+        return reply
+
+    async def run_turn(
+        self, envelope: Envelope, bot: BotConfig, *, stream: DeltaSink | None = None, retryable: bool = False
+    ) -> tuple[Reply, Turn]:
+        """The reply to `envelope`, and the turn that produced it (for `follow_up`).
 
         With `retryable`, a StoreError (Redis or the database unreachable) is raised instead of
         answered: the message is safe on the bus and is retried once the store is back, rather
@@ -67,7 +78,33 @@ class Pipeline:
             except Exception as exc:
                 await self._log.aexception("turn_closing_stage_failed", error=str(exc))
                 turn.error = turn.error or f"{type(exc).__name__}: {exc}"
-        return self._reply(envelope, turn, bot)
+        return self._reply(envelope, turn, bot), turn
+
+    async def follow_up(self, turn: Turn) -> None:
+        """Run the `after` stages, side by side; call it once the reply is in the outbox.
+
+        Never raises: the reply is out, and a failure here (a model or database down) costs a fact
+        or a summary update, which the log records. Cancelled (shutdown past its grace), it logs
+        what was not done before giving way.
+        """
+        if not self._after:
+            return
+        try:
+            results = await asyncio.gather(*(stage(turn) for stage in self._after), return_exceptions=True)
+        except asyncio.CancelledError:
+            await self._log.awarning(
+                "turn_follow_up_cancelled", envelope_id=turn.envelope.id, session_id=turn.envelope.session_id
+            )
+            raise
+        for stage, result in zip(self._after, results, strict=True):
+            if isinstance(result, Exception):
+                await self._log.aerror(
+                    "turn_follow_up_failed",
+                    stage=type(stage).__name__,
+                    envelope_id=turn.envelope.id,
+                    error=f"{type(result).__name__}: {result}",
+                    exc_info=result,
+                )
 
     async def _degrade(self, turn: Turn, bot: BotConfig) -> None:
         await self._log.aexception("turn_stage_failed")
@@ -88,4 +125,8 @@ class Pipeline:
             dedupe_key=envelope.dedupe_key,
             text=turn.reply_text or bot.models.static_fallback,
             seq=turn.seq,
+            # Only for a real answer: a notice or the static fallback was not given the passages.
+            sources=tuple(f"[{n}] {p.label}" for n, p in enumerate(turn.passages or (), start=1))
+            if turn.reply_text and not turn.notice and turn.llm_outcome != "static"
+            else (),
         )

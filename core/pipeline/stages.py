@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import structlog
 
+from core.knowledge.context import format_passages
 from core.llm.base import ChatMessage, LLMProvider, LLMRequest
 from core.llm.chain import ChainSource
 from core.llm.factory import single_provider_chains
+from core.memory.context import memory_block
+from core.memory.summary import window
 from core.metrics import Metrics
 from core.pipeline.turn import Turn
 from core.ratelimit.base import RateLimiter, RateLimits
 from core.stores.base import HistoryStore, Session, SessionStore, StoredMessage
-from core.tokens import estimate_tokens
+
+if TYPE_CHECKING:
+    from core.handlers.llm_tools import LLMToolBinding
+
+#: the tools a turn offers the model (`LLMTools.for_turn`); None: none
+ToolsFor = Callable[[Turn], "LLMToolBinding | None"]
 
 
 def describe_wait(seconds: float) -> str:
@@ -104,22 +115,11 @@ class HistoryWindowStage:
         self._sessions = sessions
 
     async def __call__(self, turn: Turn) -> None:
-        window = turn.bot.history
-        if window.max_messages == 0:
+        limits = turn.bot.history
+        if limits.max_messages == 0:
             return
-        recent = await self._sessions.recent(turn.envelope.session_id, window.max_messages)
-        kept: list[StoredMessage] = []
-        budget = window.token_budget
-        for message in reversed(recent):
-            if message.is_notice or message.role == "system":
-                continue
-            cost = estimate_tokens(message.content)
-            if cost > budget:
-                break
-            budget -= cost
-            kept.append(message)
-        kept.reverse()
-        turn.history = kept
+        recent = await self._sessions.recent(turn.envelope.session_id, limits.max_messages)
+        turn.history = window(recent, max_messages=limits.max_messages, token_budget=limits.token_budget)
 
 
 class AssembleContextStage:
@@ -137,6 +137,11 @@ class AssembleContextStage:
             user_context.insert(0, f"- Name: {env.user_name}")
         system = turn.bot.system_prompt.strip()
         system = f"{system}\n\nAbout the user you are talking to:\n" + "\n".join(user_context)
+        system += memory_block(turn.facts, turn.summary)
+        if turn.passages is not None:
+            system = f"{system}\n\n{format_passages(turn.passages)}"
+        if turn.handler_notes:
+            system = f"{system}\n\nFor this message:\n" + "\n".join(turn.handler_notes)
         turn.context = [
             ChatMessage("system", system),
             *(ChatMessage(m.role, m.content) for m in turn.history if m.role in ("user", "assistant")),
@@ -148,10 +153,17 @@ class GenerateStage:
     """Run the bot's LLM chain, streaming deltas to the channel when it can show them.
 
     `chain_for` gives each bot its chain (`ChainFactory.for_bot`). A bare `provider` runs as a
-    one-step chain in front of the bot's static message (embedding, tests).
+    one-step chain in front of the bot's static message (embedding, tests). `tools_for` gives the
+    tools a turn offers the model (function calling; the chain runs them and asks again).
     """
 
-    def __init__(self, provider: LLMProvider | None = None, *, chain_for: ChainSource | None = None) -> None:
+    def __init__(
+        self,
+        provider: LLMProvider | None = None,
+        *,
+        chain_for: ChainSource | None = None,
+        tools_for: ToolsFor | None = None,
+    ) -> None:
         if chain_for is None:
             if provider is None:
                 raise TypeError("GenerateStage needs a provider or chain_for")
@@ -160,18 +172,37 @@ class GenerateStage:
             raise TypeError("GenerateStage takes a provider or chain_for, not both")
         # The chain logs its attempts, interruptions and exhaustion itself (logger relaybot.llm).
         self._chain_for = chain_for
+        self._tools_for = tools_for
 
     async def __call__(self, turn: Turn) -> None:
         models = turn.bot.models
-        request = LLMRequest(messages=tuple(turn.context), max_tokens=models.max_tokens, temperature=models.temperature)
-        result = await self._chain_for(turn.bot).run(request, on_delta=turn.stream, user_key=turn.envelope.user_id)
+        request = LLMRequest(
+            messages=tuple(turn.context),
+            max_tokens=models.max_tokens,
+            temperature=models.temperature,
+            passages=tuple(turn.passages) if turn.passages is not None else None,
+        )
+        chain = self._chain_for(turn.bot)
+        tools = self._tools_for(turn) if self._tools_for is not None else None
+        if tools is None:
+            result = await chain.run(request, on_delta=turn.stream, user_key=turn.envelope.user_id)
+        else:
+            result = await chain.run_with_tools(
+                dataclasses.replace(request, tools=tools.specs),
+                run_tool=tools.run,
+                max_rounds=tools.max_rounds,
+                on_delta=turn.stream,
+                user_key=turn.envelope.user_id,
+            )
         turn.provider, turn.model = result.provider, result.model
         turn.fallback_used = result.fallback_used
         turn.attempts = result.attempts
         turn.ttft_ms = result.ttft_ms
         turn.cache_hit = result.cache_hit
         turn.llm_outcome = result.outcome
-        turn.tokens_in, turn.tokens_out = result.usage.tokens_in, result.usage.tokens_out
+        # Added, not set: an LLM intent classification earlier in the turn spent tokens too.
+        turn.tokens_in += result.usage.tokens_in
+        turn.tokens_out += result.usage.tokens_out
         turn.tokens_estimated = result.usage.estimated
         if result.error is not None:
             turn.error = result.error
@@ -220,6 +251,11 @@ class LogTurnStage:
             channel=env.channel,
             envelope_id=env.id,
             intent=turn.intent,
+            intent_confidence=turn.intent_confidence,
+            intent_method=turn.intent_method,
+            intent_candidate=turn.intent_candidate,
+            handler=turn.handler,
+            tool_calls=turn.tool_calls,
             model=turn.model,
             provider=turn.provider,
             fallback_used=turn.fallback_used,

@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 
 from core.bots import BotConfig
 from core.envelope import Envelope
+from core.knowledge.passage import Passage
 from core.llm.base import ChatMessage
 from core.llm.result import Attempt
-from core.stores.base import Session, StoredMessage
+from core.stores.base import Session, StoredMessage, Summary, UserFact
 
 DeltaSink = Callable[[str], Awaitable[None]]
 
@@ -26,7 +27,24 @@ class Turn:
     session_created: bool = False
     history: list[StoredMessage] = field(default_factory=list)
     context: list[ChatMessage] = field(default_factory=list)
+    #: what the user told the bot about themselves, and the summary of messages older than `history`
+    facts: list[UserFact] = field(default_factory=list)
+    summary: Summary | None = None
     intent: str | None = None
+    #: the classifier's score for `intent` (None: not classified); how it was chosen: local | llm | flow
+    intent_confidence: float | None = None
+    intent_method: str | None = None
+    #: below the threshold: the intent that scored best before the default was chosen
+    intent_candidate: str | None = None
+    #: the handler that ran (answered, or fell through to the LLM), and every tool call of the turn
+    handler: str | None = None
+    tool_calls: list[dict[str, object]] = field(default_factory=list)
+    #: what a handler that fell through tells the model (order details, the flow's state)
+    handler_notes: list[str] = field(default_factory=list)
+    #: the knowledge set to search (an intent may name one); None: the bot's default set
+    knowledge_set: str | None = None
+    #: retrieved knowledge, best first; None: no knowledge was searched, []: nothing relevant was found
+    passages: list[Passage] | None = None
 
     reply_text: str | None = None
     notice: str | None = None

@@ -2,7 +2,8 @@
 
 `SessionStore` holds active conversations (fields + a window of recent messages) with a TTL that
 is extended on every access: memory when embedded, Redis in production. `HistoryStore` is the
-durable, append-only transcript (SQL). Both are append-only per turn: the cost of a turn never
+durable, append-only transcript (SQL), plus what memory keeps beside it: facts per user and a
+running summary per session. Both are append-only per turn: the cost of a turn never
 grows with the length of the conversation.
 """
 
@@ -57,6 +58,30 @@ class StoredMessage:
             seq=data.get("seq"),
             meta=dict(data.get("meta") or {}),
         )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserFact:
+    """Something a user said about themselves ("plan" = "Pro"), kept per bot and user.
+
+    `source` is the message it came from and `updated_at` when that message was sent: a fact
+    replaces a stored one of the same key only if it is not older, so a late extraction of an
+    earlier message can never undo a later correction.
+    """
+
+    key: str
+    value: str
+    source: str = ""
+    updated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Summary:
+    """The running summary of a session's older messages: every message up to `through_seq`."""
+
+    text: str
+    through_seq: int
+    updated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 @dataclass(slots=True, kw_only=True)
@@ -119,6 +144,27 @@ class HistoryStore(Protocol):
 
     async def after(self, session_id: str, seq: int, *, role: Role | None = None) -> list[StoredMessage]:
         """Messages with a sequence number above `seq`, oldest first, optionally of one role."""
+        ...
+
+    async def remember(self, *, bot: str, user_id: str, facts: Sequence[UserFact]) -> None:
+        """Store facts about a user; each replaces the stored fact of its key unless that one is newer."""
+        ...
+
+    async def facts(self, bot: str, user_id: str) -> list[UserFact]:
+        """Everything remembered about a user of a bot, by key."""
+        ...
+
+    async def forget(self, bot: str, user_id: str, keys: Sequence[str] | None = None) -> int:
+        """Forget the facts of `keys` (None: all of them); returns how many were forgotten."""
+        ...
+
+    async def summary(self, session_id: str) -> Summary | None:
+        """The session's running summary, or None before its first fold."""
+        ...
+
+    async def save_summary(self, session_id: str, summary: Summary) -> bool:
+        """Store a summary unless the stored one already covers as much (two workers folding at
+        once keep the further one); True if it was stored."""
         ...
 
     async def ping(self) -> None:

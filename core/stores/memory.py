@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from core.errors import StoreError
-from core.stores.base import Role, Session, StoredMessage
+from core.stores.base import Role, Session, StoredMessage, Summary, UserFact
 
 __all__ = ["MemoryHistoryStore", "MemorySessionStore"]
 
@@ -115,6 +115,8 @@ class MemoryHistoryStore:
 
     def __init__(self) -> None:
         self._messages: dict[str, list[StoredMessage]] = {}
+        self._facts: dict[tuple[str, str], dict[str, UserFact]] = {}
+        self._summaries: dict[str, Summary] = {}
 
     async def append(
         self, *, session_id: str, bot: str, channel: str, user_id: str, messages: Sequence[StoredMessage]
@@ -136,6 +138,35 @@ class MemoryHistoryStore:
         # Positions are seq - 1, so slicing skips the earlier messages without scanning them.
         tail = self._messages.get(session_id, [])[max(seq, 0) :]
         return [_copy_message(m) for m in tail if role is None or m.role == role]
+
+    async def remember(self, *, bot: str, user_id: str, facts: Sequence[UserFact]) -> None:
+        known = self._facts.setdefault((bot, user_id), {})
+        for fact in facts:
+            fact = replace(fact, updated_at=_as_utc(fact.updated_at))
+            stored = known.get(fact.key)
+            if stored is None or stored.updated_at <= fact.updated_at:
+                known[fact.key] = fact
+
+    async def facts(self, bot: str, user_id: str) -> list[UserFact]:
+        known = self._facts.get((bot, user_id), {})
+        return [known[key] for key in sorted(known)]
+
+    async def forget(self, bot: str, user_id: str, keys: Sequence[str] | None = None) -> int:
+        known = self._facts.get((bot, user_id), {})
+        doomed = list(known) if keys is None else [key for key in keys if key in known]
+        for key in doomed:
+            del known[key]
+        return len(doomed)
+
+    async def summary(self, session_id: str) -> Summary | None:
+        return self._summaries.get(session_id)
+
+    async def save_summary(self, session_id: str, summary: Summary) -> bool:
+        stored = self._summaries.get(session_id)
+        if stored is not None and stored.through_seq >= summary.through_seq:
+            return False
+        self._summaries[session_id] = replace(summary, updated_at=_as_utc(summary.updated_at))
+        return True
 
     async def ping(self) -> None:
         return None

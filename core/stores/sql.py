@@ -2,6 +2,8 @@
 
 Each message is one row keyed by (session_id, seq). A turn inserts only its new rows, and every
 read walks the (session_id, seq) index from one end, so neither grows with the conversation.
+Memory keeps two small tables beside it: `user_facts` (one row per bot, user and key, replaced in
+place) and `session_summaries` (one row per session); both are written with one upsert statement.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, String, Text, UniqueConstraint, event, select
+from sqlalchemy import JSON, BigInteger, DateTime, Integer, String, Text, UniqueConstraint, delete, event, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
@@ -21,9 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from core.errors import ConfigError, StoreError
-from core.stores.base import Role, StoredMessage
+from core.stores.base import Role, StoredMessage, Summary, UserFact
 
-__all__ = ["Base", "MessageRecord", "SqlHistoryStore"]
+__all__ = ["Base", "FactRecord", "MessageRecord", "SqlHistoryStore", "SummaryRecord"]
 
 # Concurrent writers to one session are serialized by the conversation lock upstream; retries only
 # cover the rare writer that slips past it (e.g. a lock that expired). Each failed try means some
@@ -64,6 +67,34 @@ class MessageRecord(Base):
     ref: Mapped[str | None] = mapped_column(String())
     meta: Mapped[dict[str, str]] = mapped_column(JSON().with_variant(JSONB(), "postgresql"), default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class FactRecord(Base):
+    """What a user told a bot about themselves: one row per (bot, user, key), replaced in place."""
+
+    __tablename__ = "user_facts"
+    __table_args__ = (UniqueConstraint("bot", "user_id", "key", name="uq_user_facts_bot_user_key"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    bot: Mapped[str] = mapped_column(String())
+    user_id: Mapped[str] = mapped_column(String())
+    key: Mapped[str] = mapped_column(String(64))
+    value: Mapped[str] = mapped_column(Text())
+    source: Mapped[str] = mapped_column(Text())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class SummaryRecord(Base):
+    """A session's running summary of the messages that left its history window."""
+
+    __tablename__ = "session_summaries"
+
+    session_id: Mapped[str] = mapped_column(String(), primary_key=True)
+    text: Mapped[str] = mapped_column(Text())
+    through_seq: Mapped[int] = mapped_column(Integer())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 def _utc(value: datetime) -> datetime:
@@ -248,6 +279,114 @@ class SqlHistoryStore:
         except _DB_ERRORS as exc:
             raise self._failure("reading messages", exc) from exc
         return [_to_message(row) for row in rows]
+
+    def _upsert(self) -> Any:
+        # Both backends speak INSERT ... ON CONFLICT DO UPDATE ... WHERE: one statement, no read-then-write race.
+        return postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
+
+    async def _write(self, statement: Any) -> int:
+        async def run() -> int:
+            async with self._sessions.begin() as db:
+                result = await db.execute(statement)
+            return int(getattr(result, "rowcount", 0) or 0)
+
+        if self._write_lock is None:
+            return await run()
+        async with self._write_lock:
+            return await run()
+
+    async def remember(self, *, bot: str, user_id: str, facts: Sequence[UserFact]) -> None:
+        if not facts:
+            return
+        # One row per key: if a batch names a key twice, the newest wins before the database sees it.
+        latest: dict[str, UserFact] = {}
+        for fact in facts:
+            if fact.key not in latest or latest[fact.key].updated_at <= fact.updated_at:
+                latest[fact.key] = fact
+        insert = self._upsert()
+        table = FactRecord.__table__
+        statement = insert(table).values(
+            [
+                {
+                    "bot": bot,
+                    "user_id": user_id,
+                    "key": f.key,
+                    "value": f.value,
+                    "source": f.source,
+                    "updated_at": _utc(f.updated_at),
+                }
+                for f in latest.values()
+            ]
+        )
+        statement = statement.on_conflict_do_update(
+            index_elements=[table.c.bot, table.c.user_id, table.c.key],
+            set_={
+                "value": statement.excluded.value,
+                "source": statement.excluded.source,
+                "updated_at": statement.excluded.updated_at,
+            },
+            # A late extraction of an older message must not undo a newer statement.
+            where=table.c.updated_at <= statement.excluded.updated_at,
+        )
+        try:
+            await self._write(statement)
+        except _DB_ERRORS as exc:
+            raise self._failure("storing user facts", exc) from exc
+
+    async def facts(self, bot: str, user_id: str) -> list[UserFact]:
+        query = select(FactRecord).where(FactRecord.bot == bot, FactRecord.user_id == user_id).order_by(FactRecord.key)
+        try:
+            async with self._sessions() as db:
+                rows = (await db.scalars(query)).all()
+        except _DB_ERRORS as exc:
+            raise self._failure("reading user facts", exc) from exc
+        return [
+            UserFact(key=row.key, value=row.value, source=row.source, updated_at=_utc(row.updated_at)) for row in rows
+        ]
+
+    async def forget(self, bot: str, user_id: str, keys: Sequence[str] | None = None) -> int:
+        statement = delete(FactRecord).where(FactRecord.bot == bot, FactRecord.user_id == user_id)
+        if keys is not None:
+            if not keys:
+                return 0
+            statement = statement.where(FactRecord.key.in_(list(keys)))
+        try:
+            return await self._write(statement)
+        except _DB_ERRORS as exc:
+            raise self._failure("forgetting user facts", exc) from exc
+
+    async def summary(self, session_id: str) -> Summary | None:
+        try:
+            async with self._sessions() as db:
+                row = await db.get(SummaryRecord, session_id)
+        except _DB_ERRORS as exc:
+            raise self._failure("reading the session summary", exc) from exc
+        if row is None:
+            return None
+        return Summary(text=row.text, through_seq=row.through_seq, updated_at=_utc(row.updated_at))
+
+    async def save_summary(self, session_id: str, summary: Summary) -> bool:
+        insert = self._upsert()
+        table = SummaryRecord.__table__
+        statement = insert(table).values(
+            session_id=session_id,
+            text=summary.text,
+            through_seq=summary.through_seq,
+            updated_at=_utc(summary.updated_at),
+        )
+        statement = statement.on_conflict_do_update(
+            index_elements=[table.c.session_id],
+            set_={
+                "text": statement.excluded.text,
+                "through_seq": statement.excluded.through_seq,
+                "updated_at": statement.excluded.updated_at,
+            },
+            where=table.c.through_seq < statement.excluded.through_seq,
+        )
+        try:
+            return await self._write(statement) > 0
+        except _DB_ERRORS as exc:
+            raise self._failure("storing the session summary", exc) from exc
 
     async def ping(self) -> None:
         try:

@@ -18,7 +18,17 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.scripted import Answer, Behaviour, Cut, Malformed, ScriptedServer, StreamError, pieces
+from tests.fakes.scripted import (
+    Answer,
+    Behaviour,
+    Cut,
+    Malformed,
+    ScriptedServer,
+    StreamError,
+    ToolUse,
+    json_pieces,
+    pieces,
+)
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -70,9 +80,75 @@ class FakeAnthropic(ScriptedServer):
             "usage": {"input_tokens": answer.input_tokens, "output_tokens": out},
         }
 
+    def tool_body(self, body: dict[str, Any], tool_use: ToolUse) -> dict[str, Any]:
+        content: list[dict[str, Any]] = [{"type": "text", "text": tool_use.text}] if tool_use.text else []
+        content += [
+            {"type": "tool_use", "id": tool_use.call_id(i, "toolu"), "name": name, "input": arguments}
+            for i, (name, arguments) in enumerate(tool_use.calls)
+        ]
+        return {
+            "id": "msg_fake",
+            "type": "message",
+            "role": "assistant",
+            "model": body.get("model", "m"),
+            "content": content,
+            "stop_reason": "tool_use",
+            "stop_sequence": None,
+            "usage": {"input_tokens": tool_use.input_tokens, "output_tokens": 9},
+        }
+
+    async def _stream_tool_use(self, response: web.StreamResponse, body: dict[str, Any], behaviour: ToolUse) -> None:
+        start = {
+            "type": "message_start",
+            "message": {
+                "id": "msg_fake",
+                "type": "message",
+                "role": "assistant",
+                "model": body.get("model", "m"),
+                "content": [],
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": {"input_tokens": behaviour.input_tokens, "output_tokens": 1},
+            },
+        }
+        await self.write_event(response, start, "message_start")
+        index = 0
+        if behaviour.text:
+            block = {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+            await self.write_event(response, block, "content_block_start")
+            for word in pieces(behaviour.text):
+                delta = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": word}}
+                await self.write_event(response, delta, "content_block_delta")
+            await self.write_event(response, {"type": "content_block_stop", "index": 0}, "content_block_stop")
+            index = 1
+        for i, (name, arguments) in enumerate(behaviour.calls):
+            tool = {"type": "tool_use", "id": behaviour.call_id(i, "toolu"), "name": name, "input": {}}
+            block = {"type": "content_block_start", "index": index, "content_block": tool}
+            await self.write_event(response, block, "content_block_start")
+            for piece in json_pieces(arguments):
+                delta = {
+                    "type": "content_block_delta",
+                    "index": index,
+                    "delta": {"type": "input_json_delta", "partial_json": piece},
+                }
+                await self.write_event(response, delta, "content_block_delta")
+            await self.write_event(response, {"type": "content_block_stop", "index": index}, "content_block_stop")
+            index += 1
+        end = {
+            "type": "message_delta",
+            "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+            "usage": {"output_tokens": 9},
+        }
+        await self.write_event(response, end, "message_delta")
+        await self.write_event(response, {"type": "message_stop"}, "message_stop")
+        await response.write_eof()
+
     async def stream(
         self, request: web.Request, response: web.StreamResponse, body: dict[str, Any], behaviour: Behaviour
     ) -> None:
+        if isinstance(behaviour, ToolUse):
+            await self._stream_tool_use(response, body, behaviour)
+            return
         input_tokens = behaviour.input_tokens if isinstance(behaviour, Answer) else 17
         text = behaviour.text if isinstance(behaviour, Answer | Cut | Malformed | StreamError) else ""
         words = pieces(text)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 from typing import Any
 
 from aiohttp import web
@@ -26,6 +27,8 @@ from tests.fakes.scripted import (
     Malformed,
     ScriptedServer,
     StreamError,
+    ToolUse,
+    json_pieces,
     pieces,
 )
 
@@ -75,6 +78,25 @@ class FakeOpenAI(ScriptedServer):
             "usage": {"prompt_tokens": answer.input_tokens, "completion_tokens": out, "total_tokens": 0},
         }
 
+    def tool_body(self, body: dict[str, Any], tool_use: ToolUse) -> dict[str, Any]:
+        calls = [
+            {
+                "id": tool_use.call_id(i, "call"),
+                "type": "function",
+                "function": {"name": name, "arguments": json.dumps(arguments)},
+            }
+            for i, (name, arguments) in enumerate(tool_use.calls)
+        ]
+        message = {"role": "assistant", "content": tool_use.text or None, "tool_calls": calls}
+        return {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body.get("model", "m"),
+            "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+            "usage": {"prompt_tokens": tool_use.input_tokens, "completion_tokens": 9, "total_tokens": 0},
+        }
+
     async def stream(
         self, request: web.Request, response: web.StreamResponse, body: dict[str, Any], behaviour: Behaviour
     ) -> None:
@@ -89,6 +111,9 @@ class FakeOpenAI(ScriptedServer):
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
             }
 
+        if isinstance(behaviour, ToolUse):
+            await self._stream_tool_use(response, body, behaviour, chunk)
+            return
         text = behaviour.text if isinstance(behaviour, Answer | Cut | Malformed | StreamError) else ""
         words = pieces(text)
         stop_after = behaviour.after if isinstance(behaviour, Cut | Malformed | StreamError) else len(words)
@@ -130,6 +155,43 @@ class FakeOpenAI(ScriptedServer):
                     "object": "chat.completion.chunk",
                     "created": 0,
                     "model": model,
+                    "choices": [],
+                    "usage": usage,
+                },
+                None,
+            )
+        await self.write_event(response, "[DONE]", None)
+        await response.write_eof()
+
+    async def _stream_tool_use(
+        self,
+        response: web.StreamResponse,
+        body: dict[str, Any],
+        behaviour: ToolUse,
+        chunk: Any,
+    ) -> None:
+        await self.write_event(response, chunk({"role": "assistant", "content": None}), None)
+        for word in pieces(behaviour.text) if behaviour.text else []:
+            await self.write_event(response, chunk({"content": word}), None)
+        for i, (name, arguments) in enumerate(behaviour.calls):
+            head = {"index": i, "id": behaviour.call_id(i, "call"), "type": "function"}
+            await self.write_event(
+                response, chunk({"tool_calls": [head | {"function": {"name": name, "arguments": ""}}]}), None
+            )
+            for piece in json_pieces(arguments):
+                await self.write_event(
+                    response, chunk({"tool_calls": [{"index": i, "function": {"arguments": piece}}]}), None
+                )
+        await self.write_event(response, chunk({}, "tool_calls"), None)
+        if (body.get("stream_options") or {}).get("include_usage"):
+            usage = {"prompt_tokens": behaviour.input_tokens, "completion_tokens": 9, "total_tokens": 0}
+            await self.write_event(
+                response,
+                {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion.chunk",
+                    "created": 0,
+                    "model": body.get("model", "m"),
                     "choices": [],
                     "usage": usage,
                 },

@@ -81,7 +81,29 @@ class StreamError:
     after: int = 0
 
 
-Behaviour = Answer | Fail | Hang | Reset | Cut | Malformed | StreamError
+@dataclass(frozen=True)
+class ToolUse:
+    """200: the model calls tools (`calls`: (name, arguments) pairs), after optional `text`.
+
+    OpenAI: `finish_reason: "tool_calls"` with `tool_calls` (arguments streamed in pieces);
+    Anthropic: `tool_use` content blocks (input streamed as `input_json_delta`), `stop_reason: "tool_use"`.
+    """
+
+    calls: tuple[tuple[str, dict[str, Any]], ...]
+    text: str = ""
+    input_tokens: int = 30
+
+    def call_id(self, index: int, prefix: str) -> str:
+        return f"{prefix}_{index}_{self.calls[index][0]}"
+
+
+def json_pieces(arguments: dict[str, Any], size: int = 7) -> list[str]:
+    """JSON arguments cut into small pieces, as the APIs stream them."""
+    raw = json.dumps(arguments)
+    return [raw[i : i + size] for i in range(0, len(raw), size)] or [""]
+
+
+Behaviour = Answer | Fail | Hang | Reset | Cut | Malformed | StreamError | ToolUse
 
 
 @dataclass(frozen=True)
@@ -193,7 +215,9 @@ class ScriptedServer:
             self._drop(request)
             return web.Response(status=500)
         if not body.get("stream"):
-            assert isinstance(behaviour, Answer), "only Answer makes sense without streaming"
+            if isinstance(behaviour, ToolUse):
+                return web.json_response(self.tool_body(body, behaviour))
+            assert isinstance(behaviour, Answer), "only Answer and ToolUse make sense without streaming"
             return web.json_response(self.complete_body(body, behaviour))
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await response.prepare(request)
@@ -227,6 +251,9 @@ class ScriptedServer:
         raise NotImplementedError
 
     def complete_body(self, body: dict[str, Any], answer: Answer) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def tool_body(self, body: dict[str, Any], tool_use: ToolUse) -> dict[str, Any]:
         raise NotImplementedError
 
     async def stream(

@@ -54,13 +54,19 @@ def _to_toml(data: dict[str, Any]) -> str:
             return "[" + ", ".join(value(x) for x in v) + "]"
         return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
-    top = [f"{k} = {value(v)}" for k, v in data.items() if not isinstance(v, dict)]
-    tables = [
-        f"[{k}]\n" + "\n".join(f"{kk} = {value(vv)}" for kk, vv in v.items())
-        for k, v in data.items()
-        if isinstance(v, dict)
-    ]
-    return "\n".join(top) + "\n\n" + "\n\n".join(tables) + "\n"
+    def key(k: str) -> str:
+        return k if k.replace("_", "").replace("-", "").isalnum() else value(k)
+
+    def table(prefix: str, values: dict[str, Any]) -> list[str]:
+        # Nested tables ([intents.billing], [tools.settings]) follow their parent's plain keys.
+        plain = "\n".join(f"{key(k)} = {value(v)}" for k, v in values.items() if not isinstance(v, dict))
+        out = [f"[{prefix}]\n{plain}"] if prefix else [plain]
+        for k, v in values.items():
+            if isinstance(v, dict):
+                out += table(f"{prefix}.{key(k)}" if prefix else key(k), v)
+        return out
+
+    return "\n\n".join(table("", data)) + "\n"
 
 
 @asynccontextmanager
@@ -70,12 +76,12 @@ async def running_app(settings: Settings, runtime: Runtime | None = None) -> Asy
     if not runtime.channels:
         runtime.add_configured_channels()
     runner = web.AppRunner(runtime.build_app())
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    await runtime.start()
     try:
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        await runtime.start()
         yield runtime, f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()

@@ -1,0 +1,56 @@
+"""`BotHandlers`: what a bot's handlers.py builds (as `bot = BotHandlers()`) and core reads."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from core.errors import ConfigError
+from core.tools.base import Tool, ToolFunction
+from core.tools.registry import ToolRegistry
+
+if TYPE_CHECKING:
+    from core.handlers.context import HandlerTurn
+
+__all__ = ["BotHandlers", "Handler"]
+
+Handler = Callable[["HandlerTurn"], Awaitable[None]]
+
+
+class BotHandlers:
+    """Intent handlers and tools of one bot, registered with decorators.
+
+    `@bot.intent("cancellation")` registers an async handler for that intent (bot.toml's
+    `[intents.cancellation] handler` may name another registration). `@bot.tool(description=...,
+    parameters={...})` declares a tool: `async def name(ctx: ToolContext, **arguments)`.
+    """
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, Handler] = {}
+        self.tools = ToolRegistry()
+
+    def intent(self, name: str) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            if not inspect.iscoroutinefunction(handler):
+                raise ConfigError(f"handler for intent {name!r} must be an async function (async def)")
+            if name in self.handlers:
+                raise ConfigError(f"two handlers registered for intent {name!r}")
+            self.handlers[name] = handler
+            return handler
+
+        return register
+
+    def tool(
+        self, name: str | None = None, *, description: str, parameters: Mapping[str, Any] | None = None
+    ) -> Callable[[ToolFunction], ToolFunction]:
+        def register(function: ToolFunction) -> ToolFunction:
+            if not inspect.iscoroutinefunction(function):
+                raise ConfigError(f"tool {name or function.__name__!r} must be an async function (async def)")
+            schema = parameters if parameters is not None else {"type": "object", "properties": {}}
+            self.tools.add(
+                Tool(name=name or function.__name__, description=description, parameters=schema, function=function)
+            )
+            return function
+
+        return register

@@ -1,0 +1,1 @@
+"""Knowledge: offline embeddings, chromadb-backed knowledge bases, ingestion and retrieval."""

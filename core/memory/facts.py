@@ -1,0 +1,172 @@
+"""Facts users state about themselves, found without a language model.
+
+The local extractor knows a few common facts (name, email, phone, plan, location, order number)
+by the way people state them: "My name is Alice", "I'm on the Pro plan", "I'm based in Tokyo".
+Each pattern wants the speaker to be talking about themselves ("my", "I'm", "call me"), so a
+question about someone else's plan or an email address pasted for a colleague is not taken as
+the user's own. It misses facts phrased any other way; the LLM extractor is there for those.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from core.bots import BotConfig
+from core.stores.base import UserFact
+
+__all__ = [
+    "KEY_PATTERN",
+    "MAX_VALUE_CHARS",
+    "ExtractedFact",
+    "FactExtractor",
+    "LocalFactExtractor",
+    "label",
+]
+
+#: a fact's key: short snake_case, so the LLM's own keys ("company", "preferred_language") fit too
+KEY_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+MAX_VALUE_CHARS = 200
+
+_LABELS = {"email": "Email", "order_number": "Order number", "phone": "Phone"}
+
+
+def label(key: str) -> str:
+    """How a key reads to a person: "order_number" -> "Order number"."""
+    return _LABELS.get(key) or key.replace("_", " ").capitalize()
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractedFact:
+    key: str
+    value: str
+
+
+class FactExtractor(Protocol):
+    async def extract(
+        self, text: str, *, bot: BotConfig, user_key: str, known: Sequence[UserFact]
+    ) -> list[ExtractedFact]:
+        """The facts the user states about themselves in `text` (their own message)."""
+        ...
+
+
+# A name: one to three capitalised words ("Alice", "Mary-Jane O'Neil", "José García").
+_NAME = r"(?P<value>[A-ZÀ-Þ][\w'\u2019-]*(?:\s+(?!I\b|I['\u2019])[A-ZÀ-Þ][\w'\u2019-]*){0,2})"
+# A place: capitalised words, optionally ", Country" ("Tokyo", "New York", "Lyon, France"); a
+# following "I" starts the next clause ("... in Lyon. I'm on ...").
+_PLACE = (
+    r"(?P<value>[A-ZÀ-Þ][\w'\u2019-]*"
+    r"(?:(?:\s+|,\s*|\s+(?:de|del|la|le|am|upon|on)\s+)(?!I\b|I['\u2019])[A-ZÀ-Þ][\w'\u2019-]*){0,3})"
+)
+_I_AM = r"(?:i\s*am|i['\u2019]m|im)"
+_WE_ARE = r"(?:we\s*are|we['\u2019]re)"
+
+# (key, pattern). Lead-in words are case-insensitive (`(?i:...)`); names and places must be
+# capitalised, which is what tells "I'm based in Tokyo" from "I'm based in the office".
+# Patterns are tried in order and each key is taken once per message.
+_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (key, re.compile(pattern))
+    for key, pattern in (
+        ("name", r"(?i:\bmy\s+(?:full\s+)?name\s*(?:is|['\u2019]s)\s+)" + _NAME),
+        ("name", r"(?i:\b(?:call\s+me|" + _I_AM + r"\s+called)\s+)" + _NAME),
+        # Typed in lower case ("my name is alice"): one word, taken only after "my name is".
+        ("name", r"(?i:\bmy\s+name\s*(?:is|['\u2019]s)\s+)(?P<lower>[a-zà-ÿ][\w'\u2019-]+)\b"),
+        ("email", r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"),
+        (
+            "phone",
+            r"(?i:\b(?:my\s+(?:(?:phone|mobile|cell|telephone|contact)\s+)?(?:number|phone|mobile|cell)\s+is"
+            r"|(?:call|text|reach)\s+me\s+(?:at|on))\s+)(?P<value>\+?\d[\d\s().-]{5,}\d)",
+        ),
+        (
+            "plan",
+            r"(?i:\b(?:(?:" + _I_AM + r"|" + _WE_ARE + r")\s+(?:currently\s+|still\s+|now\s+)?on"
+            r"|(?:my|our)\s+(?:current\s+)?(?:plan|subscription|tier)\s+is)\s+(?:the\s+|a\s+|an\s+)?)"
+            r"(?P<value>[A-Za-z][\w+-]*)(?P<noun>(?i:\s+(?:plan|subscription|tier)\b))?",
+        ),
+        (
+            # "I have the Pro plan", "we pay for the business subscription": here the noun is required,
+            # or "I use Chrome" would be a plan.
+            "plan",
+            r"(?i:\b(?:i|we)\s+(?:have|use|pay\s+for|bought|subscribed\s+to)\s+(?:the\s+|a\s+|an\s+)?)"
+            r"(?P<value>[A-Za-z][\w+-]*)(?P<noun>(?i:\s+(?:plan|subscription|tier)\b))",
+        ),
+        (
+            "location",
+            r"(?i:\b(?:(?:" + _I_AM + r"|" + _WE_ARE + r")\s+(?:currently\s+|now\s+)?(?:based|located|living)\s+in"
+            r"|(?:i|we)\s+(?:live|reside)\s+in|(?:my|our)\s+(?:location|city)\s+is)\s+)" + _PLACE,
+        ),
+        (
+            "order_number",
+            r"(?i:\border\s*(?:number|no\.?|id|#)?\s*(?:is\s*)?[:#]?\s*)(?P<value>#?[A-Za-z0-9][A-Za-z0-9-]{3,})\b",
+        ),
+    )
+)
+
+# An email address counts only when the user says it is theirs ("my email is", "reach me at").
+_EMAIL_OWNER = re.compile(
+    r"\b(?:my\s+(?:e-?mail|email\s+address|address|contact)|(?:e-?mail|reach|contact|write\s+to)\s+me|me\s+at|"
+    r"(?:i\s*am|i['\u2019]m)\s+at)\b",
+    re.IGNORECASE,
+)
+# Words that follow "I'm on the ..." or "I have a ..." without being a plan.
+_NOT_PLANS = {
+    "phone", "way", "road", "train", "bus", "move", "go", "line", "call", "site", "page", "website", "app",
+    "question", "problem", "issue", "account", "bug", "few", "lot", "new", "look", "bit", "moment", "meeting",
+    "team", "same", "other", "old",
+}  # fmt: skip
+_PLAN_IS = re.compile(r"\b(?:plan|subscription|tier)\s+is\b", re.IGNORECASE)
+_NOT_NAMES = {"not", "the", "a", "an", "on", "in", "unknown", "irrelevant", "private", "secret", "none", "no"}
+
+
+class LocalFactExtractor:
+    """Regular expressions for the common facts: instant, deterministic, no model needed."""
+
+    async def extract(
+        self, text: str, *, bot: BotConfig | None = None, user_key: str = "", known: Sequence[UserFact] = ()
+    ) -> list[ExtractedFact]:
+        return self.extract_now(text)
+
+    def extract_now(self, text: str) -> list[ExtractedFact]:
+        found: dict[str, str] = {}
+        for key, pattern in _PATTERNS:
+            if key in found:
+                continue
+            value = self._match(key, pattern, text)
+            if value:
+                found[key] = value[:MAX_VALUE_CHARS]
+        return [ExtractedFact(key, value) for key, value in found.items()]
+
+    @staticmethod
+    def _match(key: str, pattern: re.Pattern[str], text: str) -> str | None:
+        if key == "email":
+            for match in pattern.finditer(text):
+                if _EMAIL_OWNER.search(text[max(0, match.start() - 40) : match.start()]):
+                    return match.group(0).rstrip(".").lower()
+            return None
+        for match in pattern.finditer(text):
+            groups = match.groupdict()
+            if groups.get("lower"):
+                word = groups["lower"]
+                if word.lower() in _NOT_NAMES:
+                    continue
+                return word.capitalize()
+            value = match.group("value").strip().rstrip(".,;:!?")
+            if key == "plan":
+                # "I'm on the Pro plan", "my plan is Business": a capitalised name, or any word
+                # followed by plan/subscription/tier ("we have the business plan").
+                named = value[:1].isupper() or match.group("noun") or _PLAN_IS.search(match.group(0))
+                if value.lower() in _NOT_PLANS or not named:
+                    continue
+                value = value if any(c.isupper() for c in value) else value.capitalize()
+            elif key == "phone":
+                if not 7 <= len(re.sub(r"\D", "", value)) <= 15:
+                    continue
+                value = " ".join(value.split())
+            elif key == "order_number":
+                value = value.lstrip("#").upper()
+                if not any(c.isdigit() for c in value):
+                    continue
+            return value
+        return None

@@ -1,0 +1,171 @@
+"""Memory's pipeline stages.
+
+Before the answer: `LoadMemoryStage` (the user's facts, the session's summary, and the history
+window trimmed to what the summary does not cover) and `MemoryCommandStage` (answers "what do you
+remember" and "forget ..." itself). After the reply is handed to the outbox, off the user's wait:
+`ExtractFactsStage` and `FoldSummaryStage`.
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from core.memory.commands import MemoryCommand, parse_command, recall_text
+from core.memory.facts import FactExtractor, label
+from core.memory.summary import Summarizer, plan_fold
+from core.pipeline.turn import Turn
+from core.stores.base import HistoryStore, Summary, UserFact
+
+__all__ = ["ExtractFactsStage", "FoldSummaryStage", "LoadMemoryStage", "MemoryCommandStage"]
+
+#: facts shown to the model at most (the newest), so a chatty user cannot grow every prompt
+MAX_FACTS_IN_CONTEXT = 30
+#: the source message kept with a fact
+MAX_SOURCE_CHARS = 500
+#: messages read to plan a fold at most (a bot whose window holds thousands of messages still reads a bounded tail)
+MAX_FOLD_READ = 500
+
+
+class LoadMemoryStage:
+    """Facts and summary onto the turn; runs after HistoryWindowStage."""
+
+    def __init__(self, history: HistoryStore) -> None:
+        self._history = history
+
+    async def __call__(self, turn: Turn) -> None:
+        env = turn.envelope
+        facts = await self._history.facts(env.bot, env.user_id)
+        if len(facts) > MAX_FACTS_IN_CONTEXT:
+            newest = sorted(facts, key=lambda f: f.updated_at)[-MAX_FACTS_IN_CONTEXT:]
+            facts = sorted(newest, key=lambda f: f.key)
+        turn.facts = facts
+        if turn.bot.history.max_messages == 0:
+            return
+        turn.summary = await self._history.summary(env.session_id)
+        if turn.summary is not None:
+            through = turn.summary.through_seq
+            # Folded messages are in the summary; showing them again would spend the budget twice.
+            turn.history = [m for m in turn.history if m.seq is None or m.seq > through]
+
+
+class MemoryCommandStage:
+    """Answers the memory commands from the store, without the model."""
+
+    def __init__(self, history: HistoryStore, *, logger: structlog.typing.FilteringBoundLogger | None = None) -> None:
+        self._history = history
+        self._log = logger or structlog.get_logger("relaybot.memory")
+
+    async def __call__(self, turn: Turn) -> None:
+        command = parse_command(turn.envelope.text)
+        if command is None:
+            return
+        turn.intent = turn.intent or "memory"
+        env = turn.envelope
+        facts = await self._history.facts(env.bot, env.user_id)
+        if command.kind == "recall":
+            turn.answer(recall_text(facts))
+            return
+        text = await self._forget(turn, command, facts)
+        await self._log.ainfo("memory_forget", bot=env.bot, user_id=env.user_id, command=command.kind, key=command.key)
+        turn.facts = await self._history.facts(env.bot, env.user_id)
+        turn.answer(text)
+
+    async def _forget(self, turn: Turn, command: MemoryCommand, facts: list[UserFact]) -> str:
+        env = turn.envelope
+        if command.kind == "forget_all":
+            count = await self._history.forget(env.bot, env.user_id)
+            if count == 0:
+                return "There was nothing to forget: I don't remember anything about you."
+            return f"Done: I've forgotten everything I knew about you ({count} fact{'s' if count != 1 else ''})."
+        if command.kind == "forget_last":
+            if not facts:
+                return "There was nothing to forget: I don't remember anything about you."
+            last = max(facts, key=lambda f: f.updated_at)
+            await self._history.forget(env.bot, env.user_id, [last.key])
+            return f"Done: I've forgotten your {label(last.key).lower()} ({last.value})."
+        key = command.key or ""
+        known = {f.key: f for f in facts}
+        if key not in known:
+            what = command.named or label(key).lower()
+            return f"I don't have your {what} stored, so there's nothing to forget."
+        await self._history.forget(env.bot, env.user_id, [key])
+        return f"Done: I've forgotten your {label(key).lower()} ({known[key].value})."
+
+
+class ExtractFactsStage:
+    """After the reply: facts the user stated in this message, stored with the message and its time."""
+
+    def __init__(
+        self,
+        history: HistoryStore,
+        extractor: FactExtractor,
+        *,
+        logger: structlog.typing.FilteringBoundLogger | None = None,
+    ) -> None:
+        self._history = history
+        self._extractor = extractor
+        self._log = logger or structlog.get_logger("relaybot.memory")
+
+    async def __call__(self, turn: Turn) -> None:
+        env = turn.envelope
+        # A notice (rate limit) means the message was not processed; a command is not a statement.
+        if turn.notice or not env.text.strip() or parse_command(env.text) is not None:
+            return
+        found = await self._extractor.extract(env.text, bot=turn.bot, user_key=env.user_id, known=turn.facts)
+        known = {f.key: f.value for f in turn.facts}
+        new = [
+            UserFact(key=f.key, value=f.value, source=env.text[:MAX_SOURCE_CHARS], updated_at=env.received_at)
+            for f in found
+            if known.get(f.key) != f.value
+        ]
+        if not new:
+            return
+        await self._history.remember(bot=env.bot, user_id=env.user_id, facts=new)
+        await self._log.ainfo("memory_facts_stored", bot=env.bot, user_id=env.user_id, keys=sorted(f.key for f in new))
+
+
+class FoldSummaryStage:
+    """After the reply: fold what no longer fits the history window into the running summary."""
+
+    def __init__(
+        self,
+        history: HistoryStore,
+        summarizer: Summarizer,
+        *,
+        keep_fraction: float = 0.5,
+        logger: structlog.typing.FilteringBoundLogger | None = None,
+    ) -> None:
+        if not 0 < keep_fraction < 1:
+            raise ValueError("keep_fraction must be between 0 and 1")
+        self._history = history
+        self._summarizer = summarizer
+        self._keep = keep_fraction
+        self._log = logger or structlog.get_logger("relaybot.memory")
+
+    async def __call__(self, turn: Turn) -> None:
+        window = turn.bot.history
+        if turn.notice or window.max_messages == 0:
+            return
+        session_id = turn.envelope.session_id
+        summary = await self._history.summary(session_id)
+        through = summary.through_seq if summary is not None else 0
+        # A bounded read from the tail: a conversation whose older part was never summarized (it
+        # predates memory) starts its summary here rather than reading its whole past.
+        tail = await self._history.recent(session_id, min(2 * window.max_messages + 2, MAX_FOLD_READ))
+        unsummarized = [m for m in tail if m.seq is not None and m.seq > through]
+        plan = plan_fold(
+            unsummarized, max_messages=window.max_messages, token_budget=window.token_budget, keep_fraction=self._keep
+        )
+        if plan is None:
+            return
+        text = await self._summarizer.summarize(
+            summary.text if summary is not None else None, plan.fold, bot=turn.bot, user_key=turn.envelope.user_id
+        )
+        stored = await self._history.save_summary(session_id, Summary(text=text, through_seq=plan.through_seq))
+        await self._log.ainfo(
+            "memory_summary_folded",
+            session_id=session_id,
+            folded=len(plan.fold),
+            through_seq=plan.through_seq,
+            stored=stored,
+        )
