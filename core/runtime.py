@@ -31,6 +31,7 @@ from core.fanout.base import Fanout, FanoutHandler
 from core.fanout.memory import MemoryFanout
 from core.fanout.redis import RedisFanout
 from core.handlers import HandlerCatalog, HandlerStage
+from core.handlers.commands import CommandStage
 from core.handlers.llm_tools import LLMTools
 from core.intents import IntentStage, LLMIntentClassifier, LocalIntentClassifier
 from core.knowledge.errors import KnowledgeError
@@ -142,6 +143,7 @@ class Runtime:
                 HistoryWindowStage(sessions),
                 LoadMemoryStage(history),
                 MemoryCommandStage(history),
+                CommandStage(self.handlers),
                 IntentStage(self.intents, LLMIntentClassifier(chains.for_bot, self.intents)),
                 RetrieveStage(self.knowledge),
                 HandlerStage(self.handlers, sessions, self.tools, data_dir=settings.data_dir),

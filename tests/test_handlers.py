@@ -87,6 +87,28 @@ async def ticketing() -> AsyncIterator[FakeTicketing]:
         yield fake
 
 
+async def test_slash_commands_go_to_their_handler_and_start_gets_the_welcome(tmp_path: Path) -> None:
+    settings = offline_settings(tmp_path)
+    welcome = load_bot(settings.bots_dir / "support").welcome
+    async with conversation(settings) as chat:
+        start = await chat.say("/start")
+        help_ = await chat.say("/help@tasklane_bot")
+        other = await chat.say("/unknown thing")
+        turns = chat.turns
+    assert welcome and start.text == welcome
+    assert "order number like TL-10042" in help_.text
+    assert (turns[1]["intent"], turns[1]["intent_method"]) == ("/help", "command")
+    assert turns[2]["intent_method"] != "command"  # not a registered command: classified like any text
+    assert "order number" not in other.text
+
+
+def test_a_command_name_must_be_plain() -> None:
+    from core.handlers import BotHandlers
+
+    with pytest.raises(ConfigError, match="without the slash"):
+        BotHandlers().command("/start")
+
+
 async def test_cancellation_confirms_and_asks_why_across_turns_then_opens_a_ticket(
     tmp_path: Path, ticketing: FakeTicketing
 ) -> None:

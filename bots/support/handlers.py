@@ -203,3 +203,16 @@ async def technical(turn: HandlerTurn) -> None:
             turn.reply(f"I couldn't reach the support team from here, sorry. Please write to {SUPPORT_EMAIL}.")
         return
     turn.note("If the steps in the knowledge do not solve it, offer to hand the conversation to a person.")
+
+
+# --- slash commands (Telegram's menu; any channel's users can type them) ------------------------
+
+
+@bot.command("help")
+async def help_command(turn: HandlerTurn) -> None:
+    turn.reply(
+        "I can help with **plans and billing** (send an order number like TL-10042 to look it up), "
+        "**problems** with Tasklane (and hand you to a person if needed), and **cancelling** your "
+        "subscription. Just ask in your own words; 'what do you remember about me?' and 'forget everything' "
+        "work too."
+    )

@@ -81,6 +81,9 @@ class HandlerCatalog:
 
     def handler_for(self, bot: BotConfig, intent: str) -> tuple[str, Handler] | None:
         """The handler of `intent`: the one bot.toml names, else the one registered under the intent."""
+        if intent.startswith("/"):  # a slash command (CommandStage)
+            command = self.for_bot(bot).commands.get(intent[1:])
+            return (intent, command) if command is not None else None
         handlers = self.for_bot(bot).handlers
         spec = bot.intents.items.get(intent)
         name = spec.handler if spec is not None and spec.handler else intent

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
 __all__ = ["BotHandlers", "Handler"]
 
 Handler = Callable[["HandlerTurn"], Awaitable[None]]
+COMMAND_NAME = re.compile(r"[a-z0-9_]{1,32}")
 
 
 class BotHandlers:
@@ -28,7 +30,24 @@ class BotHandlers:
 
     def __init__(self) -> None:
         self.handlers: dict[str, Handler] = {}
+        #: slash commands by name without the slash ("start" for /start)
+        self.commands: dict[str, Handler] = {}
         self.tools = ToolRegistry()
+
+    def command(self, name: str) -> Callable[[Handler], Handler]:
+        """Register an async handler for the slash command `/name` (Telegram's /start, /help...)."""
+        if not COMMAND_NAME.fullmatch(name):
+            raise ConfigError(f"command name {name!r}: use 1-32 lowercase letters, digits or _ without the slash")
+
+        def register(handler: Handler) -> Handler:
+            if not inspect.iscoroutinefunction(handler):
+                raise ConfigError(f"handler for command /{name} must be an async function (async def)")
+            if name in self.commands:
+                raise ConfigError(f"two handlers registered for command /{name}")
+            self.commands[name] = handler
+            return handler
+
+        return register
 
     def intent(self, name: str) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:

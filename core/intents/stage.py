@@ -34,7 +34,7 @@ class IntentStage:
 
     async def __call__(self, turn: Turn) -> None:
         intents = turn.bot.intents
-        if not intents.items:
+        if not intents.items or turn.intent is not None:  # no intents, or a slash command already chose
             return
         flow = turn.session.fields.get(ACTIVE_FLOW_FIELD) if turn.session is not None else None
         if flow and flow in intents.items:
