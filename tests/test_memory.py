@@ -47,6 +47,7 @@ BOT = "support"
         ("my name is alice", {"name": "Alice"}),
         ("Hi! You can call me Jean-Luc Picard.", {"name": "Jean-Luc Picard"}),
         ("I'm on the Pro plan", {"plan": "Pro"}),
+        ("My name is Alice and I am on the Team plan", {"name": "Alice", "plan": "Team"}),
         ("we're on the business plan since May", {"plan": "Business"}),
         ("My subscription is Enterprise.", {"plan": "Enterprise"}),
         ("I'm based in Tokyo", {"location": "Tokyo"}),
@@ -75,6 +76,7 @@ def test_local_extractor_finds_the_common_facts(text: str, expected: dict[str, s
         "How do I export my tasks?",
         "I forgot my password",
         "I'm on the phone with my manager",
+        "I'm on the team that runs billing",
         "I'm based in the office most days",
         "I use Chrome",
         "I have a question about the Business plan",
@@ -236,7 +238,7 @@ async def test_offline_the_bot_says_what_it_remembers_and_forgets_on_request(tmp
     async with running(make_settings(tmp_path)) as (runtime, channel):
         chat = Conversation(runtime, channel)
         empty = await chat.say("What do you remember about me?")
-        await chat.say("My name is Alice. My email is alice@example.com and my phone number is +44 20 7946 0958")
+        told = await chat.say("My name is Alice. My email is alice@example.com and my phone number is +44 20 7946 0958")
         await chat.say("I'm on the Pro plan")
         recall = await chat.say("what do you know about me?")
         forget_that = await chat.say("Forget that.")
@@ -249,6 +251,7 @@ async def test_offline_the_bot_says_what_it_remembers_and_forgets_on_request(tmp
         saved = await runtime.history.after(envelope("x", msg_id="x").session_id, 0)
 
     assert "I don't remember anything about you yet" in empty.text
+    assert told.text == "Thanks, I'll remember that. What can I help you with?"  # offline, yet not an echo
     assert "offline mode" not in recall.text
     for line in ("**Name:** Alice", "**Email:** alice@example.com", "**Phone:** +44 20 7946 0958", "**Plan:** Pro"):
         assert line in recall.text

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from core.knowledge.passage import Passage
 from core.llm.base import LLMRequest, StreamChunk, Usage
+from core.memory.facts import LocalFactExtractor
 from core.tokens import estimate_tokens
 
 _GREETING = re.compile(r"^\s*(hi|hello|hey|good (morning|afternoon|evening)|hiya|howdy)\b", re.IGNORECASE)
@@ -43,6 +44,9 @@ class OfflineProvider:
     name = "offline"
     model = "offline"
 
+    def __init__(self) -> None:
+        self._facts = LocalFactExtractor()
+
     def answer(self, request: LLMRequest) -> str:
         question = next((m.content for m in reversed(request.messages) if m.role == "user"), "").strip()
         if _GREETING.match(question):
@@ -55,6 +59,9 @@ class OfflineProvider:
         excerpt = " ".join(question.split())
         if len(excerpt) > _EXCERPT_CHARS:
             excerpt = excerpt[: _EXCERPT_CHARS - 1].rstrip() + "…"
+        if not request.passages and "?" not in question and self._facts.extract_now(question):
+            # "My name is Alice": the user telling, not asking; the memory stage keeps it after the reply.
+            return "Thanks, I'll remember that. What can I help you with?"
         if request.passages is not None:
             return grounded_answer(question, request.passages, excerpt=excerpt)
         return (

@@ -157,7 +157,8 @@ class LocalFactExtractor:
                 # "I'm on the Pro plan", "my plan is Business": a capitalised name, or any word
                 # followed by plan/subscription/tier ("we have the business plan").
                 named = value[:1].isupper() or match.group("noun") or _PLAN_IS.search(match.group(0))
-                if value.lower() in _NOT_PLANS or not named:
+                # "I'm on the team" is not a plan; "I'm on the Team plan" is.
+                if (value.lower() in _NOT_PLANS and not match.group("noun")) or not named:
                     continue
                 value = value if any(c.isupper() for c in value) else value.capitalize()
             elif key == "phone":
