@@ -2,7 +2,8 @@
 
     POST /api/messages   Authorization: Bearer API_KEY
     {"conversation_id": "...", "user_id": "...", "text": "...", "message_id": "...",
-     "callback_url": "https://you.example.com/relaybot", "bot": "support", "user_name": "..."}
+     "callback_url": "https://you.example.com/relaybot", "bot": "support", "user_name": "...",
+     "tenant": "acme"}   (optional: the customer organisation; sees documents ingested for tenant:acme)
     → 202 {"status": "accepted", "envelope_id": ..., "session_id": ...}
     → 200 {"status": "duplicate"} for a message_id already accepted (it is not answered twice)
 
@@ -43,6 +44,7 @@ class ApiMessage(BaseModel):
     callback_url: str = Field(min_length=1, max_length=2000)
     bot: str | None = None
     user_name: str | None = Field(None, max_length=200)
+    tenant: str | None = Field(None, min_length=1, max_length=200)
 
     @field_validator("text")
     @classmethod
@@ -136,6 +138,7 @@ class ApiChannel:
             user_name=message.user_name,
             text=message.text,
             reply_to=message.callback_url,
+            tenant=message.tenant,
         )
         try:
             accepted = await self._ctx.bus.publish(envelope)

@@ -60,6 +60,9 @@ class Envelope:
     dedupe_key: str
     user_name: str | None = None
     attachments: tuple[Attachment, ...] = ()
+    #: the customer organisation the user belongs to, where the channel knows it (documents can be
+    #: ingested for one tenant: `relaybot ingest --audience tenant:ID`)
+    tenant: str | None = None
 
     def __post_init__(self) -> None:
         if self.channel not in CHANNEL_NAMES:
@@ -82,6 +85,7 @@ class Envelope:
         user_name: str | None = None,
         attachments: tuple[Attachment, ...] = (),
         received_at: datetime | None = None,
+        tenant: str | None = None,
     ) -> Envelope:
         """Build an envelope, deriving the session id and the dedupe key from the channel's ids."""
         return cls(
@@ -98,6 +102,7 @@ class Envelope:
             reply_to=reply_to if reply_to is not None else conversation_id,
             received_at=received_at or datetime.now(UTC),
             dedupe_key=f"{bot}:{channel}:{conversation_id}:{channel_message_id}",
+            tenant=tenant,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -22,12 +22,15 @@ import pytest
 
 from core.envelope import Envelope, Reply
 from core.knowledge.embeddings import OnnxMiniLMEmbedder
+from core.knowledge.ingest import Ingestor
 from core.knowledge.passage import Passage
 from core.knowledge.service import KnowledgeService
+from core.knowledge.store import KnowledgeBase
 from core.llm.base import ChatMessage, LLMRequest
 from core.llm.offline import OfflineProvider
 from core.runtime import Runtime
 from core.settings import KnowledgeSettings
+from tests.fakes.callback_server import CallbackServer
 from tests.support.harness import REPO, make_settings, running_app, write_bot
 from tests.support.recording_channel import RecordingChannel
 from tests.support.servers import free_port
@@ -344,3 +347,40 @@ async def test_ingest_into_a_named_set_is_searched_only_for_that_set(
     default = await knowledge.search("support", question) or []
     assert all(p.source != "oncall.md" for p in default)
     await (await knowledge.collection("support", "staff")).delete_source("oncall.md")
+
+
+async def test_tenant_documents_are_found_only_for_that_tenant_through_the_api(
+    tmp_path: Path, data_dir: Path, embedder: OnnxMiniLMEmbedder
+) -> None:
+    private = tmp_path / "acme"
+    private.mkdir()
+    (private / "acme-contract.md").write_text(
+        "# Acme contract\n\nAcme's Tasklane contract renews on 1 March with 40 seats and a named account manager.\n"
+    )
+    kb = await KnowledgeBase.open(embedder=embedder, path=data_dir / "chroma")
+    try:
+        await Ingestor(await kb.collection("support"), audience="tenant:acme").ingest([private])
+    finally:
+        await kb.close()
+
+    settings = make_settings(tmp_path, data_dir=data_dir, api={"keys": ["k"], "signing_secret": "s"})
+    callbacks = CallbackServer(secret=b"s")
+    await callbacks.start()
+    try:
+        async with running_app(settings) as (_, base), aiohttp.ClientSession() as http:
+            for n, tenant in enumerate(["acme", "globex", None]):
+                body = {
+                    "conversation_id": f"c{n}",
+                    "user_id": "u",
+                    "message_id": f"m{n}",
+                    "text": "How many seats does the Acme contract include?",
+                    "callback_url": callbacks.url,
+                    **({"tenant": tenant} if tenant else {}),
+                }
+                async with http.post(f"{base}/api/messages", json=body, headers={"Authorization": "Bearer k"}) as r:
+                    assert r.status == 202, await r.text()
+            replies = {r["in_reply_to"]: r["text"] for r in await callbacks.wait_for(3, within=60)}
+    finally:
+        await callbacks.stop()
+    assert "40 seats" in replies["m0"] and "acme-contract.md" in replies["m0"]
+    assert "acme-contract.md" not in replies["m1"] and "acme-contract.md" not in replies["m2"]

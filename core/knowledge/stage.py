@@ -34,8 +34,9 @@ class RetrieveStage:
                 turn.bot.name,
                 env.text,
                 knowledge_set=self._knowledge_set(turn),
-                # Documents ingested for one user (or tenant) are found only in that user's conversations.
-                audiences=(PUBLIC, env.user_id),
+                # Documents ingested for one user (or tenant) are found only in that user's (tenant's)
+                # conversations.
+                audiences=(PUBLIC, env.user_id, *((f"tenant:{env.tenant}",) if env.tenant else ())),
                 top_k=settings.top_k,
                 min_score=settings.min_score,
             )
