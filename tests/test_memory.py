@@ -373,7 +373,9 @@ async def test_scripted_llm_extraction_runs_after_the_reply_and_its_failure_fall
     openai_fake.queue(
         None,
         Answer("Hello Alice."),
-        Answer("Sure, here is what I found.", first_token_delay=0.2),  # not JSON: unreadable
+        # Not JSON: unreadable. (No delay: the bot's 0.3 s first-token timeout would make a busy machine retry,
+        # and a retry takes the next scripted answer.) Extraction after the reply shows in facts_at_delivery.
+        Answer("Sure, here is what I found."),
         Answer("Noted."),
         Fail(500),
         Fail(500),
