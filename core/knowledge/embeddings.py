@@ -21,7 +21,12 @@ from core.knowledge.errors import EmbeddingModelError
 
 #: the model's input limit in tokens; longer texts are truncated, never an error
 MAX_TOKENS = 256
-DEFAULT_BATCH_SIZE = 16
+DEFAULT_BATCH_SIZE = 32
+#: a batch holds texts while (texts x longest text's tokens) stays within this. Measured on 2 cores:
+#: short questions (~15 tokens) run 1.8x faster 16-32 to a batch than one at a time, but ~170-token
+#: chunks run fastest alone (batches of 16 were 0.7x), so the budget sizes batches by length.
+DEFAULT_BATCH_TOKENS = 256
+_CHARS_PER_TOKEN = 4  # English WordPiece, roughly; only to group texts, never to truncate
 
 
 @runtime_checkable
@@ -123,11 +128,24 @@ class OnnxMiniLMEmbedder:
         # Batches of similar lengths pad less: embed in length order, answer in the caller's order.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out: list[list[float]] = [[] for _ in texts]
-        for start in range(0, len(order), self._batch_size):
-            batch = order[start : start + self._batch_size]
+        for batch in self._batches(order, texts):
             for i, vector in zip(batch, self._embed_batch([texts[i] for i in batch]).tolist(), strict=True):
                 out[i] = vector
         return out
+
+    def _batches(self, order: Sequence[int], texts: Sequence[str]) -> list[list[int]]:
+        """Consecutive runs of `order` (shortest first) whose padded size fits the token budget."""
+        batches: list[list[int]] = []
+        current: list[int] = []
+        for i in order:
+            tokens = min(MAX_TOKENS, len(texts[i]) // _CHARS_PER_TOKEN + 2)  # the newest is the longest
+            if current and (len(current) >= self._batch_size or (len(current) + 1) * tokens > DEFAULT_BATCH_TOKENS):
+                batches.append(current)
+                current = []
+            current.append(i)
+        if current:
+            batches.append(current)
+        return batches
 
     def _embed_batch(self, texts: Sequence[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
         with self._lock:
