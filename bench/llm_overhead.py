@@ -33,7 +33,7 @@ from pathlib import Path
 
 import openai
 from aiohttp import web
-from benchkit import REPO, percentile, wait_for_port
+from benchkit import REPO, percentile, stop_process, wait_for_port
 from openai.types.chat import ChatCompletionSystemMessageParam, ChatCompletionUserMessageParam
 
 from core.bots import BotRegistry
@@ -276,12 +276,7 @@ async def bench(n: int, first_token_delay: float, token_delay: float) -> int:
         report(n, bare, chain, pipe)
         return 0
     finally:
-        fake.terminate()
-        try:
-            await asyncio.wait_for(fake.wait(), 10)
-        except TimeoutError:
-            fake.kill()
-            await fake.wait()
+        await stop_process(fake)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

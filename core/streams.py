@@ -12,16 +12,17 @@ expire: a stream is only interesting while its turn runs.
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import redis.asyncio as aioredis
 
 from core.redisio import describe, redis_errors, text
 
 STREAM_TTL_SECONDS = 3600
+V = TypeVar("V")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,13 +57,11 @@ class StreamRegistry(Protocol):
 class MemoryStreamRegistry:
     def __init__(self, *, keep: int = 10_000) -> None:
         self._entries: OrderedDict[str, dict[str, str]] = OrderedDict()
+        self._parts: OrderedDict[str, list[str]] = OrderedDict()
         self._keep = keep
 
     def _entry(self, key: str) -> dict[str, str]:
-        entry = self._entries.setdefault(key, {"at": str(time.monotonic())})
-        while len(self._entries) > self._keep:
-            self._entries.popitem(last=False)
-        return entry
+        return _bounded(self._entries, key, dict, self._keep)
 
     async def claim(self, reply_key: str) -> bool:
         entry = self._entry(reply_key)
@@ -85,12 +84,18 @@ class MemoryStreamRegistry:
         return before
 
     async def sent_parts(self, reply_id: str) -> list[str]:
-        parts = self._entries.get(f"parts:{reply_id}", {})
-        return [parts[str(i)] for i in range(len(parts) - 1)]
+        return list(self._parts.get(reply_id, ()))
 
     async def part_sent(self, reply_id: str, message_id: str) -> None:
-        parts = self._entry(f"parts:{reply_id}")
-        parts[str(len(parts) - 1)] = message_id  # the entry's first key is its timestamp
+        _bounded(self._parts, reply_id, list, self._keep).append(message_id)
+
+
+def _bounded(entries: OrderedDict[str, V], key: str, new: Callable[[], V], keep: int) -> V:
+    """The entry under `key` (made with `new` if missing); the oldest entries go beyond `keep`."""
+    entry = entries.setdefault(key, new())
+    while len(entries) > keep:
+        entries.popitem(last=False)
+    return entry
 
 
 class RedisStreamRegistry:
