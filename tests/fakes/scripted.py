@@ -16,9 +16,11 @@ import re
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.local_server import LocalServer
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,7 @@ def pieces(text: str) -> list[str]:
     return re.findall(r"\S+\s*", text) or [text]
 
 
-class ScriptedServer:
+class ScriptedServer(LocalServer):
     """The scripting, recording and lifecycle; subclasses speak a wire format."""
 
     def __init__(self) -> None:
@@ -131,7 +133,6 @@ class ScriptedServer:
         self.port = 0
         self._queues: dict[str | None, deque[Behaviour]] = {}
         self._always: dict[str | None, Behaviour] = {}
-        self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
 
     # --- scripting ----------------------------------------------------------------------------
@@ -159,31 +160,8 @@ class ScriptedServer:
 
     # --- lifecycle ----------------------------------------------------------------------------
 
-    def routes(self, app: web.Application) -> None:
-        raise NotImplementedError
-
-    async def start(self, port: int = 0) -> Self:
-        app = web.Application()
-        self.routes(app)
-        # Hanging handlers return once close() sets _closing, so the runner never waits on them.
-        self._runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
-        return self
-
-    async def close(self) -> None:
-        self._closing.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> Self:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+    async def stopping(self) -> None:
+        self._closing.set()  # hanging handlers return
 
     # --- shared behaviours --------------------------------------------------------------------
 

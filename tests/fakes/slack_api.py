@@ -22,9 +22,11 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.local_server import LocalServer
 
 BOT_USER_ID = "UBOT"
 BOT_ID = "B1"
@@ -68,7 +70,7 @@ class Message:
     edits: list[str] = field(default_factory=list)
 
 
-class FakeSlack:
+class FakeSlack(LocalServer):
     def __init__(self, *, token: str = TOKEN, users: dict[str, dict[str, Any]] | None = None) -> None:
         self.token = token
         self.users = users if users is not None else {}
@@ -77,7 +79,6 @@ class FakeSlack:
         self.port = 0
         self._failures: dict[str, deque[Failure]] = defaultdict(deque)
         self._nth: dict[tuple[str, int], Failure] = {}
-        self._runner: web.AppRunner | None = None
         self._ts = 0
         self._changed = asyncio.Condition()
         # Socket Mode: the WebSockets connected to /socket, and the envelope ids the app acked
@@ -226,29 +227,14 @@ class FakeSlack:
 
     # --- lifecycle -------------------------------------------------------------------------------
 
-    async def start(self, port: int = 0) -> Self:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/api/{method}", self._handle)
         app.router.add_get("/api/{method}", self._handle)  # the SDK reads (users.info) with GET
         app.router.add_get("/socket", self._socket)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", port).start()
-        self.port = self._runner.addresses[0][1]
-        return self
 
-    async def close(self) -> None:
+    async def stopping(self) -> None:
         for ws in list(self.sockets):
             await ws.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> Self:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
 
 async def _params(request: web.Request) -> dict[str, Any]:

@@ -25,9 +25,11 @@ import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.local_server import LocalServer
 
 BOT_ID = 7000001
 BOT_USERNAME = "relay_test_bot"
@@ -105,7 +107,7 @@ def visible_text(text: str, parse_mode: str | None) -> str:
     return text
 
 
-class FakeTelegram:
+class FakeTelegram(LocalServer):
     def __init__(self, *, token: str = "123456:TEST-token") -> None:
         self.token = token
         self.port = 0
@@ -124,7 +126,6 @@ class FakeTelegram:
         self._update_ids = itertools.count(1)
         self._message_ids = itertools.count(1000)
         self._changed = asyncio.Condition()
-        self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
         self._pushed = asyncio.Event()
 
@@ -135,28 +136,13 @@ class FakeTelegram:
         """The Bot API root as TELEGRAM_API_URL takes it (the adapter appends /bot)."""
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self) -> Self:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/bot{token}/{method}", self._handle)
         app.router.add_get("/bot{token}/{method}", self._handle)
-        self._runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.port = self._runner.addresses[0][1]
-        return self
 
-    async def close(self) -> None:
-        self._closing.set()
-        self._pushed.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> Self:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+    async def stopping(self) -> None:
+        self._closing.set()  # hanging answers return
+        self._pushed.set()  # long polls return
 
     # --- scripting ----------------------------------------------------------------------------
 

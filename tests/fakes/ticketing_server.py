@@ -10,21 +10,21 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.local_server import LocalServer
+
 
 @dataclass
-class FakeTicketing:
+class FakeTicketing(LocalServer):
     tickets: list[dict[str, Any]] = field(default_factory=list)
     requests: int = 0
     keys: list[str] = field(default_factory=list)
     delay: float = 0.0
     _failures: list[int] = field(default_factory=list)
     _by_key: dict[str, dict[str, Any]] = field(default_factory=dict)
-    _runner: web.AppRunner | None = None
-    port: int = 0
 
     @property
     def url(self) -> str:
@@ -34,26 +34,8 @@ class FakeTicketing:
         """Answer the next requests with these HTTP statuses, in order."""
         self._failures.extend(statuses)
 
-    async def start(self) -> Self:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/tickets", self._create)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
-        return self
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> Self:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     async def _create(self, request: web.Request) -> web.Response:
         self.requests += 1

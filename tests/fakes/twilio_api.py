@@ -18,12 +18,14 @@ import contextlib
 import itertools
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
 from twilio.request_validator import RequestValidator
+
+from tests.fakes.local_server import LocalServer
 
 ACCOUNT_SID = "AC" + "0" * 31 + "1"
 AUTH_TOKEN = "fake-twilio-auth-token-0123456789"
@@ -62,7 +64,7 @@ class Sent:
 
 
 @dataclass
-class FakeTwilio:
+class FakeTwilio(LocalServer):
     account_sid: str = ACCOUNT_SID
     auth_token: str = AUTH_TOKEN
     sent: list[Sent] = field(default_factory=list)
@@ -70,30 +72,22 @@ class FakeTwilio:
     refused_auth: int = 0
     _script: deque[Behaviour] = field(default_factory=deque)
     _counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-    _runner: web.AppRunner | None = None
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _closing: asyncio.Event = field(default_factory=asyncio.Event)
-    url: str = ""
 
     def queue(self, *behaviours: Behaviour) -> None:
         """One behaviour per coming Messages POST, in order; then 201s again."""
         self._script.extend(behaviours)
 
-    async def start(self) -> Self:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", self._create)
-        self._runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-        return self
 
-    async def close(self) -> None:
-        self._closing.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+    async def stopping(self) -> None:
+        self._closing.set()  # hanging sends return
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     async def wait_for(self, count: int, within: float = 20.0) -> list[Sent]:
         """The first `count` messages created; fails the test if they do not arrive `within` seconds."""
