@@ -105,6 +105,7 @@ async def test_requests_without_a_valid_key_are_refused(
         ({"callback_url": "ftp://x/y"}, None, 400, "invalid_request", "callback_url"),
         ({"message_id": ""}, None, 400, "invalid_request", "message_id"),
         ({"surprise": 1}, None, 400, "invalid_request", "surprise"),
+        ({"tenant": ""}, None, 400, "invalid_request", "tenant"),
         ({"text": "x" * 101}, None, 400, "text_too_long", "100 characters"),
         ({"bot": "nope"}, None, 404, "unknown_bot", "nope"),
     ],
