@@ -8,6 +8,7 @@ the repository.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
 import sys
@@ -20,6 +21,20 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 HIGH_LIMIT = 10**6
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+#: a bot with nothing but the pipeline: no intents, no knowledge, no tools, the offline provider.
+#: What the issue's "bare bot" figures measure: the framework's own cost per message.
+BARE_BOT_TOML = f"""\
+name = "{{name}}"
+system_prompt = "You are a test bot."
+[limits]
+messages_per_minute = {HIGH_LIMIT}
+messages_per_hour = {HIGH_LIMIT}
+tokens_per_day = {HIGH_LIMIT * 1000}
+[knowledge]
+enabled = false
+"""
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -45,6 +60,25 @@ def bots_with_high_limits(target: Path) -> Path:
             raise SystemExit(f"could not raise [limits] in {toml}")
         toml.write_text(text)
     return target
+
+
+def bare_bots(target: Path, name: str = "support") -> Path:
+    """A bots/ folder holding one bare bot called `name`."""
+    (target / name).mkdir(parents=True)
+    (target / name / "bot.toml").write_text(BARE_BOT_TOML.format(name=name))
+    return target
+
+
+def cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
+    """User + system CPU of a live process (0 if it is gone), plus that of its reaped children if asked."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped_children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / CLK_TCK
 
 
 async def wait_for_port(proc: asyncio.subprocess.Process, port: int, name: str, within: float = 60.0) -> None:

@@ -48,7 +48,7 @@ if str(REPO) not in sys.path:  # `python bench/...` puts bench/ first on sys.pat
 import aiohttp  # noqa: E402
 import redis.asyncio as aioredis  # noqa: E402
 from aiohttp import web  # noqa: E402
-from benchkit import bots_with_high_limits, percentile  # noqa: E402
+from benchkit import CLK_TCK, bots_with_high_limits, cpu_seconds, percentile  # noqa: E402
 from redis.exceptions import ResponseError  # noqa: E402
 
 from tests.support.processes import relaybot_env  # noqa: E402
@@ -62,7 +62,6 @@ SETTLE_SECONDS = 1.0
 WARMUP_CONVERSATIONS = 20
 WARMUP_MESSAGES = 3
 QUESTION = "how do I export my tasks to CSV?"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 BASELINE_PREFIX = "bench:baseline"
 BASELINE_STREAM = f"{BASELINE_PREFIX}:q"
@@ -256,18 +255,6 @@ async def wait_output(p: Proc, text: str) -> float:
             raise RuntimeError(f"{p.name} exited with {p.proc.returncode}:\n{p.output()}")
         await asyncio.sleep(0.1)
     raise RuntimeError(f"{p.name} never printed {text!r} within {STARTUP_TIMEOUT:.0f} s:\n{p.output()}")
-
-
-def cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
-    """User + system CPU of a live process (0 if it is gone), plus that of its reaped children if asked."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    ticks = int(fields[11]) + int(fields[12])
-    if reaped_children:
-        ticks += int(fields[13]) + int(fields[14])
-    return ticks / CLK_TCK
 
 
 def machine_ticks() -> tuple[int, int]:

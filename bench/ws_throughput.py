@@ -3,11 +3,13 @@
 Starts `relaybot run` (embedded defaults: in-memory sessions, SQLite history, offline provider) and
 a bare aiohttp WebSocket echo server, each in its own process, and drives both with the same
 closed-loop client: N sessions, each sending M messages one after another through the widget
-protocol and waiting for the reply frame before sending the next. Prints messages/s and p50/p99
-latency for each and the relaybot/echo ratios. Never fails on timing; exits 1 only on protocol
-errors (a missing, duplicated or misaddressed reply) or if a server does not start.
+protocol and waiting for the reply frame before sending the next. Prints messages/s, p50/p99
+latency and server CPU per message (from /proc/PID/stat) for each, and the relaybot/echo ratios.
+`--bare` runs a bot with nothing but the pipeline (no intents, no knowledge): the framework's own
+cost. Never fails on timing; exits 1 only on protocol errors (a missing, duplicated or misaddressed
+reply) or if a server does not start.
 
-    python bench/ws_throughput.py [--sessions 50] [--messages 20]
+    python bench/ws_throughput.py [--sessions 50] [--messages 20] [--bare]
     python bench/ws_throughput.py --echo-server PORT    # the baseline server on its own (used internally)
 """
 
@@ -31,7 +33,7 @@ from typing import IO
 
 import aiohttp
 from aiohttp import WSMsgType, web
-from benchkit import REPO, bots_with_high_limits, percentile
+from benchkit import REPO, bare_bots, bots_with_high_limits, cpu_seconds, percentile
 
 from tests.support.servers import free_port
 
@@ -133,6 +135,7 @@ class Run:
     acks: int = 0
     deltas: int = 0
     elapsed: float = 0.0
+    server_cpu: float = 0.0  # seconds of the server process's CPU (user + system) during the run
 
     @property
     def messages(self) -> int:
@@ -191,14 +194,16 @@ async def one_session(
         run.errors.append(f"session {session_no}: {type(exc).__name__}: {exc}")
 
 
-async def drive(port: int, sessions: int, messages: int, tag: str) -> Run:
-    url = f"http://127.0.0.1:{port}/ws?bot=support"
+async def drive(server: Server, sessions: int, messages: int, tag: str) -> Run:
+    url = f"http://127.0.0.1:{server.port}/ws?bot=support"
     run = Run()
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
+        cpu_before = cpu_seconds(server.proc.pid)
         started = time.perf_counter()
         await asyncio.gather(*(one_session(http, url, s, messages, run, tag) for s in range(sessions)))
         run.elapsed = time.perf_counter() - started
+        run.server_cpu = cpu_seconds(server.proc.pid) - cpu_before
     expected = sessions * messages
     if run.messages != expected:
         run.errors.append(f"{run.messages} replies for {expected} messages")
@@ -214,36 +219,43 @@ class Figures:
     p50_ms: float
     p99_ms: float
     mean_ms: float
+    cpu_ms: float  # server CPU per message
 
     @classmethod
     def of(cls, run: Run) -> Figures:
         if not run.latencies:
-            return cls(0.0, float("nan"), float("nan"), float("nan"))
+            return cls(0.0, float("nan"), float("nan"), float("nan"), float("nan"))
         return cls(
             rate=run.messages / run.elapsed,
             p50_ms=percentile(run.latencies, 50) * 1000,
             p99_ms=percentile(run.latencies, 99) * 1000,
             mean_ms=statistics.fmean(run.latencies) * 1000,
+            cpu_ms=run.server_cpu * 1000 / run.messages,
         )
 
 
-def report(sessions: int, messages: int, bot: Run, echo: Run) -> None:
+def report(sessions: int, messages: int, bot: Run, echo: Run, *, bare: bool) -> None:
     b, e = Figures.of(bot), Figures.of(echo)
     print()
-    print(f"WebSocket round trips: {sessions} sessions x {messages} messages, closed loop per session")
-    print(f"{'':<10} {'msgs/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'mean ms':>9} {'errors':>7}")
+    kind = "bare bot (no intents, no knowledge)" if bare else "example bot"
+    print(f"WebSocket round trips, {kind}: {sessions} sessions x {messages} messages, closed loop per session")
+    print(f"{'':<10} {'msgs/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'mean ms':>9} {'cpu ms/msg':>11} {'errors':>7}")
     for name, f, run in (("relaybot", b, bot), ("echo", e, echo)):
-        print(f"{name:<10} {f.rate:>10.1f} {f.p50_ms:>9.2f} {f.p99_ms:>9.2f} {f.mean_ms:>9.2f} {len(run.errors):>7}")
+        print(
+            f"{name:<10} {f.rate:>10.1f} {f.p50_ms:>9.2f} {f.p99_ms:>9.2f} {f.mean_ms:>9.2f} "
+            f"{f.cpu_ms:>11.3f} {len(run.errors):>7}"
+        )
 
     def ratio(a: float, base: float) -> str:
         return f"{a / base:.3g}x" if base > 0 else "n/a"
 
     print(
         f"{'ratio':<10} {ratio(b.rate, e.rate):>10} {ratio(b.p50_ms, e.p50_ms):>9} "
-        f"{ratio(b.p99_ms, e.p99_ms):>9} {ratio(b.mean_ms, e.mean_ms):>9}"
+        f"{ratio(b.p99_ms, e.p99_ms):>9} {ratio(b.mean_ms, e.mean_ms):>9} {ratio(b.cpu_ms, e.cpu_ms):>11}"
     )
     print("(echo: the better of two runs, one before and one after relaybot)")
-    print("(ratio = relaybot / echo: below 1x for msgs/s and above 1x for latency is the bot's own cost)")
+    print("(ratio = relaybot / echo: below 1x for msgs/s and above 1x for latency and CPU is the bot's own cost)")
+    print("(cpu ms/msg: the server process's user + system CPU over the run, from /proc/PID/stat, per message)")
     print(
         f"relaybot frames per message: {bot.acks / max(1, bot.messages):.1f} ack, "
         f"{bot.deltas / max(1, bot.messages):.1f} delta, 1 reply"
@@ -257,7 +269,7 @@ def report(sessions: int, messages: int, bot: Run, echo: Run) -> None:
 # --- main -----------------------------------------------------------------------------------------
 
 
-async def measure(bot_server: Server, echo_server: Server, sessions: int, messages: int) -> int:
+async def measure(bot_server: Server, echo_server: Server, sessions: int, messages: int, *, bare: bool) -> int:
     ready = await asyncio.gather(wait_healthy(bot_server), wait_healthy(echo_server))
     print(
         f"relaybot up in {ready[0]:.1f} s (pid {bot_server.proc.pid}, port {bot_server.port}); "
@@ -266,15 +278,15 @@ async def measure(bot_server: Server, echo_server: Server, sessions: int, messag
     # Warm both up (imports, first SQLite writes, connection set-up), then measure echo, the bot,
     # and echo again; the baseline is the better of the two echo runs.
     for server in (echo_server, bot_server):
-        warm = await drive(server.port, WARMUP_SESSIONS, WARMUP_MESSAGES, f"warm-{server.name}")
+        warm = await drive(server, WARMUP_SESSIONS, WARMUP_MESSAGES, f"warm-{server.name}")
         if warm.errors:
             print(f"warm-up against {server.name} had errors: {warm.errors[:5]}")
-    echo_a = await drive(echo_server.port, sessions, messages, "echo-a")
-    bot = await drive(bot_server.port, sessions, messages, "bot")
-    echo_b = await drive(echo_server.port, sessions, messages, "echo-b")
+    echo_a = await drive(echo_server, sessions, messages, "echo-a")
+    bot = await drive(bot_server, sessions, messages, "bot")
+    echo_b = await drive(echo_server, sessions, messages, "echo-b")
     echo = echo_a if Figures.of(echo_a).rate >= Figures.of(echo_b).rate else echo_b
     echo.errors = echo_a.errors + echo_b.errors
-    report(sessions, messages, bot, echo)
+    report(sessions, messages, bot, echo, bare=bare)
     for server in (bot_server, echo_server):
         if server.proc.poll() is not None:
             print(f"{server.name} died during the run:\n{server.tail()}")
@@ -282,24 +294,30 @@ async def measure(bot_server: Server, echo_server: Server, sessions: int, messag
     return 1 if bot.errors or echo.errors else 0
 
 
-def bench(sessions: int, messages: int, keep: bool) -> int:
+def bench(sessions: int, messages: int, keep: bool, bare: bool) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="relaybot-bench-ws-"))
     servers: list[Server] = []
     try:
         env = {k: v for k, v in os.environ.items() if k not in ENV_DROPPED}
+        bots = bare_bots(tmp / "bots") if bare else bots_with_high_limits(tmp / "bots")
         env.update(
             RELAYBOT_DATA_DIR=str(tmp / "data"),
-            RELAYBOT_BOTS_DIR=str(bots_with_high_limits(tmp / "bots")),
+            RELAYBOT_BOTS_DIR=str(bots),
             RELAYBOT_LOG_LEVEL="WARNING",
             HF_HUB_OFFLINE="1",
             PYTHONUNBUFFERED="1",
         )
+        if not bare:
+            # Ingest before the measurement, so the background ingest of `run` has nothing to do during it.
+            print("ingesting the example bot's knowledge (skipped by later runs of the same files)...")
+            ingest = [sys.executable, "-m", "core.cli", "ingest", "--bot", "support"]
+            subprocess.run(ingest, cwd=REPO, env=env, check=True)
         bot_port, echo_port = free_port(), free_port()
         bot_argv = [sys.executable, "-m", "core.cli", "run", "--host", "127.0.0.1", "--port", str(bot_port)]
         echo_argv = [sys.executable, str(Path(__file__).resolve()), "--echo-server", str(echo_port)]
         servers.append(start("relaybot", bot_argv, bot_port, env, (tmp / "relaybot.log").open("w+b")))
         servers.append(start("echo", echo_argv, echo_port, env, (tmp / "echo.log").open("w+b")))
-        return asyncio.run(measure(servers[0], servers[1], sessions, messages))
+        return asyncio.run(measure(servers[0], servers[1], sessions, messages, bare=bare))
     finally:
         for server in servers:
             stop(server)
@@ -315,6 +333,7 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=50, help="concurrent WebSocket sessions (default 50)")
     parser.add_argument("--messages", type=int, default=20, help="messages per session (default 20)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (server logs, SQLite file)")
+    parser.add_argument("--bare", action="store_true", help="a bot with no intents and no knowledge (framework cost)")
     parser.add_argument("--echo-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.echo_server:
@@ -322,7 +341,7 @@ def main() -> int:
         return 0
     if args.sessions < 1 or args.messages < 1:
         parser.error("--sessions and --messages must be at least 1")
-    return bench(args.sessions, args.messages, args.keep)
+    return bench(args.sessions, args.messages, args.keep, args.bare)
 
 
 if __name__ == "__main__":

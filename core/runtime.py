@@ -68,8 +68,9 @@ from core.redisio import client_from_url
 from core.secrets import load_or_create_secret
 from core.settings import Settings, environment
 from core.stores.base import HistoryStore, SessionStore
-from core.stores.memory import MemorySessionStore
-from core.stores.redis import RedisSessionStore
+from core.stores.cached import CachedHistoryStore
+from core.stores.memory import MemoryReadCache, MemorySessionStore
+from core.stores.redis import RedisReadCache, RedisSessionStore
 from core.stores.sql import SqlHistoryStore
 from core.streams import MemoryStreamRegistry, RedisStreamRegistry, StreamRegistry
 from core.tools import ToolExecutor
@@ -95,7 +96,13 @@ class Runtime:
         self.settings = settings
         self.bots = bots
         self.sessions = sessions
-        self.history = history
+        # Facts and summaries are read on every turn and written every few: served from a cache
+        # shared like the sessions are (Redis when there is one), dropped on every write.
+        self.history: HistoryStore = CachedHistoryStore(
+            history,
+            RedisReadCache(redis) if redis is not None else MemoryReadCache(),
+            ttl_seconds=settings.session_ttl_seconds,
+        )
         self.secret = secret
         self.redis = redis
         self.distributed = settings.bus == "redis"
@@ -139,10 +146,10 @@ class Runtime:
         self.pipeline = Pipeline(
             stages=[
                 RateLimitStage(self.limiter),
-                LoadSessionStage(sessions, history),
+                LoadSessionStage(sessions, self.history),
                 HistoryWindowStage(sessions),
-                LoadMemoryStage(history),
-                MemoryCommandStage(history),
+                LoadMemoryStage(self.history),
+                MemoryCommandStage(self.history),
                 CommandStage(self.handlers),
                 IntentStage(self.intents, LLMIntentClassifier(chains.for_bot, self.intents)),
                 RetrieveStage(self.knowledge),
@@ -154,14 +161,14 @@ class Runtime:
                 ),
             ],
             closing=[
-                RecordStage(sessions, history),
+                RecordStage(sessions, self.history),
                 UsageStage(self.limiter),
                 LogTurnStage(),
                 MetricsStage(self.metrics),
             ],
             after=[
-                ExtractFactsStage(history, ChainFactExtractor(chains.for_bot)),
-                FoldSummaryStage(history, ChainSummarizer(chains.for_bot)),
+                ExtractFactsStage(self.history, ChainFactExtractor(chains.for_bot)),
+                FoldSummaryStage(self.history, ChainSummarizer(chains.for_bot)),
             ],
         )
         self.worker = Worker(

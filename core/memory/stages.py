@@ -15,6 +15,7 @@ from core.memory.facts import FactExtractor, label
 from core.memory.summary import Summarizer, plan_fold
 from core.pipeline.turn import Turn
 from core.stores.base import HistoryStore, Summary, UserFact
+from core.tokens import estimate_tokens
 
 __all__ = ["ExtractFactsStage", "FoldSummaryStage", "LoadMemoryStage", "MemoryCommandStage"]
 
@@ -146,6 +147,8 @@ class FoldSummaryStage:
         window = turn.bot.history
         if turn.notice or window.max_messages == 0:
             return
+        if _fits_without_fold(turn):
+            return
         session_id = turn.envelope.session_id
         summary = await self._history.summary(session_id)
         through = summary.through_seq if summary is not None else 0
@@ -169,3 +172,24 @@ class FoldSummaryStage:
             through_seq=plan.through_seq,
             stored=stored,
         )
+
+
+def _fits_without_fold(turn: Turn) -> bool:
+    """True when the turn itself shows that every unsummarized message still fits the window.
+
+    Then `plan_fold` would find nothing to fold, and reading the tail of the history to find that
+    out (a database query on every turn) is skipped. It holds when the window the turn was given
+    is every stored message after the summary (none dropped, no notices among them) and, with
+    this turn's two messages added, they fit both bounds. Anything else takes the exact path.
+    """
+    if turn.seq is None:
+        return False
+    limits = turn.bot.history
+    through = turn.summary.through_seq if turn.summary is not None else 0
+    earlier = turn.history
+    # RecordStage stored this turn's user message and reply as seq - 1 and seq.
+    if len(earlier) != turn.seq - 2 - through or len(earlier) + 2 > limits.max_messages:
+        return False
+    tokens = sum(estimate_tokens(m.content) for m in earlier)
+    tokens += estimate_tokens(turn.envelope.text) + estimate_tokens(turn.reply_text or "")
+    return tokens <= limits.token_budget

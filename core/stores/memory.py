@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from core.errors import StoreError
 from core.stores.base import Role, Session, StoredMessage, Summary, UserFact
 
-__all__ = ["MemoryHistoryStore", "MemorySessionStore"]
+__all__ = ["MemoryHistoryStore", "MemoryReadCache", "MemorySessionStore"]
 
 
 def _copy_message(message: StoredMessage) -> StoredMessage:
@@ -173,3 +173,38 @@ class MemoryHistoryStore:
 
     async def close(self) -> None:
         return None
+
+
+class MemoryReadCache:
+    """`ReadCache` for one process: a bounded dict, the least recently used entries dropped first."""
+
+    def __init__(self, *, max_entries: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
+        self._values: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._generations: dict[str, int] = {}
+        self._max = max_entries
+        self._clock = clock
+
+    async def get(self, key: str) -> tuple[str | None, str]:
+        generation = str(self._generations.get(key, 0))
+        entry = self._values.get(key)
+        if entry is None:
+            return None, generation
+        if entry[1] <= self._clock():
+            del self._values[key]
+            return None, generation
+        self._values.move_to_end(key)
+        return entry[0], generation
+
+    async def set(self, key: str, value: str, generation: str, ttl_seconds: int) -> None:
+        if str(self._generations.get(key, 0)) != generation:
+            return  # invalidated while the caller read the store: its value may be the old one
+        self._values[key] = (value, self._clock() + ttl_seconds)
+        self._values.move_to_end(key)
+        while len(self._values) > self._max:
+            old, _ = self._values.popitem(last=False)
+            # Nobody can hold a generation of a key read that long ago in a live turn.
+            self._generations.pop(old, None)
+
+    async def invalidate(self, key: str) -> None:
+        self._values.pop(key, None)
+        self._generations[key] = self._generations.get(key, 0) + 1

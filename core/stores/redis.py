@@ -5,6 +5,11 @@ Layout, per session (`P` = prefix):
     P:session:<id>            HASH  bot, channel, conversation_id, user_id, created_at, f:<field>...
     P:session:<id>:messages   LIST  one JSON `StoredMessage.to_dict()` per item, oldest first
 
+`RedisReadCache` (cached reads of the durable history, see `core.stores.cached`):
+
+    P:cache:<key>             STRING  the cached value, with the cache's TTL
+    P:cachegen:<key>          STRING  the key's generation (INCR on every invalidation), twice the TTL
+
 Custom fields live under `f:` so a flow can use any name (even `bot`) without clobbering the
 identity fields. Both keys share one TTL that every access renews in the same round trip, so a
 session never half-expires. Appends are RPUSH and reads are LRANGE from the tail: a turn costs the
@@ -26,7 +31,7 @@ from core.errors import StoreError
 from core.redisio import client_from_url, describe, redis_errors, text
 from core.stores.base import Session, StoredMessage
 
-__all__ = ["RedisSessionStore"]
+__all__ = ["RedisReadCache", "RedisSessionStore"]
 
 _IDENTITY = ("bot", "channel", "conversation_id", "user_id", "created_at")
 _FIELD = "f:"
@@ -175,3 +180,44 @@ class RedisSessionStore:
             return
         with self._errors("closing the connection"):
             await self._client.aclose()
+
+
+# Store the value only if no invalidation happened since the reader saw the generation.
+_CACHE_SET_LUA = """
+local generation = redis.call('GET', KEYS[2]) or ''
+if generation ~= ARGV[2] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+return 1
+"""
+
+
+class RedisReadCache:
+    """`ReadCache` shared by every process on one Redis: a GET per hit, a script per fill."""
+
+    def __init__(self, client: aioredis.Redis, *, prefix: str = "relaybot") -> None:
+        self._client = client
+        self._prefix = prefix
+        self._where = describe(client)
+        self._set_script = client.register_script(_CACHE_SET_LUA)
+
+    def _keys(self, key: str) -> tuple[str, str]:
+        return f"{self._prefix}:cache:{key}", f"{self._prefix}:cachegen:{key}"
+
+    async def get(self, key: str) -> tuple[str | None, str]:
+        with redis_errors(self._where, "reading the cache", prefix=self._prefix):
+            value, generation = await self._client.mget(self._keys(key))
+        return (text(value) if value is not None else None), (text(generation) if generation is not None else "")
+
+    async def set(self, key: str, value: str, generation: str, ttl_seconds: int) -> None:
+        with redis_errors(self._where, "filling the cache", prefix=self._prefix):
+            await self._set_script(keys=self._keys(key), args=[value, generation, int(ttl_seconds)])
+
+    async def invalidate(self, key: str) -> None:
+        value_key, generation_key = self._keys(key)
+        with redis_errors(self._where, "invalidating the cache", prefix=self._prefix):
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.incr(generation_key)
+                # Outlives any value filled under the old generation (those expire after the cache TTL).
+                pipe.expire(generation_key, 7 * 24 * 3600)
+                pipe.delete(value_key)
+                await pipe.execute()

@@ -186,11 +186,17 @@ class SqlHistoryStore:
         )
 
     async def create_schema(self) -> None:
-        try:
-            async with self._engine.begin() as conn:
-                await conn.run_sync(Base.metadata.create_all)
-        except _DB_ERRORS as exc:
-            raise self._failure("creating the schema", exc) from exc
+        for attempt in range(3):
+            try:
+                async with self._engine.begin() as conn:
+                    await conn.run_sync(Base.metadata.create_all)
+                return
+            except _DB_ERRORS as exc:
+                # Two processes starting at once (an adapter and a worker on one SQLite file) both
+                # see no table, and the slower CREATE fails; the next try sees the table and skips it.
+                if attempt < 2 and "already exists" in str(exc):
+                    continue
+                raise self._failure("creating the schema", exc) from exc
 
     async def append(
         self, *, session_id: str, bot: str, channel: str, user_id: str, messages: Sequence[StoredMessage]

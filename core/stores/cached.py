@@ -1,0 +1,135 @@
+"""Reads of user facts and session summaries from a cache in front of the durable history.
+
+Every turn reads the user's facts and the session's summary, and a turn of a bare bot read them
+from SQL each time: two queries (about a millisecond of CPU) for values that change once every
+few turns at most. `CachedHistoryStore` serves them from a `ReadCache` (memory when embedded,
+Redis when processes share state) and drops the cached value whenever it writes one.
+
+A reader that loaded an old value from SQL while a writer changed it must not put the old value
+back after the writer dropped it: each key has a generation that every invalidation bumps, `get`
+returns the generation it saw, and `set` stores only if it is still the same. So a cached value is
+never older than the last completed write.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+
+from core.stores.base import HistoryStore, Role, StoredMessage, Summary, UserFact
+
+__all__ = ["CachedHistoryStore", "ReadCache"]
+
+
+class ReadCache(Protocol):
+    async def get(self, key: str) -> tuple[str | None, str]:
+        """The cached value (None on a miss) and the key's generation, to hand back to `set`."""
+        ...
+
+    async def set(self, key: str, value: str, generation: str, ttl_seconds: int) -> None:
+        """Store `value` unless the key was invalidated since `get` returned `generation`."""
+        ...
+
+    async def invalidate(self, key: str) -> None:
+        """Drop the cached value and start a new generation."""
+        ...
+
+
+def _facts_json(facts: Sequence[UserFact]) -> str:
+    return json.dumps([[f.key, f.value, f.source, f.updated_at.isoformat()] for f in facts])
+
+
+def _facts_from_json(raw: str) -> list[UserFact]:
+    return [
+        UserFact(key=key, value=value, source=source, updated_at=datetime.fromisoformat(at))
+        for key, value, source, at in json.loads(raw)
+    ]
+
+
+def _summary_json(summary: Summary | None) -> str:
+    if summary is None:
+        return "null"  # "no summary yet" is cached too: it is what most sessions have
+    return json.dumps([summary.text, summary.through_seq, summary.updated_at.isoformat()])
+
+
+def _summary_from_json(raw: str) -> Summary | None:
+    data = json.loads(raw)
+    if data is None:
+        return None
+    text, through_seq, at = data
+    return Summary(text=text, through_seq=through_seq, updated_at=datetime.fromisoformat(at))
+
+
+class CachedHistoryStore:
+    """`HistoryStore` that caches `facts` and `summary`; every other call goes straight through."""
+
+    def __init__(self, history: HistoryStore, cache: ReadCache, *, ttl_seconds: int) -> None:
+        self._history = history
+        self._cache = cache
+        self._ttl = ttl_seconds
+
+    @staticmethod
+    def _facts_key(bot: str, user_id: str) -> str:
+        return f"facts:{bot}:{user_id}"
+
+    @staticmethod
+    def _summary_key(session_id: str) -> str:
+        return f"summary:{session_id}"
+
+    async def facts(self, bot: str, user_id: str) -> list[UserFact]:
+        key = self._facts_key(bot, user_id)
+        raw, generation = await self._cache.get(key)
+        if raw is not None:
+            return _facts_from_json(raw)
+        facts = await self._history.facts(bot, user_id)
+        await self._cache.set(key, _facts_json(facts), generation, self._ttl)
+        return facts
+
+    async def remember(self, *, bot: str, user_id: str, facts: Sequence[UserFact]) -> None:
+        try:
+            await self._history.remember(bot=bot, user_id=user_id, facts=facts)
+        finally:
+            # Also after a failure: the write may have landed before the error reached us.
+            await self._cache.invalidate(self._facts_key(bot, user_id))
+
+    async def forget(self, bot: str, user_id: str, keys: Sequence[str] | None = None) -> int:
+        try:
+            return await self._history.forget(bot, user_id, keys)
+        finally:
+            await self._cache.invalidate(self._facts_key(bot, user_id))
+
+    async def summary(self, session_id: str) -> Summary | None:
+        key = self._summary_key(session_id)
+        raw, generation = await self._cache.get(key)
+        if raw is not None:
+            return _summary_from_json(raw)
+        summary = await self._history.summary(session_id)
+        await self._cache.set(key, _summary_json(summary), generation, self._ttl)
+        return summary
+
+    async def save_summary(self, session_id: str, summary: Summary) -> bool:
+        try:
+            return await self._history.save_summary(session_id, summary)
+        finally:
+            await self._cache.invalidate(self._summary_key(session_id))
+
+    async def append(
+        self, *, session_id: str, bot: str, channel: str, user_id: str, messages: Sequence[StoredMessage]
+    ) -> list[StoredMessage]:
+        return await self._history.append(
+            session_id=session_id, bot=bot, channel=channel, user_id=user_id, messages=messages
+        )
+
+    async def recent(self, session_id: str, limit: int) -> list[StoredMessage]:
+        return await self._history.recent(session_id, limit)
+
+    async def after(self, session_id: str, seq: int, *, role: Role | None = None) -> list[StoredMessage]:
+        return await self._history.after(session_id, seq, role=role)
+
+    async def ping(self) -> None:
+        await self._history.ping()
+
+    async def close(self) -> None:
+        await self._history.close()
