@@ -439,6 +439,48 @@ async def test_history_concurrent_appends_get_distinct_seqs(history: HistoryStor
     assert sorted(m.content for m in stored) == sorted(m.content for m in make_messages(5))
 
 
+async def test_sqlite_appends_waiting_for_the_writer_share_one_commit(tmp_path: Path) -> None:
+    store = SqlHistoryStore.from_url(f"sqlite:///{tmp_path}/group.db")
+    await store.create_schema()
+    commits: list[int] = []
+    event.listen(store._engine.sync_engine, "commit", lambda _conn: commits.append(1))
+    try:
+        # 40 turns of 8 conversations finishing at once, as a busy worker's do.
+        results = await asyncio.gather(
+            *(append(store, f"s{i % 8}", make_messages(2, start=2 * i + 1)) for i in range(40))
+        )
+        assert len(commits) < 10, len(commits)
+        for n in range(8):
+            stored = await store.recent(f"s{n}", 100)
+            assert [m.seq for m in stored] == list(range(1, 11))
+        # Every caller got the seqs its own messages were stored under.
+        for i, saved in enumerate(results):
+            assert [m.content for m in saved] == [m.content for m in make_messages(2, start=2 * i + 1)]
+            stored = {m.seq: m.content for m in await store.recent(f"s{i % 8}", 100)}
+            assert [stored[m.seq] for m in saved if m.seq is not None] == [m.content for m in saved]
+    finally:
+        await store.close()
+
+
+async def test_sqlite_a_bad_append_in_a_group_fails_alone(tmp_path: Path) -> None:
+    store = SqlHistoryStore.from_url(f"sqlite:///{tmp_path}/group.db")
+    await store.create_schema()
+    try:
+        bad = replace(make_messages(1)[0], content=None)  # type: ignore[arg-type]  # violates NOT NULL
+        results = await asyncio.gather(
+            append(store, "a", make_messages(2)),
+            append(store, "b", [bad]),
+            append(store, "c", make_messages(2)),
+            return_exceptions=True,
+        )
+        assert isinstance(results[1], StoreError)
+        assert [m.seq for m in await store.recent("a", 10)] == [1, 2]
+        assert [m.seq for m in await store.recent("c", 10)] == [1, 2]
+        assert await store.recent("b", 10) == []
+    finally:
+        await store.close()
+
+
 # User facts and session summaries (memory) live beside the transcript, on every history backend.
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)

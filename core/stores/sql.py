@@ -10,12 +10,27 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, String, Text, UniqueConstraint, delete, event, select
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Integer,
+    Select,
+    String,
+    Text,
+    UniqueConstraint,
+    delete,
+    event,
+    insert,
+    literal,
+    select,
+    union_all,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import URL, make_url
@@ -113,6 +128,26 @@ def _to_message(row: MessageRecord) -> StoredMessage:
     )
 
 
+def _last_seq(session_id: str) -> Select[int]:
+    return (
+        select(MessageRecord.seq)
+        .where(MessageRecord.session_id == session_id)
+        .order_by(MessageRecord.seq.desc())
+        .limit(1)
+    )
+
+
+@dataclass(slots=True, kw_only=True)
+class _Append:
+    session_id: str
+    bot: str
+    channel: str
+    user_id: str
+    messages: Sequence[StoredMessage]
+    #: set while the request waits for a group commit
+    done: asyncio.Future[list[StoredMessage]] | None = None
+
+
 def _async_url(url: str) -> URL:
     try:
         parsed = make_url(url)
@@ -148,6 +183,8 @@ class SqlHistoryStore:
         # SQLite has one writer at a time; turns queueing on its busy handler (sleeps of up to 100 ms)
         # made the slowest replies seconds late. Waiting on an asyncio lock in order is fair and fast.
         self._write_lock = asyncio.Lock() if engine.url.get_backend_name() == "sqlite" else None
+        self._queued: list[_Append] = []
+        self._committer: asyncio.Task[None] | None = None
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._where = engine.url.render_as_string(hide_password=True)
 
@@ -167,7 +204,9 @@ class SqlHistoryStore:
                     ) from exc
         if parsed.get_backend_name() == "sqlite":
             # Other processes on the same file (relaybot chat beside relaybot run) wait, not fail.
-            engine = create_async_engine(parsed, connect_args={"timeout": 30})
+            # A pool as large as a worker's concurrent turns: a smaller one opened and closed a
+            # connection (and its aiosqlite thread) for every few messages under load.
+            engine = create_async_engine(parsed, connect_args={"timeout": 30}, pool_size=20, max_overflow=20)
         else:
             # Sized for a worker's concurrent turns: a pool smaller than that opened and closed
             # a PostgreSQL connection (a new backend process) for every few messages.
@@ -203,19 +242,23 @@ class SqlHistoryStore:
     ) -> list[StoredMessage]:
         if not messages:
             return []
+        request = _Append(session_id=session_id, bot=bot, channel=channel, user_id=user_id, messages=messages)
+        if self._write_lock is None:
+            return await self._append_alone(request)
+        return await self._group_commit(request)
+
+    async def _append_alone(self, request: _Append) -> list[StoredMessage]:
         attempts_left = _APPEND_ATTEMPTS
         while True:
             try:
-                if self._write_lock is None:
-                    return await self._insert(session_id, bot, channel, user_id, messages)
-                async with self._write_lock:
-                    return await self._insert(session_id, bot, channel, user_id, messages)
+                [saved] = await self._insert([request])
+                return saved
             except IntegrityError as exc:
                 # Another writer took these seq numbers first; the next try reads the new maximum.
                 attempts_left -= 1
                 if attempts_left == 0:
                     raise StoreError(
-                        f"could not append to session {session_id!r} in the history database at "
+                        f"could not append to session {request.session_id!r} in the history database at "
                         f"{self._where}: other writers took the next sequence number "
                         f"{_APPEND_ATTEMPTS} times in a row. Is more than one worker handling this "
                         f"conversation without holding its lock?"
@@ -223,37 +266,89 @@ class SqlHistoryStore:
             except _DB_ERRORS as exc:
                 raise self._failure("appending messages", exc) from exc
 
-    async def _insert(
-        self, session_id: str, bot: str, channel: str, user_id: str, messages: Sequence[StoredMessage]
-    ) -> list[StoredMessage]:
-        last_seq = (
-            select(MessageRecord.seq)
-            .where(MessageRecord.session_id == session_id)
-            .order_by(MessageRecord.seq.desc())
-            .limit(1)
-        )
-        async with self._sessions.begin() as db:
-            start = (await db.scalar(last_seq) or 0) + 1
-            saved = [
-                replace(m, seq=start + i, created_at=_utc(m.created_at), meta=dict(m.meta))
-                for i, m in enumerate(messages)
-            ]
-            db.add_all(
-                MessageRecord(
-                    session_id=session_id,
-                    seq=m.seq,
-                    bot=bot,
-                    channel=channel,
-                    user_id=user_id,
-                    role=m.role,
-                    content=m.content,
-                    ref=m.ref,
-                    meta=dict(m.meta),
-                    created_at=m.created_at,
+    async def _group_commit(self, request: _Append) -> list[StoredMessage]:
+        """SQLite has one writer: appends that queue behind it go in together, one transaction and
+        one commit (one fsync) for the lot, instead of a commit each. Each caller still returns
+        only once its rows are committed."""
+        request.done = asyncio.get_running_loop().create_future()
+        self._queued.append(request)
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_queued(), name="relaybot-history-group-commit")
+        return await request.done
+
+    async def _commit_queued(self) -> None:
+        assert self._write_lock is not None
+        while self._queued:
+            batch, self._queued = self._queued, []
+            try:
+                async with self._write_lock:
+                    try:
+                        results = await self._insert(batch)
+                    except _DB_ERRORS:
+                        # One request may be at fault (a writer outside this process took its seq):
+                        # each on its own, so the others still land and the culprit gets its error.
+                        results = None
+                    if results is None:
+                        for one in batch:
+                            await self._settle_alone(one)
+                        continue
+                for one, saved in zip(batch, results, strict=True):
+                    if one.done is not None and not one.done.done():
+                        one.done.set_result(saved)
+            except BaseException as exc:
+                for one in batch:
+                    if one.done is not None and not one.done.done():
+                        one.done.set_exception(self._failure("appending messages", StoreError(str(exc))))
+                raise
+
+    async def _settle_alone(self, request: _Append) -> None:
+        try:
+            saved = await self._append_alone(request)
+        except Exception as exc:
+            if request.done is not None and not request.done.done():
+                request.done.set_exception(exc)
+            return
+        if request.done is not None and not request.done.done():
+            request.done.set_result(saved)
+
+    async def _insert(self, batch: Sequence[_Append]) -> list[list[StoredMessage]]:
+        """Insert every request's messages in one transaction, each session numbered on from its last seq."""
+        sessions = list(dict.fromkeys(r.session_id for r in batch))
+        # One statement for the batch, each session's last seq read from the end of its index.
+        lookups = [
+            select(literal(session_id).label("session_id"), _last_seq(session_id).scalar_subquery().label("seq"))
+            for session_id in sessions
+        ]
+        lookup = lookups[0] if len(lookups) == 1 else union_all(*lookups)
+        results: list[list[StoredMessage]] = []
+        rows: list[dict[str, Any]] = []
+        async with self._engine.begin() as conn:
+            last = {session_id: seq or 0 for session_id, seq in (await conn.execute(lookup)).all()}
+            for request in batch:
+                start = last[request.session_id] + 1
+                saved = [
+                    replace(m, seq=start + i, created_at=_utc(m.created_at), meta=dict(m.meta))
+                    for i, m in enumerate(request.messages)
+                ]
+                last[request.session_id] = start + len(saved) - 1
+                results.append(saved)
+                rows.extend(
+                    {
+                        "session_id": request.session_id,
+                        "seq": m.seq,
+                        "bot": request.bot,
+                        "channel": request.channel,
+                        "user_id": request.user_id,
+                        "role": m.role,
+                        "content": m.content,
+                        "ref": m.ref,
+                        "meta": dict(m.meta),
+                        "created_at": m.created_at,
+                    }
+                    for m in saved
                 )
-                for m in saved
-            )
-        return saved
+            await conn.execute(insert(MessageRecord), rows)
+        return results
 
     async def recent(self, session_id: str, limit: int) -> list[StoredMessage]:
         if limit <= 0:
@@ -402,4 +497,7 @@ class SqlHistoryStore:
             raise self._failure("checking the connection", exc) from exc
 
     async def close(self) -> None:
+        if self._committer is not None:
+            # Appends already accepted are committed before the engine goes away.
+            await asyncio.gather(self._committer, return_exceptions=True)
         await self._engine.dispose()
