@@ -14,8 +14,10 @@ Reconnecting with `?token=…&after=SEQ` keeps the session and replays every rep
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import json
+from collections import deque
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -29,17 +31,26 @@ from core.errors import StoreError
 from core.settings import Settings
 
 MAX_CLIENT_ID = 128
+#: frames waiting for one socket at most; a client that falls this far behind is dropped and
+#: resumes with `after=` (its replies are in the history), so it never holds up anyone else
+MAX_QUEUED_FRAMES = 256
 _STATIC = "web_static"
 
 
 @dataclass(eq=False, slots=True)
 class _Connection:
+    """One open socket. Frames go through its own queue, written by its own task, in order."""
+
     ws: web.WebSocketResponse
     session_id: str
     conversation_id: str
     bot: str
     last_seq: int = 0
-    send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: held while replaying the history, so a live reply is not sent before older ones (or twice)
+    replay_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    queued: deque[str] = field(default_factory=deque)
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    dropped: bool = False
 
 
 class FrameError(Exception):
@@ -143,15 +154,16 @@ class WebChannel:
         session, token = self._tokens.renew(session) if session else self._tokens.new_session(bot)
         conn = _Connection(ws, session_id_for(bot, "web", session.session_id), session.session_id, bot)
         self._connections.setdefault(conn.session_id, set()).add(conn)
+        writer = asyncio.create_task(self._write_frames(conn), name="relaybot-web-writer")
         try:
-            await self._send(conn, {"type": "session", "session_id": session.session_id, "token": token})
+            self._send(conn, {"type": "session", "session_id": session.session_id, "token": token})
             if resumed:
                 await self._replay(conn, request.query.get("after", "0"))
             async for message in ws:
                 if message.type == WSMsgType.TEXT:
                     await self._on_text(conn, message.data)
                 elif message.type == WSMsgType.BINARY:
-                    await self._send_error(conn, FrameError("binary_not_supported", "send JSON text frames"))
+                    self._send_error(conn, FrameError("binary_not_supported", "send JSON text frames"))
                 elif message.type == WSMsgType.ERROR:
                     await self._log.ainfo("ws_closed_on_error", error=str(ws.exception()))
                     break
@@ -161,6 +173,9 @@ class WebChannel:
                 peers.discard(conn)
                 if not peers:
                     del self._connections[conn.session_id]
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
         return ws
 
     async def _replay(self, conn: _Connection, after_raw: str) -> None:
@@ -168,9 +183,9 @@ class WebChannel:
             after = max(0, int(after_raw))
         except ValueError:
             after = 0
-        async with conn.send_lock:
+        async with conn.replay_lock:
             for message in await self._ctx.history.after(conn.session_id, after, role="assistant"):
-                await self._send_unlocked(
+                self._send(
                     conn,
                     {"type": "reply", "reply_to": message.ref, "seq": message.seq, "text": message.content},
                 )
@@ -180,11 +195,11 @@ class WebChannel:
         try:
             frame = self._parse(data)
             if frame["type"] == "ping":
-                await self._send(conn, {"type": "pong"})
+                self._send(conn, {"type": "pong"})
                 return
             await self._accept_message(conn, frame["id"], frame["text"])
         except FrameError as exc:
-            await self._send_error(conn, exc)
+            self._send_error(conn, exc)
 
     def _parse(self, data: str) -> dict[str, Any]:
         try:
@@ -229,9 +244,9 @@ class WebChannel:
                 "unavailable", "the assistant cannot take messages right now; send it again shortly", id=client_id
             ) from exc
         if not accepted:
-            await self._send(conn, {"type": "ack", "id": client_id, "duplicate": True})
+            self._send(conn, {"type": "ack", "id": client_id, "duplicate": True})
             return
-        await self._send(conn, {"type": "ack", "id": client_id})
+        self._send(conn, {"type": "ack", "id": client_id})
 
     # --- delivery ----------------------------------------------------------------------------
 
@@ -239,19 +254,18 @@ class WebChannel:
         peers = list(self._connections.get(reply.session_id, ()))
         if not reply.final:
             frame: dict[str, Any] = {"type": "delta", "reply_to": reply.in_reply_to, "text": reply.text}
-            for conn in peers:
-                await self._send(conn, frame)
-            return DeliveryResult(delivered=bool(peers))
+            queued = [self._send(conn, frame) for conn in peers]
+            return DeliveryResult(delivered=any(queued))
         frame = {"type": "reply", "reply_to": reply.in_reply_to, "seq": reply.seq, "text": reply.text}
         if reply.sources:
             frame["sources"] = list(reply.sources)
         sent = 0
         for conn in peers:
-            async with conn.send_lock:
+            async with conn.replay_lock:
                 # A resumed connection may already have replayed this reply from the history.
                 if reply.seq is not None and reply.seq <= conn.last_seq:
                     continue
-                if await self._send_unlocked(conn, frame):
+                if self._send(conn, frame):
                     sent += 1
                     conn.last_seq = max(conn.last_seq, reply.seq or 0)
         ids = (str(reply.seq),) if reply.seq is not None else ()
@@ -259,27 +273,47 @@ class WebChannel:
             return DeliveryResult(delivered=True, channel_message_ids=ids)
         return DeliveryResult(delivered=False, channel_message_ids=ids, detail="no open connection; kept for resume")
 
-    async def _send(self, conn: _Connection, frame: dict[str, Any]) -> bool:
-        async with conn.send_lock:
-            return await self._send_unlocked(conn, frame)
-
-    async def _send_unlocked(self, conn: _Connection, frame: dict[str, Any]) -> bool:
-        if conn.ws.closed:
+    def _send(self, conn: _Connection, frame: dict[str, Any]) -> bool:
+        """Queue a frame for the connection's writer; False if the connection is gone or was dropped."""
+        if conn.dropped or conn.ws.closed:
             return False
+        if len(conn.queued) >= MAX_QUEUED_FRAMES:
+            self._drop(conn, f"{MAX_QUEUED_FRAMES} frames waiting: the client is not reading")
+            return False
+        conn.queued.append(json.dumps(frame))
+        conn.wakeup.set()
+        return True
+
+    def _drop(self, conn: _Connection, why: str) -> None:
+        # The client resumes from its last seq on reconnect; everything it missed is in the history.
+        conn.dropped = True
+        conn.queued.clear()
+        conn.wakeup.set()
+        self._log.info("ws_dropped", session_id=conn.session_id, reason=why)
+
+    async def _write_frames(self, conn: _Connection) -> None:
+        """The connection's writer: sends queued frames in order; a send that stalls drops the client."""
+        timeout = self._web.send_timeout_seconds
         try:
-            await asyncio.wait_for(conn.ws.send_json(frame), self._web.send_timeout_seconds)
-            return True
+            while not conn.dropped:
+                if not conn.queued:
+                    conn.wakeup.clear()
+                    await conn.wakeup.wait()
+                    continue
+                # Whatever queued up meanwhile goes out under one deadline.
+                async with asyncio.timeout(timeout):
+                    while conn.queued and not conn.dropped:
+                        await conn.ws.send_str(conn.queued.popleft())
         except (TimeoutError, ConnectionError, RuntimeError) as exc:
-            # A client that cannot keep up is dropped; it resumes from its last seq on reconnect.
-            await self._log.ainfo("ws_send_failed", session_id=conn.session_id, error=repr(exc))
+            self._drop(conn, repr(exc))
+        if not conn.ws.closed:
             await conn.ws.close()
-            return False
 
-    async def _send_error(self, conn: _Connection, error: FrameError) -> None:
+    def _send_error(self, conn: _Connection, error: FrameError) -> None:
         frame: dict[str, Any] = {"type": "error", "code": error.code, "message": str(error)}
         if error.id is not None:
             frame["id"] = error.id
-        await self._send(conn, frame)
+        self._send(conn, frame)
 
     async def _on_shutdown(self, app: web.Application) -> None:
         await self.close()

@@ -13,12 +13,12 @@ import structlog
 
 from core.bots import BotRegistry
 from core.dedupe.base import DedupeStore
+from core.delivery.coalesce import DeltaCoalescer
 from core.delivery.outbox import Outbox
 from core.envelope import Envelope, Reply
 from core.errors import PoisonMessage
 from core.locks.base import ConversationLocks
 from core.pipeline.pipeline import Pipeline
-from core.pipeline.turn import DeltaSink
 from core.queue.base import OrderedQueue, QueueEntry
 from core.queue.consumer import OrderedConsumer
 
@@ -90,7 +90,12 @@ class Worker:
             await self._log.ainfo("duplicate_envelope", envelope_id=envelope.id, dedupe_key=envelope.dedupe_key)
             return None
         stream = self._stream_sink(envelope) if self._outbox.can_stream(envelope.channel) else None
-        reply, turn = await self._pipeline.run_turn(envelope, bot, stream=stream, retryable=retryable)
+        try:
+            reply, turn = await self._pipeline.run_turn(envelope, bot, stream=stream, retryable=retryable)
+        finally:
+            if stream is not None:
+                # The last piece of streamed text goes out before the reply, never after it.
+                await stream.close()
         await self._outbox.submit(reply)
         await self._dedupe.claim(done_key, DONE_TTL_SECONDS)
         # Memory (facts, summary) once the reply is on its way: still under the conversation's lock,
@@ -98,7 +103,7 @@ class Worker:
         await self._pipeline.follow_up(turn)
         return reply
 
-    def _stream_sink(self, envelope: Envelope) -> DeltaSink:
+    def _stream_sink(self, envelope: Envelope) -> DeltaCoalescer:
         template = Reply(
             envelope_id=envelope.id,
             session_id=envelope.session_id,
@@ -113,4 +118,4 @@ class Worker:
         async def send(delta: str) -> None:
             await self._outbox.stream(replace(template, text=delta))
 
-        return send
+        return DeltaCoalescer(send)

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from channels.web_tokens import SessionTokens, WebSession
+from core.envelope import Reply
 from core.runtime import Runtime
 from tests.support.harness import make_settings, running_app, write_bot
 
@@ -320,3 +321,84 @@ async def test_metrics_count_turns_deliveries_and_the_backlog(
     assert 'relaybot_deliveries_total{channel="web",status="sent"} 1.0' in text
     assert 'relaybot_queue_pending{queue="bus"} 0.0' in text
     assert 'relaybot_turn_latency_seconds_count{channel="web"} 1.0' in text
+
+
+def _read_server_frame(sock: socket.socket) -> str:
+    """One unmasked text frame from a raw socket (what a server sends)."""
+
+    def exactly(n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = sock.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError("closed")
+            data += chunk
+        return data
+
+    _, length = exactly(2)
+    if length == 126:
+        length = int.from_bytes(exactly(2), "big")
+    elif length == 127:
+        length = int.from_bytes(exactly(8), "big")
+    return exactly(length).decode()
+
+
+async def test_a_client_that_stops_reading_is_dropped_without_delaying_anyone_else(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    settings = make_settings(tmp_path, web={"send_timeout_seconds": 1.0})
+    async with running_app(settings) as (runtime, base):
+        port = int(base.rsplit(":", 1)[1])
+        # The stuck client: a real WebSocket handshake, one frame read, then it never reads again.
+        stuck = socket.socket()
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.settimeout(10)
+        key = base64.b64encode(b"0123456789abcdef").decode()
+
+        def handshake() -> str:
+            # Blocking socket calls: in a thread, since the server answers on this event loop.
+            stuck.connect(("127.0.0.1", port))
+            stuck.sendall(
+                f"GET /ws?bot=support HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+            )
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += stuck.recv(1)
+            assert b" 101 " in head.split(b"\r\n", 1)[0]
+            return _read_server_frame(stuck)
+
+        stuck_session = json.loads(await asyncio.to_thread(handshake))["session_id"]
+        web_channel = runtime.channels["web"]
+
+        def fragment(n: int) -> Reply:
+            return Reply(
+                envelope_id=f"e{n}",
+                session_id=f"support:web:{stuck_session}",
+                bot="support",
+                channel="web",
+                reply_to=stuck_session,
+                in_reply_to="c1",
+                text="x" * 60_000,
+                final=False,
+            )
+
+        try:
+            flood = asyncio.gather(*(web_channel.deliver(fragment(n)) for n in range(100)))
+            # Meanwhile a reading client gets its answer as usual.
+            async with http.ws_connect(f"{base}/ws") as ws:
+                await ws.receive_json()
+                started = asyncio.get_running_loop().time()
+                await ws.send_json({"type": "message", "id": "m1", "text": "hello there"})
+                frames = await frames_until_reply(ws)
+                assert frames[-1]["type"] == "reply" and frames[-1]["reply_to"] == "m1"
+                assert asyncio.get_running_loop().time() - started < 1.0
+            await flood
+            # The stuck socket's writer stalls past the send timeout: the server drops it, and
+            # nothing more is queued for it (its replies stay in the history for a resume).
+            deadline = asyncio.get_running_loop().time() + 5
+            while (await web_channel.deliver(fragment(999))).delivered:
+                assert asyncio.get_running_loop().time() < deadline, "the stuck client was never dropped"
+                await asyncio.sleep(0.1)
+        finally:
+            stuck.close()
