@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
@@ -106,7 +106,8 @@ class Envelope:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        # Field by field, not dataclasses.asdict: that deep-copies every value, and this runs on every hop.
+        data = {name: getattr(self, name) for name in _ENVELOPE_FIELDS}
         data["received_at"] = self.received_at.isoformat()
         data["attachments"] = [asdict(a) for a in self.attachments]
         return data
@@ -153,7 +154,10 @@ class Reply:
     sources: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = {name: getattr(self, name) for name in _REPLY_FIELDS}
+        for name in ("parts", "quick_replies", "sources"):
+            data[name] = list(data[name])
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
@@ -169,3 +173,7 @@ class Reply:
     @classmethod
     def from_json(cls, raw: str | bytes) -> Reply:
         return cls.from_dict(json.loads(raw))
+
+
+_ENVELOPE_FIELDS = tuple(f.name for f in fields(Envelope))
+_REPLY_FIELDS = tuple(f.name for f in fields(Reply))

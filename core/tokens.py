@@ -13,7 +13,7 @@ import re
 _PIECES = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=65536)
 def estimate_tokens(text: str) -> int:
     # Cached: every turn re-estimates the same history window (about 40 calls per turn).
     pieces = _PIECES.findall(text)

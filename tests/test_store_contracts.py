@@ -151,6 +151,14 @@ async def test_append_then_recent_returns_the_tail_oldest_first(session_store: S
     assert await session_store.recent("s1", 0) == []
 
 
+async def test_append_with_keep_trims_the_list_to_the_newest(session_store: SessionStore) -> None:
+    await session_store.create(make_session())
+    messages = make_messages(7)
+    await session_store.append("s1", messages[:3], keep=4)
+    await session_store.append("s1", messages[3:], keep=4)
+    assert [m.content for m in await session_store.recent("s1", 10)] == [m.content for m in messages[3:]]
+
+
 async def test_append_never_rewrites_earlier_messages(session_store: SessionStore) -> None:
     await session_store.create(make_session())
     first, second = make_messages(2)

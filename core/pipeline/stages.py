@@ -104,7 +104,7 @@ class LoadSessionStage:
             # An expired session (TTL) comes back with its recent past from the durable history.
             earlier = await self._history.recent(env.session_id, turn.bot.history.max_messages)
             if earlier:
-                await self._sessions.append(env.session_id, earlier)
+                await self._sessions.append(env.session_id, earlier, keep=turn.bot.history.max_messages)
         turn.session = session
 
 
@@ -232,7 +232,8 @@ class RecordStage:
         )
         turn.seq = saved[-1].seq
         if turn.session is not None and not turn.notice:
-            await self._sessions.append(env.session_id, saved)
+            # Trimmed to the window the bot reads: the list stays the same size however long the talk.
+            await self._sessions.append(env.session_id, saved, keep=max(1, turn.bot.history.max_messages))
 
 
 class LogTurnStage:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import deque
 from collections.abc import Callable
@@ -19,7 +20,13 @@ def seconds_to_utc_midnight(now: float) -> float:
 
 
 def utc_day(now: float) -> str:
-    return datetime.fromtimestamp(now, UTC).strftime("%Y%m%d")
+    return _day_label(int(now // DAY))
+
+
+@functools.lru_cache(maxsize=4)
+def _day_label(day_number: int) -> str:
+    # Formatting a date on every message showed in profiles; the day changes once a day.
+    return datetime.fromtimestamp(day_number * DAY, UTC).strftime("%Y%m%d")
 
 
 class MemoryRateLimiter:

@@ -108,8 +108,12 @@ class SessionStore(Protocol):
         """Store a new session (replacing any expired remains)."""
         ...
 
-    async def append(self, session_id: str, messages: Sequence[StoredMessage]) -> None:
-        """Append messages to the session's list; never rewrites earlier ones. Extends the TTL."""
+    async def append(self, session_id: str, messages: Sequence[StoredMessage], *, keep: int | None = None) -> None:
+        """Append messages to the session's list; never rewrites earlier ones. Extends the TTL.
+
+        With `keep`, only the newest `keep` messages stay in the list (the window a bot can use);
+        the durable history keeps them all.
+        """
         ...
 
     async def recent(self, session_id: str, limit: int) -> list[StoredMessage]:

@@ -11,6 +11,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from types import MappingProxyType
 
 from core.errors import StoreError
 from core.stores.base import Role, Session, StoredMessage, Summary, UserFact
@@ -87,15 +88,18 @@ class MemorySessionStore:
         self._entries.pop(session.session_id, None)
         self._entries[session.session_id] = _Entry(_copy_session(session), now + self._ttl)
 
-    async def append(self, session_id: str, messages: Sequence[StoredMessage]) -> None:
+    async def append(self, session_id: str, messages: Sequence[StoredMessage], *, keep: int | None = None) -> None:
         entry = self._require(session_id)
-        entry.messages.extend(_copy_message(m) for m in messages)
+        # Stored frozen (read-only meta), so reads can hand out the same objects without copying.
+        entry.messages.extend(replace(m, meta=MappingProxyType(dict(m.meta))) for m in messages)
+        if keep and len(entry.messages) > keep:
+            del entry.messages[:-keep]
 
     async def recent(self, session_id: str, limit: int) -> list[StoredMessage]:
         entry = self._touch(session_id)
         if entry is None or limit <= 0:
             return []
-        return [_copy_message(m) for m in entry.messages[-limit:]]
+        return entry.messages[-limit:]
 
     async def set_fields(self, session_id: str, fields: Mapping[str, str]) -> None:
         self._require(session_id).session.fields.update(fields)

@@ -41,7 +41,8 @@ _FIELD = "f:"
 # identity. A script checks and writes atomically in one round trip.
 _APPEND_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if #ARGV > 1 then redis.call('RPUSH', KEYS[2], unpack(ARGV, 2)) end
+if #ARGV > 2 then redis.call('RPUSH', KEYS[2], unpack(ARGV, 3)) end
+if tonumber(ARGV[2]) > 0 then redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1) end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[1])
 return 1
@@ -136,11 +137,11 @@ class RedisSessionStore:
                 pipe.expire(hkey, self._ttl)
                 await pipe.execute()
 
-    async def append(self, session_id: str, messages: Sequence[StoredMessage]) -> None:
+    async def append(self, session_id: str, messages: Sequence[StoredMessage], *, keep: int | None = None) -> None:
         hkey, lkey = self._keys(session_id)
         items = [json.dumps(m.to_dict(), ensure_ascii=False) for m in messages]
         with self._errors("appending messages"):
-            found = await self._append_script(keys=[hkey, lkey], args=[self._ttl, *items])
+            found = await self._append_script(keys=[hkey, lkey], args=[self._ttl, keep or 0, *items])
         if not found:
             raise StoreError(f"session {session_id!r} does not exist or has expired; create it first")
 
