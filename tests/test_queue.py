@@ -231,3 +231,45 @@ async def test_a_full_consumer_still_takes_over_the_predecessors_its_entries_wai
         await consumer.stop(1)
         await task
     assert handled == [str(i) for i in range(10)]
+
+
+async def test_entries_handled_for_longer_than_the_visibility_timeout_are_handled_once(
+    redis_url: str,
+) -> None:
+    """Two consumers on one Redis queue; each handler runs for 4 visibility timeouts. The
+    keeper touches what it holds, and the lock and tickets keep a taken-over copy from running."""
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        handled: list[tuple[str, str]] = []
+
+        def slow(name: str) -> Any:
+            async def handler(entry: QueueEntry) -> None:
+                handled.append((name, entry.payload))
+                await asyncio.sleep(1.2)
+
+            return handler
+
+        consumers = []
+        for name in ("a", "b"):
+            q = RedisQueue(
+                client, "slow", consumer=name, visibility_timeout=0.3, block_seconds=0.05, max_attempts=2
+            )
+            consumers.append(
+                OrderedConsumer(
+                    q, RedisConversationLocks(client, ttl_seconds=5), slow(name), name="t", visibility_timeout=0.3
+                )
+            )
+        for i in range(4):
+            await q.add(f"p{i}", str(i))
+        tasks = [asyncio.create_task(c.run()) for c in consumers]
+        async with asyncio.timeout(20):
+            while await q.pending():  # noqa: ASYNC110 - polling a queue in another backend
+                await asyncio.sleep(0.05)
+        for c in consumers:
+            await c.stop(1)
+        await asyncio.gather(*tasks)
+        assert sorted(payload for _, payload in handled) == ["0", "1", "2", "3"], handled
+        # Taken over again and again, an entry would count attempts and end in the dead letters.
+        assert await q.dead() == []
+    finally:
+        await client.aclose()

@@ -55,6 +55,8 @@ class OrderedConsumer:
         self._order_wait = order_wait_seconds
         self._progress: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        #: entries being handled, touched together by one keeper task (not one task per entry)
+        self._held: dict[str, QueueEntry] = {}
         self._log = logger or structlog.get_logger(f"relaybot.{name}")
 
     async def run(self) -> None:
@@ -65,6 +67,17 @@ class OrderedConsumer:
         """
         delay = 0.1
         next_reclaim = 0.0
+        consumed = asyncio.Event()
+        keeper = asyncio.create_task(self._keep_visible(consumed), name=f"{self._name}:keeper")
+        try:
+            await self._consume(delay, next_reclaim)
+        finally:
+            consumed.set()
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+
+    async def _consume(self, delay: float, next_reclaim: float) -> None:
         while True:
             try:
                 # Taken-over entries come first and whatever the read-ahead: they are often the
@@ -123,8 +136,7 @@ class OrderedConsumer:
                 await asyncio.gather(*late, return_exceptions=True)
 
     async def _handle(self, entry: QueueEntry) -> None:
-        finished = asyncio.Event()
-        keeper = asyncio.create_task(self._keep_visible(entry, finished))
+        self._held[entry.id] = entry
         try:
             if entry.attempt > self._queue.max_attempts:
                 await self._in_order(entry, self._dead_letter)
@@ -153,9 +165,7 @@ class OrderedConsumer:
             with contextlib.suppress(Exception):
                 await self._queue.fail(entry, f"{type(exc).__name__}: {exc}")
         finally:
-            finished.set()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+            self._held.pop(entry.id, None)
 
     async def _dead_letter(self, entry: QueueEntry) -> None:
         await self._queue.dead_letter(entry, f"gave up after {entry.attempt - 1} attempts")
@@ -163,18 +173,23 @@ class OrderedConsumer:
             self._on_dead_letter()
         await self._log.aerror("entry_dead_lettered", entry_id=entry.id, partition=entry.partition)
 
-    async def _keep_visible(self, entry: QueueEntry, done: asyncio.Event) -> None:
-        # Stops on `done`, not only on cancellation: redis-py can absorb a CancelledError that
-        # lands mid-command, and a keeper that kept looping would hold its entry forever.
-        while not done.is_set():
+    async def _keep_visible(self, consumed: asyncio.Event) -> None:
+        """Touch every entry in hand once per third of the visibility timeout, so none is taken
+        over while it is still being handled (or waits for its turn)."""
+        # Stops on `consumed`, not only on cancellation: redis-py can absorb a CancelledError that
+        # lands mid-command, and a keeper that kept looping would never let `run` return.
+        while not consumed.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), self._touch_every)
-            if done.is_set():
-                return
-            try:
-                await self._queue.touch(entry)
-            except Exception as exc:
-                await self._log.awarning("touch_failed", entry_id=entry.id, error=str(exc))
+                await asyncio.wait_for(consumed.wait(), self._touch_every)
+            for entry in list(self._held.values()):
+                if consumed.is_set():
+                    return
+                if entry.id not in self._held:
+                    continue  # finished while an earlier touch was on its way
+                try:
+                    await self._queue.touch(entry)
+                except Exception as exc:
+                    await self._log.awarning("touch_failed", entry_id=entry.id, error=str(exc))
 
     async def _in_order(self, entry: QueueEntry, action: Handler) -> None:
         deadline = time.monotonic() + self._order_wait
