@@ -251,9 +251,7 @@ async def test_entries_handled_for_longer_than_the_visibility_timeout_are_handle
 
         consumers = []
         for name in ("a", "b"):
-            q = RedisQueue(
-                client, "slow", consumer=name, visibility_timeout=0.3, block_seconds=0.05, max_attempts=2
-            )
+            q = RedisQueue(client, "slow", consumer=name, visibility_timeout=0.3, block_seconds=0.05, max_attempts=2)
             consumers.append(
                 OrderedConsumer(
                     q, RedisConversationLocks(client, ttl_seconds=5), slow(name), name="t", visibility_timeout=0.3
