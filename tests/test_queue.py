@@ -271,3 +271,34 @@ async def test_entries_handled_for_longer_than_the_visibility_timeout_are_handle
         assert await q.dead() == []
     finally:
         await client.aclose()
+
+
+async def test_an_entry_waiting_on_another_process_starts_when_notified_not_on_a_poll(redis_url: str) -> None:
+    """Ticket 2 waits in consumer B while "another process" (a second queue client) holds
+    ticket 1. When that process marks 1 done, B starts 2 on the notice, well before the
+    once-a-second re-check that only covers lost notices."""
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        other = RedisQueue(client, "notify", consumer="other", block_seconds=0.05)
+        mine = RedisQueue(client, "notify", consumer="mine", block_seconds=0.05)
+        await other.add("p", "first")
+        [first] = await other.read(10)
+        await other.add("p", "second")
+        started: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+
+        async def handler(entry: QueueEntry) -> None:
+            started.set_result(asyncio.get_running_loop().time())
+
+        consumer = OrderedConsumer(mine, RedisConversationLocks(client), handler, name="t")
+        task = asyncio.create_task(consumer.run())
+        await asyncio.sleep(0.5)  # B has read ticket 2 and is waiting for ticket 1
+        assert not started.done()
+        finished_at = asyncio.get_running_loop().time()
+        await other.mark_done("p", first.ticket)
+        await other.ack(first)
+        started_at = await asyncio.wait_for(started, 5)
+        assert started_at - finished_at < 0.5, started_at - finished_at
+        await consumer.stop(1)
+        await task
+    finally:
+        await client.aclose()

@@ -2,7 +2,7 @@
 
 Each entry belongs to a partition (a conversation) and gets a ticket, 1, 2, 3... in the order it
 was added to that partition. Consumers handle an entry only when its partition's last done
-ticket is the one before it (see `core.queue.ordered`), so any number of consumers keep each
+ticket is the one before it (see `core.queue.consumer`), so any number of consumers keep each
 conversation in order while different conversations run in parallel. An entry that is never
 acknowledged (its consumer crashed) is handed out again after a visibility timeout; after
 `max_attempts` it is moved to the dead letters with its last error.
@@ -10,6 +10,7 @@ acknowledged (its consumer crashed) is handed out again after a visibility timeo
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -101,6 +102,11 @@ class OrderedQueue(Protocol):
         Jumping ahead (a predecessor never showed up in time) records the tickets in between as
         skipped, so a late predecessor is still handled rather than taken for a duplicate.
         """
+        ...
+
+    def progress(self) -> AsyncIterator[str]:
+        """Partitions as other consumers mark entries done (best effort: a consumer still checks
+        `last_done` now and then, since a notice can be missed while reconnecting)."""
         ...
 
     async def take_skipped(self, partition: str, ticket: int) -> bool:

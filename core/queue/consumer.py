@@ -26,6 +26,9 @@ Handler = Callable[[QueueEntry], Awaitable[None]]
 #: entries read ahead per handler slot: waiting entries are cheap, and reading ahead in stream
 #: order is what lets a predecessor start while its successors wait
 READ_AHEAD = 4
+#: how often an entry waiting for its predecessor looks again without being woken (a safety net:
+#: finishing an entry wakes its successors, in this process directly and in others by notice)
+PROGRESS_RECHECK_SECONDS = 1.0
 
 
 class OrderedConsumer:
@@ -69,13 +72,29 @@ class OrderedConsumer:
         next_reclaim = 0.0
         consumed = asyncio.Event()
         keeper = asyncio.create_task(self._keep_visible(consumed), name=f"{self._name}:keeper")
+        listener = asyncio.create_task(self._hear_progress(), name=f"{self._name}:progress")
         try:
             await self._consume(delay, next_reclaim)
         finally:
             consumed.set()
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+            for task in (keeper, listener):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _hear_progress(self) -> None:
+        """Wake the entries waiting on a partition when another process moves it on."""
+        delay = 0.1
+        while True:
+            try:
+                async for partition in self._queue.progress():
+                    self._wake(partition)
+                    delay = 0.1
+            except StoreError as exc:
+                # Waiters still re-check now and then; notices resume once the backend is back.
+                await self._log.awarning("progress_unavailable", queue=self._name, retry_in=delay, error=str(exc))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     async def _consume(self, delay: float, next_reclaim: float) -> None:
         while True:
@@ -193,8 +212,9 @@ class OrderedConsumer:
 
     async def _in_order(self, entry: QueueEntry, action: Handler) -> None:
         deadline = time.monotonic() + self._order_wait
-        delay = 0.005
         while True:
+            # Listen before looking: a predecessor finishing between the look and the wait still wakes us.
+            progress = self._progress.setdefault(entry.partition, asyncio.Event())
             done = await self._queue.last_done(entry.partition)
             late = time.monotonic() > deadline
             if entry.ticket <= done or entry.ticket == done + 1 or late:
@@ -222,17 +242,12 @@ class OrderedConsumer:
                         await self._queue.mark_done(entry.partition, entry.ticket)
                         self._wake(entry.partition)
                         return
-            await self._wait_for_progress(entry.partition, delay)
-            # Progress made in another process is only seen by polling: keep the poll short.
-            delay = min(delay * 2, 0.1)
+            # Woken when the partition moves on, here or (by the queue's notices) in another process;
+            # the timeout only covers a notice lost while the queue's backend reconnected.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(progress.wait(), PROGRESS_RECHECK_SECONDS)
 
     def _wake(self, partition: str) -> None:
         event = self._progress.pop(partition, None)
         if event is not None:
             event.set()
-
-    async def _wait_for_progress(self, partition: str, within: float) -> None:
-        """Until this process finishes an entry of the partition, or `within` seconds (another process may)."""
-        event = self._progress.setdefault(partition, asyncio.Event())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), within)

@@ -9,6 +9,7 @@ Keys (P = prefix, N = queue name):
     P:q:N:done:<partition>   STRING  last ticket handled in the partition
     P:q:N:skipped:<partition> SET    tickets jumped over and still owed
     P:q:N:once:<key>         STRING  add-at-most-once claims
+    P:q:N:progress           PUBSUB  a partition's name each time one of its entries is marked done
 
 Acknowledged entries are deleted, so the stream's length is the backlog. Entries left pending by
 a consumer that died are taken over with XAUTOCLAIM once idle for the visibility timeout; a live
@@ -20,9 +21,11 @@ Redis must persist (AOF, `appendonly yes`) for the queue to survive a Redis rest
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import uuid
+from collections.abc import AsyncIterator
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
@@ -55,6 +58,7 @@ if ticket <= done then return done end
 for i = done + 1, ticket - 1 do redis.call('SADD', KEYS[2], i) end
 if ticket - 1 > done then redis.call('EXPIRE', KEYS[2], ARGV[2]) end
 redis.call('SET', KEYS[1], ticket, 'EX', ARGV[2])
+redis.call('PUBLISH', KEYS[3], ARGV[3])
 return ticket
 """
 
@@ -92,6 +96,7 @@ class RedisQueue:
         self._closed = asyncio.Event()
         self._group_ready = False
         self._reclaim_from = "0-0"
+        self._progress_channel = f"{self._base}:progress"
 
     @property
     def max_attempts(self) -> int:
@@ -128,12 +133,26 @@ class RedisQueue:
                     raise
         self._group_ready = True
 
-    async def _entry(self, entry_id: Any, fields: dict[Any, Any]) -> QueueEntry:
-        eid = text(entry_id)
-        with self._errors_ctx("counting a delivery"):
-            attempt = int(await self._client.hincrby(self._attempts, eid, 1))
-        values = {text(k): text(v) for k, v in fields.items()}
-        return QueueEntry(id=eid, partition=values["p"], ticket=int(values["t"]), payload=values["d"], attempt=attempt)
+    async def _entries(self, messages: list[tuple[Any, dict[Any, Any]]]) -> list[QueueEntry]:
+        """Queue entries for what XREADGROUP or XAUTOCLAIM handed us, each delivery counted
+        (one round trip for the whole batch)."""
+        if not messages:
+            return []
+        ids = [text(entry_id) for entry_id, _ in messages]
+        with self._errors_ctx("counting deliveries"):
+            async with self._client.pipeline(transaction=False) as pipe:
+                for eid in ids:
+                    pipe.hincrby(self._attempts, eid, 1)
+                attempts = await pipe.execute()
+        entries = []
+        for eid, (_, fields), attempt in zip(ids, messages, attempts, strict=True):
+            values = {text(k): text(v) for k, v in fields.items()}
+            entries.append(
+                QueueEntry(
+                    id=eid, partition=values["p"], ticket=int(values["t"]), payload=values["d"], attempt=int(attempt)
+                )
+            )
+        return entries
 
     async def reclaim(self, count: int) -> list[QueueEntry]:
         if self._closed.is_set():
@@ -144,7 +163,7 @@ class RedisQueue:
                 self._stream, GROUP, self._consumer, self._visibility_ms, self._reclaim_from, count=count
             )
         self._reclaim_from = text(reclaimed[0])
-        return [await self._entry(entry_id, fields) for entry_id, fields in reclaimed[1] if fields]
+        return await self._entries([(entry_id, fields) for entry_id, fields in reclaimed[1] if fields])
 
     async def read(self, count: int) -> list[QueueEntry]:
         if self._closed.is_set():
@@ -154,9 +173,7 @@ class RedisQueue:
             batches: Any = await self._client.xreadgroup(
                 GROUP, self._consumer, {self._stream: ">"}, count=count, block=self._block_ms
             )
-        return [
-            await self._entry(entry_id, fields) for _stream, messages in batches or () for entry_id, fields in messages
-        ]
+        return await self._entries([message for _stream, messages in batches or () for message in messages])
 
     async def _forget(self, pipe: Any, entry_id: str) -> None:
         pipe.xack(self._stream, GROUP, entry_id)
@@ -238,9 +255,21 @@ class RedisQueue:
         return int(value) if value is not None else 0
 
     async def mark_done(self, partition: str, ticket: int) -> None:
-        keys = [f"{self._base}:done:{partition}", f"{self._base}:skipped:{partition}"]
+        keys = [f"{self._base}:done:{partition}", f"{self._base}:skipped:{partition}", self._progress_channel]
         with self._errors_ctx("recording a conversation's progress"):
-            await self._mark_done_script(keys=keys, args=[ticket, PARTITION_TTL_SECONDS])
+            await self._mark_done_script(keys=keys, args=[ticket, PARTITION_TTL_SECONDS, partition])
+
+    async def progress(self) -> AsyncIterator[str]:
+        pubsub = self._client.pubsub()
+        try:
+            with self._errors_ctx("listening for progress"):
+                await pubsub.subscribe(self._progress_channel)
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        yield text(message["data"])
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def take_skipped(self, partition: str, ticket: int) -> bool:
         with self._errors_ctx("reading skipped entries"):
