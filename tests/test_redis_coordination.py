@@ -113,3 +113,37 @@ async def test_a_dead_holders_lock_expires_and_the_next_holder_gets_a_higher_fen
         await client.set("relaybot:lock:conv", "someone-else")
         assert not await lease.still_held()
     assert await client.get("relaybot:lock:conv") == b"someone-else"  # not ours to delete
+
+
+async def test_a_waiter_takes_the_lock_on_its_release_notice_not_on_a_poll(client: aioredis.Redis) -> None:
+    """Two workers (two lock objects) want one conversation: the second gets it as soon as the
+    first releases, well before its once-a-second re-check."""
+    first, second = RedisConversationLocks(client), RedisConversationLocks(client)
+    loop = asyncio.get_running_loop()
+    holding = asyncio.Event()
+    release = asyncio.Event()
+    released_at = 0.0
+
+    async def hold_then_release() -> None:
+        nonlocal released_at
+        async with first.hold("c1"):
+            holding.set()
+            await release.wait()
+            released_at = loop.time()
+
+    holder = asyncio.create_task(hold_then_release())
+    await holding.wait()
+    waiter_got: asyncio.Future[tuple[float, int]] = loop.create_future()
+
+    async def wait_for_it() -> None:
+        async with second.hold("c1") as lease:
+            waiter_got.set_result((loop.time(), lease.fencing_token))
+
+    waiter = asyncio.create_task(wait_for_it())
+    await asyncio.sleep(0.3)  # the waiter found the lock taken and is waiting
+    assert not waiter_got.done()
+    release.set()
+    got_at, fencing = await asyncio.wait_for(waiter_got, 5)
+    assert got_at - released_at < 0.3, got_at - released_at
+    assert fencing == 2
+    await asyncio.gather(holder, waiter)
