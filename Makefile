@@ -42,6 +42,7 @@ bench: install system-deps
 	$(PY) bench/llm_overhead.py
 	$(PY) bench/distributed_throughput.py
 	$(PY) bench/slack_events.py
+	$(PY) bench/slack_turns.py
 	$(PY) bench/context_growth.py
 	$(PY) bench/knowledge.py
 

@@ -48,7 +48,7 @@ if str(REPO) not in sys.path:  # `python bench/...` puts bench/ first on sys.pat
 import aiohttp  # noqa: E402
 import redis.asyncio as aioredis  # noqa: E402
 from aiohttp import web  # noqa: E402
-from benchkit import CLK_TCK, bots_with_high_limits, cpu_seconds, percentile  # noqa: E402
+from benchkit import CLK_TCK, bare_bots, bots_with_high_limits, cpu_seconds, percentile  # noqa: E402
 from redis.exceptions import ResponseError  # noqa: E402
 
 from tests.support.processes import relaybot_env  # noqa: E402
@@ -420,6 +420,8 @@ class Mode:
     cpu: dict[str, float]  # CPU seconds during the measured run, by process group
     redis_calls: int | None
     warm_errors: list[str] = field(default_factory=list)
+    #: Redis calls during the measured run by command (Lua scripts' inner calls included)
+    commands: dict[str, int] = field(default_factory=dict)
 
     @property
     def messages(self) -> int:
@@ -445,11 +447,11 @@ class Meter:
         result["machine busy"], result["machine total"] = busy / CLK_TCK, total / CLK_TCK
         return result
 
-    async def _calls(self) -> int:
+    async def _calls(self) -> dict[str, int]:
         stats: Any = await self._redis.info("commandstats")
-        return sum(int(v["calls"]) for v in stats.values() if isinstance(v, dict))
+        return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items() if isinstance(v, dict)}
 
-    async def sample(self) -> tuple[dict[str, float], int]:
+    async def sample(self) -> tuple[dict[str, float], dict[str, int]]:
         return self._cpu(), await self._calls()
 
 
@@ -465,10 +467,12 @@ async def measure(
     run = await drive(base, receiver, tag, conversations, messages)
     cpu_after, calls_after = await meter.sample()
     cpu = {group: cpu_after[group] - cpu_before.get(group, 0.0) for group in cpu_after}
+    commands = {name: calls_after[name] - calls_before.get(name, 0) for name in calls_after}
+    commands = {name: calls for name, calls in commands.items() if calls > 0}
     expected = conversations * messages
     if len(run.latencies) != expected:
         run.errors.append(f"{len(run.latencies)} replies for {expected} messages")
-    mode = Mode(tag, title, run, cpu, calls_after - calls_before, warm.errors)
+    mode = Mode(tag, title, run, cpu, sum(commands.values()), warm.errors, commands)
     figures = Figures.of(run)
     print(
         f"  {title:<28} {figures.rate:8.1f} msgs/s  p50 {figures.p50_ms:7.1f} ms  p99 {figures.p99_ms:7.1f} ms  "
@@ -551,6 +555,12 @@ def report(modes: list[Mode], baseline: Mode, receiver: Receiver, conversations:
         print(f"{mode.title:<28} " + " ".join(cells) + f" {max(0.0, other):>8.2f} {busy:>5} {calls}")
     print("(redis counts every command Redis ran, Lua scripts' inner calls included; 'other' above ~1 ms means")
     print(" something else was using the machine, and every figure of that row is less trustworthy)")
+    for mode in modes:
+        if mode.commands and mode.tag.startswith("r"):
+            n = max(1, mode.messages)
+            top = sorted(mode.commands.items(), key=lambda kv: -kv[1])
+            print(f"redis commands per message, {mode.title.strip()}: " + ", ".join(f"{k} {v / n:.1f}" for k, v in top))
+            break  # the first Redis-bus mode: the others differ only in idle workers' reads
 
     stray = receiver.errors.get("?", [])
     total_errors += len(stray)
@@ -577,7 +587,7 @@ def log_problems(procs: list[Proc]) -> list[str]:
 # --- main -----------------------------------------------------------------------------------------
 
 
-async def bench(tmp: Path, conversations: int, messages: int, worker_counts: list[int]) -> int:
+async def bench(tmp: Path, conversations: int, messages: int, worker_counts: list[int], *, bare: bool) -> int:
     procs: list[Proc] = []
     redis_server: RedisServer | None = None
     postgres: PostgresServer | None = None
@@ -605,9 +615,14 @@ async def bench(tmp: Path, conversations: int, messages: int, worker_counts: lis
         print(f"history of the Redis-bus modes: {history}")
         print("history of the embedded mode: SQLite in a temp dir; sessions in memory")
 
-        bots = bots_with_high_limits(tmp / "bots")
+        bots = bare_bots(tmp / "bots") if bare else bots_with_high_limits(tmp / "bots")
+        kind = "bare (no intents, no knowledge)" if bare else "the example bot (intents; knowledge not ingested)"
+        print(f"bot: {kind}")
         common = relaybot_env(
             RELAYBOT_BOTS_DIR=str(bots),
+            # The replies must quote the message (the correctness check), so `run` does not ingest the
+            # example bot's documents in the background; a worker process never ingests at start.
+            RELAYBOT_KNOWLEDGE__INGEST_ON_START="false",
             RELAYBOT_SECRET_KEY="bench-secret-key-bench-secret-key",
             RELAYBOT_API__KEYS=json.dumps([API_KEY]),
             RELAYBOT_API__SIGNING_SECRET=SIGNING_SECRET,
@@ -742,6 +757,7 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=10, help="messages per conversation (default 10)")
     parser.add_argument("--workers", default="1,2,4", help="worker counts to measure, rising (default 1,2,4)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (process logs, bots copy)")
+    parser.add_argument("--bare", action="store_true", help="a bot with no intents and no knowledge (framework cost)")
     parser.add_argument("--baseline-server", nargs=2, metavar=("PORT", "REDIS_URL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.baseline_server:
@@ -757,7 +773,7 @@ def main() -> int:
         parser.error("--workers needs at least one count of 1 or more")
     tmp = Path(tempfile.mkdtemp(prefix="relaybot-bench-dist-"))
     try:
-        return asyncio.run(bench(tmp, args.conversations, args.messages, worker_counts))
+        return asyncio.run(bench(tmp, args.conversations, args.messages, worker_counts, bare=args.bare))
     except RuntimeError as exc:  # a server that did not start (its log tail is in the message)
         print(f"error: {exc}", file=sys.stderr)
         return 1

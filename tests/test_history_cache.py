@@ -150,3 +150,14 @@ async def test_redis_cache_keys_expire_with_the_ttl(redis_url: str) -> None:
         assert await client.get("relaybot:cachegen:summary:s1") == "1"
     finally:
         await client.aclose()
+
+
+async def test_facts_and_summary_are_one_cache_read_once_warm(sql: SqlHistoryStore, cache: ReadCache) -> None:
+    store = CachedHistoryStore(sql, cache, ttl_seconds=60)
+    await sql.remember(bot="b", user_id="u", facts=[UserFact(key="plan", value="Pro", updated_at=T0)])
+    await sql.save_summary("s1", Summary(text="earlier", through_seq=4, updated_at=T0))
+    reads = await count_fact_reads(sql)
+    for _ in range(3):
+        facts, summary = await store.facts_and_summary("b", "u", "s1")
+        assert [f.value for f in facts] == ["Pro"] and summary is not None and summary.text == "earlier"
+    assert len(reads) == 2, reads  # filled once each, then served from the cache

@@ -159,6 +159,17 @@ async def test_append_with_keep_trims_the_list_to_the_newest(session_store: Sess
     assert [m.content for m in await session_store.recent("s1", 10)] == [m.content for m in messages[3:]]
 
 
+async def test_load_with_recent_reads_the_session_and_its_tail_together(session_store: SessionStore) -> None:
+    assert await session_store.load_with_recent("s1", 5) == (None, [])
+    await session_store.create(make_session(topic="billing"))
+    messages = make_messages(4)
+    await session_store.append("s1", messages)
+    session, recent = await session_store.load_with_recent("s1", 3)
+    assert session is not None and session.fields == {"topic": "billing"}
+    assert [m.content for m in recent] == [m.content for m in messages[1:]]
+    assert (await session_store.load_with_recent("s1", 0))[1] == []
+
+
 async def test_append_never_rewrites_earlier_messages(session_store: SessionStore) -> None:
     await session_store.create(make_session())
     first, second = make_messages(2)

@@ -93,7 +93,11 @@ class RedisConversationLocks:
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
             with redis_errors(self._where, "releasing a conversation lock", prefix=self._prefix):
-                await self._release(keys=[lock_key, f"{lock_key}:released"], args=[token])
+                released_ours = await self._release(keys=[lock_key, f"{lock_key}:released"], args=[token])
+            if not released_ours and not lease.lost:
+                # Held past its TTL (a stall): someone else may have run this conversation meanwhile.
+                lease.lost = True
+                await self._log.awarning("lock_lost_during_hold", key=lock_key, fencing_token=lease.fencing_token)
 
     async def _try(self, lock_key: str, token: str) -> int:
         return int(await self._acquire_script(keys=[lock_key, f"{lock_key}:fence"], args=[token, self._ttl_ms]))

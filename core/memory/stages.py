@@ -35,14 +35,14 @@ class LoadMemoryStage:
 
     async def __call__(self, turn: Turn) -> None:
         env = turn.envelope
-        facts = await self._history.facts(env.bot, env.user_id)
+        facts, summary = await self._history.facts_and_summary(env.bot, env.user_id, env.session_id)
         if len(facts) > MAX_FACTS_IN_CONTEXT:
             newest = sorted(facts, key=lambda f: f.updated_at)[-MAX_FACTS_IN_CONTEXT:]
             facts = sorted(newest, key=lambda f: f.key)
         turn.facts = facts
         if turn.bot.history.max_messages == 0:
             return
-        turn.summary = await self._history.summary(env.session_id)
+        turn.summary = summary
         if turn.summary is not None:
             through = turn.summary.through_seq
             # Folded messages are in the summary; showing them again would spend the budget twice.

@@ -90,7 +90,8 @@ class LoadSessionStage:
 
     async def __call__(self, turn: Turn) -> None:
         env = turn.envelope
-        session = await self._sessions.load(env.session_id)
+        window = turn.bot.history.max_messages
+        session, turn.session_messages = await self._sessions.load_with_recent(env.session_id, window)
         if session is None:
             session = Session(
                 session_id=env.session_id,
@@ -102,9 +103,10 @@ class LoadSessionStage:
             await self._sessions.create(session)
             turn.session_created = True
             # An expired session (TTL) comes back with its recent past from the durable history.
-            earlier = await self._history.recent(env.session_id, turn.bot.history.max_messages)
+            earlier = await self._history.recent(env.session_id, window)
             if earlier:
-                await self._sessions.append(env.session_id, earlier, keep=turn.bot.history.max_messages)
+                await self._sessions.append(env.session_id, earlier, keep=window)
+            turn.session_messages = earlier
         turn.session = session
 
 
@@ -118,7 +120,9 @@ class HistoryWindowStage:
         limits = turn.bot.history
         if limits.max_messages == 0:
             return
-        recent = await self._sessions.recent(turn.envelope.session_id, limits.max_messages)
+        recent = turn.session_messages
+        if recent is None:  # read with the session by LoadSessionStage, unless that did not run
+            recent = await self._sessions.recent(turn.envelope.session_id, limits.max_messages)
         turn.history = window(recent, max_messages=limits.max_messages, token_budget=limits.token_budget)
 
 

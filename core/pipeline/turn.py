@@ -25,6 +25,8 @@ class Turn:
 
     session: Session | None = None
     session_created: bool = False
+    #: the newest messages of the session's list, read with the session (None: not read yet)
+    session_messages: list[StoredMessage] | None = None
     history: list[StoredMessage] = field(default_factory=list)
     context: list[ChatMessage] = field(default_factory=list)
     #: what the user told the bot about themselves, and the summary of messages older than `history`

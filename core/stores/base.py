@@ -104,6 +104,10 @@ class SessionStore(Protocol):
         """The session, or None if it never existed or expired. Extends the TTL."""
         ...
 
+    async def load_with_recent(self, session_id: str, limit: int) -> tuple[Session | None, list[StoredMessage]]:
+        """`load` and `recent(limit)` in one go (one round trip where the backend is remote)."""
+        ...
+
     async def create(self, session: Session) -> None:
         """Store a new session (replacing any expired remains)."""
         ...
@@ -164,6 +168,10 @@ class HistoryStore(Protocol):
 
     async def summary(self, session_id: str) -> Summary | None:
         """The session's running summary, or None before its first fold."""
+        ...
+
+    async def facts_and_summary(self, bot: str, user_id: str, session_id: str) -> tuple[list[UserFact], Summary | None]:
+        """`facts` and `summary` together: what every turn reads before answering."""
         ...
 
     async def save_summary(self, session_id: str, summary: Summary) -> bool:

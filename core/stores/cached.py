@@ -36,6 +36,10 @@ class ReadCache(Protocol):
         """Drop the cached value and start a new generation."""
         ...
 
+    async def get_many(self, keys: Sequence[str]) -> list[tuple[str | None, str]]:
+        """`get` of several keys at once (one round trip where the cache is remote)."""
+        ...
+
 
 def _facts_json(facts: Sequence[UserFact]) -> str:
     return json.dumps([[f.key, f.value, f.source, f.updated_at.isoformat()] for f in facts])
@@ -86,6 +90,24 @@ class CachedHistoryStore:
         facts = await self._history.facts(bot, user_id)
         await self._cache.set(key, _facts_json(facts), generation, self._ttl)
         return facts
+
+    async def facts_and_summary(self, bot: str, user_id: str, session_id: str) -> tuple[list[UserFact], Summary | None]:
+        """What every turn reads (`facts` and `summary`), in one cache read when both are cached."""
+        facts_key, summary_key = self._facts_key(bot, user_id), self._summary_key(session_id)
+        (raw_facts, facts_generation), (raw_summary, summary_generation) = await self._cache.get_many(
+            [facts_key, summary_key]
+        )
+        if raw_facts is not None:
+            facts = _facts_from_json(raw_facts)
+        else:
+            facts = await self._history.facts(bot, user_id)
+            await self._cache.set(facts_key, _facts_json(facts), facts_generation, self._ttl)
+        if raw_summary is not None:
+            summary = _summary_from_json(raw_summary)
+        else:
+            summary = await self._history.summary(session_id)
+            await self._cache.set(summary_key, _summary_json(summary), summary_generation, self._ttl)
+        return facts, summary
 
     async def remember(self, *, bot: str, user_id: str, facts: Sequence[UserFact]) -> None:
         try:

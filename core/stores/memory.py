@@ -82,6 +82,12 @@ class MemorySessionStore:
         entry = self._touch(session_id)
         return None if entry is None else _copy_session(entry.session)
 
+    async def load_with_recent(self, session_id: str, limit: int) -> tuple[Session | None, list[StoredMessage]]:
+        entry = self._touch(session_id)
+        if entry is None:
+            return None, []
+        return _copy_session(entry.session), entry.messages[-limit:] if limit > 0 else []
+
     async def create(self, session: Session) -> None:
         now = self._clock()
         self._sweep(now)
@@ -165,6 +171,9 @@ class MemoryHistoryStore:
     async def summary(self, session_id: str) -> Summary | None:
         return self._summaries.get(session_id)
 
+    async def facts_and_summary(self, bot: str, user_id: str, session_id: str) -> tuple[list[UserFact], Summary | None]:
+        return await self.facts(bot, user_id), await self.summary(session_id)
+
     async def save_summary(self, session_id: str, summary: Summary) -> bool:
         stored = self._summaries.get(session_id)
         if stored is not None and stored.through_seq >= summary.through_seq:
@@ -208,6 +217,9 @@ class MemoryReadCache:
             old, _ = self._values.popitem(last=False)
             # Nobody can hold a generation of a key read that long ago in a live turn.
             self._generations.pop(old, None)
+
+    async def get_many(self, keys: Sequence[str]) -> list[tuple[str | None, str]]:
+        return [await self.get(key) for key in keys]
 
     async def invalidate(self, key: str) -> None:
         self._values.pop(key, None)

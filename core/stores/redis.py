@@ -96,15 +96,31 @@ class RedisSessionStore:
         )
 
     async def load(self, session_id: str) -> Session | None:
+        session, _ = await self.load_with_recent(session_id, 0)
+        return session
+
+    async def load_with_recent(self, session_id: str, limit: int) -> tuple[Session | None, list[StoredMessage]]:
         hkey, lkey = self._keys(session_id)
         with self._errors("loading a session"):
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.hgetall(hkey)
+                if limit > 0:
+                    pipe.lrange(lkey, -limit, -1)
                 pipe.expire(hkey, self._ttl)
                 pipe.expire(lkey, self._ttl)
-                raw, _, _ = await pipe.execute()
+                results = await pipe.execute()
+        raw = results[0]
         if not raw:
-            return None
+            return None, []
+        session = self._session(session_id, hkey, raw)
+        if limit <= 0:
+            return session, []
+        try:
+            return session, [StoredMessage.from_dict(json.loads(item)) for item in results[1]]
+        except (KeyError, ValueError, TypeError) as exc:
+            raise self._malformed(session_id, lkey, exc) from exc
+
+    def _session(self, session_id: str, hkey: str, raw: Mapping[Any, Any]) -> Session:
         data = {text(k): text(v) for k, v in raw.items()}
         try:
             return Session(
@@ -208,6 +224,15 @@ class RedisReadCache:
         with redis_errors(self._where, "reading the cache", prefix=self._prefix):
             value, generation = await self._client.mget(self._keys(key))
         return (text(value) if value is not None else None), (text(generation) if generation is not None else "")
+
+    async def get_many(self, keys: Sequence[str]) -> list[tuple[str | None, str]]:
+        names = [name for key in keys for name in self._keys(key)]
+        with redis_errors(self._where, "reading the cache", prefix=self._prefix):
+            values = await self._client.mget(names)
+        return [
+            (text(value) if value is not None else None, text(generation) if generation is not None else "")
+            for value, generation in zip(values[::2], values[1::2], strict=True)
+        ]
 
     async def set(self, key: str, value: str, generation: str, ttl_seconds: int) -> None:
         with redis_errors(self._where, "filling the cache", prefix=self._prefix):

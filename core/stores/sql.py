@@ -466,6 +466,9 @@ class SqlHistoryStore:
             return None
         return Summary(text=row.text, through_seq=row.through_seq, updated_at=_utc(row.updated_at))
 
+    async def facts_and_summary(self, bot: str, user_id: str, session_id: str) -> tuple[list[UserFact], Summary | None]:
+        return await self.facts(bot, user_id), await self.summary(session_id)
+
     async def save_summary(self, session_id: str, summary: Summary) -> bool:
         insert = self._upsert()
         table = SummaryRecord.__table__
