@@ -38,9 +38,6 @@ from core.knowledge.errors import KnowledgeError
 from core.knowledge.service import KnowledgeService
 from core.knowledge.stage import RetrieveStage
 from core.llm.factory import ChainFactory
-from core.locks.base import ConversationLocks
-from core.locks.memory import MemoryConversationLocks
-from core.locks.redis import RedisConversationLocks
 from core.memory.llm import ChainFactExtractor, ChainSummarizer
 from core.memory.stages import ExtractFactsStage, FoldSummaryStage, LoadMemoryStage, MemoryCommandStage
 from core.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -109,11 +106,6 @@ class Runtime:
         self.log = logger or structlog.get_logger("relaybot")
         self._queues: dict[str, OrderedQueue] = {}
         self.bus = QueueBus(self.queue("bus"))
-        self.locks: ConversationLocks = (
-            RedisConversationLocks(redis, ttl_seconds=settings.lock_ttl_seconds)
-            if self.distributed and redis is not None
-            else MemoryConversationLocks()
-        )
         # Shared whenever Redis is there, so two `relaybot run` behind one balancer agree too.
         self.dedupe: DedupeStore = RedisDedupeStore(redis) if redis is not None else MemoryDedupeStore()
         self.limiter: RateLimiter = RedisRateLimiter(redis) if redis is not None else MemoryRateLimiter()
@@ -175,7 +167,6 @@ class Runtime:
             queue=self.bus.queue,
             pipeline=self.pipeline,
             bots=bots,
-            locks=self.locks,
             dedupe=self.dedupe,
             outbox=self.outbox,
             concurrency=settings.worker_concurrency,
@@ -228,6 +219,7 @@ class Runtime:
                     name,
                     visibility_timeout=s.visibility_timeout_seconds,
                     max_attempts=s.max_attempts,
+                    claim_ttl=s.lock_ttl_seconds,
                 )
                 if self.distributed and self.redis is not None
                 else MemoryQueue(max_attempts=s.max_attempts)
@@ -347,7 +339,6 @@ class Runtime:
             self.delivery = DeliveryWorker(
                 channels=push,
                 queue_for=lambda channel: self.queue(f"outbox:{channel}"),
-                locks=self.locks,
                 sender=self.sender,
                 concurrency=self.settings.worker_concurrency,
                 visibility_timeout=self.settings.visibility_timeout_seconds,

@@ -17,7 +17,6 @@ from core.delivery.coalesce import DeltaCoalescer
 from core.delivery.outbox import Outbox
 from core.envelope import Envelope, Reply
 from core.errors import PoisonMessage
-from core.locks.base import ConversationLocks
 from core.pipeline.pipeline import Pipeline
 from core.queue.base import OrderedQueue, QueueEntry
 from core.queue.consumer import OrderedConsumer
@@ -32,7 +31,6 @@ class Worker:
         queue: OrderedQueue,
         pipeline: Pipeline,
         bots: BotRegistry,
-        locks: ConversationLocks,
         dedupe: DedupeStore,
         outbox: Outbox,
         concurrency: int = 16,
@@ -48,7 +46,6 @@ class Worker:
         self._log = logger or structlog.get_logger("relaybot.worker")
         self._consumer = OrderedConsumer(
             queue,
-            locks,
             self._turn,
             name="turn",
             concurrency=concurrency,

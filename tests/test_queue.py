@@ -10,9 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from core.errors import PoisonMessage
-from core.locks.memory import MemoryConversationLocks
-from core.locks.redis import RedisConversationLocks
-from core.queue.base import OrderedQueue, QueueEntry
+from core.queue.base import OrderedQueue, QueueEntry, Start
 from core.queue.consumer import OrderedConsumer
 from core.queue.memory import MemoryQueue
 from core.queue.redis import RedisQueue
@@ -118,10 +116,8 @@ async def test_redis_touch_keeps_an_entry_and_release_hands_it_over_at_once(clie
     assert taken.id == entry.id and taken.attempt == 1  # giving back is not an attempt
 
 
-async def run_consumer(
-    q: OrderedQueue, locks: Any, handler: Any, *, count: int, concurrency: int = 4
-) -> OrderedConsumer:
-    consumer = OrderedConsumer(q, locks, handler, name="t", concurrency=concurrency, visibility_timeout=0.3)
+async def run_consumer(q: OrderedQueue, handler: Any, *, count: int, concurrency: int = 4) -> OrderedConsumer:
+    consumer = OrderedConsumer(q, handler, name="t", concurrency=concurrency, visibility_timeout=0.3)
     task = asyncio.create_task(consumer.run())
     try:
         async with asyncio.timeout(20):
@@ -139,12 +135,10 @@ async def test_consumers_keep_each_partition_in_order_and_run_partitions_in_para
 ) -> None:
     if backend == "memory":
         q: OrderedQueue = MemoryQueue()
-        locks: Any = MemoryConversationLocks()
         c = None
     else:
         c = aioredis.Redis.from_url(request.getfixturevalue("redis_url"))
-        q = RedisQueue(c, "order", visibility_timeout=0.3, block_seconds=0.05)
-        locks = RedisConversationLocks(c, ttl_seconds=2)
+        q = RedisQueue(c, "order", visibility_timeout=0.3, block_seconds=0.05, claim_ttl=2)
     seen: dict[str, list[int]] = {}
     running: set[str] = set()
     overlap: list[str] = []
@@ -163,7 +157,7 @@ async def test_consumers_keep_each_partition_in_order_and_run_partitions_in_para
     for i in range(12):
         for p in ("a", "b", "c"):
             await q.add(p, str(i))
-    await run_consumer(q, locks, handler, count=36, concurrency=8)
+    await run_consumer(q, handler, count=36, concurrency=8)
     assert seen == {p: list(range(12)) for p in ("a", "b", "c")}
     assert overlap == [] and parallel > 1
     if c is not None:
@@ -181,7 +175,7 @@ async def test_a_poison_entry_is_dead_lettered_at_once_and_the_partition_moves_o
 
     for payload in ("one", "bad", "three"):
         await q.add("p", payload)
-    await run_consumer(q, MemoryConversationLocks(), handler, count=3)
+    await run_consumer(q, handler, count=3)
     assert handled == ["one", "three"]
     (dead,) = await q.dead()
     assert dead.payload == "bad" and "not an envelope" in dead.error and dead.attempts == 1
@@ -198,7 +192,7 @@ async def test_a_failing_entry_is_retried_then_dead_lettered_in_its_turn() -> No
 
     for payload in ("first", "flaky", "last"):
         await q.add("p", payload)
-    await run_consumer(q, MemoryConversationLocks(), handler, count=3)
+    await run_consumer(q, handler, count=3)
     assert calls == ["first", "flaky", "flaky", "flaky", "last"]
     (dead,) = await q.dead()
     assert "gave up after 3 attempts" in dead.error and "provider down" in dead.error
@@ -219,9 +213,8 @@ async def test_a_full_consumer_still_takes_over_the_predecessors_its_entries_wai
     async def handler(entry: QueueEntry) -> None:
         handled.append(entry.payload)
 
-    locks = RedisConversationLocks(client, ttl_seconds=2)
     # One handler slot reads ahead 4 entries: fewer than the 9 waiting for ticket 1.
-    consumer = OrderedConsumer(survivor, locks, handler, name="t", concurrency=1, visibility_timeout=0.3)
+    consumer = OrderedConsumer(survivor, handler, name="t", concurrency=1, visibility_timeout=0.3)
     task = asyncio.create_task(consumer.run())
     try:
         async with asyncio.timeout(15):
@@ -237,7 +230,7 @@ async def test_entries_handled_for_longer_than_the_visibility_timeout_are_handle
     redis_url: str,
 ) -> None:
     """Two consumers on one Redis queue; each handler runs for 4 visibility timeouts. The
-    keeper touches what it holds, and the lock and tickets keep a taken-over copy from running."""
+    keeper touches what it holds, and the claim and tickets keep a taken-over copy from running."""
     client = aioredis.Redis.from_url(redis_url)
     try:
         handled: list[tuple[str, str]] = []
@@ -252,11 +245,7 @@ async def test_entries_handled_for_longer_than_the_visibility_timeout_are_handle
         consumers = []
         for name in ("a", "b"):
             q = RedisQueue(client, "slow", consumer=name, visibility_timeout=0.3, block_seconds=0.05, max_attempts=2)
-            consumers.append(
-                OrderedConsumer(
-                    q, RedisConversationLocks(client, ttl_seconds=5), slow(name), name="t", visibility_timeout=0.3
-                )
-            )
+            consumers.append(OrderedConsumer(q, slow(name), name="t", visibility_timeout=0.3))
         for i in range(4):
             await q.add(f"p{i}", str(i))
         tasks = [asyncio.create_task(c.run()) for c in consumers]
@@ -289,7 +278,7 @@ async def test_an_entry_waiting_on_another_process_starts_when_notified_not_on_a
         async def handler(entry: QueueEntry) -> None:
             started.set_result(asyncio.get_running_loop().time())
 
-        consumer = OrderedConsumer(mine, RedisConversationLocks(client), handler, name="t")
+        consumer = OrderedConsumer(mine, handler, name="t")
         task = asyncio.create_task(consumer.run())
         await asyncio.sleep(0.5)  # B has read ticket 2 and is waiting for ticket 1
         assert not started.done()
@@ -302,3 +291,78 @@ async def test_an_entry_waiting_on_another_process_starts_when_notified_not_on_a
         await task
     finally:
         await client.aclose()
+
+
+async def test_a_partition_claim_is_exclusive_and_finish_marks_done_releases_and_acknowledges(
+    redis_url: str,
+) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        a = RedisQueue(client, "claims", consumer="a", visibility_timeout=0.3, block_seconds=0.05)
+        b = RedisQueue(client, "claims", consumer="b", visibility_timeout=0.3, block_seconds=0.05)
+        await a.add("p", "one")
+        await a.add("p", "two")
+        first, second = await a.read(10)
+        assert (await a.start(second)).state == "wait"  # ticket 1 is not done
+        assert await a.start(first) == Start("run", 0)
+        await asyncio.sleep(0.4)
+        # Idle past the visibility timeout: b takes the entries over...
+        copy = next(e for e in await b.reclaim(10) if e.id == first.id)
+        assert (await b.start(copy)).state == "busy"  # ...but a still holds the conversation
+        assert await a.finish(first, handled=True)
+        assert await a.last_done("p") == 1
+        assert (await b.start(copy)).state == "done"  # handled: b only acknowledges its copy
+        assert await a.start(second) == Start("run", 1)
+        assert await a.finish(second, handled=True)
+        assert await a.pending() == 0
+        assert not await client.exists("relaybot:q:claims:claim:p")
+    finally:
+        await client.aclose()
+
+
+async def test_a_dead_holders_claim_expires_and_a_stalled_holder_learns_it_lost_it(redis_url: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        dead = RedisQueue(client, "claims", consumer="dead", claim_ttl=0.3, block_seconds=0.05)
+        alive = RedisQueue(client, "claims", consumer="alive", claim_ttl=0.3, block_seconds=0.05)
+        await dead.add("p", "one")
+        [entry] = await dead.read(10)
+        assert (await dead.start(entry)).state == "run"
+        assert (await alive.start(entry)).state == "busy"
+        await asyncio.sleep(0.4)  # the holder died (never touched, never finished): its claim expires
+        assert (await alive.start(entry)).state == "run"
+        assert not await dead.finish(entry, handled=True)  # the stalled one's claim was gone
+        assert await alive.finish(entry, handled=True)
+    finally:
+        await client.aclose()
+
+
+async def test_a_touch_keeps_the_claim_of_an_entry_in_hand(redis_url: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        busy = RedisQueue(client, "claims", consumer="busy", claim_ttl=0.3, block_seconds=0.05)
+        other = RedisQueue(client, "claims", consumer="other", claim_ttl=0.3, block_seconds=0.05)
+        await busy.add("p", "one")
+        [entry] = await busy.read(10)
+        assert (await busy.start(entry)).state == "run"
+        for _ in range(4):
+            await asyncio.sleep(0.15)
+            await busy.touch(entry)
+        assert (await other.start(entry)).state == "busy"
+        assert await busy.finish(entry, handled=True)
+    finally:
+        await client.aclose()
+
+
+async def test_memory_queue_claims_work_the_same_way() -> None:
+    q = MemoryQueue()
+    await q.add("p", "one")
+    await q.add("p", "two")
+    first, second = await q.read(10)
+    assert (await q.start(second)).state == "wait"
+    assert await q.start(first) == Start("run", 0)
+    assert await q.finish(first, handled=True)
+    assert (await q.start(first)).state == "done"
+    assert await q.start(second) == Start("run", 1)
+    assert await q.finish(second, handled=True)
+    assert await q.pending() == 0

@@ -1,4 +1,6 @@
-"""Rate limits, dedupe claims and conversation locks on a real Redis, shared by every process."""
+"""Rate limits and dedupe claims on a real Redis, shared by every process.
+
+(Conversation locks are the queue's partition claims: see test_queue.py.)"""
 
 from __future__ import annotations
 
@@ -9,7 +11,6 @@ import pytest
 import redis.asyncio as aioredis
 
 from core.dedupe.redis import RedisDedupeStore
-from core.locks.redis import RedisConversationLocks
 from core.ratelimit.base import RateLimits
 from core.ratelimit.memory import MemoryRateLimiter
 from core.ratelimit.redis import RedisRateLimiter
@@ -78,72 +79,3 @@ async def test_a_dedupe_claim_is_won_once_and_expires(client: aioredis.Redis) ->
     await asyncio.sleep(0.4)
     assert not await a.exists("Ev1")
     assert await b.claim("Ev1", 1)
-
-
-async def test_a_conversation_lock_is_exclusive_and_renewed_while_held(client: aioredis.Redis) -> None:
-    locks = RedisConversationLocks(client, ttl_seconds=0.3)
-    inside: list[str] = []
-    overlaps = 0
-
-    async def turn(name: str) -> None:
-        nonlocal overlaps
-        async with locks.hold("conv") as lease:
-            overlaps += bool(inside)
-            inside.append(name)
-            await asyncio.sleep(0.5)  # longer than the TTL: the holder's renewals keep it
-            assert await lease.still_held()
-            inside.remove(name)
-
-    await asyncio.gather(turn("a"), turn("b"))
-    assert overlaps == 0
-    assert not await client.exists("relaybot:lock:conv")
-
-
-async def test_a_dead_holders_lock_expires_and_the_next_holder_gets_a_higher_fencing_token(
-    client: aioredis.Redis,
-) -> None:
-    locks = RedisConversationLocks(client, ttl_seconds=0.3)
-    # A holder that died: its key is there, nobody renews it.
-    await client.set("relaybot:lock:conv", "dead-holder", px=300)
-    await client.set("relaybot:lock:conv:fence", 7)
-    async with asyncio.timeout(2), locks.hold("conv") as lease:
-        assert lease.fencing_token == 8
-        assert await lease.still_held()
-        # A stalled holder finds out it lost the lock instead of committing blindly.
-        await client.set("relaybot:lock:conv", "someone-else")
-        assert not await lease.still_held()
-    assert await client.get("relaybot:lock:conv") == b"someone-else"  # not ours to delete
-
-
-async def test_a_waiter_takes_the_lock_on_its_release_notice_not_on_a_poll(client: aioredis.Redis) -> None:
-    """Two workers (two lock objects) want one conversation: the second gets it as soon as the
-    first releases, well before its once-a-second re-check."""
-    first, second = RedisConversationLocks(client), RedisConversationLocks(client)
-    loop = asyncio.get_running_loop()
-    holding = asyncio.Event()
-    release = asyncio.Event()
-    released_at = 0.0
-
-    async def hold_then_release() -> None:
-        nonlocal released_at
-        async with first.hold("c1"):
-            holding.set()
-            await release.wait()
-            released_at = loop.time()
-
-    holder = asyncio.create_task(hold_then_release())
-    await holding.wait()
-    waiter_got: asyncio.Future[tuple[float, int]] = loop.create_future()
-
-    async def wait_for_it() -> None:
-        async with second.hold("c1") as lease:
-            waiter_got.set_result((loop.time(), lease.fencing_token))
-
-    waiter = asyncio.create_task(wait_for_it())
-    await asyncio.sleep(0.3)  # the waiter found the lock taken and is waiting
-    assert not waiter_got.done()
-    release.set()
-    got_at, fencing = await asyncio.wait_for(waiter_got, 5)
-    assert got_at - released_at < 0.3, got_at - released_at
-    assert fencing == 2
-    await asyncio.gather(holder, waiter)

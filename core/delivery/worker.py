@@ -9,7 +9,6 @@ import structlog
 
 from core.delivery.sender import ReplySender
 from core.envelope import Reply
-from core.locks.base import ConversationLocks
 from core.queue.base import OrderedQueue, QueueEntry
 from core.queue.consumer import OrderedConsumer
 
@@ -20,7 +19,6 @@ class DeliveryWorker:
         *,
         channels: Sequence[str],
         queue_for: Callable[[str], OrderedQueue],
-        locks: ConversationLocks,
         sender: ReplySender,
         concurrency: int = 16,
         visibility_timeout: float = 30.0,
@@ -31,7 +29,6 @@ class DeliveryWorker:
         self._consumers = [
             OrderedConsumer(
                 queue_for(channel),
-                locks,
                 self._send,
                 name=f"outbox-{channel}",
                 concurrency=concurrency,

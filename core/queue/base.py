@@ -6,6 +6,11 @@ ticket is the one before it (see `core.queue.consumer`), so any number of consum
 conversation in order while different conversations run in parallel. An entry that is never
 acknowledged (its consumer crashed) is handed out again after a visibility timeout; after
 `max_attempts` it is moved to the dead letters with its last error.
+
+The queue is also the conversation's lock: `start` checks the entry's turn and claims the
+partition in one step (the claim expires if its holder dies, and `touch` renews it), and
+`finish` records the ticket as done, gives the claim back and acknowledges the entry in one
+step; on Redis each is one round trip.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Literal, Protocol
 
 
 class QueueClosed(Exception):
@@ -27,6 +32,20 @@ class QueueEntry:
     ticket: int
     payload: str
     attempt: int = 1
+
+
+#: what `start` found: `run` the entry holds its partition and it is its turn (or it was forced
+#: past a gap); `late` it holds the partition to handle a ticket that was jumped over earlier;
+#: `done` it was handled already (a redelivery: acknowledge it); `wait` an earlier ticket is not
+#: done yet; `busy` another consumer holds the partition
+StartState = Literal["run", "late", "done", "wait", "busy"]
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    state: StartState
+    #: the partition's last done ticket when `start` looked
+    done: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,6 +68,17 @@ class OrderedQueue(Protocol):
         With a `dedupe_key`, the add happens at most once per key (atomically): a second add with
         the same key returns None and queues nothing.
         """
+        ...
+
+    async def start(self, entry: QueueEntry, *, force: bool = False) -> Start:
+        """Claim the entry's partition if it is the entry's turn (`force`: even past a gap, for an
+        entry that waited too long); `run` and `late` hold the claim until `finish`."""
+        ...
+
+    async def finish(self, entry: QueueEntry, *, handled: bool) -> bool:
+        """Give back the claim `start` took. `handled`: also record the ticket as done and
+        acknowledge the entry. False if the claim had expired meanwhile (a stall: another consumer
+        may have taken the partition)."""
         ...
 
     async def reclaim(self, count: int) -> list[QueueEntry]:
@@ -75,7 +105,7 @@ class OrderedQueue(Protocol):
         ...
 
     async def touch(self, entry: QueueEntry) -> None:
-        """Still working on it: restart the visibility timeout."""
+        """Still working on it: restart the visibility timeout (and the claim's, if it holds one)."""
         ...
 
     async def release(self, entry: QueueEntry) -> None:
@@ -105,8 +135,9 @@ class OrderedQueue(Protocol):
         ...
 
     def progress(self) -> AsyncIterator[str]:
-        """Partitions as other consumers mark entries done (best effort: a consumer still checks
-        `last_done` now and then, since a notice can be missed while reconnecting)."""
+        """Partitions as consumers finish their entries or give back their claims (best effort: a
+        waiting consumer still looks again now and then, since a notice can be missed while
+        reconnecting)."""
         ...
 
     async def take_skipped(self, partition: str, ticket: int) -> bool:

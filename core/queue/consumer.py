@@ -1,8 +1,10 @@
 """Runs a handler over a queue: at most one entry per partition at a time, in ticket order.
 
-For each entry: when its partition's last done ticket is the one before it, take the partition's
-lock, handle it and mark it done; if it was done already, it is a redelivery (acknowledge, do
-nothing); if an earlier ticket is still in flight (here or in another process), wait for it
+For each entry, `start` on the queue checks its turn and claims its partition in one step: when
+its partition's last done ticket is the one before it, it handles the entry, and `finish` marks
+it done, gives the claim back and acknowledges it in one step; if it was done already, it is a
+redelivery (acknowledge, do nothing); if an earlier ticket is still in flight (here or in another
+process), or another consumer holds the partition, it waits for the partition's next notice
 without holding a handler slot, so entries waiting on each other can never fill every slot.
 Entries whose handler keeps failing are dead-lettered after the queue's max attempts, in their
 turn, so the partition moves on.
@@ -18,7 +20,6 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from core.errors import PoisonMessage, StoreError
-from core.locks.base import ConversationLocks
 from core.queue.base import OrderedQueue, QueueClosed, QueueEntry
 
 Handler = Callable[[QueueEntry], Awaitable[None]]
@@ -35,7 +36,6 @@ class OrderedConsumer:
     def __init__(
         self,
         queue: OrderedQueue,
-        locks: ConversationLocks,
         handler: Handler,
         *,
         name: str,
@@ -47,7 +47,6 @@ class OrderedConsumer:
     ) -> None:
         self._on_dead_letter = on_dead_letter
         self._queue = queue
-        self._locks = locks
         self._handler = handler
         self._name = name
         self._running = asyncio.Semaphore(concurrency)
@@ -158,10 +157,11 @@ class OrderedConsumer:
         self._held[entry.id] = entry
         try:
             if entry.attempt > self._queue.max_attempts:
-                await self._in_order(entry, self._dead_letter)
+                finished = await self._in_order(entry, self._dead_letter)
             else:
-                await self._in_order(entry, self._handler)
-            await self._queue.ack(entry)
+                finished = await self._in_order(entry, self._handler)
+            if not finished:
+                await self._queue.ack(entry)  # handled before (a redelivery): nothing more to do
         except PoisonMessage as exc:
             reason = f"unprocessable: {exc}"
             await self._in_order(entry, lambda e: self._queue.dead_letter(e, reason))
@@ -210,39 +210,44 @@ class OrderedConsumer:
                 except Exception as exc:
                     await self._log.awarning("touch_failed", entry_id=entry.id, error=str(exc))
 
-    async def _in_order(self, entry: QueueEntry, action: Handler) -> None:
+    async def _in_order(self, entry: QueueEntry, action: Handler) -> bool:
+        """Run `action` on the entry in its turn, holding its partition; True once it is finished
+        (done and acknowledged), False if it had been handled before (the caller acknowledges)."""
         deadline = time.monotonic() + self._order_wait
         while True:
             # Listen before looking: a predecessor finishing between the look and the wait still wakes us.
             progress = self._progress.setdefault(entry.partition, asyncio.Event())
-            done = await self._queue.last_done(entry.partition)
-            late = time.monotonic() > deadline
-            if entry.ticket <= done or entry.ticket == done + 1 or late:
-                async with self._running, self._locks.hold(f"{self._name}:{entry.partition}"):
-                    # Decide again under the lock: another consumer may have moved on meanwhile.
-                    done = await self._queue.last_done(entry.partition)
-                    if entry.ticket <= done:
-                        if await self._queue.take_skipped(entry.partition, entry.ticket):
-                            await self._log.awarning("late_entry_handled", entry_id=entry.id, ticket=entry.ticket)
-                            await action(entry)
-                        return
-                    if entry.ticket == done + 1 or late:
-                        if entry.ticket != done + 1:
-                            await self._log.aerror(
-                                "order_gap_skipped", partition=entry.partition, ticket=entry.ticket, done=done
-                            )
-                        await action(entry)
-                        # If we stalled past the lock's TTL, another consumer may be running this same
-                        # entry (the lock logs it when its release finds someone else's token). Its
-                        # effects are idempotent (the outbox takes one reply per message), and nobody
-                        # can have moved past it, so marking it done is safe.
-                        await self._queue.mark_done(entry.partition, entry.ticket)
-                        self._wake(entry.partition)
-                        return
+            start = await self._queue.start(entry, force=time.monotonic() > deadline)
+            if start.state == "done":
+                return False
+            if start.state in ("run", "late"):
+                break
             # Woken when the partition moves on, here or (by the queue's notices) in another process;
             # the timeout only covers a notice lost while the queue's backend reconnected.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(progress.wait(), PROGRESS_RECHECK_SECONDS)
+        try:
+            async with self._running:
+                if start.state == "late":
+                    await self._log.awarning("late_entry_handled", entry_id=entry.id, ticket=entry.ticket)
+                elif entry.ticket != start.done + 1:
+                    await self._log.aerror(
+                        "order_gap_skipped", partition=entry.partition, ticket=entry.ticket, done=start.done
+                    )
+                await action(entry)
+        except BaseException:
+            # Not done: give the partition back (the entry is retried, dead-lettered or handed over).
+            with contextlib.suppress(Exception):
+                await self._queue.finish(entry, handled=False)
+            self._wake(entry.partition)
+            raise
+        if not await self._queue.finish(entry, handled=True):
+            # We stalled past the claim's TTL and another consumer may have run this same entry. Its
+            # effects are idempotent (the outbox takes one reply per message), and nobody can have
+            # moved past it, so recording it as done is safe.
+            await self._log.awarning("claim_lost_during_entry", entry_id=entry.id, partition=entry.partition)
+        self._wake(entry.partition)
+        return True
 
     def _wake(self, partition: str) -> None:
         event = self._progress.pop(partition, None)

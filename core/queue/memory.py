@@ -9,7 +9,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-from core.queue.base import DeadEntry, QueueClosed, QueueEntry
+from core.queue.base import DeadEntry, QueueClosed, QueueEntry, Start
 
 _CLOSED = object()
 
@@ -30,6 +30,9 @@ class MemoryQueue:
         self._dedupe_keep = dedupe_keep
         self._closed = False
         self._max_attempts = max_attempts
+        #: partition -> id of the entry holding it
+        self._claims: dict[str, str] = {}
+        self._listeners: list[asyncio.Queue[str]] = []
 
     @property
     def max_attempts(self) -> int:
@@ -51,6 +54,32 @@ class MemoryQueue:
         self._added[entry.id] = time.monotonic()
         await self._queue.put(entry)
         return ticket
+
+    async def start(self, entry: QueueEntry, *, force: bool = False) -> Start:
+        done = self._done.get(entry.partition, 0)
+        late = entry.ticket <= done
+        if late and entry.ticket not in self._skipped.get(entry.partition, set()):
+            return Start("done", done)
+        if not late and entry.ticket > done + 1 and not force:
+            return Start("wait", done)
+        if self._claims.get(entry.partition, entry.id) != entry.id:
+            return Start("busy", done)
+        self._claims[entry.partition] = entry.id
+        if late:
+            self._skipped[entry.partition].discard(entry.ticket)
+            return Start("late", done)
+        return Start("run", done)
+
+    async def finish(self, entry: QueueEntry, *, handled: bool) -> bool:
+        if handled:
+            await self.mark_done(entry.partition, entry.ticket)
+            self._forget(entry.id)
+        ours = self._claims.get(entry.partition) == entry.id
+        if ours:
+            del self._claims[entry.partition]
+        for listener in self._listeners:
+            listener.put_nowait(entry.partition)
+        return ours
 
     async def reclaim(self, count: int) -> list[QueueEntry]:
         """One process: no other consumer could have died holding entries."""
@@ -147,9 +176,13 @@ class MemoryQueue:
             self._skipped.pop(partition, None)
 
     async def progress(self) -> AsyncIterator[str]:
-        """One process: its consumers wake each other directly, so there is nothing to hear."""
-        await asyncio.Event().wait()
-        yield ""  # never reached; makes this an async generator
+        listener: asyncio.Queue[str] = asyncio.Queue()
+        self._listeners.append(listener)
+        try:
+            while True:
+                yield await listener.get()
+        finally:
+            self._listeners.remove(listener)
 
     async def take_skipped(self, partition: str, ticket: int) -> bool:
         skipped = self._skipped.get(partition, set())

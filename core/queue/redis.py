@@ -9,7 +9,10 @@ Keys (P = prefix, N = queue name):
     P:q:N:done:<partition>   STRING  last ticket handled in the partition
     P:q:N:skipped:<partition> SET    tickets jumped over and still owed
     P:q:N:once:<key>         STRING  add-at-most-once claims
-    P:q:N:progress           PUBSUB  a partition's name each time one of its entries is marked done
+    P:q:N:claim:<partition>  STRING  the consumer token holding the partition (the conversation's
+                                     lock), with the claim TTL; renewed by `touch`
+    P:q:N:progress           PUBSUB  a partition's name each time an entry of it finishes or its
+                                     claim is given back
 
 Acknowledged entries are deleted, so the stream's length is the backlog. Entries left pending by
 a consumer that died are taken over with XAUTOCLAIM once idle for the visibility timeout; a live
@@ -28,12 +31,12 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from core.queue.base import DeadEntry, QueueClosed, QueueEntry
+from core.queue.base import DeadEntry, QueueClosed, QueueEntry, Start, StartState
 from core.redisio import describe, redis_errors, text
 
 PARTITION_TTL_SECONDS = 7 * 24 * 3600
@@ -51,15 +54,71 @@ redis.call('XADD', KEYS[1], '*', 'p', ARGV[1], 't', t, 'd', ARGV[2])
 return t
 """
 
-_MARK_DONE_LUA = """
+# Recording a ticket as done never moves backwards; jumping ahead records the tickets in between
+# as skipped (still owed handling). Shared by mark_done and finish.
+_MARK_DONE_BODY = """
+local function mark_done(done_key, skipped_key, ticket, ttl)
+  local done = tonumber(redis.call('GET', done_key) or '0')
+  if ticket <= done then return done end
+  for i = done + 1, ticket - 1 do redis.call('SADD', skipped_key, i) end
+  if ticket - 1 > done then redis.call('EXPIRE', skipped_key, ttl) end
+  redis.call('SET', done_key, ticket, 'EX', ttl)
+  return ticket
+end
+"""
+
+_MARK_DONE_LUA = (
+    _MARK_DONE_BODY
+    + """
+local result = mark_done(KEYS[1], KEYS[2], tonumber(ARGV[1]), ARGV[2])
+redis.call('PUBLISH', KEYS[3], ARGV[3])
+return result
+"""
+)
+
+# KEYS: done, skipped, claim. ARGV: ticket, token, claim ttl ms, force. Returns {state, done}.
+_START_LUA = """
 local done = tonumber(redis.call('GET', KEYS[1]) or '0')
 local ticket = tonumber(ARGV[1])
-if ticket <= done then return done end
-for i = done + 1, ticket - 1 do redis.call('SADD', KEYS[2], i) end
-if ticket - 1 > done then redis.call('EXPIRE', KEYS[2], ARGV[2]) end
-redis.call('SET', KEYS[1], ticket, 'EX', ARGV[2])
-redis.call('PUBLISH', KEYS[3], ARGV[3])
-return ticket
+if ticket <= done then
+  if redis.call('SISMEMBER', KEYS[2], ticket) == 0 then return {'done', done} end
+elseif ticket > done + 1 and ARGV[4] ~= '1' then
+  return {'wait', done}
+end
+if not redis.call('SET', KEYS[3], ARGV[2], 'NX', 'PX', ARGV[3]) then return {'busy', done} end
+if ticket <= done then
+  redis.call('SREM', KEYS[2], ticket)
+  return {'late', done}
+end
+return {'run', done}
+"""
+
+# KEYS: done, skipped, claim, progress channel, stream, attempts, errors.
+# ARGV: ticket, token, partition ttl, partition, entry id, handled, group. Returns 1 if the claim was ours.
+_FINISH_LUA = (
+    _MARK_DONE_BODY
+    + """
+if ARGV[6] == '1' then
+  mark_done(KEYS[1], KEYS[2], tonumber(ARGV[1]), ARGV[3])
+  redis.call('XACK', KEYS[5], ARGV[7], ARGV[5])
+  redis.call('XDEL', KEYS[5], ARGV[5])
+  redis.call('HDEL', KEYS[6], ARGV[5])
+  redis.call('HDEL', KEYS[7], ARGV[5])
+end
+local ours = 0
+if redis.call('GET', KEYS[3]) == ARGV[2] then
+  redis.call('DEL', KEYS[3])
+  ours = 1
+end
+redis.call('PUBLISH', KEYS[4], ARGV[4])
+return ours
+"""
+)
+
+# KEYS: claim. ARGV: token, ttl ms. Renews the claim only if it is still ours.
+_RENEW_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
 """
 
 
@@ -78,6 +137,7 @@ class RedisQueue:
         visibility_timeout: float = 30.0,
         max_attempts: int = 5,
         block_seconds: float = 1.0,
+        claim_ttl: float = 30.0,
     ) -> None:
         self._client = client
         self._base = f"{prefix}:q:{name}"
@@ -93,6 +153,12 @@ class RedisQueue:
         self._prefix = prefix
         self._add_script = client.register_script(_ADD_LUA)
         self._mark_done_script = client.register_script(_MARK_DONE_LUA)
+        self._start_script = client.register_script(_START_LUA)
+        self._finish_script = client.register_script(_FINISH_LUA)
+        self._renew_script = client.register_script(_RENEW_LUA)
+        self._claim_ttl_ms = int(claim_ttl * 1000)
+        #: claims held by this consumer: entry id -> token
+        self._claims: dict[str, str] = {}
         self._closed = asyncio.Event()
         self._group_ready = False
         self._reclaim_from = "0-0"
@@ -154,6 +220,45 @@ class RedisQueue:
             )
         return entries
 
+    def _claim_key(self, partition: str) -> str:
+        return f"{self._base}:claim:{partition}"
+
+    async def start(self, entry: QueueEntry, *, force: bool = False) -> Start:
+        token = uuid.uuid4().hex
+        keys = [f"{self._base}:done:{entry.partition}", f"{self._base}:skipped:{entry.partition}"]
+        keys.append(self._claim_key(entry.partition))
+        with self._errors_ctx("claiming a conversation"):
+            state, done = await self._start_script(
+                keys=keys, args=[entry.ticket, token, self._claim_ttl_ms, "1" if force else "0"]
+            )
+        result = Start(cast(StartState, text(state)), int(done))
+        if result.state in ("run", "late"):
+            self._claims[entry.id] = token
+        return result
+
+    async def finish(self, entry: QueueEntry, *, handled: bool) -> bool:
+        token = self._claims.pop(entry.id, "")
+        keys = [
+            f"{self._base}:done:{entry.partition}",
+            f"{self._base}:skipped:{entry.partition}",
+            self._claim_key(entry.partition),
+            self._progress_channel,
+            self._stream,
+            self._attempts,
+            self._errors,
+        ]
+        args: list[str | int] = [
+            entry.ticket,
+            token,
+            PARTITION_TTL_SECONDS,
+            entry.partition,
+            entry.id,
+            "1" if handled else "0",
+            GROUP,
+        ]
+        with self._errors_ctx("finishing an entry"):
+            return bool(await self._finish_script(keys=keys, args=args))
+
     async def reclaim(self, count: int) -> list[QueueEntry]:
         if self._closed.is_set():
             raise QueueClosed
@@ -192,8 +297,15 @@ class RedisQueue:
             await self._client.hset(self._errors, entry.id, error[:2000])
 
     async def touch(self, entry: QueueEntry) -> None:
+        token = self._claims.get(entry.id)
         with self._errors_ctx("extending an entry's visibility"):
-            await self._client.xclaim(self._stream, GROUP, self._consumer, 0, [entry.id], justid=True)
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.xclaim(self._stream, GROUP, self._consumer, 0, [entry.id], justid=True)
+                if token is not None:
+                    await self._renew_script(
+                        keys=[self._claim_key(entry.partition)], args=[token, self._claim_ttl_ms], client=pipe
+                    )
+                await pipe.execute()
 
     async def release(self, entry: QueueEntry) -> None:
         # Marked long idle, the next XAUTOCLAIM anywhere takes it; giving back is not an attempt.
