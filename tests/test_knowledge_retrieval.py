@@ -13,14 +13,16 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from core.bots import load_bot
 from core.envelope import Envelope, Reply
+from core.intents import LocalIntentClassifier
 from core.knowledge.embeddings import OnnxMiniLMEmbedder
 from core.knowledge.ingest import Ingestor
 from core.knowledge.passage import Passage
@@ -384,3 +386,37 @@ async def test_tenant_documents_are_found_only_for_that_tenant_through_the_api(
         await callbacks.stop()
     assert "40 seats" in replies["m0"] and "acme-contract.md" in replies["m0"]
     assert "acme-contract.md" not in replies["m1"] and "acme-contract.md" not in replies["m2"]
+
+
+class CountingEmbedder:
+    """The real embedder, counting the texts it is asked to embed."""
+
+    def __init__(self, inner: OnnxMiniLMEmbedder) -> None:
+        self.inner = inner
+        self.texts: list[str] = []
+
+    @property
+    def dimensions(self) -> int:
+        return self.inner.dimensions
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        self.texts += texts
+        return await self.inner.embed(texts)
+
+
+async def test_a_message_is_embedded_once_for_intents_and_retrieval(store: Path, embedder: OnnxMiniLMEmbedder) -> None:
+    counting = CountingEmbedder(embedder)
+    service = KnowledgeService(options=KnowledgeSettings(), store_path=store / "chroma", embedder=counting)
+    try:
+        bot = load_bot(REPO / "bots" / "support")
+        classifier = LocalIntentClassifier(service.embedder)
+        await classifier.warm(bot)  # the intent examples, once at start-up
+        counting.texts.clear()
+        message = "How do I get a refund on my annual plan?"
+        # As a turn does: the intent stage, then the retrieval stage, on the process's one service.
+        assert (await classifier.classify(bot, message)).intent in bot.intents.items
+        passages = await service.search("support", message)
+        assert passages and passages[0].source == "cancellation-and-refunds.md"
+        assert counting.texts == [message]
+    finally:
+        await service.close()

@@ -45,6 +45,7 @@ class LocalIntentClassifier:
     def __init__(self, embedder: Embedder | Callable[[], Awaitable[Embedder]]) -> None:
         self._source = embedder
         self._indexes: dict[str, _Index] = {}
+        self._digests: dict[str, tuple[Intents, str]] = {}
         self._lock = asyncio.Lock()
 
     async def classify(self, bot: BotConfig, text: str) -> IntentResult:
@@ -62,7 +63,12 @@ class LocalIntentClassifier:
         return await self._source()
 
     async def _index(self, bot: BotConfig) -> _Index:
-        digest = _digest(bot.intents)
+        # Hashing every example on every message showed in profiles: once per Intents object (a
+        # reloaded bot.toml is a new object, so a changed file is still picked up).
+        known = self._digests.get(bot.name)
+        if known is None or known[0] is not bot.intents:
+            known = self._digests[bot.name] = (bot.intents, _digest(bot.intents))
+        digest = known[1]
         index = self._indexes.get(bot.name)
         if index is not None and index.digest == digest:
             return index

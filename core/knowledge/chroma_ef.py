@@ -12,7 +12,7 @@ from typing import Any
 from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
 from chromadb.utils.embedding_functions import register_embedding_function
 
-from core.knowledge.embeddings import Embedder, OnnxMiniLMEmbedder
+from core.knowledge.embeddings import Embedder, OnnxMiniLMEmbedder, RecentTextsEmbedder
 
 NAME = "relaybot-minilm-int8"
 
@@ -24,6 +24,8 @@ class RelaybotEmbeddingFunction(EmbeddingFunction[Documents]):
 
     def __call__(self, input: Documents) -> Embeddings:
         embedder = self._embedder
+        if isinstance(embedder, RecentTextsEmbedder):
+            embedder = embedder.inner
         if not isinstance(embedder, OnnxMiniLMEmbedder):
             # Lazily, and only on this rarely used path: relaybot itself always passes embeddings.
             embedder = self._embedder = OnnxMiniLMEmbedder.load()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -86,7 +87,8 @@ class OnnxMiniLMEmbedder:
         self._batch_size = batch_size
         self._input_names = {i.name for i in session.get_inputs()}
         # tokenizers' Tokenizer is not documented as thread-safe when its padding/truncation settings are
-        # shared; one lock keeps concurrent embed() calls from interleaving on it (inference is serial anyway).
+        # shared, so tokenizing takes a lock; inference does not (onnxruntime's run is thread-safe), so
+        # turns of one process embed side by side when the machine has idle cores.
         self._lock = threading.Lock()
 
     @classmethod
@@ -150,14 +152,50 @@ class OnnxMiniLMEmbedder:
     def _embed_batch(self, texts: Sequence[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
         with self._lock:
             encodings = self._tokenizer.encode_batch([t if t.strip() else " " for t in texts])
-            ids = np.array([e.ids for e in encodings], dtype=np.int64)
-            mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-            feeds = {"input_ids": ids, "attention_mask": mask}
-            if "token_type_ids" in self._input_names:
-                feeds["token_type_ids"] = np.zeros_like(ids)
-            hidden = self._session.run(None, feeds)[0]
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self._input_names:
+            feeds["token_type_ids"] = np.zeros_like(ids)
+        hidden = self._session.run(None, feeds)[0]
         weights = mask[:, :, None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         normalized: np.ndarray[Any, np.dtype[np.float32]] = (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
         return normalized
+
+
+class RecentTextsEmbedder:
+    """An embedder that remembers the vectors of the last few single texts it embedded.
+
+    A turn embeds its message for intent classification and again for retrieval; with this in
+    front of the process's embedder the second is a dictionary lookup. Batches (ingestion, intent
+    examples) go straight through and are not remembered.
+    """
+
+    def __init__(self, inner: Embedder, *, size: int = 256) -> None:
+        self._inner = inner
+        self._size = size
+        self._recent: OrderedDict[str, list[float]] = OrderedDict()
+
+    @property
+    def dimensions(self) -> int:
+        return self._inner.dimensions
+
+    @property
+    def inner(self) -> Embedder:
+        return self._inner
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        if len(texts) != 1:
+            return await self._inner.embed(texts)
+        (text,) = texts
+        vector = self._recent.get(text)
+        if vector is None:
+            (vector,) = await self._inner.embed(texts)
+            self._recent[text] = vector
+            while len(self._recent) > self._size:
+                self._recent.popitem(last=False)
+        else:
+            self._recent.move_to_end(text)
+        return [vector]

@@ -9,16 +9,20 @@ ingested knowledge never loads the model or touches chromadb; with the embedded 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import structlog
 
-from core.knowledge.embeddings import Embedder, OnnxMiniLMEmbedder
+from core.knowledge.embeddings import Embedder, OnnxMiniLMEmbedder, RecentTextsEmbedder
 from core.knowledge.ingest import Ingestor, IngestSummary, Progress
 from core.knowledge.passage import Passage
 from core.knowledge.store import DEFAULT_SET, PUBLIC, KnowledgeBase, KnowledgeCollection
 from core.settings import KnowledgeSettings, Settings
+
+#: how long a collection known to hold documents is trusted to, before chromadb is asked again
+FILLED_RECHECK_SECONDS = 10.0
 
 EmbedderFactory = Callable[[], Embedder]
 
@@ -43,6 +47,9 @@ class KnowledgeService:
         )
         self._base: KnowledgeBase | None = None
         self._lock = asyncio.Lock()
+        self._recent: RecentTextsEmbedder | None = None
+        #: (bot, set) -> until when "this collection has documents" is trusted without asking chromadb
+        self._known_filled: dict[tuple[str, str], float] = {}
         self._log = logger or structlog.get_logger("relaybot.knowledge")
 
     @classmethod
@@ -65,12 +72,15 @@ class KnowledgeService:
         return "-openai" if self.options.embeddings == "openai" else ""
 
     async def embedder(self) -> Embedder:
-        """The process's one embedder, loaded (in a thread) on first use."""
-        if self._embedder is None:
+        """The process's one embedder, loaded (in a thread) on first use; it remembers the last few
+        texts it embedded, so intent classification and retrieval embed a message once."""
+        if self._recent is None:
             async with self._lock:
                 if self._embedder is None:
                     self._embedder = await asyncio.to_thread(self._embedder_factory)
-        return self._embedder
+                if self._recent is None:
+                    self._recent = RecentTextsEmbedder(self._embedder)
+        return self._recent
 
     @property
     def store_exists(self) -> bool:
@@ -104,7 +114,7 @@ class KnowledgeService:
         if self._base is None and not await asyncio.to_thread(lambda: self.store_exists):
             return None
         collection = await self.collection(bot, knowledge_set)
-        if await collection.count() == 0:
+        if not await self._has_documents(bot, knowledge_set, collection):
             return None
         return await collection.search(
             query,
@@ -113,6 +123,17 @@ class KnowledgeService:
             audiences=audiences,
             reject_unknown_names=self.options.reject_unknown_names,
         )
+
+    async def _has_documents(self, bot: str, knowledge_set: str, collection: KnowledgeCollection) -> bool:
+        # Asked of chromadb at most every few seconds per collection, not on every message; an
+        # ingest here is seen at once, one by another process (`relaybot ingest`) within that time.
+        key = (bot, knowledge_set)
+        if self._known_filled.get(key, 0.0) > time.monotonic():
+            return True
+        if await collection.count() == 0:
+            return False
+        self._known_filled[key] = time.monotonic() + FILLED_RECHECK_SECONDS
+        return True
 
     async def ingest(
         self,
@@ -132,6 +153,7 @@ class KnowledgeService:
             audience=audience,
         )
         summary = await ingestor.ingest(paths, prune=prune, progress=progress)
+        self._known_filled.pop((bot, knowledge_set), None)  # --prune may have emptied it
         await self._log.ainfo(
             "knowledge_ingested",
             bot=bot,
