@@ -8,7 +8,8 @@ Protocol (the README documents it for widget authors):
   server → {"type":"reply","reply_to","seq","text"[,"sources"]}   the whole reply, numbered within the session;
                                                       sources: the knowledge passages it was given
   server → {"type":"error","code","message"[,"id"]}   bad input (id: the message it concerns); still usable
-Reconnecting with `?token=…&after=SEQ` keeps the session and replays every reply above SEQ.
+Reconnecting with `?token=…&after=SEQ` keeps the session and replays the replies above SEQ (the newest
+RELAYBOT_WEB__RESUME_REPLIES of them).
 """
 
 from __future__ import annotations
@@ -184,7 +185,10 @@ class WebChannel:
         except ValueError:
             after = 0
         async with conn.replay_lock:
-            for message in await self._ctx.history.after(conn.session_id, after, role="assistant"):
+            missed = await self._ctx.history.after(
+                conn.session_id, after, role="assistant", last=self._web.resume_replies
+            )
+            for message in missed:
                 self._send(
                     conn,
                     {"type": "reply", "reply_to": message.ref, "seq": message.seq, "text": message.content},

@@ -32,7 +32,12 @@ class WebSettings(BaseModel):
     )
     token_ttl_seconds: int = Field(30 * 24 * 3600, ge=60)
     heartbeat_seconds: float = 20.0
-    send_timeout_seconds: float = 5.0
+    send_timeout_seconds: float = Field(
+        5.0, gt=0, description="a socket whose send stalls this long is dropped (it resumes with after=)"
+    )
+    resume_replies: int = Field(
+        50, ge=1, description="a resuming widget gets at most this many of the replies it missed (the newest)"
+    )
 
 
 class ApiSettings(BaseModel):

@@ -425,6 +425,14 @@ async def test_history_after_filters_by_seq_and_role(history: HistoryStore) -> N
     assert await history.after("nope", 0) == []
 
 
+async def test_history_after_with_last_reads_only_the_newest(history: HistoryStore) -> None:
+    await append(history, "s1", make_messages(10))
+    newest = await history.after("s1", 2, role="user", last=2)
+    assert [m.seq for m in newest] == [7, 9]  # odd seqs are the user's; the two newest, oldest first
+    assert [m.seq for m in await history.after("s1", 8, last=5)] == [9, 10]
+    assert [m.seq for m in await history.after("s1", 0, role="assistant")] == [2, 4, 6, 8, 10]
+
+
 async def test_history_append_never_rewrites(history: HistoryStore) -> None:
     await append(history, "s1", make_messages(2))
     before = await history.recent("s1", 10)

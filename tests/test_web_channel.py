@@ -111,6 +111,22 @@ async def test_resume_replays_every_reply_missed_while_away(
         assert [f["reply_to"] for f in replayed] == ["one", "two", "three"]
 
 
+async def test_a_resume_replays_only_the_newest_replies_it_missed(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    async with running_app(make_settings(tmp_path, web={"resume_replies": 2})) as (_, base):
+        async with http.ws_connect(f"{base}/ws") as ws:
+            session = await ws.receive_json()
+            for n in range(4):
+                await ws.send_json({"type": "message", "id": f"m{n}", "text": f"question {n}"})
+                await frames_until_reply(ws)
+        async with http.ws_connect(f"{base}/ws?token={session['token']}&after=0") as ws:
+            await ws.receive_json()
+            replayed = [await ws.receive_json(timeout=5) for _ in range(2)]
+            assert [(f["reply_to"], f["seq"]) for f in replayed] == [("m2", 6), ("m3", 8)]
+            await assert_silent(ws)
+
+
 @pytest.mark.parametrize(
     "token",
     ["", "garbage", "eyJzIjoiYWJjIn0.forgedsignature", "a.b.c"],

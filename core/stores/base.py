@@ -150,8 +150,11 @@ class HistoryStore(Protocol):
         """The last `limit` messages of a session, oldest first."""
         ...
 
-    async def after(self, session_id: str, seq: int, *, role: Role | None = None) -> list[StoredMessage]:
-        """Messages with a sequence number above `seq`, oldest first, optionally of one role."""
+    async def after(
+        self, session_id: str, seq: int, *, role: Role | None = None, last: int | None = None
+    ) -> list[StoredMessage]:
+        """Messages with a sequence number above `seq`, oldest first, optionally of one role;
+        with `last`, only the newest `last` of them (read from the end, however many there are)."""
         ...
 
     async def remember(self, *, bot: str, user_id: str, facts: Sequence[UserFact]) -> None:

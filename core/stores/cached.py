@@ -147,8 +147,10 @@ class CachedHistoryStore:
     async def recent(self, session_id: str, limit: int) -> list[StoredMessage]:
         return await self._history.recent(session_id, limit)
 
-    async def after(self, session_id: str, seq: int, *, role: Role | None = None) -> list[StoredMessage]:
-        return await self._history.after(session_id, seq, role=role)
+    async def after(
+        self, session_id: str, seq: int, *, role: Role | None = None, last: int | None = None
+    ) -> list[StoredMessage]:
+        return await self._history.after(session_id, seq, role=role, last=last)
 
     async def ping(self) -> None:
         await self._history.ping()

@@ -144,10 +144,13 @@ class MemoryHistoryStore:
             return []
         return [_copy_message(m) for m in self._messages.get(session_id, [])[-limit:]]
 
-    async def after(self, session_id: str, seq: int, *, role: Role | None = None) -> list[StoredMessage]:
+    async def after(
+        self, session_id: str, seq: int, *, role: Role | None = None, last: int | None = None
+    ) -> list[StoredMessage]:
         # Positions are seq - 1, so slicing skips the earlier messages without scanning them.
         tail = self._messages.get(session_id, [])[max(seq, 0) :]
-        return [_copy_message(m) for m in tail if role is None or m.role == role]
+        found = [_copy_message(m) for m in tail if role is None or m.role == role]
+        return found[-last:] if last else ([] if last == 0 else found)
 
     async def remember(self, *, bot: str, user_id: str, facts: Sequence[UserFact]) -> None:
         known = self._facts.setdefault((bot, user_id), {})

@@ -366,20 +366,22 @@ class SqlHistoryStore:
             raise self._failure("reading recent messages", exc) from exc
         return [_to_message(row) for row in reversed(rows)]
 
-    async def after(self, session_id: str, seq: int, *, role: Role | None = None) -> list[StoredMessage]:
-        query = (
-            select(MessageRecord)
-            .where(MessageRecord.session_id == session_id, MessageRecord.seq > seq)
-            .order_by(MessageRecord.seq)
-        )
+    async def after(
+        self, session_id: str, seq: int, *, role: Role | None = None, last: int | None = None
+    ) -> list[StoredMessage]:
+        query = select(MessageRecord).where(MessageRecord.session_id == session_id, MessageRecord.seq > seq)
         if role is not None:
             query = query.where(MessageRecord.role == role)
+        if last is not None:
+            query = query.order_by(MessageRecord.seq.desc()).limit(max(0, last))
+        else:
+            query = query.order_by(MessageRecord.seq)
         try:
             async with self._sessions() as db:
                 rows = (await db.scalars(query)).all()
         except _DB_ERRORS as exc:
             raise self._failure("reading messages", exc) from exc
-        return [_to_message(row) for row in rows]
+        return [_to_message(row) for row in (reversed(rows) if last is not None else rows)]
 
     def _upsert(self) -> Any:
         # Both backends speak INSERT ... ON CONFLICT DO UPDATE ... WHERE: one statement, no read-then-write race.
