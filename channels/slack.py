@@ -109,6 +109,7 @@ class SlackChannel:
             dialect="mrkdwn",
             limit=MAX_MESSAGE_CHARS,
             interval=self._options.stream_interval_seconds,
+            open_after=self._options.stream_open_after_seconds,
             logger=self._log,
         )
         self._socket: Any = None

@@ -166,6 +166,7 @@ class TelegramChannel:
             dialect="telegram-html",
             limit=MAX_LENGTH,
             interval=self._opts.edit_interval_seconds,
+            open_after=self._opts.edit_open_after_seconds,
             logger=ctx.logger.bind(channel="telegram"),
         )
         self._drafts = (

@@ -73,6 +73,11 @@ class SlackSettings(BaseModel):
     )
     api_timeout_seconds: float = Field(15.0, gt=0, description="timeout of one Slack Web API call")
     stream_interval_seconds: float = Field(1.0, gt=0, description="at most one chat.update per this, per reply")
+    stream_open_after_seconds: float = Field(
+        0.5,
+        ge=0,
+        description="streaming: the first words go up this long after they arrive; a reply done by then is posted once",
+    )
     app_name: str = Field("Relaybot", description="the app name `relaybot slack manifest` prints")
 
 
@@ -85,6 +90,11 @@ class TelegramSettings(BaseModel):
     bot: str | None = Field(None, description="the bot that answers on this Telegram token; default: default_bot")
     edit_interval_seconds: float = Field(
         1.0, ge=0.0, description="streaming: at most one editMessageText per message this often (flood limits)"
+    )
+    edit_open_after_seconds: float = Field(
+        0.5,
+        ge=0,
+        description="streaming: the first words go up this long after they arrive; a reply done by then is sent once",
     )
     request_timeout_seconds: float = Field(
         15.0, gt=0, description="Bot API calls; a send that times out is recorded as unknown, not repeated"

@@ -115,7 +115,8 @@ def slack_settings(tmp_path: Path, fake: FakeSlack, **overrides: Any) -> Any:
         "slack_bot_token": TOKEN,
         "slack_signing_secret": SECRET,
         "slack_api_url": fake.api_url,
-        "slack": {"stream_interval_seconds": 0.2},
+        # The first words go up at once, so these tests see the streamed message (the default waits 0.5 s).
+        "slack": {"stream_interval_seconds": 0.2, "stream_open_after_seconds": 0.0},
         "bots_dir": plain_bot(tmp_path / "bots"),
     }
     return make_settings(tmp_path, **(values | overrides))
@@ -408,6 +409,19 @@ async def test_a_long_reply_is_split_in_order_and_a_retry_does_not_repeat_parts(
     assert all(m.thread_ts is None and m.channel == "D1" for m in slack.messages)
 
 
+async def test_a_reply_done_before_the_first_words_go_up_is_posted_once(tmp_path: Path, slack: FakeSlack) -> None:
+    # The default: the offline answer streams in a few milliseconds, well inside the 0.5 s wait.
+    settings = slack_settings(tmp_path, slack, slack={})
+    async with running_app(settings) as (runtime, base):
+        await send(base, callback(dm("Is there a yearly plan?"), "EvFast"))
+        await slack.wait_for(lambda s: len(s.messages) == 1)
+        await settle(slack, runtime)
+        await asyncio.sleep(0.7)  # past the wait: nothing more goes up
+    (message,) = slack.messages
+    assert "Is there a yearly plan?" in message.text and message.edits == []
+    assert len(slack.calls_to("chat.postMessage")) == 1 and slack.calls_to("chat.update") == []
+
+
 async def test_streamed_edits_end_with_the_full_text(tmp_path: Path, slack: FakeSlack) -> None:
     text = "Open Settings, then Billing, then choose the yearly plan and confirm with your card."
     async with FakeOpenAI() as openai_fake:
@@ -588,7 +602,11 @@ async def test_a_post_that_times_out_is_not_repeated_and_is_recorded_as_unknown(
     tmp_path: Path, slack: FakeSlack
 ) -> None:
     # Slack has no idempotency key: a post that timed out may have landed, so a second one could answer twice.
-    settings = slack_settings(tmp_path, slack, slack={"api_timeout_seconds": 1.0, "stream_interval_seconds": 0.2})
+    settings = slack_settings(
+        tmp_path,
+        slack,
+        slack={"api_timeout_seconds": 1.0, "stream_interval_seconds": 0.2, "stream_open_after_seconds": 0.0},
+    )
     slack.fail("chat.postMessage", Slow(2.5), Slow(2.5))
     async with running_app(settings) as (runtime, base):
         with capture_logs() as logs:

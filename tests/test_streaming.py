@@ -142,3 +142,30 @@ async def test_a_retried_split_reply_resumes_after_the_parts_already_sent(regist
     assert await send_parts(registry, "reply-1", parts, post) == ("id-part 1", "id-part 2", "id-part 3")
     assert posted == parts  # part 1 went out once
     assert await send_parts(registry, "reply-2", ["x"], post) == ("id-x",)
+
+
+async def test_an_answer_finished_before_open_after_is_never_posted_by_the_stream() -> None:
+    platform = PlatformMessages()
+    registry = MemoryStreamRegistry()
+    streamer = EditStreamer(registry, platform, dialect="plain", limit=1600, interval=0.05, open_after=0.3)
+    for word in ("quick ", "answer"):
+        await streamer.fragment(fragment(word))
+    assert await streamer.finish(fragment("quick answer", final=True), "quick answer") is None  # post it anew
+    await asyncio.sleep(0.4)
+    assert platform.calls == []
+
+
+async def test_a_slow_answer_goes_up_after_open_after_and_is_edited_on() -> None:
+    platform = PlatformMessages()
+    registry = MemoryStreamRegistry()
+    streamer = EditStreamer(registry, platform, dialect="plain", limit=1600, interval=0.05, open_after=0.2)
+    await streamer.fragment(fragment("slow "))
+    await asyncio.sleep(0.1)
+    assert platform.calls == []  # still inside the wait
+    await streamer.fragment(fragment("model "))
+    await asyncio.sleep(0.2)
+    assert platform.messages == {"m1": "slow model" + CURSOR}  # posted with everything so far
+    await streamer.fragment(fragment("talking"))
+    await asyncio.sleep(0.2)
+    assert platform.messages["m1"] == "slow model talking" + CURSOR
+    assert await streamer.finish(fragment("slow model talking", final=True), "slow model talking") == "m1"

@@ -47,7 +47,13 @@ async def fake() -> AsyncIterator[FakeTelegram]:
 
 
 def telegram_settings(tmp_path: Path, fake: FakeTelegram, **overrides: Any) -> Settings:
-    options = {"edit_interval_seconds": 0.05, "request_timeout_seconds": 5.0, "poll_timeout_seconds": 1}
+    # edit_open_after_seconds 0: the first words go up at once, so streaming tests see the edits.
+    options = {
+        "edit_interval_seconds": 0.05,
+        "edit_open_after_seconds": 0.0,
+        "request_timeout_seconds": 5.0,
+        "poll_timeout_seconds": 1,
+    }
     options.update(overrides.pop("telegram", {}))
     values: dict[str, Any] = {
         "telegram_bot_token": fake.token,

@@ -111,9 +111,7 @@ async def test_resume_replays_every_reply_missed_while_away(
         assert [f["reply_to"] for f in replayed] == ["one", "two", "three"]
 
 
-async def test_a_resume_replays_only_the_newest_replies_it_missed(
-    tmp_path: Path, http: aiohttp.ClientSession
-) -> None:
+async def test_a_resume_replays_only_the_newest_replies_it_missed(tmp_path: Path, http: aiohttp.ClientSession) -> None:
     async with running_app(make_settings(tmp_path, web={"resume_replies": 2})) as (_, base):
         async with http.ws_connect(f"{base}/ws") as ws:
             session = await ws.receive_json()
