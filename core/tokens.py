@@ -16,8 +16,22 @@ _PIECES = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 @functools.lru_cache(maxsize=65536)
 def estimate_tokens(text: str) -> int:
     # Cached: every turn re-estimates the same history window (about 40 calls per turn).
+    return tokens_of(token_parts(text)) if text else 0
+
+
+@functools.lru_cache(maxsize=65536)
+def token_parts(text: str) -> tuple[int, int, int]:
+    """(words, other pieces, extra for long words) of `text`. No piece spans a line break, so the
+    parts of lines joined with newlines are the sums of each line's parts: a growing or shrinking
+    list of lines is re-estimated without re-reading every line (`tokens_of`)."""
     pieces = _PIECES.findall(text)
     words = sum(1 for p in pieces if p[0].isalnum() or p[0] == "_")
     # Long words (and unspaced runs such as CJK text) split into several tokens.
     long_extra = sum(len(p) // 8 for p in pieces if len(p) > 8)
-    return max(1, round(words * 1.3) + (len(pieces) - words) + long_extra) if text else 0
+    return words, len(pieces) - words, long_extra
+
+
+def tokens_of(parts: tuple[int, int, int]) -> int:
+    """The estimate for text with these parts (see `token_parts`)."""
+    words, others, long_extra = parts
+    return max(1, round(words * 1.3) + others + long_extra)

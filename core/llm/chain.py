@@ -277,24 +277,29 @@ class Chain:
         run = _AttemptRun(attempt=Attempt(provider=step.provider.name, model=step.provider.model, outcome="ok"))
         stream = step.provider.stream(request)
         try:
-            while True:
-                if parts:
-                    chunk = await self._next(step, stream, end_deadline, f"no end of the answer within {end_limit}")
-                else:
-                    chunk = await self._next(step, stream, first_deadline, f"no first token within {first_limit}")
-                if chunk is None:
-                    break
-                if chunk.text:
-                    if run.first_token_at is None:
-                        run.first_token_at = loop.time()
-                    parts.append(chunk.text)
-                    if on_delta is not None:
-                        await on_delta(chunk.text)
-                        run.shown = True
-                if chunk.usage is not None:
-                    run.usage = chunk.usage
-                if chunk.tool_calls:
-                    run.tool_calls = chunk.tool_calls
+            # One deadline for the whole stream, moved once the first words arrive (a timeout
+            # per chunk cost as much CPU as a fast provider's chunks themselves).
+            try:
+                async with asyncio.timeout_at(first_deadline) as deadline:
+                    while True:
+                        chunk = await self._next(step, stream)
+                        if chunk is None:
+                            break
+                        if chunk.text:
+                            if run.first_token_at is None:
+                                run.first_token_at = loop.time()
+                                deadline.reschedule(end_deadline)
+                            parts.append(chunk.text)
+                            if on_delta is not None:
+                                await on_delta(chunk.text)
+                                run.shown = True
+                        if chunk.usage is not None:
+                            run.usage = chunk.usage
+                        if chunk.tool_calls:
+                            run.tool_calls = chunk.tool_calls
+            except TimeoutError as exc:
+                why = f"no end of the answer within {end_limit}" if parts else f"no first token within {first_limit}"
+                raise ProviderTimeout(f"{step.label}: {why}", provider=step.provider.name) from exc
         except ProviderError as exc:
             run.error = exc
         finally:
@@ -389,18 +394,13 @@ class Chain:
             return budget_end, f"the chain's latency budget ({self.policy.latency_budget:g} s)"
         return start + seconds, f"{seconds:g} s"
 
-    async def _next(
-        self, step: Step, stream: AsyncIterator[StreamChunk], deadline: float, on_timeout: str
-    ) -> StreamChunk | None:
-        """The next chunk before `deadline`, None at the end; every failure as a ProviderError."""
+    async def _next(self, step: Step, stream: AsyncIterator[StreamChunk]) -> StreamChunk | None:
+        """The next chunk, None at the end; every failure as a ProviderError (the caller keeps the time)."""
         try:
-            async with asyncio.timeout_at(deadline):
-                return await anext(stream)
+            return await anext(stream)
         except StopAsyncIteration:
             return None
-        except TimeoutError as exc:
-            raise ProviderTimeout(f"{step.label}: {on_timeout}", provider=step.provider.name) from exc
-        except ProviderError:
+        except (ProviderError, asyncio.CancelledError):
             raise
         except Exception as exc:
             # A provider must raise ProviderError; one that does not still must not cost the answer.

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from core.bots import BotConfig
 from core.stores.base import StoredMessage
-from core.tokens import estimate_tokens
+from core.tokens import estimate_tokens, token_parts, tokens_of
 
 __all__ = [
     "DEFAULT_SUMMARY_TOKENS",
@@ -151,17 +151,25 @@ class LocalSummarizer:
         return f"- You answered: “{_gist(message.content, self._assistant_words, sentences=1)}”"
 
     def _fit(self, lines: list[str]) -> str:
-        def render(body: list[str]) -> str:
-            return "\n".join([HEADER, *body])
-
+        # The estimate of the lines joined is kept as running sums of each line's parts, so
+        # dropping the oldest bullets one by one costs one pass, not one pass per bullet dropped.
         body = list(lines)
-        while len(body) > 2 and estimate_tokens(render(body)) > self.max_tokens:
+        parts = [token_parts(line) for line in [HEADER, *body]]
+        total = [sum(column) for column in zip(*parts, strict=True)]
+
+        def change(line: str, sign: int) -> None:
+            for i, value in enumerate(token_parts(line)):
+                total[i] += sign * value
+
+        while len(body) > 2 and tokens_of((total[0], total[1], total[2])) > self.max_tokens:
             # Keep the first bullet (the thread's opening) and the gap marker; drop the next oldest.
             if body[1] == _GAP:
-                del body[2]
+                change(body.pop(2), -1)
             else:
+                change(body[1], -1)
                 body[1] = _GAP
-        text = render(body)
+                change(_GAP, +1)
+        text = "\n".join([HEADER, *body])
         return text if estimate_tokens(text) <= self.max_tokens else clip_tokens(text, self.max_tokens)
 
 

@@ -90,7 +90,7 @@ class Pipeline:
         if not self._after:
             return
         try:
-            results = await asyncio.gather(*(stage(turn) for stage in self._after), return_exceptions=True)
+            results = await self._run_side_by_side(turn)
         except asyncio.CancelledError:
             await self._log.awarning(
                 "turn_follow_up_cancelled", envelope_id=turn.envelope.id, session_id=turn.envelope.session_id
@@ -105,6 +105,24 @@ class Pipeline:
                     error=f"{type(result).__name__}: {result}",
                     exc_info=result,
                 )
+
+    async def _run_side_by_side(self, turn: Turn) -> list[BaseException | None]:
+        """Every `after` stage at once (each may wait on a model), the first in this task and the
+        others in tasks of their own: one task fewer per turn than gathering them all."""
+        others = [asyncio.ensure_future(stage(turn)) for stage in self._after[1:]]
+        results: list[BaseException | None] = []
+        try:
+            await self._after[0](turn)
+            results.append(None)
+        except Exception as exc:
+            results.append(exc)
+        except asyncio.CancelledError:
+            for task in others:
+                task.cancel()
+            raise
+        for outcome in await asyncio.gather(*others, return_exceptions=True):
+            results.append(outcome if isinstance(outcome, BaseException) else None)
+        return results
 
     async def _degrade(self, turn: Turn, bot: BotConfig) -> None:
         await self._log.aexception("turn_stage_failed")

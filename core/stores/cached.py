@@ -14,6 +14,7 @@ never older than the last completed write.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
@@ -69,10 +70,30 @@ def _summary_from_json(raw: str) -> Summary | None:
 class CachedHistoryStore:
     """`HistoryStore` that caches `facts` and `summary`; every other call goes straight through."""
 
-    def __init__(self, history: HistoryStore, cache: ReadCache, *, ttl_seconds: int) -> None:
+    def __init__(self, history: HistoryStore, cache: ReadCache, *, ttl_seconds: int, decoded_keep: int = 1024) -> None:
         self._history = history
         self._cache = cache
         self._ttl = ttl_seconds
+        # Cached values decoded lately, by their JSON: a hit is then a dict lookup, not a parse.
+        self._decoded_facts: OrderedDict[str, tuple[UserFact, ...]] = OrderedDict()
+        self._decoded_summaries: OrderedDict[str, Summary | None] = OrderedDict()
+        self._decoded_keep = decoded_keep
+
+    def _facts_of(self, raw: str) -> list[UserFact]:
+        facts = self._decoded_facts.get(raw)
+        if facts is None:
+            facts = self._decoded_facts[raw] = tuple(_facts_from_json(raw))
+            if len(self._decoded_facts) > self._decoded_keep:
+                self._decoded_facts.popitem(last=False)
+        return list(facts)  # UserFact is frozen; the list is the caller's
+
+    def _summary_of(self, raw: str) -> Summary | None:
+        if raw in self._decoded_summaries:
+            return self._decoded_summaries[raw]
+        summary = self._decoded_summaries[raw] = _summary_from_json(raw)
+        if len(self._decoded_summaries) > self._decoded_keep:
+            self._decoded_summaries.popitem(last=False)
+        return summary
 
     @staticmethod
     def _facts_key(bot: str, user_id: str) -> str:
@@ -86,7 +107,7 @@ class CachedHistoryStore:
         key = self._facts_key(bot, user_id)
         raw, generation = await self._cache.get(key)
         if raw is not None:
-            return _facts_from_json(raw)
+            return self._facts_of(raw)
         facts = await self._history.facts(bot, user_id)
         await self._cache.set(key, _facts_json(facts), generation, self._ttl)
         return facts
@@ -98,12 +119,12 @@ class CachedHistoryStore:
             [facts_key, summary_key]
         )
         if raw_facts is not None:
-            facts = _facts_from_json(raw_facts)
+            facts = self._facts_of(raw_facts)
         else:
             facts = await self._history.facts(bot, user_id)
             await self._cache.set(facts_key, _facts_json(facts), facts_generation, self._ttl)
         if raw_summary is not None:
-            summary = _summary_from_json(raw_summary)
+            summary = self._summary_of(raw_summary)
         else:
             summary = await self._history.summary(session_id)
             await self._cache.set(summary_key, _summary_json(summary), summary_generation, self._ttl)
@@ -126,7 +147,7 @@ class CachedHistoryStore:
         key = self._summary_key(session_id)
         raw, generation = await self._cache.get(key)
         if raw is not None:
-            return _summary_from_json(raw)
+            return self._summary_of(raw)
         summary = await self._history.summary(session_id)
         await self._cache.set(key, _summary_json(summary), generation, self._ttl)
         return summary
