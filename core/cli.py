@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import signal
 import sys
@@ -95,6 +96,10 @@ async def _serve(settings: Settings, channels: list[str] | None, *, worker: bool
             await runner.setup()
             await web.TCPSite(runner, settings.host, settings.port).start()
         await runtime.start(worker=worker, delivery=True)
+        # Everything loaded so far (modules, SDKs, bots, the model) lives as long as the process:
+        # moved out of the collector's sight, so its full collections stop walking it on every pass.
+        gc.collect()
+        gc.freeze()
         if channels is None and settings.knowledge.ingest_on_start:
             # `relaybot run` only: separate workers would all write the same store at once (production
             # ingests with `relaybot ingest` as a release step). In the background: the server answers
