@@ -587,7 +587,16 @@ def log_problems(procs: list[Proc]) -> list[str]:
 # --- main -----------------------------------------------------------------------------------------
 
 
-async def bench(tmp: Path, conversations: int, messages: int, worker_counts: list[int], *, bare: bool) -> int:
+async def bench(
+    tmp: Path,
+    conversations: int,
+    messages: int,
+    worker_counts: list[int],
+    *,
+    bare: bool,
+    model_delay: float,
+    worker_concurrency: int | None,
+) -> int:
     procs: list[Proc] = []
     redis_server: RedisServer | None = None
     postgres: PostgresServer | None = None
@@ -618,7 +627,40 @@ async def bench(tmp: Path, conversations: int, messages: int, worker_counts: lis
         bots = bare_bots(tmp / "bots") if bare else bots_with_high_limits(tmp / "bots")
         kind = "bare (no intents, no knowledge)" if bare else "the example bot (intents; knowledge not ingested)"
         print(f"bot: {kind}")
+        model_env: dict[str, str] = {}
+        if model_delay > 0:
+            # The model is the wait: a fake OpenAI server (its own process) that answers each request
+            # with its last user message after `model_delay` seconds; the bots' chain is that one model.
+            fake_port = free_port()
+            fake = spawn(
+                "fake OpenAI",
+                "fake",
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.fakes.openai_server",
+                    "--port",
+                    str(fake_port),
+                    "--first-token-delay",
+                    str(model_delay),
+                    "--echo",
+                ],
+                relaybot_env(),
+                tmp / "fake-openai.log",
+                fake_port,
+            )
+            procs.append(fake)
+            await wait_output(fake, "fake OpenAI on")
+            model_env = {"OPENAI_API_KEY": "bench", "OPENAI_BASE_URL": f"http://127.0.0.1:{fake_port}/v1"}
+            for toml in bots.glob("*/bot.toml"):
+                text = toml.read_text()
+                if "[models]" not in text:
+                    toml.write_text(text + '\n[models]\nchain = ["openai:gpt-4o-mini"]\n')
+            print(f"model: a fake OpenAI answering after {model_delay:g} s (pid {fake.pid})")
+        if worker_concurrency is not None:
+            model_env["RELAYBOT_WORKER_CONCURRENCY"] = str(worker_concurrency)
         common = relaybot_env(
+            **model_env,
             RELAYBOT_BOTS_DIR=str(bots),
             # The replies must quote the message (the correctness check), so `run` does not ingest the
             # example bot's documents in the background; a worker process never ingests at start.
@@ -758,6 +800,15 @@ def main() -> int:
     parser.add_argument("--workers", default="1,2,4", help="worker counts to measure, rising (default 1,2,4)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (process logs, bots copy)")
     parser.add_argument("--bare", action="store_true", help="a bot with no intents and no knowledge (framework cost)")
+    parser.add_argument(
+        "--model-delay",
+        type=float,
+        default=0.0,
+        help="seconds a fake OpenAI model takes to answer (default 0: the offline provider)",
+    )
+    parser.add_argument(
+        "--worker-concurrency", type=int, help="RELAYBOT_WORKER_CONCURRENCY of every relaybot process (default 16)"
+    )
     parser.add_argument("--baseline-server", nargs=2, metavar=("PORT", "REDIS_URL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.baseline_server:
@@ -773,7 +824,17 @@ def main() -> int:
         parser.error("--workers needs at least one count of 1 or more")
     tmp = Path(tempfile.mkdtemp(prefix="relaybot-bench-dist-"))
     try:
-        return asyncio.run(bench(tmp, args.conversations, args.messages, worker_counts, bare=args.bare))
+        return asyncio.run(
+            bench(
+                tmp,
+                args.conversations,
+                args.messages,
+                worker_counts,
+                bare=args.bare,
+                model_delay=args.model_delay,
+                worker_concurrency=args.worker_concurrency,
+            )
+        )
     except RuntimeError as exc:  # a server that did not start (its log tail is in the message)
         print(f"error: {exc}", file=sys.stderr)
         return 1

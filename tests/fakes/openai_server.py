@@ -201,9 +201,9 @@ class FakeOpenAI(ScriptedServer):
         await response.write_eof()
 
 
-async def _serve(port: int, first_token_delay: float, token_delay: float) -> None:
+async def _serve(port: int, first_token_delay: float, token_delay: float, echo: bool) -> None:
     server = FakeOpenAI()
-    server.always(None, Answer(first_token_delay=first_token_delay, token_delay=token_delay))
+    server.always(None, Answer(first_token_delay=first_token_delay, token_delay=token_delay, echo=echo))
     await server.start(port)
     print(f"fake OpenAI on {server.base_url}", flush=True)
     try:
@@ -217,8 +217,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--first-token-delay", type=float, default=0.0, help="seconds before the first word")
     parser.add_argument("--token-delay", type=float, default=0.0, help="seconds between words")
+    parser.add_argument("--echo", action="store_true", help="answer with the request's last user message")
     args = parser.parse_args()
-    asyncio.run(_serve(args.port, args.first_token_delay, args.token_delay))
+    asyncio.run(_serve(args.port, args.first_token_delay, args.token_delay, args.echo))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import re
 import time
@@ -33,6 +34,9 @@ class Answer:
     output_tokens: int | None = None  # default: one per streamed piece
     first_token_delay: float = 0.0
     token_delay: float = 0.0
+    #: answer with the request's last user message instead of `text` (benchmarks check each reply
+    #: answers its own message)
+    echo: bool = False
 
 
 @dataclass(frozen=True)
@@ -177,6 +181,8 @@ class ScriptedServer(LocalServer):
         if denied is not None:
             return denied
         behaviour = self._next(str(body.get("model", "")))
+        if isinstance(behaviour, Answer) and behaviour.echo:
+            behaviour = dataclasses.replace(behaviour, text=_last_user_text(body) or behaviour.text)
         if isinstance(behaviour, Fail):
             headers: dict[str, str] = {}
             if behaviour.retry_after is not None:
@@ -238,3 +244,15 @@ class ScriptedServer(LocalServer):
         self, request: web.Request, response: web.StreamResponse, body: dict[str, Any], behaviour: Behaviour
     ) -> None:
         raise NotImplementedError
+
+
+def _last_user_text(body: dict[str, Any]) -> str:
+    """The text of the request's last user message (OpenAI and Anthropic shapes alike)."""
+    for message in reversed(body.get("messages") or []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return ""
