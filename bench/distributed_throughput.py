@@ -708,7 +708,10 @@ async def bench(
         ready = await asyncio.gather(*(wait_http(p) for p in (baseline, embedded, serve)))
         print(
             "up: "
-            + ", ".join(f"{p.name} pid {p.pid} port {p.port} in {s:.1f} s" for p, s in zip(procs, ready, strict=True))
+            + ", ".join(
+                f"{p.name} pid {p.pid} port {p.port} in {s:.1f} s"
+                for p, s in zip((baseline, embedded, serve), ready, strict=True)
+            )
         )
 
         groups: dict[str, list[int]] = {
