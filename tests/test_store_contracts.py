@@ -489,6 +489,24 @@ async def test_sqlite_appends_waiting_for_the_writer_share_one_commit(tmp_path: 
         await store.close()
 
 
+async def test_two_writers_of_one_conversation_never_reuse_a_seq(tmp_path: Path) -> None:
+    # Each store remembers the last seq it wrote; the other's appends in between must not be overwritten.
+    url = f"sqlite:///{tmp_path}/shared.db"
+    first, second = SqlHistoryStore.from_url(url), SqlHistoryStore.from_url(url)
+    await first.create_schema()
+    try:
+        assert [m.seq for m in await append(first, "s1", make_messages(2))] == [1, 2]
+        assert [m.seq for m in await append(second, "s1", make_messages(2, start=3))] == [3, 4]
+        assert [m.seq for m in await append(first, "s1", make_messages(2, start=5))] == [5, 6]
+        assert [m.seq for m in await append(second, "s1", make_messages(1, start=7))] == [7]
+        stored = await first.recent("s1", 10)
+        assert [m.seq for m in stored] == list(range(1, 8))
+        assert [m.content for m in stored] == [m.content for m in make_messages(7)]
+    finally:
+        await first.close()
+        await second.close()
+
+
 async def test_sqlite_a_bad_append_in_a_group_fails_alone(tmp_path: Path) -> None:
     store = SqlHistoryStore.from_url(f"sqlite:///{tmp_path}/group.db")
     await store.create_schema()

@@ -9,6 +9,7 @@ place) and `session_summaries` (one row per session); both are written with one 
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    bindparam,
     delete,
     event,
     insert,
@@ -49,6 +51,9 @@ __all__ = ["Base", "FactRecord", "MessageRecord", "SqlHistoryStore", "SummaryRec
 _APPEND_ATTEMPTS = 5
 
 _DB_ERRORS = (SQLAlchemyError, OSError)
+
+#: conversations whose last seq a store remembers (the most recently written)
+_LAST_SEQS_KEPT = 10_000
 
 # Plain schemes as users paste them (and as hosting providers hand them out), mapped to the async driver.
 _ASYNC_DRIVERS = {
@@ -117,7 +122,8 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _to_message(row: MessageRecord) -> StoredMessage:
+def _to_message(row: Any) -> StoredMessage:
+    """A stored message from an ORM record or a Core row of the messages table."""
     return StoredMessage(
         role=cast(Role, row.role),  # only ever written from a StoredMessage's Role
         content=row.content,
@@ -135,6 +141,27 @@ def _last_seq(session_id: str) -> Select[int]:
         .order_by(MessageRecord.seq.desc())
         .limit(1)
     )
+
+
+# Built once: a statement built per call spends more CPU computing its cache key than SQLite
+# spends answering it. Core rows, not ORM objects: nothing here needs identity or change tracking.
+_MESSAGES = MessageRecord.__table__.c
+_RECENT = (
+    select(_MESSAGES.seq, _MESSAGES.role, _MESSAGES.content, _MESSAGES.ref, _MESSAGES.meta, _MESSAGES.created_at)
+    .where(_MESSAGES.session_id == bindparam("session_id"))
+    .order_by(_MESSAGES.seq.desc())
+    .limit(bindparam("limit"))
+)
+_FACTS_TABLE = FactRecord.__table__.c
+_FACTS = (
+    select(_FACTS_TABLE.key, _FACTS_TABLE.value, _FACTS_TABLE.source, _FACTS_TABLE.updated_at)
+    .where(_FACTS_TABLE.bot == bindparam("bot"), _FACTS_TABLE.user_id == bindparam("user_id"))
+    .order_by(_FACTS_TABLE.key)
+)
+_SUMMARIES = SummaryRecord.__table__.c
+_SUMMARY = select(_SUMMARIES.text, _SUMMARIES.through_seq, _SUMMARIES.updated_at).where(
+    _SUMMARIES.session_id == bindparam("session_id")
+)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -184,6 +211,7 @@ class SqlHistoryStore:
         # made the slowest replies seconds late. Waiting on an asyncio lock in order is fair and fast.
         self._write_lock = asyncio.Lock() if engine.url.get_backend_name() == "sqlite" else None
         self._queued: list[_Append] = []
+        self._last_seqs: OrderedDict[str, int] = OrderedDict()
         self._committer: asyncio.Task[None] | None = None
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._where = engine.url.render_as_string(hide_password=True)
@@ -312,56 +340,68 @@ class SqlHistoryStore:
             request.done.set_result(saved)
 
     async def _insert(self, batch: Sequence[_Append]) -> list[list[StoredMessage]]:
-        """Insert every request's messages in one transaction, each session numbered on from its last seq."""
+        """Insert every request's messages in one transaction, each session numbered on from its last seq.
+
+        The last seq of a session this process wrote lately is remembered, so a busy conversation's
+        append is one INSERT. If another writer appended meanwhile, the remembered seq is taken (seqs
+        have no gaps), the unique index refuses the insert, and the retry reads the real one.
+        """
         sessions = list(dict.fromkeys(r.session_id for r in batch))
-        # One statement for the batch, each session's last seq read from the end of its index.
-        lookups = [
-            select(literal(session_id).label("session_id"), _last_seq(session_id).scalar_subquery().label("seq"))
-            for session_id in sessions
-        ]
-        lookup = lookups[0] if len(lookups) == 1 else union_all(*lookups)
+        last: dict[str, int] = {s: self._last_seqs[s] for s in sessions if s in self._last_seqs}
+        unknown = [s for s in sessions if s not in last]
         results: list[list[StoredMessage]] = []
         rows: list[dict[str, Any]] = []
-        async with self._engine.begin() as conn:
-            last = {session_id: seq or 0 for session_id, seq in (await conn.execute(lookup)).all()}
-            for request in batch:
-                start = last[request.session_id] + 1
-                saved = [
-                    replace(m, seq=start + i, created_at=_utc(m.created_at), meta=dict(m.meta))
-                    for i, m in enumerate(request.messages)
-                ]
-                last[request.session_id] = start + len(saved) - 1
-                results.append(saved)
-                rows.extend(
-                    {
-                        "session_id": request.session_id,
-                        "seq": m.seq,
-                        "bot": request.bot,
-                        "channel": request.channel,
-                        "user_id": request.user_id,
-                        "role": m.role,
-                        "content": m.content,
-                        "ref": m.ref,
-                        "meta": dict(m.meta),
-                        "created_at": m.created_at,
-                    }
-                    for m in saved
-                )
-            await conn.execute(insert(MessageRecord), rows)
+        try:
+            async with self._engine.begin() as conn:
+                if unknown:
+                    # One statement for the rest, each session's last seq read from the end of its index.
+                    lookups = [
+                        select(literal(s).label("session_id"), _last_seq(s).scalar_subquery().label("seq"))
+                        for s in unknown
+                    ]
+                    lookup = lookups[0] if len(lookups) == 1 else union_all(*lookups)
+                    last.update({s: seq or 0 for s, seq in (await conn.execute(lookup)).all()})
+                for request in batch:
+                    start = last[request.session_id] + 1
+                    saved = [
+                        replace(m, seq=start + i, created_at=_utc(m.created_at), meta=dict(m.meta))
+                        for i, m in enumerate(request.messages)
+                    ]
+                    last[request.session_id] = start + len(saved) - 1
+                    results.append(saved)
+                    rows.extend(
+                        {
+                            "session_id": request.session_id,
+                            "seq": m.seq,
+                            "bot": request.bot,
+                            "channel": request.channel,
+                            "user_id": request.user_id,
+                            "role": m.role,
+                            "content": m.content,
+                            "ref": m.ref,
+                            "meta": dict(m.meta),
+                            "created_at": m.created_at,
+                        }
+                        for m in saved
+                    )
+                await conn.execute(insert(MessageRecord), rows)
+        except BaseException:
+            for session_id in sessions:
+                self._last_seqs.pop(session_id, None)
+            raise
+        for session_id in sessions:
+            self._last_seqs[session_id] = last[session_id]
+            self._last_seqs.move_to_end(session_id)
+        while len(self._last_seqs) > _LAST_SEQS_KEPT:
+            self._last_seqs.popitem(last=False)
         return results
 
     async def recent(self, session_id: str, limit: int) -> list[StoredMessage]:
         if limit <= 0:
             return []
-        query = (
-            select(MessageRecord)
-            .where(MessageRecord.session_id == session_id)
-            .order_by(MessageRecord.seq.desc())
-            .limit(limit)
-        )
         try:
-            async with self._sessions() as db:
-                rows = (await db.scalars(query)).all()
+            async with self._engine.connect() as conn:
+                rows = (await conn.execute(_RECENT, {"session_id": session_id, "limit": limit})).all()
         except _DB_ERRORS as exc:
             raise self._failure("reading recent messages", exc) from exc
         return [_to_message(row) for row in reversed(rows)]
@@ -437,10 +477,9 @@ class SqlHistoryStore:
             raise self._failure("storing user facts", exc) from exc
 
     async def facts(self, bot: str, user_id: str) -> list[UserFact]:
-        query = select(FactRecord).where(FactRecord.bot == bot, FactRecord.user_id == user_id).order_by(FactRecord.key)
         try:
-            async with self._sessions() as db:
-                rows = (await db.scalars(query)).all()
+            async with self._engine.connect() as conn:
+                rows = (await conn.execute(_FACTS, {"bot": bot, "user_id": user_id})).all()
         except _DB_ERRORS as exc:
             raise self._failure("reading user facts", exc) from exc
         return [
@@ -460,8 +499,8 @@ class SqlHistoryStore:
 
     async def summary(self, session_id: str) -> Summary | None:
         try:
-            async with self._sessions() as db:
-                row = await db.get(SummaryRecord, session_id)
+            async with self._engine.connect() as conn:
+                row = (await conn.execute(_SUMMARY, {"session_id": session_id})).first()
         except _DB_ERRORS as exc:
             raise self._failure("reading the session summary", exc) from exc
         if row is None:
