@@ -8,7 +8,7 @@ boundaries on the bus and the outbox.
 from __future__ import annotations
 
 import json
-import uuid
+import os
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
@@ -18,8 +18,9 @@ CHANNEL_NAMES: frozenset[str] = frozenset(get_args(ChannelName))
 
 
 def new_id() -> str:
-    """A random, URL-safe identifier for envelopes, replies and sessions."""
-    return uuid.uuid4().hex
+    """A random, URL-safe identifier for envelopes, replies and sessions: 32 hex digits, as
+    `uuid4().hex` gave, without building a UUID object on every message."""
+    return os.urandom(16).hex()
 
 
 def session_id_for(bot: str, channel: str, conversation_id: str) -> str:
