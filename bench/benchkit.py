@@ -8,13 +8,20 @@ the repository.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
+import signal
+import subprocess
 import sys
 import time
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
+
+import aiohttp
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -118,3 +125,55 @@ async def stop_process(proc: asyncio.subprocess.Process) -> None:
         except TimeoutError:
             proc.kill()
             await proc.wait()
+
+
+#: how long a server a benchmark starts may take to answer GET /healthz
+STARTUP_TIMEOUT = 60.0
+
+
+@dataclass
+class Server:
+    """A server process a benchmark started, with its log (stdout and stderr)."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: IO[bytes]
+
+    def tail(self, lines: int = 30) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return "\n".join(self.log.read().decode(errors="replace").splitlines()[-lines:])
+
+
+def start_server(name: str, argv: list[str], port: int, env: dict[str, str], log: IO[bytes]) -> Server:
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    return Server(name, proc, port, log)
+
+
+def stop_server(server: Server) -> None:
+    """SIGTERM to the server's PID, SIGKILL after 15 s."""
+    if server.proc.poll() is not None:
+        return
+    server.proc.send_signal(signal.SIGTERM)
+    try:
+        server.proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+        server.proc.wait(timeout=5)
+
+
+async def wait_healthy(server: Server) -> float:
+    """Seconds until GET /healthz answers 200; raises if the process dies or STARTUP_TIMEOUT passes."""
+    url = f"http://127.0.0.1:{server.port}/healthz"
+    started = time.perf_counter()
+    async with aiohttp.ClientSession() as http:
+        while time.perf_counter() < started + STARTUP_TIMEOUT:
+            if server.proc.poll() is not None:
+                raise RuntimeError(f"{server.name} exited with {server.proc.returncode}:\n{server.tail()}")
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                async with http.get(url, timeout=aiohttp.ClientTimeout(total=2)) as response:
+                    if response.status == 200:
+                        return time.perf_counter() - started
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{server.name} did not answer {url} within {STARTUP_TIMEOUT:.0f} s:\n{server.tail()}")

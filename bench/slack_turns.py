@@ -17,7 +17,7 @@ the last one is complete in Slack, until `--events` distinct signed `message.im`
 sent. Latency runs from sending the event to the fake receiving the `chat.postMessage` of its reply
 (`post`) and to the reply being complete there (`done`: the same call for the baseline; the
 `chat.update` with the whole text when relaybot streams). The server's CPU (user + system, from
-/proc/PID/stat) is read before and after the measured run. Prints events/s, p50/p99, server CPU
+/proc) is read before and after the measured run. Prints events/s, p50/p99, server CPU
 per message, Slack API calls per message, and the relaybot/baseline ratios (CPU is the main one).
 Exits 1 only when something went wrong (a non-200 ack, a missing, duplicated or misaddressed reply,
 a server that did not start or died), never because it was slow.
@@ -29,24 +29,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import aiohttp
 from aiohttp import web
-from benchkit import REPO, bare_bots, cpu_seconds, percentile
+from benchkit import Server, bare_bots, cpu_seconds, percentile, start_server, stop_server, wait_healthy
 from slack_sdk.signature import SignatureVerifier
 
 from tests.fakes.slack_api import BOT_USER_ID, TOKEN, FakeSlack, Message, _params, user
@@ -54,7 +52,6 @@ from tests.support.servers import free_port
 
 SECRET = "bench-signing-secret"
 REPLY_TIMEOUT = 30.0
-STARTUP_TIMEOUT = 60.0
 WARMUP_PER_USER = 3
 QUIET_SECONDS = 0.5  # after a run, how long to watch for a late (duplicated) reply
 CURSOR = " …"  # what a streamed Slack message ends with until its final edit (channels/streaming.py)
@@ -187,52 +184,6 @@ class WatchedSlack(FakeSlack):
 
 
 # --- processes ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Server:
-    name: str
-    proc: subprocess.Popen[bytes]
-    port: int
-    log: IO[bytes]
-
-    def tail(self, lines: int = 30) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return "\n".join(self.log.read().decode(errors="replace").splitlines()[-lines:])
-
-
-def start(name: str, argv: list[str], port: int, env: dict[str, str], log: IO[bytes]) -> Server:
-    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    return Server(name, proc, port, log)
-
-
-def stop(server: Server) -> None:
-    """SIGTERM to the server's PID, SIGKILL after 15 s."""
-    if server.proc.poll() is not None:
-        return
-    server.proc.send_signal(signal.SIGTERM)
-    try:
-        server.proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        server.proc.kill()
-        server.proc.wait(timeout=5)
-
-
-async def wait_healthy(server: Server) -> float:
-    """Seconds until GET /healthz answers 200; raises if the process dies or STARTUP_TIMEOUT passes."""
-    url = f"http://127.0.0.1:{server.port}/healthz"
-    started = time.perf_counter()
-    async with aiohttp.ClientSession() as http:
-        while time.perf_counter() < started + STARTUP_TIMEOUT:
-            if server.proc.poll() is not None:
-                raise RuntimeError(f"{server.name} exited with {server.proc.returncode}:\n{server.tail()}")
-            with contextlib.suppress(aiohttp.ClientError, OSError):
-                async with http.get(url, timeout=aiohttp.ClientTimeout(total=2)) as response:
-                    if response.status == 200:
-                        return time.perf_counter() - started
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"{server.name} did not answer {url} within {STARTUP_TIMEOUT:.0f} s:\n{server.tail()}")
 
 
 # --- the client -----------------------------------------------------------------------------------
@@ -391,7 +342,7 @@ def report(events: int, users: int, relay: Run, base: Run, runs: list[Run]) -> N
     )
     print("(latencies in ms from sending the signed event; post: the fake receives the reply's chat.postMessage;")
     print(" done: the reply is complete in Slack, i.e. the chat.update with the whole text when relaybot streams)")
-    print("(cpu ms/msg: the server process's user + system CPU over the run, from /proc/PID/stat, per reply;")
+    print("(cpu ms/msg: the server process's CPU over the run, all threads (/proc/PID/task/*/schedstat), per reply;")
     print(" api/msg: Slack Web API calls per reply; bench cpu: this process's CPU, client + fake Slack, per reply)")
     others = ", ".join(f"{r.cpu_ms:.3f}" for r in runs if r.name == "baseline")
     print(f"(baseline: the run with the lower CPU per message of two, one before and one after relaybot: {others})")
@@ -456,12 +407,12 @@ async def bench_async(tmp: Path, events: int, users: int) -> int:
             bot_port, echo_port = free_port(), free_port()
             bot_argv = [sys.executable, "-m", "core.cli", "run", "--host", "127.0.0.1", "--port", str(bot_port)]
             echo_argv = [sys.executable, SCRIPT, "--echo-server", str(echo_port)]
-            servers.append(start("relaybot", bot_argv, bot_port, env, (tmp / "relaybot.log").open("w+b")))
-            servers.append(start("baseline", echo_argv, echo_port, env, (tmp / "baseline.log").open("w+b")))
+            servers.append(start_server("relaybot", bot_argv, bot_port, env, (tmp / "relaybot.log").open("w+b")))
+            servers.append(start_server("baseline", echo_argv, echo_port, env, (tmp / "baseline.log").open("w+b")))
             return await measure(servers[0], servers[1], slack, events, users)
         finally:
             for server in servers:
-                stop(server)
+                stop_server(server)
                 server.log.close()
 
 

@@ -4,7 +4,7 @@ Starts `relaybot run` (embedded defaults: in-memory sessions, SQLite history, of
 a bare aiohttp WebSocket echo server, each in its own process, and drives both with the same
 closed-loop client: N sessions, each sending M messages one after another through the widget
 protocol and waiting for the reply frame before sending the next. Prints messages/s, p50/p99
-latency and server CPU per message (from /proc/PID/stat) for each, and the relaybot/echo ratios.
+latency and server CPU per message (from /proc, all threads) for each, and the relaybot/echo ratios.
 `--bare` runs a bot with nothing but the pipeline (no intents, no knowledge): the framework's own
 cost. Never fails on timing; exits 1 only on protocol errors (a missing, duplicated or misaddressed
 reply) or if a server does not start.
@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -29,16 +27,24 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 import aiohttp
 from aiohttp import WSMsgType, web
-from benchkit import REPO, bare_bots, bots_with_high_limits, cpu_seconds, percentile
+from benchkit import (
+    REPO,
+    Server,
+    bare_bots,
+    bots_with_high_limits,
+    cpu_seconds,
+    percentile,
+    start_server,
+    stop_server,
+    wait_healthy,
+)
 
 from tests.support.servers import free_port
 
 REPLY_TIMEOUT = 30.0
-STARTUP_TIMEOUT = 60.0
 WARMUP_SESSIONS = 4
 WARMUP_MESSAGES = 5
 ENV_DROPPED = ("REDIS_URL", "DATABASE_URL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "RELAYBOT_ENV")
@@ -77,52 +83,6 @@ def run_echo_server(port: int) -> None:
 
 
 # --- processes ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Server:
-    name: str
-    proc: subprocess.Popen[bytes]
-    port: int
-    log: IO[bytes]
-
-    def tail(self, lines: int = 30) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return "\n".join(self.log.read().decode(errors="replace").splitlines()[-lines:])
-
-
-def start(name: str, argv: list[str], port: int, env: dict[str, str], log: IO[bytes]) -> Server:
-    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    return Server(name, proc, port, log)
-
-
-def stop(server: Server) -> None:
-    if server.proc.poll() is not None:
-        return
-    server.proc.send_signal(signal.SIGTERM)
-    try:
-        server.proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        server.proc.kill()
-        server.proc.wait(timeout=5)
-
-
-async def wait_healthy(server: Server) -> float:
-    """Seconds until GET /healthz answers 200; raises if the process dies or STARTUP_TIMEOUT passes."""
-    url = f"http://127.0.0.1:{server.port}/healthz"
-    started = time.perf_counter()
-    deadline = started + STARTUP_TIMEOUT
-    async with aiohttp.ClientSession() as http:
-        while time.perf_counter() < deadline:
-            if server.proc.poll() is not None:
-                raise RuntimeError(f"{server.name} exited with {server.proc.returncode}:\n{server.tail()}")
-            with contextlib.suppress(aiohttp.ClientError, OSError):
-                async with http.get(url, timeout=aiohttp.ClientTimeout(total=2)) as response:
-                    if response.status == 200:
-                        return time.perf_counter() - started
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"{server.name} did not answer {url} within {STARTUP_TIMEOUT:.0f} s:\n{server.tail()}")
 
 
 # --- the client -----------------------------------------------------------------------------------
@@ -255,7 +215,7 @@ def report(sessions: int, messages: int, bot: Run, echo: Run, *, bare: bool) -> 
     )
     print("(echo: the better of two runs, one before and one after relaybot)")
     print("(ratio = relaybot / echo: below 1x for msgs/s and above 1x for latency and CPU is the bot's own cost)")
-    print("(cpu ms/msg: the server process's user + system CPU over the run, from /proc/PID/stat, per message)")
+    print("(cpu ms/msg: the server process's CPU over the run, all threads (/proc/PID/task/*/schedstat), per message)")
     print(
         f"relaybot frames per message: {bot.acks / max(1, bot.messages):.1f} ack, "
         f"{bot.deltas / max(1, bot.messages):.1f} delta, 1 reply"
@@ -315,12 +275,12 @@ def bench(sessions: int, messages: int, keep: bool, bare: bool) -> int:
         bot_port, echo_port = free_port(), free_port()
         bot_argv = [sys.executable, "-m", "core.cli", "run", "--host", "127.0.0.1", "--port", str(bot_port)]
         echo_argv = [sys.executable, str(Path(__file__).resolve()), "--echo-server", str(echo_port)]
-        servers.append(start("relaybot", bot_argv, bot_port, env, (tmp / "relaybot.log").open("w+b")))
-        servers.append(start("echo", echo_argv, echo_port, env, (tmp / "echo.log").open("w+b")))
+        servers.append(start_server("relaybot", bot_argv, bot_port, env, (tmp / "relaybot.log").open("w+b")))
+        servers.append(start_server("echo", echo_argv, echo_port, env, (tmp / "echo.log").open("w+b")))
         return asyncio.run(measure(servers[0], servers[1], sessions, messages, bare=bare))
     finally:
         for server in servers:
-            stop(server)
+            stop_server(server)
             server.log.close()
         if keep:
             print(f"kept {tmp}")
