@@ -668,6 +668,7 @@ async def bench(
             RELAYBOT_SECRET_KEY="bench-secret-key-bench-secret-key",
             RELAYBOT_API__KEYS=json.dumps([API_KEY]),
             RELAYBOT_API__SIGNING_SECRET=SIGNING_SECRET,
+            RELAYBOT_API__ALLOW_PRIVATE_CALLBACKS="true",  # the callback receiver is on 127.0.0.1
             RELAYBOT_LOG_LEVEL="WARNING",
             RELAYBOT_SHUTDOWN_GRACE_SECONDS="5",
             HF_HUB_OFFLINE="1",

@@ -10,7 +10,9 @@
 The reply is POSTed to `callback_url` as JSON, signed: `X-Relaybot-Signature: sha256=HEX` where
 HEX = HMAC-SHA256(signing secret, "{X-Relaybot-Timestamp}.{raw body}"), with an `Idempotency-Key`
 header that is the same on every retry. Callbacks answering 429 or 5xx are retried with backoff
-(Retry-After honoured); other 4xx answers are recorded as failed.
+(Retry-After honoured); other 4xx answers are recorded as failed. Callbacks never go to loopback,
+private, link-local or multicast addresses unless allowed (see `channels.api_targets`), and
+redirects are not followed.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import aiohttp
 from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from channels.api_targets import CallbackTargetRefused, PublicAddressResolver, refusal
 from core.channel import Capabilities, ChannelContext, DeliveryResult
 from core.envelope import Envelope, Reply
 from core.errors import DeliveryError, StoreError
@@ -108,6 +111,12 @@ class ApiChannel:
         allowed = self._settings.allowed_callback_hosts
         return "*" in allowed or (urlsplit(url).hostname or "") in allowed
 
+    def _refused_address(self, url: str) -> str | None:
+        """Why the URL's host, if it is an IP address, may not be called back (names: at connect time)."""
+        if self._settings.allow_private_callbacks:
+            return None
+        return refusal(urlsplit(url).hostname or "")
+
     async def _receive(self, request: web.Request) -> web.Response:
         client = self._client_id(request)
         if client is None:
@@ -128,6 +137,13 @@ class ApiChannel:
         if not self._callback_allowed(message.callback_url):
             return _error(
                 400, "callback_not_allowed", "callback_url's host is not in RELAYBOT_API__ALLOWED_CALLBACK_HOSTS"
+            )
+        if (why := self._refused_address(message.callback_url)) is not None:
+            return _error(
+                400,
+                "callback_not_allowed",
+                f"callback_url's host is {why}; callbacks go to public addresses "
+                f"(RELAYBOT_API__ALLOW_PRIVATE_CALLBACKS=true allows others, for local development)",
             )
         envelope = Envelope.create(
             bot=bot,
@@ -159,9 +175,13 @@ class ApiChannel:
     async def deliver(self, reply: Reply) -> DeliveryResult:
         if not reply.final:
             return DeliveryResult(delivered=False, detail="the API channel does not stream")
+        if (why := self._refused_address(reply.reply_to)) is not None:
+            raise DeliveryError(f"callback host is {why}; not called", retryable=False)
         if self._http is None:
             timeout = aiohttp.ClientTimeout(total=self._settings.callback_timeout_seconds, connect=5)
-            self._http = aiohttp.ClientSession(timeout=timeout)
+            # Names are checked on the addresses they resolve to, when connecting.
+            resolver = None if self._settings.allow_private_callbacks else PublicAddressResolver()
+            self._http = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(resolver=resolver))
         body = json.dumps(
             {
                 "type": "reply",
@@ -181,11 +201,16 @@ class ApiChannel:
             "Idempotency-Key": reply.dedupe_key or reply.id,
         }
         try:
-            async with self._http.post(reply.reply_to, data=body, headers=headers) as response:
+            # No redirects: a redirect could point the signed reply anywhere, the checks above included.
+            async with self._http.post(reply.reply_to, data=body, headers=headers, allow_redirects=False) as response:
                 status = response.status
                 retry_after = _retry_after(response.headers.get("Retry-After"))
         except TimeoutError as exc:
             raise DeliveryError(f"callback {reply.reply_to} timed out", retryable=True, outcome_unknown=True) from exc
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, CallbackTargetRefused):
+                raise DeliveryError(str(exc.os_error), retryable=False) from exc
+            raise DeliveryError(f"callback {reply.reply_to} unreachable: {exc}", retryable=True) from exc
         except aiohttp.ClientError as exc:
             raise DeliveryError(f"callback {reply.reply_to} unreachable: {exc}", retryable=True) from exc
         if 200 <= status < 300:

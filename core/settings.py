@@ -50,6 +50,10 @@ class ApiSettings(BaseModel):
     allowed_callback_hosts: list[str] = Field(
         default_factory=lambda: ["*"], description="hosts replies may be POSTed to; '*' allows any"
     )
+    allow_private_callbacks: bool = Field(
+        False,
+        description="allow callbacks to loopback, private and link-local addresses (local development, tests)",
+    )
     callback_timeout_seconds: float = Field(10.0, gt=0)
     max_text_chars: int = Field(4000, ge=1)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -9,10 +10,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from structlog.testing import capture_logs
 
 from core.runtime import Runtime
+from core.settings import Settings
 from tests.fakes.callback_server import CallbackServer, Scripted
-from tests.support.harness import make_settings, running_app
+from tests.support.harness import REPO, make_settings, running_app
 
 KEY = "api-test-key"
 SECRET = "api-callback-secret"
@@ -30,7 +33,8 @@ async def callbacks() -> AsyncIterator[CallbackServer]:
 async def app(tmp_path: Path) -> AsyncIterator[tuple[Runtime, str]]:
     settings = make_settings(
         tmp_path,
-        api={"keys": [KEY], "signing_secret": SECRET, "max_text_chars": 100},
+        # The callback server of these tests is on 127.0.0.1, which callbacks refuse by default.
+        api={"keys": [KEY], "signing_secret": SECRET, "max_text_chars": 100, "allow_private_callbacks": True},
         max_body_bytes=4096,
     )
     async with running_app(settings) as started:
@@ -143,3 +147,74 @@ async def test_a_callback_answering_400_is_recorded_failed_and_not_retried(
     (reply,) = await callbacks.wait_for(1)
     assert reply["in_reply_to"] == "m2"
     assert callbacks.requests == 2
+
+
+# --- where callbacks may go (server-side request forgery) ---------------------------------------------------
+
+
+@pytest.fixture
+async def strict_app(tmp_path: Path) -> AsyncIterator[tuple[Runtime, str]]:
+    """The default: callbacks only to public addresses."""
+    settings = make_settings(tmp_path, api={"keys": [KEY], "signing_secret": SECRET})
+    async with running_app(settings) as started:
+        yield started
+
+
+@pytest.mark.parametrize(
+    ("hook", "why"),
+    [
+        ("http://127.0.0.1:9/hook", "loopback"),
+        ("http://169.254.169.254/latest/meta-data/", "link-local"),
+        ("http://10.1.2.3/hook", "private"),
+        ("http://[::1]:9/hook", "loopback"),
+        ("http://[::ffff:192.168.0.10]/hook", "private"),
+        ("http://224.0.0.1/hook", "multicast"),
+    ],
+)
+async def test_a_callback_to_a_non_public_address_is_refused_up_front(
+    strict_app: tuple[Runtime, str], hook: str, why: str
+) -> None:
+    runtime, base = strict_app
+    status, body = await post(base, message(hook))
+    assert (status, body["error"]) == (400, "callback_not_allowed")
+    assert why in body["message"] and "ALLOW_PRIVATE_CALLBACKS" in body["message"]
+    assert await runtime.bus.pending() == 0
+
+
+async def test_a_callback_name_that_resolves_to_loopback_is_refused_when_connecting(
+    strict_app: tuple[Runtime, str], callbacks: CallbackServer
+) -> None:
+    _, base = strict_app
+    hook = callbacks.url.replace("127.0.0.1", "localhost")  # a name: checked on what it resolves to
+    with capture_logs() as logs:
+        assert (await post(base, message(hook)))[0] == 202
+        for _ in range(100):
+            if any(e["event"] == "delivery_failed" for e in logs):
+                break
+            await asyncio.sleep(0.05)
+    assert callbacks.requests == 0  # nothing reached the loopback server
+    (failed,) = [e for e in logs if e["event"] == "delivery_failed"]
+    assert "resolves only to a loopback address" in failed["error"] and failed["status"] == "failed"
+
+
+async def test_a_callback_that_redirects_is_not_followed(app: tuple[Runtime, str], callbacks: CallbackServer) -> None:
+    _, base = app
+    # Followed, the redirect would deliver the signed reply a second time, to wherever it points.
+    callbacks.script = [Scripted(302, location=callbacks.url)]
+    with capture_logs() as logs:
+        assert (await post(base, message(callbacks.url)))[0] == 202
+        for _ in range(100):
+            if any(e["event"] == "delivery_failed" for e in logs):
+                break
+            await asyncio.sleep(0.05)
+    assert callbacks.requests == 1 and callbacks.replies == []
+    (failed,) = [e for e in logs if e["event"] == "delivery_failed"]
+    assert "302" in failed["error"]
+
+
+def test_production_config_names_callback_hosts_instead_of_allowing_any(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RELAYBOT_CONFIG_DIR", str(REPO / "config"))
+    monkeypatch.setenv("RELAYBOT_ENV", "production")
+    settings = Settings()
+    assert settings.api.allowed_callback_hosts and "*" not in settings.api.allowed_callback_hosts
+    assert settings.api.allow_private_callbacks is False

@@ -45,6 +45,7 @@ class Topology:
             RELAYBOT_SECRET_KEY="distributed-test-secret-key",
             RELAYBOT_API__KEYS=json.dumps([API_KEY]),
             RELAYBOT_API__SIGNING_SECRET=CALLBACK_SECRET,
+            RELAYBOT_API__ALLOW_PRIVATE_CALLBACKS="true",  # the callback server is on 127.0.0.1
             RELAYBOT_VISIBILITY_TIMEOUT_SECONDS="3",
             RELAYBOT_LOCK_TTL_SECONDS="10",
             RELAYBOT_MAX_ATTEMPTS="5",

@@ -365,7 +365,9 @@ async def test_tenant_documents_are_found_only_for_that_tenant_through_the_api(
     finally:
         await kb.close()
 
-    settings = make_settings(tmp_path, data_dir=data_dir, api={"keys": ["k"], "signing_secret": "s"})
+    settings = make_settings(
+        tmp_path, data_dir=data_dir, api={"keys": ["k"], "signing_secret": "s", "allow_private_callbacks": True}
+    )
     callbacks = CallbackServer(secret=b"s")
     await callbacks.start()
     try:

@@ -21,6 +21,7 @@ class Scripted:
     status: int
     retry_after: str | None = None
     delay: float = 0.0
+    location: str | None = None  # a redirect's target
 
 
 @dataclass
@@ -65,6 +66,8 @@ class CallbackServer:
                 await asyncio.sleep(step.delay)
             if step.status >= 300:
                 headers = {"Retry-After": step.retry_after} if step.retry_after else {}
+                if step.location:
+                    headers["Location"] = step.location
                 return web.Response(status=step.status, headers=headers)
         key = request.headers.get("Idempotency-Key", "")
         if key in self._seen_keys:
