@@ -206,13 +206,18 @@ class ApiChannel:
                 status = response.status
                 retry_after = _retry_after(response.headers.get("Retry-After"))
         except TimeoutError as exc:
-            raise DeliveryError(f"callback {reply.reply_to} timed out", retryable=True, outcome_unknown=True) from exc
+            raise DeliveryError(
+                f"callback {_redacted(reply.reply_to)} timed out", retryable=True, outcome_unknown=True
+            ) from exc
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.os_error, CallbackTargetRefused):
                 raise DeliveryError(str(exc.os_error), retryable=False) from exc
-            raise DeliveryError(f"callback {reply.reply_to} unreachable: {exc}", retryable=True) from exc
+            raise DeliveryError(f"callback {_redacted(reply.reply_to)} unreachable: {exc}", retryable=True) from exc
         except aiohttp.ClientError as exc:
-            raise DeliveryError(f"callback {reply.reply_to} unreachable: {exc}", retryable=True) from exc
+            # Not the exception's text: some of aiohttp's carry the whole URL, query and all.
+            raise DeliveryError(
+                f"callback {_redacted(reply.reply_to)} unreachable: {type(exc).__name__}", retryable=True
+            ) from exc
         if 200 <= status < 300:
             return DeliveryResult(delivered=True, channel_message_ids=(reply.id,))
         if status == 429 or status >= 500:
@@ -233,3 +238,14 @@ def _retry_after(value: str | None) -> float | None:
         return max(0.0, float(value)) if value else None
     except ValueError:
         return None
+
+
+def _redacted(url: str) -> str:
+    """The URL without its query, fragment and credentials, for logs: receivers put tokens there."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    hidden = "?…" if parts.query else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}{hidden}"

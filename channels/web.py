@@ -220,7 +220,9 @@ class WebChannel:
         client_id, text = frame.get("id"), frame.get("text")
         if not isinstance(client_id, str) or not 0 < len(client_id) <= MAX_CLIENT_ID:
             raise FrameError("bad_id", f"'id' must be a string of 1 to {MAX_CLIENT_ID} characters")
-        if not isinstance(text, str) or not text.strip():
+        if not isinstance(text, str):
+            raise FrameError("bad_type", f"'text' must be a string, not {type(text).__name__}", id=client_id)
+        if not text.strip():
             raise FrameError("empty_text", "'text' must be a non-empty string", id=client_id)
         if len(text) > self._web.max_text_chars:
             raise FrameError(

@@ -54,7 +54,8 @@ class SessionTokens:
     def verify(self, token: str, *, bot: str) -> WebSession | None:
         """The session the token proves, or None if it is forged, expired, malformed or for another bot."""
         payload, _, mac = token.partition(".")
-        if not payload or not mac or not hmac.compare_digest(mac, self._mac(payload)):
+        # Compared as bytes: compare_digest refuses str with non-ASCII characters (a forged token may have them).
+        if not payload or not mac or not hmac.compare_digest(mac.encode(), self._mac(payload).encode()):
             return None
         try:
             data = json.loads(_unb64(payload))

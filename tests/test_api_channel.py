@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -218,3 +219,20 @@ def test_production_config_names_callback_hosts_instead_of_allowing_any(monkeypa
     settings = Settings()
     assert settings.api.allowed_callback_hosts and "*" not in settings.api.allowed_callback_hosts
     assert settings.api.allow_private_callbacks is False
+
+
+async def test_a_token_in_the_callback_url_stays_out_of_the_logs(app: tuple[Runtime, str]) -> None:
+    _, base = app
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    hook = f"http://127.0.0.1:{port}/hook?token=very-secret-token"
+    with capture_logs() as logs:
+        assert (await post(base, message(hook)))[0] == 202
+        for _ in range(100):
+            if any(e["event"] == "delivery_retry" for e in logs):
+                break
+            await asyncio.sleep(0.05)
+    retry = next(e for e in logs if e["event"] == "delivery_retry")
+    assert f"127.0.0.1:{port}/hook?…" in retry["error"]
+    assert "very-secret-token" not in json.dumps(logs, default=str)

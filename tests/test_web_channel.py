@@ -127,7 +127,7 @@ async def test_a_resume_replays_only_the_newest_replies_it_missed(tmp_path: Path
 
 @pytest.mark.parametrize(
     "token",
-    ["", "garbage", "eyJzIjoiYWJjIn0.forgedsignature", "a.b.c"],
+    ["", "garbage", "eyJzIjoiYWJjIn0.forgedsignature", "a.b.c", "é.ü", "eyJzIjoiYWJjIn0.sïgnature"],
 )
 async def test_a_forged_or_malformed_token_gets_a_fresh_session(
     app: tuple[Runtime, str], http: aiohttp.ClientSession, token: str
@@ -183,7 +183,8 @@ async def test_an_expired_token_gets_a_fresh_session(tmp_path: Path, http: aioht
         ('{"type": "message", "text": "no id"}', "bad_id"),
         ('{"type": "message", "id": "e1", "text": ""}', "empty_text"),
         ('{"type": "message", "id": "e2", "text": "  \\n\\t "}', "empty_text"),
-        ('{"type": "message", "id": "e3", "text": 42}', "empty_text"),
+        ('{"type": "message", "id": "e3", "text": 42}', "bad_type"),
+        ('{"type": "message", "id": "e5", "text": ["hi"]}', "bad_type"),
         (json.dumps({"type": "message", "id": "e4", "text": "x" * 4001}), "text_too_long"),
     ],
 )
