@@ -632,6 +632,18 @@ async def test_sqlite_history_survives_reopening_the_file(tmp_path: Path) -> Non
     db.close()
 
 
+async def test_processes_creating_the_schema_at_once_all_start(tmp_path: Path) -> None:
+    # An adapter and workers started together on an empty SQLite file: every CREATE TABLE races
+    # (four engines at once here failed every time before create_schema retried).
+    stores = [SqlHistoryStore.from_url(f"sqlite:///{tmp_path}/race.db") for _ in range(4)]
+    try:
+        await asyncio.gather(*(store.create_schema() for store in stores))
+        assert [m.seq for m in await append(stores[0], "s1", make_messages(2))] == [1, 2]
+    finally:
+        for store in stores:
+            await store.close()
+
+
 async def test_sqlite_reads_walk_the_session_seq_index(tmp_path: Path) -> None:
     # Cost must stay flat as a conversation grows: check SQLite's plan for the statements the store runs.
     engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path}/plan.db")
