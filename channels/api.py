@@ -31,6 +31,7 @@ from channels.api_targets import CallbackTargetRefused, PublicAddressResolver, r
 from core.channel import Capabilities, ChannelContext, DeliveryResult
 from core.envelope import Envelope, Reply
 from core.errors import DeliveryError, StoreError
+from core.secrets import API_CALLBACKS, derive_key
 from core.settings import Settings
 
 SIGNATURE_HEADER = "X-Relaybot-Signature"
@@ -65,6 +66,13 @@ class ApiMessage(BaseModel):
         return value
 
 
+def callback_signing_key(settings: Settings, server_secret: bytes) -> bytes:
+    """RELAYBOT_API__SIGNING_SECRET, or a key derived from the server secret for this use only
+    (`relaybot api signing-key` prints it for your receivers)."""
+    secret = settings.api.signing_secret
+    return secret.get_secret_value().encode() if secret else derive_key(server_secret, API_CALLBACKS)
+
+
 def sign(secret: bytes, timestamp: str, body: bytes) -> str:
     """The callback signature; receivers recompute it and compare with hmac.compare_digest."""
     return "sha256=" + hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
@@ -82,8 +90,7 @@ class ApiChannel:
         self._ctx = ctx
         self._settings = ctx.settings.api
         self._keys = [k.get_secret_value().encode() for k in self._settings.keys]
-        secret = self._settings.signing_secret
-        self._signing_secret = secret.get_secret_value().encode() if secret else ctx.secret
+        self._signing_secret = callback_signing_key(ctx.settings, ctx.secret)
         self._http: aiohttp.ClientSession | None = None
         self._log = ctx.logger.bind(channel="api")
 

@@ -29,6 +29,7 @@ from channels.web_tokens import SessionTokens
 from core.channel import Capabilities, ChannelContext, DeliveryResult
 from core.envelope import Envelope, Reply, session_id_for
 from core.errors import StoreError
+from core.secrets import WEB_SESSION_TOKENS, derive_key
 from core.settings import Settings
 
 MAX_CLIENT_ID = 128
@@ -77,7 +78,9 @@ class WebChannel:
     def __init__(self, ctx: ChannelContext) -> None:
         self._ctx = ctx
         self._web = ctx.settings.web
-        self._tokens = SessionTokens(ctx.secret, ttl_seconds=self._web.token_ttl_seconds)
+        self._tokens = SessionTokens(
+            derive_key(ctx.secret, WEB_SESSION_TOKENS), ttl_seconds=self._web.token_ttl_seconds
+        )
         self._connections: dict[str, set[_Connection]] = {}
         self._static: dict[str, str] = {}
         self._log = ctx.logger.bind(channel="web")

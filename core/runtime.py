@@ -62,7 +62,7 @@ from core.ratelimit.base import RateLimiter
 from core.ratelimit.memory import MemoryRateLimiter
 from core.ratelimit.redis import RedisRateLimiter
 from core.redisio import client_from_url
-from core.secrets import load_or_create_secret
+from core.secrets import server_secret
 from core.settings import Settings, environment
 from core.stores.base import HistoryStore, SessionStore
 from core.stores.cached import CachedHistoryStore
@@ -188,11 +188,8 @@ class Runtime:
         history = SqlHistoryStore.from_url(settings.effective_database_url)
         try:
             await history.create_schema()
-            secret = (
-                settings.secret_key.get_secret_value().encode()
-                if settings.secret_key
-                else await load_or_create_secret(settings.data_dir / "secret_key")
-            )
+            configured = settings.secret_key.get_secret_value().encode() if settings.secret_key else None
+            secret = await server_secret(configured, settings.data_dir)
             return cls(
                 settings=settings,
                 bots=bots,

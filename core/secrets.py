@@ -1,8 +1,15 @@
-"""The server secret that signs session tokens."""
+"""The server secret, and the keys derived from it: one per purpose.
+
+Nothing signs with the server secret itself. Each use gets its own key, HMAC-SHA256 of a label
+under the secret, so a key that must be shared (the API channel's callback signing key, given to
+every receiver) says nothing about another (the key that signs widget session tokens).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import os
 import secrets
 from pathlib import Path
@@ -28,3 +35,19 @@ def _load_or_create(path: Path) -> bytes:
 async def load_or_create_secret(path: Path) -> bytes:
     """Read the secret from `path`, generating it on first start (tokens survive restarts)."""
     return await asyncio.to_thread(_load_or_create, path)
+
+
+#: the labels keys are derived for; a new use gets a new label, never an existing one
+WEB_SESSION_TOKENS = "web-session-tokens"
+API_CALLBACKS = "api-callbacks"
+
+
+def derive_key(secret: bytes, purpose: str) -> bytes:
+    """The key for one purpose, derived from the server secret (HMAC-SHA256 with a label), as 64
+    hex digits: printable, so a key that is shared can be pasted like any other secret."""
+    return hmac.new(secret, f"relaybot key for {purpose}".encode(), hashlib.sha256).hexdigest().encode()
+
+
+async def server_secret(configured: bytes | None, data_dir: Path) -> bytes:
+    """RELAYBOT_SECRET_KEY, or the one generated into DATA_DIR/secret_key on first start."""
+    return configured if configured else await load_or_create_secret(data_dir / "secret_key")

@@ -13,7 +13,10 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
+from channels.api import callback_signing_key
+from channels.api_cli import print_signing_key
 from core.runtime import Runtime
+from core.secrets import WEB_SESSION_TOKENS, derive_key
 from core.settings import Settings
 from tests.fakes.callback_server import CallbackServer, Scripted
 from tests.support.harness import REPO, make_settings, running_app
@@ -236,3 +239,24 @@ async def test_a_token_in_the_callback_url_stays_out_of_the_logs(app: tuple[Runt
     retry = next(e for e in logs if e["event"] == "delivery_retry")
     assert f"127.0.0.1:{port}/hook?…" in retry["error"]
     assert "very-secret-token" not in json.dumps(logs, default=str)
+
+
+async def test_without_a_signing_secret_callbacks_are_signed_with_the_derived_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = make_settings(tmp_path, api={"keys": [KEY], "allow_private_callbacks": True})
+    # What `relaybot api signing-key` prints for the receivers: neither the server secret nor the widget's key.
+    assert await print_signing_key(settings, None) == 0
+    printed = capsys.readouterr().out.strip()
+    runtime = await Runtime.from_settings(settings)
+    assert printed.encode() == callback_signing_key(settings, runtime.secret)
+    assert printed.encode() not in (runtime.secret, derive_key(runtime.secret, WEB_SESSION_TOKENS))
+    receiver = CallbackServer(secret=printed.encode())
+    hook = await receiver.start()
+    try:
+        async with running_app(settings, runtime) as (_, base):
+            assert (await post(base, message(hook)))[0] == 202
+            (reply,) = await receiver.wait_for(1)
+        assert reply["in_reply_to"] == "m1" and receiver.bad_signatures == 0
+    finally:
+        await receiver.stop()

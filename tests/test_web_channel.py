@@ -13,9 +13,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+from channels.api import callback_signing_key
 from channels.web_tokens import SessionTokens, WebSession
 from core.envelope import Reply
 from core.runtime import Runtime
+from core.secrets import WEB_SESSION_TOKENS, derive_key
 from tests.support.harness import make_settings, running_app, write_bot
 
 
@@ -161,11 +163,32 @@ async def test_a_token_for_another_session_cannot_be_edited_into_the_victims(
         await assert_silent(ws)
 
 
+@pytest.mark.parametrize("signed_with", ["the server secret", "the API callback key"])
+async def test_a_token_signed_with_any_other_key_gets_a_fresh_session(
+    tmp_path: Path, http: aiohttp.ClientSession, signed_with: str
+) -> None:
+    """Whoever can verify API callbacks holds the callback key; it must not mint widget tokens."""
+    settings = make_settings(tmp_path, api={"keys": ["k"]})  # callbacks signed with the derived key
+    runtime = await Runtime.from_settings(settings)
+    key = runtime.secret if signed_with == "the server secret" else callback_signing_key(settings, runtime.secret)
+    async with running_app(settings, runtime) as (_, base):
+        async with http.ws_connect(f"{base}/ws") as ws:
+            victim = await ws.receive_json()
+        forged = SessionTokens(key, ttl_seconds=3600).sign(WebSession(victim["session_id"], "support", 4102444800))
+        async with http.ws_connect(f"{base}/ws", params={"token": forged, "after": "0"}) as ws:
+            fresh = await ws.receive_json()
+            assert fresh["session_id"] != victim["session_id"]
+        # The token the server issued still resumes: only foreign keys are refused.
+        async with http.ws_connect(f"{base}/ws", params={"token": victim["token"], "after": "0"}) as ws:
+            assert (await ws.receive_json())["session_id"] == victim["session_id"]
+
+
 async def test_an_expired_token_gets_a_fresh_session(tmp_path: Path, http: aiohttp.ClientSession) -> None:
     settings = make_settings(tmp_path)
     settings.web.token_ttl_seconds = 60
     runtime = await Runtime.from_settings(settings)
-    expired = SessionTokens(runtime.secret, ttl_seconds=60).sign(WebSession("old-session", "support", 1000))
+    key = derive_key(runtime.secret, WEB_SESSION_TOKENS)
+    expired = SessionTokens(key, ttl_seconds=60).sign(WebSession("old-session", "support", 1000))
     async with (
         running_app(settings, runtime) as (_, base),
         http.ws_connect(f"{base}/ws?token={expired}") as ws,
