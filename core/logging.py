@@ -13,9 +13,7 @@ import structlog
 _ID_FIELDS = ("session_id", "user_id", "conversation_id", "reply_to")
 
 
-def hash_web_session_ids(
-    logger: object, method: str, event: structlog.typing.EventDict
-) -> structlog.typing.EventDict:
+def hash_web_session_ids(logger: object, method: str, event: structlog.typing.EventDict) -> structlog.typing.EventDict:
     """A widget's session id names the conversation its token proves: logs carry a short hash of it
     (the same hash in every line, so a conversation can still be followed), never the id itself."""
     web = event.get("channel") == "web"

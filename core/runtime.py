@@ -95,6 +95,7 @@ class Runtime:
         self.sessions = sessions
         # Facts and summaries are read on every turn and written every few: served from a cache
         # shared like the sessions are (Redis when there is one), dropped on every write.
+        self.history_backend = "PostgreSQL" if "postgres" in settings.effective_database_url else "SQLite"
         self.history: HistoryStore = CachedHistoryStore(
             history,
             RedisReadCache(redis) if redis is not None else MemoryReadCache(),
@@ -286,21 +287,33 @@ class Runtime:
                 await store.ping()
                 checks[name] = "ok"
             except StoreError as exc:
-                checks[name] = str(exc)
+                checks[name] = await self._unready(name, exc)
         try:
             # Reported only when there is a store (a CHROMA_URL, or knowledge ingested here).
             if await self.knowledge.ping() is not None:
                 checks["knowledge"] = "ok"
         except KnowledgeError as exc:
-            checks["knowledge"] = str(exc)
+            checks["knowledge"] = await self._unready("knowledge", exc)
         if self.distributed:
             try:
                 await self.bus.pending()
                 checks["bus"] = "ok"
             except StoreError as exc:
-                checks["bus"] = str(exc)
+                checks["bus"] = await self._unready("bus", exc)
         ok = all(v == "ok" for v in checks.values())
         return web.json_response({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)
+
+    async def _unready(self, check: str, exc: Exception) -> str:
+        """What /readyz says of a failing check: its kind of backend, never its address (the route is
+        public); the whole error, with what to fix, goes to the log."""
+        await self.log.awarning("readyz_check_failed", check=check, error=str(exc))
+        backend = {
+            "sessions": "Redis" if self.redis is not None else "memory",
+            "bus": "Redis",
+            "history": self.history_backend,
+            "knowledge": "the knowledge store",
+        }[check]
+        return f"unavailable ({backend}); the log says why (event readyz_check_failed)"
 
     async def start(self, *, worker: bool = True, delivery: bool = True) -> None:
         """Start the worker (turns) and/or the delivery of replies to the channels hosted here."""
