@@ -122,8 +122,13 @@ class QueueOutbox:
             if reply.dedupe_key and not await self._dedupe.claim(f"outbox:{reply.dedupe_key}", ONCE_TTL_SECONDS):
                 return False
             await self._records.put(record)
-            await self._fanout.publish(deliver_topic(reply.channel), reply.to_json())
-            record.status = "sent"
+            listening = await self._fanout.publish(deliver_topic(reply.channel), reply.to_json())
+            if listening:
+                record.status = "sent"
+            else:
+                # No process hosts this channel right now: the reply waits in the history for a resume.
+                record.status = "kept"
+                record.error = f"no process hosting {reply.channel} was listening; kept in the history for a resume"
             await self._records.put(record)
             return True
         await self._records.put(record)

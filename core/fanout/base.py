@@ -12,7 +12,9 @@ class Fanout(Protocol):
     Nothing is stored: what needs to survive (a final reply) is stored elsewhere first.
     """
 
-    async def publish(self, topic: str, payload: str) -> None: ...
+    async def publish(self, topic: str, payload: str) -> int:
+        """Send to every subscriber; returns how many processes (memory: handlers) were listening."""
+        ...
 
     async def subscribe(self, topic: str, handler: FanoutHandler) -> None: ...
 

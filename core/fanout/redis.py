@@ -33,9 +33,9 @@ class RedisFanout:
     def _channel(self, topic: str) -> str:
         return f"{self._prefix}:fanout:{topic}"
 
-    async def publish(self, topic: str, payload: str) -> None:
+    async def publish(self, topic: str, payload: str) -> int:
         with redis_errors(self._where, "publishing to subscribers", prefix=self._prefix):
-            await self._client.publish(self._channel(topic), payload)
+            return int(await self._client.publish(self._channel(topic), payload))
 
     async def subscribe(self, topic: str, handler: FanoutHandler) -> None:
         first = topic not in self._handlers
