@@ -66,6 +66,12 @@ class ApiMessage(BaseModel):
         return value
 
 
+def key_id(key: bytes) -> str:
+    """A short, public id of an API key: it namespaces the key's conversations and user ids
+    (`api:KEY_ID:USER`) and names the key in RELAYBOT_API__TENANTS."""
+    return hashlib.sha256(key).hexdigest()[:12]
+
+
 def callback_signing_key(settings: Settings, server_secret: bytes) -> bytes:
     """RELAYBOT_API__SIGNING_SECRET, or a key derived from the server secret for this use only
     (`relaybot api signing-key` prints it for your receivers)."""
@@ -112,7 +118,7 @@ class ApiChannel:
         for key in self._keys:  # compare against every key, so timing says nothing about which matched
             if hmac.compare_digest(given, key):
                 matched = key
-        return hashlib.sha256(matched).hexdigest()[:12] if matched is not None else None
+        return key_id(matched) if matched is not None else None
 
     def _callback_allowed(self, url: str) -> bool:
         allowed = self._settings.allowed_callback_hosts
@@ -151,6 +157,14 @@ class ApiChannel:
                 "callback_not_allowed",
                 f"callback_url's host is {why}; callbacks go to public addresses "
                 f"(RELAYBOT_API__ALLOW_PRIVATE_CALLBACKS=true allows others, for local development)",
+            )
+        if message.tenant is not None and message.tenant not in self._settings.tenants.get(client, ()):
+            # A key acts only for the tenants it was given: another tenant's documents stay theirs.
+            return _error(
+                403,
+                "tenant_not_allowed",
+                f"this API key (id {client}) may not act for tenant {message.tenant!r}; "
+                f"list it under RELAYBOT_API__TENANTS for the key",
             )
         envelope = Envelope.create(
             bot=bot,

@@ -50,6 +50,10 @@ class ApiSettings(BaseModel):
     allowed_callback_hosts: list[str] = Field(
         default_factory=lambda: ["*"], description="hosts replies may be POSTed to; '*' allows any"
     )
+    tenants: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="the tenants each API key may act for, by the key's id (`relaybot api key-ids`); none: no tenant",
+    )
     allow_private_callbacks: bool = Field(
         False,
         description="allow callbacks to loopback, private and link-local addresses (local development, tests)",

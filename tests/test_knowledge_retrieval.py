@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from channels.api import key_id
 from core.bots import load_bot
 from core.envelope import Envelope, Reply
 from core.intents import LocalIntentClassifier
@@ -368,7 +369,15 @@ async def test_tenant_documents_are_found_only_for_that_tenant_through_the_api(
         await kb.close()
 
     settings = make_settings(
-        tmp_path, data_dir=data_dir, api={"keys": ["k"], "signing_secret": "s", "allow_private_callbacks": True}
+        tmp_path,
+        data_dir=data_dir,
+        api={
+            "keys": ["k", "other-client"],
+            "signing_secret": "s",
+            "allow_private_callbacks": True,
+            # Key "k" acts for acme and globex; the other key for no tenant at all.
+            "tenants": {key_id(b"k"): ["acme", "globex"]},
+        },
     )
     callbacks = CallbackServer(secret=b"s")
     await callbacks.start()
@@ -386,6 +395,19 @@ async def test_tenant_documents_are_found_only_for_that_tenant_through_the_api(
                 async with http.post(f"{base}/api/messages", json=body, headers={"Authorization": "Bearer k"}) as r:
                     assert r.status == 202, await r.text()
             replies = {r["in_reply_to"]: r["text"] for r in await callbacks.wait_for(3, within=60)}
+            # Another client's key naming acme is refused: it would read acme's documents.
+            body = {
+                "conversation_id": "c9",
+                "user_id": "u",
+                "message_id": "m9",
+                "text": "How many seats does the Acme contract include?",
+                "callback_url": callbacks.url,
+                "tenant": "acme",
+            }
+            async with http.post(
+                f"{base}/api/messages", json=body, headers={"Authorization": "Bearer other-client"}
+            ) as r:
+                assert r.status == 403 and (await r.json())["error"] == "tenant_not_allowed"
     finally:
         await callbacks.stop()
     assert "40 seats" in replies["m0"] and "acme-contract.md" in replies["m0"]
