@@ -39,6 +39,7 @@ system_prompt = "You are a test bot."
 messages_per_minute = {HIGH_LIMIT}
 messages_per_hour = {HIGH_LIMIT}
 tokens_per_day = {HIGH_LIMIT * 1000}
+bot_tokens_per_day = {HIGH_LIMIT * 1000}
 [knowledge]
 enabled = false
 """
@@ -56,7 +57,7 @@ def bots_with_high_limits(target: Path) -> Path:
     shutil.copytree(REPO / "bots", target)
     for toml in sorted(target.glob("*/bot.toml")):
         text = toml.read_text()
-        for key in ("messages_per_minute", "messages_per_hour", "tokens_per_day"):
+        for key in ("messages_per_minute", "messages_per_hour", "tokens_per_day", "bot_tokens_per_day"):
             text, count = re.subn(rf"(?m)^(\s*{key}\s*=\s*)\d[\d_]*", rf"\g<1>{HIGH_LIMIT}", text)
             if count == 0:
                 if not re.search(r"(?m)^\[limits\]\s*$", text):

@@ -31,6 +31,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import WSMsgType, web
 from benchkit import (
+    HIGH_LIMIT,
     REPO,
     Server,
     bare_bots,
@@ -263,6 +264,10 @@ def bench(sessions: int, messages: int, keep: bool, bare: bool) -> int:
         env.update(
             RELAYBOT_DATA_DIR=str(tmp / "data"),
             RELAYBOT_BOTS_DIR=str(bots),
+            # Every client of the benchmark is 127.0.0.1: the widget's per-address limits are lifted.
+            RELAYBOT_WEB__NEW_SESSIONS_PER_MINUTE_PER_IP=str(HIGH_LIMIT),
+            RELAYBOT_WEB__MESSAGES_PER_MINUTE_PER_IP=str(HIGH_LIMIT),
+            RELAYBOT_WEB__MESSAGES_PER_MINUTE_PER_CONNECTION=str(HIGH_LIMIT),
             RELAYBOT_LOG_LEVEL="WARNING",
             HF_HUB_OFFLINE="1",
             PYTHONUNBUFFERED="1",

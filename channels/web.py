@@ -25,6 +25,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from channels.web_limits import ConnectionRate, EdgeLimits
 from channels.web_tokens import SessionTokens
 from core.channel import Capabilities, ChannelContext, DeliveryResult
 from core.envelope import Envelope, Reply, session_id_for
@@ -53,15 +54,19 @@ class _Connection:
     queued: deque[str] = field(default_factory=deque)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     dropped: bool = False
+    #: the client's address (see EdgeLimits.client_address) and this socket's recent messages
+    address: str = ""
+    rate: ConnectionRate = field(default_factory=ConnectionRate)
 
 
 class FrameError(Exception):
     """An inbound frame we answer with an error frame (the connection stays open)."""
 
-    def __init__(self, code: str, message: str, *, id: str | None = None) -> None:
+    def __init__(self, code: str, message: str, *, id: str | None = None, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.id = id
+        self.retry_after = retry_after
 
 
 class WebChannel:
@@ -81,6 +86,7 @@ class WebChannel:
         self._tokens = SessionTokens(
             derive_key(ctx.secret, WEB_SESSION_TOKENS), ttl_seconds=self._web.token_ttl_seconds
         )
+        self._limits = EdgeLimits(ctx.limiter, self._web)
         self._connections: dict[str, set[_Connection]] = {}
         self._static: dict[str, str] = {}
         self._log = ctx.logger.bind(channel="web")
@@ -154,9 +160,17 @@ class WebChannel:
         # A forged, expired or foreign token gets a fresh session, never an error and never another's.
         session = self._tokens.verify(request.query.get("token", ""), bot=bot)
         resumed = session is not None
+        address = self._limits.client_address(request)
+        if not resumed:
+            decision = await self._limits.new_session(address)
+            if not decision.allowed:
+                # A new session per connection would reset every per-user limit: they are counted per address.
+                await ws.send_json(_rate_limited_frame(decision.retry_after, "new sessions from your address"))
+                await ws.close(code=1013, message=b"too many new sessions; try again later")
+                return ws
         # Every connection renews the token, so an active conversation does not expire.
         session, token = self._tokens.renew(session) if session else self._tokens.new_session(bot)
-        conn = _Connection(ws, session_id_for(bot, "web", session.session_id), session.session_id, bot)
+        conn = _Connection(ws, session_id_for(bot, "web", session.session_id), session.session_id, bot, address=address)
         self._connections.setdefault(conn.session_id, set()).add(conn)
         writer = asyncio.create_task(self._write_frames(conn), name="relaybot-web-writer")
         try:
@@ -236,6 +250,16 @@ class WebChannel:
         return frame
 
     async def _accept_message(self, conn: _Connection, client_id: str, text: str) -> None:
+        decision = await self._limits.message(conn.address, conn.rate, self._ctx.bots.require(conn.bot))
+        if not decision.allowed:
+            # Refused before anything is queued or stored.
+            what = "today's usage of this assistant" if decision.window == "day" else "messages"
+            raise FrameError(
+                "rate_limited",
+                f"too many {what}; try again in {max(1, round(decision.retry_after))} seconds",
+                id=client_id,
+                retry_after=decision.retry_after,
+            )
         envelope = Envelope.create(
             bot=conn.bot,
             channel="web",
@@ -322,6 +346,8 @@ class WebChannel:
         frame: dict[str, Any] = {"type": "error", "code": error.code, "message": str(error)}
         if error.id is not None:
             frame["id"] = error.id
+        if error.retry_after is not None:
+            frame["retry_after"] = max(1, round(error.retry_after))
         self._send(conn, frame)
 
     async def _on_shutdown(self, app: web.Application) -> None:
@@ -334,3 +360,13 @@ class WebChannel:
         for peers in list(self._connections.values()):
             for conn in list(peers):
                 await conn.ws.close(code=1001, message=b"server shutting down")
+
+
+def _rate_limited_frame(retry_after: float, what: str) -> dict[str, Any]:
+    seconds = max(1, round(retry_after))
+    return {
+        "type": "error",
+        "code": "rate_limited",
+        "message": f"too many {what}; try again in {seconds} seconds",
+        "retry_after": seconds,
+    }

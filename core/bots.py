@@ -23,6 +23,8 @@ class Limits(BaseModel):
     messages_per_minute: int = Field(20, ge=1)
     messages_per_hour: int = Field(200, ge=1)
     tokens_per_day: int = Field(500_000, ge=1)
+    #: every user of the bot together, per UTC day: past it, channels take no more messages
+    bot_tokens_per_day: int = Field(5_000_000, ge=1)
 
 
 class HistoryWindow(BaseModel):

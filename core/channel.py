@@ -16,6 +16,7 @@ from aiohttp import web
 from core.bots import BotRegistry
 from core.bus.base import Bus
 from core.envelope import Reply
+from core.ratelimit.base import RateLimiter
 from core.settings import Settings
 from core.stores.base import HistoryStore
 from core.streams import StreamRegistry
@@ -76,6 +77,8 @@ class ChannelContext:
     streams: StreamRegistry
     #: what happened to each reply; adapters update it when the platform reports later (status callbacks)
     records: DeliveryRecords
+    #: limits checked at the edge, before a message is queued (shared by every process on Redis)
+    limiter: RateLimiter
 
 
 class ChannelAdapter(DeliveryTarget, Protocol):

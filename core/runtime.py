@@ -234,6 +234,7 @@ class Runtime:
             logger=self.log,
             streams=self.streams,
             records=self.records,
+            limiter=self.limiter,
         )
 
     def add_channel(self, adapter: ChannelAdapter) -> ChannelAdapter:

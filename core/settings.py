@@ -38,6 +38,15 @@ class WebSettings(BaseModel):
     resume_replies: int = Field(
         50, ge=1, description="a resuming widget gets at most this many of the replies it missed (the newest)"
     )
+    new_sessions_per_minute_per_ip: int = Field(
+        30, ge=1, description="token-less connections (new sessions) one client address may open per minute"
+    )
+    messages_per_minute_per_ip: int = Field(120, ge=1, description="messages one client address may send per minute")
+    messages_per_minute_per_connection: int = Field(30, ge=1, description="messages one socket may send per minute")
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="addresses or networks of your proxies: only their X-Forwarded-For names the client",
+    )
 
 
 class ApiSettings(BaseModel):

@@ -442,3 +442,86 @@ async def test_a_client_that_stops_reading_is_dropped_without_delaying_anyone_el
                 await asyncio.sleep(0.1)
         finally:
             stuck.close()
+
+
+# --- limits at the edge: before anything is queued or stored ------------------------------------------------
+
+
+async def answered(ws: aiohttp.ClientWebSocketResponse, client_id: str, text: str = "hello") -> dict[str, Any]:
+    await ws.send_json({"type": "message", "id": client_id, "text": text})
+    return (await frames_until_reply(ws))[-1]
+
+
+async def test_a_socket_over_its_message_limit_gets_rate_limited_and_nothing_is_stored(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    settings = make_settings(tmp_path, web={"messages_per_minute_per_connection": 2})
+    async with running_app(settings) as (runtime, base), http.ws_connect(f"{base}/ws") as ws:
+        session = await ws.receive_json()
+        assert (await answered(ws, "m1"))["type"] == "reply"
+        assert (await answered(ws, "m2"))["type"] == "reply"
+        refused = await answered(ws, "m3")
+        assert refused["type"] == "error" and refused["code"] == "rate_limited" and refused["id"] == "m3"
+        assert 1 <= refused["retry_after"] <= 60
+        await assert_silent(ws)
+        assert len(await runtime.history.after(f"support:web:{session['session_id']}", 0)) == 4
+        assert await runtime.bus.pending() == 0
+
+
+async def test_new_sessions_are_limited_per_address_and_a_resume_is_not_a_new_session(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    settings = make_settings(tmp_path, web={"new_sessions_per_minute_per_ip": 2})
+    async with running_app(settings) as (_, base):
+        tokens = []
+        for _ in range(2):
+            async with http.ws_connect(f"{base}/ws") as ws:
+                tokens.append((await ws.receive_json())["token"])
+        async with http.ws_connect(f"{base}/ws") as ws:
+            refused = await ws.receive_json()
+            assert refused["code"] == "rate_limited" and refused["retry_after"] >= 1
+            assert (await ws.receive()).type == aiohttp.WSMsgType.CLOSE and ws.close_code == 1013
+        async with http.ws_connect(f"{base}/ws", params={"token": tokens[0]}) as ws:
+            assert (await ws.receive_json())["type"] == "session"
+
+
+async def test_messages_are_limited_per_address_across_sockets(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    settings = make_settings(tmp_path, web={"messages_per_minute_per_ip": 3})
+    async with (
+        running_app(settings) as (_, base),
+        http.ws_connect(f"{base}/ws") as first,
+        http.ws_connect(f"{base}/ws") as second,
+    ):
+        await first.receive_json()
+        await second.receive_json()
+        assert (await answered(first, "a1"))["type"] == "reply"
+        assert (await answered(second, "b1"))["type"] == "reply"
+        assert (await answered(first, "a2"))["type"] == "reply"
+        assert (await answered(second, "b2"))["code"] == "rate_limited"
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+async def test_x_forwarded_for_names_the_client_only_behind_a_trusted_proxy(
+    tmp_path: Path, http: aiohttp.ClientSession, trusted: bool
+) -> None:
+    web = {"new_sessions_per_minute_per_ip": 1, "trusted_proxies": ["127.0.0.0/8"] if trusted else []}
+    async with running_app(make_settings(tmp_path, web=web)) as (_, base):
+        kinds = []
+        for client in ("203.0.113.7", "198.51.100.9"):
+            async with http.ws_connect(f"{base}/ws", headers={"X-Forwarded-For": client}) as ws:
+                kinds.append((await ws.receive_json())["type"])
+    # Behind the proxy, two clients get a session each; without it, the header is anyone's to send.
+    assert kinds == (["session", "session"] if trusted else ["session", "error"])
+
+
+async def test_a_bot_past_its_daily_tokens_takes_no_more_messages(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    bots = tmp_path / "bots"
+    write_bot(bots, limits={"bot_tokens_per_day": 1})
+    async with running_app(make_settings(tmp_path, bots_dir=bots)) as (_, base):
+        async with http.ws_connect(f"{base}/ws") as ws:
+            await ws.receive_json()
+            assert (await answered(ws, "m1"))["type"] == "reply"  # spends the day's tokens
+        async with http.ws_connect(f"{base}/ws") as ws:  # another user of the same bot
+            await ws.receive_json()
+            refused = await answered(ws, "m2")
+            assert refused["code"] == "rate_limited" and "today" in refused["message"]

@@ -70,6 +70,11 @@ def usage_key(turn: Turn) -> str:
     return f"{turn.bot.name}:{turn.envelope.user_id}"
 
 
+def bot_usage_key(bot: str) -> str:
+    """The limiter key of a bot's daily tokens over all its users."""
+    return f"bot:{bot}"
+
+
 class UsageStage:
     """Add the turn's tokens to the user's daily total, which the rate limit stage enforces."""
 
@@ -79,6 +84,8 @@ class UsageStage:
     async def __call__(self, turn: Turn) -> None:
         if turn.tokens_in or turn.tokens_out:
             await self._limiter.add_tokens(usage_key(turn), turn.tokens_in + turn.tokens_out)
+            # And the bot's total over every user, which channels check before taking a message.
+            await self._limiter.add_tokens(bot_usage_key(turn.bot.name), turn.tokens_in + turn.tokens_out)
 
 
 class LoadSessionStage:

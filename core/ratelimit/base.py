@@ -33,3 +33,7 @@ class RateLimiter(Protocol):
     async def add_tokens(self, key: str, tokens: int) -> int:
         """Add a turn's tokens to today's total for `key`; returns the new total."""
         ...
+
+    async def tokens_today(self, key: str) -> int:
+        """Today's (UTC) token total for `key`, without counting anything."""
+        ...

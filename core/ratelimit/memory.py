@@ -53,6 +53,10 @@ class MemoryRateLimiter:
         hits.append(now)
         return RateDecision(True)
 
+    async def tokens_today(self, key: str) -> int:
+        day, used = self._tokens.get(key, ("", 0))
+        return used if day == utc_day(self._clock()) else 0
+
     async def add_tokens(self, key: str, tokens: int) -> int:
         today = utc_day(self._clock())
         day, used = self._tokens.get(key, (today, 0))

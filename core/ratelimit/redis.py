@@ -48,6 +48,13 @@ return total
 """
 
 
+# The day by Redis's clock, as the two scripts above count it.
+_TOKENS_TODAY_LUA = """
+local t = redis.call('TIME')
+return tonumber(redis.call('GET', KEYS[1] .. ':' .. math.floor(tonumber(t[1]) / 86400)) or '0')
+"""
+
+
 class RedisRateLimiter:
     def __init__(self, client: aioredis.Redis, *, prefix: str = "relaybot") -> None:
         self._client = client
@@ -55,6 +62,7 @@ class RedisRateLimiter:
         self._where = describe(client)
         self._hit = client.register_script(_HIT_LUA)
         self._add = client.register_script(_ADD_TOKENS_LUA)
+        self._today = client.register_script(_TOKENS_TODAY_LUA)
 
     def _keys(self, key: str) -> list[str]:
         return [f"{self._prefix}:rate:{key}", f"{self._prefix}:tokens:{key}"]
@@ -69,6 +77,11 @@ class RedisRateLimiter:
         if allowed:
             return RateDecision(True)
         return RateDecision(False, retry_after=max(0.0, wait_ms / 1000), window=window)  # type: ignore[arg-type]
+
+    async def tokens_today(self, key: str) -> int:
+        with redis_errors(self._where, "reading a token total", prefix=self._prefix):
+            used = await self._today(keys=[self._keys(key)[1]])
+        return int(used or 0)
 
     async def add_tokens(self, key: str, tokens: int) -> int:
         with redis_errors(self._where, "counting tokens", prefix=self._prefix):
