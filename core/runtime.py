@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 from collections.abc import Iterable
 
 import redis.asyncio as aioredis
@@ -275,10 +276,16 @@ class Runtime:
         return web.json_response({"status": "ok"})
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        token = self.settings.metrics_token
+        if token is not None:
+            given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip().encode()
+            if not hmac.compare_digest(given, token.get_secret_value().encode()):
+                return web.Response(status=401, text="send RELAYBOT_METRICS_TOKEN as 'Authorization: Bearer TOKEN'\n")
         try:
             body = await self.metrics.render(self._queues)
         except StoreError as exc:
-            return web.Response(status=503, text=f"# queues unavailable: {exc}\n")
+            await self.log.awarning("metrics_queues_unavailable", error=str(exc))
+            return web.Response(status=503, text="# queues unavailable (the log says why)\n")
         return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     async def _readyz(self, request: web.Request) -> web.Response:

@@ -193,8 +193,12 @@ class Settings(BaseSettings):
     bots_dir: Path = Path("bots")
     data_dir: Path = Path("data")
     default_bot: str = "support"
+    metrics_token: SecretStr | None = Field(
+        None, description="when set, GET /metrics needs 'Authorization: Bearer TOKEN' (the port is public)"
+    )
     secret_key: SecretStr | None = Field(
-        None, description="signs web session tokens; generated into DATA_DIR/secret_key when unset"
+        None,
+        description="the server secret the signing keys are derived from; generated into DATA_DIR/secret_key when unset",
     )
     redis_url: str | None = Field(None, validation_alias=AliasChoices("REDIS_URL", "RELAYBOT_REDIS_URL"))
     database_url: str | None = Field(None, validation_alias=AliasChoices("DATABASE_URL", "RELAYBOT_DATABASE_URL"))

@@ -525,3 +525,13 @@ async def test_a_bot_past_its_daily_tokens_takes_no_more_messages(tmp_path: Path
             await ws.receive_json()
             refused = await answered(ws, "m2")
             assert refused["code"] == "rate_limited" and "today" in refused["message"]
+
+
+async def test_metrics_need_the_token_when_one_is_set(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    async with running_app(make_settings(tmp_path, metrics_token="scrape-me")) as (_, base):
+        async with http.get(f"{base}/metrics") as response:
+            assert response.status == 401 and "RELAYBOT_METRICS_TOKEN" in await response.text()
+        async with http.get(f"{base}/metrics", headers={"Authorization": "Bearer wrong"}) as response:
+            assert response.status == 401
+        async with http.get(f"{base}/metrics", headers={"Authorization": "Bearer scrape-me"}) as response:
+            assert response.status == 200 and "relaybot_turns_total" in await response.text()
