@@ -198,7 +198,7 @@ class Settings(BaseSettings):
     )
     secret_key: SecretStr | None = Field(
         None,
-        description="the server secret the signing keys are derived from; generated into DATA_DIR/secret_key when unset",
+        description="the server secret signing keys are derived from; generated into DATA_DIR/secret_key if unset",
     )
     redis_url: str | None = Field(None, validation_alias=AliasChoices("REDIS_URL", "RELAYBOT_REDIS_URL"))
     database_url: str | None = Field(None, validation_alias=AliasChoices("DATABASE_URL", "RELAYBOT_DATABASE_URL"))
