@@ -16,6 +16,8 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
+from channels.api import key_id
+from core.stores.sql import SqlHistoryStore
 from tests.fakes.callback_server import CallbackServer, Scripted
 from tests.support.harness import REPO, write_bot
 from tests.support.processes import RelaybotProcess, relaybot_env
@@ -207,8 +209,23 @@ async def test_a_worker_killed_mid_turn_loses_nothing_and_duplicates_nothing(
         await settle(callbacks, 300, seconds=3)  # past the visibility timeout: reclaimed ones arrived
         assert_each_answered_once_in_order(replies, convs)
         assert await client.xlen("relaybot:q:bus") == 0
+        # And the transcripts: each message and its answer stored once, in order, even for the
+        # turns the dead worker had recorded before it died (they ran again on another worker).
+        await assert_each_transcript_once(topology, convs)
     finally:
         await client.aclose()
+
+
+async def assert_each_transcript_once(topology: Topology, convs: dict[str, list[str]]) -> None:
+    history = SqlHistoryStore.from_url(topology.env["DATABASE_URL"])
+    try:
+        for conv, texts in convs.items():
+            stored = await history.after(f"support:api:{key_id(API_KEY.encode())}:{conv}", 0)
+            assert [m.content for m in stored if m.role == "user"] == texts, conv
+            assert [m.role for m in stored] == ["user", "assistant"] * len(texts), conv
+            assert [m.seq for m in stored] == list(range(1, 2 * len(texts) + 1)), conv
+    finally:
+        await history.close()
 
 
 async def test_sigterm_lets_a_worker_finish_its_turns(topology: Topology, callbacks: CallbackServer) -> None:

@@ -260,3 +260,24 @@ async def test_over_the_daily_token_budget_a_user_is_told_to_come_back_tomorrow(
         assert await runtime.limiter.add_tokens("support:api:conv-1", 0) == used  # the refusal costs nothing
     finally:
         await runtime.close()
+
+
+async def test_a_turn_run_again_after_a_crash_records_the_exchange_once(tmp_path: Path) -> None:
+    """A worker that dies after recording a turn but before marking it answered leaves the envelope
+    to run again: the transcript keeps one exchange, and the answer is the one on record."""
+    runtime = await Runtime.from_settings(make_settings(tmp_path))
+    try:
+        bot = runtime.bots.require("support")
+        message = envelope("My name is Alice. How do I export my tasks?", msg_id="m1")
+        first, _ = await runtime.pipeline.run_turn(message, bot)
+        again, turn = await runtime.pipeline.run_turn(message, bot)  # the same envelope, as redelivered
+        assert turn.rerun and again.seq == first.seq == 2 and again.text == first.text
+        saved = await runtime.history.after("support:api:conv-1", 0)
+        assert [(m.role, m.seq) for m in saved] == [("user", 1), ("assistant", 2)]
+        window = await runtime.sessions.recent("support:api:conv-1", 10)
+        assert [m.seq for m in window] == [1, 2]
+        # The next message carries on the numbering.
+        nxt, _ = await runtime.pipeline.run_turn(envelope("thanks", msg_id="m2"), bot)
+        assert nxt.seq == 4
+    finally:
+        await runtime.close()

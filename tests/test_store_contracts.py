@@ -433,6 +433,21 @@ async def test_history_after_with_last_reads_only_the_newest(history: HistorySto
     assert [m.seq for m in await history.after("s1", 0, role="assistant")] == [2, 4, 6, 8, 10]
 
 
+async def test_history_append_with_a_turn_key_stores_once(history: HistoryStore) -> None:
+    first = await history.append(
+        session_id="s1", bot="b", channel="api", user_id="u", messages=make_messages(2), turn_key="t1"
+    )
+    again = await history.append(
+        session_id="s1", bot="b", channel="api", user_id="u", messages=make_messages(2, start=7), turn_key="t1"
+    )
+    assert [(m.seq, m.content) for m in again] == [(m.seq, m.content) for m in first]
+    nxt = await history.append(
+        session_id="s1", bot="b", channel="api", user_id="u", messages=make_messages(1, start=3), turn_key="t2"
+    )
+    assert [m.seq for m in nxt] == [3]
+    assert [m.seq for m in await history.recent("s1", 10)] == [1, 2, 3]
+
+
 async def test_history_append_never_rewrites(history: HistoryStore) -> None:
     await append(history, "s1", make_messages(2))
     before = await history.recent("s1", 10)

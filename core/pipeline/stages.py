@@ -240,8 +240,16 @@ class RecordStage:
             channel=env.channel,
             user_id=env.user_id,
             messages=[user, reply],
+            # Once per inbound message: a turn run again (after a crash or a store error) stores nothing.
+            turn_key=env.dedupe_key,
         )
         turn.seq = saved[-1].seq
+        if saved[-1].created_at != reply.created_at:
+            # This message was recorded by an earlier run of the turn: the answer is the one on record
+            # (it may already have been shown), and the session window already has it.
+            turn.reply_text = saved[-1].content
+            turn.rerun = True
+            return
         if turn.session is not None and not turn.notice:
             # Trimmed to the window the bot reads: the list stays the same size however long the talk.
             await self._sessions.append(env.session_id, saved, keep=max(1, turn.bot.history.max_messages))

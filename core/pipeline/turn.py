@@ -52,6 +52,8 @@ class Turn:
     notice: str | None = None
     done: bool = False
     seq: int | None = None
+    #: the inbound message had been recorded by an earlier run of this turn (RecordStage)
+    rerun: bool = False
 
     provider: str | None = None
     model: str | None = None

@@ -141,9 +141,20 @@ class HistoryStore(Protocol):
     """The durable, append-only transcript of every conversation."""
 
     async def append(
-        self, *, session_id: str, bot: str, channel: str, user_id: str, messages: Sequence[StoredMessage]
+        self,
+        *,
+        session_id: str,
+        bot: str,
+        channel: str,
+        user_id: str,
+        messages: Sequence[StoredMessage],
+        turn_key: str | None = None,
     ) -> list[StoredMessage]:
-        """Append messages; returns them with their `seq` (1, 2, 3... per session) set."""
+        """Append messages; returns them with their `seq` (1, 2, 3... per session) set.
+
+        With a `turn_key` (the inbound message's dedupe key), the append happens once per key and
+        session: a turn run again after a crash stores nothing and gets back what the first run stored.
+        """
         ...
 
     async def recent(self, session_id: str, limit: int) -> list[StoredMessage]:

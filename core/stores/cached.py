@@ -159,10 +159,17 @@ class CachedHistoryStore:
             await self._cache.invalidate(self._summary_key(session_id))
 
     async def append(
-        self, *, session_id: str, bot: str, channel: str, user_id: str, messages: Sequence[StoredMessage]
+        self,
+        *,
+        session_id: str,
+        bot: str,
+        channel: str,
+        user_id: str,
+        messages: Sequence[StoredMessage],
+        turn_key: str | None = None,
     ) -> list[StoredMessage]:
         return await self._history.append(
-            session_id=session_id, bot=bot, channel=channel, user_id=user_id, messages=messages
+            session_id=session_id, bot=bot, channel=channel, user_id=user_id, messages=messages, turn_key=turn_key
         )
 
     async def recent(self, session_id: str, limit: int) -> list[StoredMessage]:

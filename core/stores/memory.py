@@ -125,13 +125,27 @@ class MemoryHistoryStore:
 
     def __init__(self) -> None:
         self._messages: dict[str, list[StoredMessage]] = {}
+        #: (session, turn key) -> (first seq, count) of what that turn stored
+        self._turns: dict[tuple[str, str], tuple[int, int]] = {}
         self._facts: dict[tuple[str, str], dict[str, UserFact]] = {}
         self._summaries: dict[str, Summary] = {}
 
     async def append(
-        self, *, session_id: str, bot: str, channel: str, user_id: str, messages: Sequence[StoredMessage]
+        self,
+        *,
+        session_id: str,
+        bot: str,
+        channel: str,
+        user_id: str,
+        messages: Sequence[StoredMessage],
+        turn_key: str | None = None,
     ) -> list[StoredMessage]:
+        if turn_key is not None and (session_id, turn_key) in self._turns:
+            first, count = self._turns[(session_id, turn_key)]
+            return [_copy_message(m) for m in self._messages[session_id][first - 1 : first - 1 + count]]
         stored = self._messages.setdefault(session_id, [])
+        if turn_key is not None and messages:
+            self._turns[(session_id, turn_key)] = (len(stored) + 1, len(messages))
         saved = [
             replace(_copy_message(m), seq=len(stored) + i, created_at=_as_utc(m.created_at))
             for i, m in enumerate(messages, start=1)

@@ -31,19 +31,20 @@ from sqlalchemy import (
     insert,
     literal,
     select,
+    tuple_,
     union_all,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from core.errors import ConfigError, StoreError
 from core.stores.base import Role, StoredMessage, Summary, UserFact
 
-__all__ = ["Base", "FactRecord", "MessageRecord", "SqlHistoryStore", "SummaryRecord"]
+__all__ = ["Base", "FactRecord", "MessageRecord", "RecordedTurn", "SqlHistoryStore", "SummaryRecord"]
 
 # Concurrent writers to one session are serialized by the conversation lock upstream; retries only
 # cover the rare writer that slips past it (e.g. a lock that expired). Each failed try means some
@@ -104,6 +105,17 @@ class FactRecord(Base):
     value: Mapped[str] = mapped_column(Text())
     source: Mapped[str] = mapped_column(Text())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RecordedTurn(Base):
+    """What one inbound message's turn stored, so that running the turn again stores nothing."""
+
+    __tablename__ = "recorded_turns"
+
+    session_id: Mapped[str] = mapped_column(String(), primary_key=True)
+    turn_key: Mapped[str] = mapped_column(String(), primary_key=True)
+    first_seq: Mapped[int] = mapped_column(Integer())
+    count: Mapped[int] = mapped_column(Integer())
 
 
 class SummaryRecord(Base):
@@ -171,6 +183,8 @@ class _Append:
     channel: str
     user_id: str
     messages: Sequence[StoredMessage]
+    #: the inbound message's key: stored once per session and key (see HistoryStore.append)
+    turn_key: str | None = None
     #: set while the request waits for a group commit
     done: asyncio.Future[list[StoredMessage]] | None = None
 
@@ -266,11 +280,20 @@ class SqlHistoryStore:
                 raise self._failure("creating the schema", exc) from exc
 
     async def append(
-        self, *, session_id: str, bot: str, channel: str, user_id: str, messages: Sequence[StoredMessage]
+        self,
+        *,
+        session_id: str,
+        bot: str,
+        channel: str,
+        user_id: str,
+        messages: Sequence[StoredMessage],
+        turn_key: str | None = None,
     ) -> list[StoredMessage]:
         if not messages:
             return []
-        request = _Append(session_id=session_id, bot=bot, channel=channel, user_id=user_id, messages=messages)
+        request = _Append(
+            session_id=session_id, bot=bot, channel=channel, user_id=user_id, messages=messages, turn_key=turn_key
+        )
         if self._write_lock is None:
             return await self._append_alone(request)
         return await self._group_commit(request)
@@ -351,8 +374,10 @@ class SqlHistoryStore:
         unknown = [s for s in sessions if s not in last]
         results: list[list[StoredMessage]] = []
         rows: list[dict[str, Any]] = []
+        turns: list[dict[str, Any]] = []
         try:
             async with self._engine.begin() as conn:
+                recorded = await self._recorded_turns(conn, batch)
                 if unknown:
                     # One statement for the rest, each session's last seq read from the end of its index.
                     lookups = [
@@ -362,6 +387,11 @@ class SqlHistoryStore:
                     lookup = lookups[0] if len(lookups) == 1 else union_all(*lookups)
                     last.update({s: seq or 0 for s, seq in (await conn.execute(lookup)).all()})
                 for request in batch:
+                    turn = (request.session_id, request.turn_key) if request.turn_key is not None else None
+                    if turn is not None and turn in recorded:
+                        # This turn ran before (a crash, a store error): what it stored is the answer.
+                        results.append(recorded[turn])
+                        continue
                     start = last[request.session_id] + 1
                     saved = [
                         replace(m, seq=start + i, created_at=_utc(m.created_at), meta=dict(m.meta))
@@ -369,6 +399,16 @@ class SqlHistoryStore:
                     ]
                     last[request.session_id] = start + len(saved) - 1
                     results.append(saved)
+                    if turn is not None:
+                        recorded[turn] = saved
+                        turns.append(
+                            {
+                                "session_id": request.session_id,
+                                "turn_key": request.turn_key,
+                                "first_seq": start,
+                                "count": len(saved),
+                            }
+                        )
                     rows.extend(
                         {
                             "session_id": request.session_id,
@@ -384,7 +424,10 @@ class SqlHistoryStore:
                         }
                         for m in saved
                     )
-                await conn.execute(insert(MessageRecord), rows)
+                if rows:
+                    await conn.execute(insert(MessageRecord), rows)
+                if turns:
+                    await conn.execute(insert(RecordedTurn), turns)
         except BaseException:
             for session_id in sessions:
                 self._last_seqs.pop(session_id, None)
@@ -395,6 +438,37 @@ class SqlHistoryStore:
         while len(self._last_seqs) > _LAST_SEQS_KEPT:
             self._last_seqs.popitem(last=False)
         return results
+
+    async def _recorded_turns(
+        self, conn: AsyncConnection, batch: Sequence[_Append]
+    ) -> dict[tuple[str, str], list[StoredMessage]]:
+        """What the batch's keyed turns stored before, if they ran before (rare: a re-run)."""
+        keys = {(r.session_id, r.turn_key) for r in batch if r.turn_key is not None}
+        if not keys:
+            return {}
+        turns = RecordedTurn.__table__.c
+        found = (
+            await conn.execute(
+                select(turns.session_id, turns.turn_key, turns.first_seq, turns.count).where(
+                    tuple_(turns.session_id, turns.turn_key).in_(sorted(keys))
+                )
+            )
+        ).all()
+        recorded: dict[tuple[str, str], list[StoredMessage]] = {}
+        for session_id, turn_key, first_seq, count in found:
+            stored = (
+                await conn.execute(
+                    select(*MessageRecord.__table__.c)
+                    .where(
+                        _MESSAGES.session_id == session_id,
+                        _MESSAGES.seq >= first_seq,
+                        _MESSAGES.seq < first_seq + count,
+                    )
+                    .order_by(_MESSAGES.seq)
+                )
+            ).all()
+            recorded[(session_id, turn_key)] = [_to_message(row) for row in stored]
+        return recorded
 
     async def recent(self, session_id: str, limit: int) -> list[StoredMessage]:
         if limit <= 0:
