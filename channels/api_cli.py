@@ -40,6 +40,5 @@ async def print_signing_key(settings: Settings, args: Any) -> int:
     if settings.api.signing_secret is not None:
         print("callbacks are signed with RELAYBOT_API__SIGNING_SECRET (the value you set)")
         return 0
-    configured = settings.secret_key.get_secret_value().encode() if settings.secret_key else None
-    print(callback_signing_key(settings, await server_secret(configured, settings.data_dir)).decode())
+    print(callback_signing_key(settings, await server_secret(settings)).decode())
     return 0

@@ -69,7 +69,7 @@ from core.stores.base import HistoryStore, SessionStore
 from core.stores.cached import CachedHistoryStore
 from core.stores.memory import MemoryReadCache, MemorySessionStore
 from core.stores.redis import RedisReadCache, RedisSessionStore
-from core.stores.sql import SqlHistoryStore
+from core.stores.sql import SqlHistoryStore, database_kind
 from core.streams import MemoryStreamRegistry, RedisStreamRegistry, StreamRegistry
 from core.tools import ToolExecutor
 from core.worker import Worker
@@ -96,7 +96,6 @@ class Runtime:
         self.sessions = sessions
         # Facts and summaries are read on every turn and written every few: served from a cache
         # shared like the sessions are (Redis when there is one), dropped on every write.
-        self.history_backend = "PostgreSQL" if "postgres" in settings.effective_database_url else "SQLite"
         self.history: HistoryStore = CachedHistoryStore(
             history,
             RedisReadCache(redis) if redis is not None else MemoryReadCache(),
@@ -190,8 +189,7 @@ class Runtime:
         history = SqlHistoryStore.from_url(settings.effective_database_url)
         try:
             await history.create_schema()
-            configured = settings.secret_key.get_secret_value().encode() if settings.secret_key else None
-            secret = await server_secret(configured, settings.data_dir)
+            secret = await server_secret(settings)
             return cls(
                 settings=settings,
                 bots=bots,
@@ -318,7 +316,7 @@ class Runtime:
         backend = {
             "sessions": "Redis" if self.redis is not None else "memory",
             "bus": "Redis",
-            "history": self.history_backend,
+            "history": database_kind(self.settings.effective_database_url),
             "knowledge": "the knowledge store",
         }[check]
         return f"unavailable ({backend}); the log says why (event readyz_check_failed)"

@@ -14,6 +14,8 @@ import os
 import secrets
 from pathlib import Path
 
+from core.settings import Settings
+
 
 def _load_or_create(path: Path) -> bytes:
     try:
@@ -48,6 +50,8 @@ def derive_key(secret: bytes, purpose: str) -> bytes:
     return hmac.new(secret, f"relaybot key for {purpose}".encode(), hashlib.sha256).hexdigest().encode()
 
 
-async def server_secret(configured: bytes | None, data_dir: Path) -> bytes:
+async def server_secret(settings: Settings) -> bytes:
     """RELAYBOT_SECRET_KEY, or the one generated into DATA_DIR/secret_key on first start."""
-    return configured if configured else await load_or_create_secret(data_dir / "secret_key")
+    if settings.secret_key is not None:
+        return settings.secret_key.get_secret_value().encode()
+    return await load_or_create_secret(settings.data_dir / "secret_key")

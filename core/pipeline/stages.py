@@ -83,9 +83,10 @@ class UsageStage:
 
     async def __call__(self, turn: Turn) -> None:
         if turn.tokens_in or turn.tokens_out:
-            await self._limiter.add_tokens(usage_key(turn), turn.tokens_in + turn.tokens_out)
-            # And the bot's total over every user, which channels check before taking a message.
-            await self._limiter.add_tokens(bot_usage_key(turn.bot.name), turn.tokens_in + turn.tokens_out)
+            # And to the bot's total over every user, which channels check before taking a message.
+            await self._limiter.add_tokens(
+                usage_key(turn), turn.tokens_in + turn.tokens_out, also=(bot_usage_key(turn.bot.name),)
+            )
 
 
 class LoadSessionStage:

@@ -33,6 +33,8 @@ class MemoryQueue:
         #: partition -> id of the entry holding it
         self._claims: dict[str, str] = {}
         self._listeners: list[asyncio.Queue[str]] = []
+        #: partitions a `start` was refused for since their last `finish`
+        self._waited_on: set[str] = set()
 
     @property
     def max_attempts(self) -> int:
@@ -61,8 +63,10 @@ class MemoryQueue:
         if late and entry.ticket not in self._skipped.get(entry.partition, set()):
             return Start("done", done)
         if not late and entry.ticket > done + 1 and not force:
+            self._waited_on.add(entry.partition)
             return Start("wait", done)
         if self._claims.get(entry.partition, entry.id) != entry.id:
+            self._waited_on.add(entry.partition)
             return Start("busy", done)
         self._claims[entry.partition] = entry.id
         if late:
@@ -77,8 +81,11 @@ class MemoryQueue:
         ours = self._claims.get(entry.partition) == entry.id
         if ours:
             del self._claims[entry.partition]
-        for listener in self._listeners:
-            listener.put_nowait(entry.partition)
+        if entry.partition in self._waited_on:
+            # Only partitions an entry waits on: the consumer that finished wakes its own waiters itself.
+            self._waited_on.discard(entry.partition)
+            for listener in self._listeners:
+                listener.put_nowait(entry.partition)
         return ours
 
     async def reclaim(self, count: int) -> list[QueueEntry]:

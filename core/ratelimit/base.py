@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -30,8 +31,9 @@ class RateLimiter(Protocol):
         """
         ...
 
-    async def add_tokens(self, key: str, tokens: int) -> int:
-        """Add a turn's tokens to today's total for `key`; returns the new total."""
+    async def add_tokens(self, key: str, tokens: int, *, also: Sequence[str] = ()) -> int:
+        """Add a turn's tokens to today's total for `key` (and for each key in `also`, in the same
+        step); returns the new total of `key`."""
         ...
 
     async def tokens_today(self, key: str) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from core.ratelimit.base import RateDecision, RateLimits
@@ -57,12 +57,15 @@ class MemoryRateLimiter:
         day, used = self._tokens.get(key, ("", 0))
         return used if day == utc_day(self._clock()) else 0
 
-    async def add_tokens(self, key: str, tokens: int) -> int:
+    async def add_tokens(self, key: str, tokens: int, *, also: Sequence[str] = ()) -> int:
         today = utc_day(self._clock())
-        day, used = self._tokens.get(key, (today, 0))
-        total = (used if day == today else 0) + tokens
-        self._tokens[key] = (today, total)
-        return total
+        totals = []
+        for each in (key, *also):
+            day, used = self._tokens.get(each, (today, 0))
+            total = (used if day == today else 0) + tokens
+            self._tokens[each] = (today, total)
+            totals.append(total)
+        return totals[0]
 
 
 def _first_after(hits: deque[float], since: float) -> int:

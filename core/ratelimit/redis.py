@@ -7,6 +7,7 @@ Per user: a sorted set of message times (sliding minute and hour) and a counter 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -38,13 +39,18 @@ redis.call('PEXPIRE', KEYS[1], 3600000)
 return {1, 0, ''}
 """
 
+# Every key gets the tokens; the first key's new total is returned.
 _ADD_TOKENS_LUA = """
 local t = redis.call('TIME')
 local day = math.floor(tonumber(t[1]) / 86400)
-local key = KEYS[1] .. ':' .. day
-local total = redis.call('INCRBY', key, ARGV[1])
-redis.call('EXPIRE', key, 172800)
-return total
+local first = nil
+for i = 1, #KEYS do
+  local key = KEYS[i] .. ':' .. day
+  local total = redis.call('INCRBY', key, ARGV[1])
+  redis.call('EXPIRE', key, 172800)
+  if i == 1 then first = total end
+end
+return first
 """
 
 
@@ -83,6 +89,7 @@ class RedisRateLimiter:
             used = await self._today(keys=[self._keys(key)[1]])
         return int(used or 0)
 
-    async def add_tokens(self, key: str, tokens: int) -> int:
+    async def add_tokens(self, key: str, tokens: int, *, also: Sequence[str] = ()) -> int:
+        keys = [self._keys(each)[1] for each in (key, *also)]
         with redis_errors(self._where, "counting tokens", prefix=self._prefix):
-            return int(await self._add(keys=[self._keys(key)[1]], args=[max(0, tokens)]))
+            return int(await self._add(keys=keys, args=[max(0, tokens)]))

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from core.stores.base import HistoryStore, Role, StoredMessage, Summary, UserFact
 
 __all__ = ["CachedHistoryStore", "ReadCache"]
+
+T = TypeVar("T")
 
 
 class ReadCache(Protocol):
@@ -46,11 +48,11 @@ def _facts_json(facts: Sequence[UserFact]) -> str:
     return json.dumps([[f.key, f.value, f.source, f.updated_at.isoformat()] for f in facts])
 
 
-def _facts_from_json(raw: str) -> list[UserFact]:
-    return [
+def _facts_from_json(raw: str) -> tuple[UserFact, ...]:
+    return tuple(
         UserFact(key=key, value=value, source=source, updated_at=datetime.fromisoformat(at))
         for key, value, source, at in json.loads(raw)
-    ]
+    )
 
 
 def _summary_json(summary: Summary | None) -> str:
@@ -79,20 +81,31 @@ class CachedHistoryStore:
         self._decoded_summaries: OrderedDict[str, Summary | None] = OrderedDict()
         self._decoded_keep = decoded_keep
 
-    def _facts_of(self, raw: str) -> list[UserFact]:
-        facts = self._decoded_facts.get(raw)
-        if facts is None:
-            facts = self._decoded_facts[raw] = tuple(_facts_from_json(raw))
-            if len(self._decoded_facts) > self._decoded_keep:
-                self._decoded_facts.popitem(last=False)
-        return list(facts)  # UserFact is frozen; the list is the caller's
+    def _decoded(self, memo: OrderedDict[str, T], raw: str, decode: Callable[[str], T]) -> T:
+        if raw in memo:
+            return memo[raw]
+        value = memo[raw] = decode(raw)
+        if len(memo) > self._decoded_keep:
+            memo.popitem(last=False)
+        return value
 
-    def _summary_of(self, raw: str) -> Summary | None:
-        if raw in self._decoded_summaries:
-            return self._decoded_summaries[raw]
-        summary = self._decoded_summaries[raw] = _summary_from_json(raw)
-        if len(self._decoded_summaries) > self._decoded_keep:
-            self._decoded_summaries.popitem(last=False)
+    async def _facts_from(self, cached: tuple[str | None, str], bot: str, user_id: str) -> list[UserFact]:
+        """The facts a cache read found, or read from the store and put in the cache."""
+        raw, generation = cached
+        if raw is not None:
+            decoded: tuple[UserFact, ...] = self._decoded(self._decoded_facts, raw, _facts_from_json)
+            return list(decoded)  # UserFact is frozen; the list is the caller's
+        facts = await self._history.facts(bot, user_id)
+        await self._cache.set(self._facts_key(bot, user_id), _facts_json(facts), generation, self._ttl)
+        return facts
+
+    async def _summary_from(self, cached: tuple[str | None, str], session_id: str) -> Summary | None:
+        """The summary a cache read found, or read from the store and put in the cache."""
+        raw, generation = cached
+        if raw is not None:
+            return self._decoded(self._decoded_summaries, raw, _summary_from_json)
+        summary = await self._history.summary(session_id)
+        await self._cache.set(self._summary_key(session_id), _summary_json(summary), generation, self._ttl)
         return summary
 
     @staticmethod
@@ -104,31 +117,14 @@ class CachedHistoryStore:
         return f"summary:{session_id}"
 
     async def facts(self, bot: str, user_id: str) -> list[UserFact]:
-        key = self._facts_key(bot, user_id)
-        raw, generation = await self._cache.get(key)
-        if raw is not None:
-            return self._facts_of(raw)
-        facts = await self._history.facts(bot, user_id)
-        await self._cache.set(key, _facts_json(facts), generation, self._ttl)
-        return facts
+        return await self._facts_from(await self._cache.get(self._facts_key(bot, user_id)), bot, user_id)
 
     async def facts_and_summary(self, bot: str, user_id: str, session_id: str) -> tuple[list[UserFact], Summary | None]:
         """What every turn reads (`facts` and `summary`), in one cache read when both are cached."""
-        facts_key, summary_key = self._facts_key(bot, user_id), self._summary_key(session_id)
-        (raw_facts, facts_generation), (raw_summary, summary_generation) = await self._cache.get_many(
-            [facts_key, summary_key]
+        cached_facts, cached_summary = await self._cache.get_many(
+            [self._facts_key(bot, user_id), self._summary_key(session_id)]
         )
-        if raw_facts is not None:
-            facts = self._facts_of(raw_facts)
-        else:
-            facts = await self._history.facts(bot, user_id)
-            await self._cache.set(facts_key, _facts_json(facts), facts_generation, self._ttl)
-        if raw_summary is not None:
-            summary = self._summary_of(raw_summary)
-        else:
-            summary = await self._history.summary(session_id)
-            await self._cache.set(summary_key, _summary_json(summary), summary_generation, self._ttl)
-        return facts, summary
+        return await self._facts_from(cached_facts, bot, user_id), await self._summary_from(cached_summary, session_id)
 
     async def remember(self, *, bot: str, user_id: str, facts: Sequence[UserFact]) -> None:
         try:
@@ -144,13 +140,7 @@ class CachedHistoryStore:
             await self._cache.invalidate(self._facts_key(bot, user_id))
 
     async def summary(self, session_id: str) -> Summary | None:
-        key = self._summary_key(session_id)
-        raw, generation = await self._cache.get(key)
-        if raw is not None:
-            return self._summary_of(raw)
-        summary = await self._history.summary(session_id)
-        await self._cache.set(key, _summary_json(summary), generation, self._ttl)
-        return summary
+        return await self._summary_from(await self._cache.get(self._summary_key(session_id)), session_id)
 
     async def save_summary(self, session_id: str, summary: Summary) -> bool:
         try:

@@ -221,9 +221,8 @@ class RedisReadCache:
         return f"{self._prefix}:cache:{key}", f"{self._prefix}:cachegen:{key}"
 
     async def get(self, key: str) -> tuple[str | None, str]:
-        with redis_errors(self._where, "reading the cache", prefix=self._prefix):
-            value, generation = await self._client.mget(self._keys(key))
-        return (text(value) if value is not None else None), (text(generation) if generation is not None else "")
+        [found] = await self.get_many([key])
+        return found
 
     async def get_many(self, keys: Sequence[str]) -> list[tuple[str | None, str]]:
         names = [name for key in keys for name in self._keys(key)]

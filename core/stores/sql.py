@@ -189,6 +189,11 @@ class _Append:
     done: asyncio.Future[list[StoredMessage]] | None = None
 
 
+def database_kind(url: str) -> str:
+    """ "PostgreSQL" or "SQLite", for messages that must name the kind of database but not where it is."""
+    return "PostgreSQL" if _async_url(url).get_backend_name() == "postgresql" else "SQLite"
+
+
 def _async_url(url: str) -> URL:
     try:
         parsed = make_url(url)
