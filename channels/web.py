@@ -62,11 +62,24 @@ class _Connection:
 class FrameError(Exception):
     """An inbound frame we answer with an error frame (the connection stays open)."""
 
-    def __init__(self, code: str, message: str, *, id: str | None = None, retry_after: float | None = None) -> None:
+    def __init__(self, code: str, message: str, *, id: str | None = None, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.id = id
         self.retry_after = retry_after
+
+    @classmethod
+    def rate_limited(cls, what: str, retry_after: float, *, id: str | None = None) -> FrameError:
+        seconds = max(1, round(retry_after))
+        return cls("rate_limited", f"too many {what}; try again in {seconds} seconds", id=id, retry_after=seconds)
+
+    def frame(self) -> dict[str, Any]:
+        frame: dict[str, Any] = {"type": "error", "code": self.code, "message": str(self)}
+        if self.id is not None:
+            frame["id"] = self.id
+        if self.retry_after is not None:
+            frame["retry_after"] = self.retry_after
+        return frame
 
 
 class WebChannel:
@@ -165,7 +178,8 @@ class WebChannel:
             decision = await self._limits.new_session(address)
             if not decision.allowed:
                 # A new session per connection would reset every per-user limit: they are counted per address.
-                await ws.send_json(_rate_limited_frame(decision.retry_after, "new sessions from your address"))
+                refused = FrameError.rate_limited("new sessions from your address", decision.retry_after)
+                await ws.send_json(refused.frame())
                 await ws.close(code=1013, message=b"too many new sessions; try again later")
                 return ws
         # Every connection renews the token, so an active conversation does not expire.
@@ -254,12 +268,7 @@ class WebChannel:
         if not decision.allowed:
             # Refused before anything is queued or stored.
             what = "today's usage of this assistant" if decision.window == "day" else "messages"
-            raise FrameError(
-                "rate_limited",
-                f"too many {what}; try again in {max(1, round(decision.retry_after))} seconds",
-                id=client_id,
-                retry_after=decision.retry_after,
-            )
+            raise FrameError.rate_limited(what, decision.retry_after, id=client_id)
         envelope = Envelope.create(
             bot=conn.bot,
             channel="web",
@@ -343,12 +352,7 @@ class WebChannel:
             await conn.ws.close()
 
     def _send_error(self, conn: _Connection, error: FrameError) -> None:
-        frame: dict[str, Any] = {"type": "error", "code": error.code, "message": str(error)}
-        if error.id is not None:
-            frame["id"] = error.id
-        if error.retry_after is not None:
-            frame["retry_after"] = max(1, round(error.retry_after))
-        self._send(conn, frame)
+        self._send(conn, error.frame())
 
     async def _on_shutdown(self, app: web.Application) -> None:
         await self.close()
@@ -360,13 +364,3 @@ class WebChannel:
         for peers in list(self._connections.values()):
             for conn in list(peers):
                 await conn.ws.close(code=1001, message=b"server shutting down")
-
-
-def _rate_limited_frame(retry_after: float, what: str) -> dict[str, Any]:
-    seconds = max(1, round(retry_after))
-    return {
-        "type": "error",
-        "code": "rate_limited",
-        "message": f"too many {what}; try again in {seconds} seconds",
-        "retry_after": seconds,
-    }
