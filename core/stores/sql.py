@@ -4,6 +4,8 @@ Each message is one row keyed by (session_id, seq). A turn inserts only its new 
 read walks the (session_id, seq) index from one end, so neither grows with the conversation.
 Memory keeps two small tables beside it: `user_facts` (one row per bot, user and key, replaced in
 place) and `session_summaries` (one row per session); both are written with one upsert statement.
+The tables and the statements every turn runs are in `core.stores.sql_schema`; this module is the
+store: URLs and engines, appends (group-committed on SQLite), reads and upserts.
 """
 
 from __future__ import annotations
@@ -12,20 +14,10 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
-    JSON,
-    BigInteger,
-    DateTime,
-    Integer,
-    Select,
-    String,
-    Text,
-    UniqueConstraint,
-    bindparam,
     delete,
     event,
     insert,
@@ -35,14 +27,26 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from core.errors import ConfigError, StoreError
 from core.stores.base import Role, StoredMessage, Summary, UserFact
+from core.stores.sql_schema import (
+    FACTS,
+    MESSAGES,
+    RECENT,
+    SUMMARY,
+    Base,
+    FactRecord,
+    MessageRecord,
+    RecordedTurn,
+    SummaryRecord,
+    last_seq_query,
+    to_message,
+    utc,
+)
 
 __all__ = ["Base", "FactRecord", "MessageRecord", "RecordedTurn", "SqlHistoryStore", "SummaryRecord"]
 
@@ -62,118 +66,6 @@ _ASYNC_DRIVERS = {
     "postgres": "postgresql+asyncpg",
     "sqlite": "sqlite+aiosqlite",
 }
-
-
-class Base(DeclarativeBase):
-    """Metadata for every relaybot table, public so later tables and migrations can share it."""
-
-
-class MessageRecord(Base):
-    __tablename__ = "messages"
-    # The unique index doubles as the read path: every query is "this session, by seq", so a
-    # separate index on session_id alone would only slow writes down.
-    __table_args__ = (UniqueConstraint("session_id", "seq", name="uq_messages_session_seq"),)
-
-    # SQLite only autoincrements an INTEGER PRIMARY KEY; PostgreSQL gets 64 bits.
-    id: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
-    )
-    session_id: Mapped[str] = mapped_column(String())
-    seq: Mapped[int] = mapped_column(Integer())
-    bot: Mapped[str] = mapped_column(String())
-    channel: Mapped[str] = mapped_column(String())
-    user_id: Mapped[str] = mapped_column(String())
-    role: Mapped[str] = mapped_column(String(16))
-    content: Mapped[str] = mapped_column(Text())
-    ref: Mapped[str | None] = mapped_column(String())
-    meta: Mapped[dict[str, str]] = mapped_column(JSON().with_variant(JSONB(), "postgresql"), default=dict)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-
-
-class FactRecord(Base):
-    """What a user told a bot about themselves: one row per (bot, user, key), replaced in place."""
-
-    __tablename__ = "user_facts"
-    __table_args__ = (UniqueConstraint("bot", "user_id", "key", name="uq_user_facts_bot_user_key"),)
-
-    id: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
-    )
-    bot: Mapped[str] = mapped_column(String())
-    user_id: Mapped[str] = mapped_column(String())
-    key: Mapped[str] = mapped_column(String(64))
-    value: Mapped[str] = mapped_column(Text())
-    source: Mapped[str] = mapped_column(Text())
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-
-
-class RecordedTurn(Base):
-    """What one inbound message's turn stored, so that running the turn again stores nothing."""
-
-    __tablename__ = "recorded_turns"
-
-    session_id: Mapped[str] = mapped_column(String(), primary_key=True)
-    turn_key: Mapped[str] = mapped_column(String(), primary_key=True)
-    first_seq: Mapped[int] = mapped_column(Integer())
-    count: Mapped[int] = mapped_column(Integer())
-
-
-class SummaryRecord(Base):
-    """A session's running summary of the messages that left its history window."""
-
-    __tablename__ = "session_summaries"
-
-    session_id: Mapped[str] = mapped_column(String(), primary_key=True)
-    text: Mapped[str] = mapped_column(Text())
-    through_seq: Mapped[int] = mapped_column(Integer())
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-
-
-def _utc(value: datetime) -> datetime:
-    # SQLite hands datetimes back naive; everything relaybot stores is UTC, so naive means UTC.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _to_message(row: Any) -> StoredMessage:
-    """A stored message from an ORM record or a Core row of the messages table."""
-    return StoredMessage(
-        role=cast(Role, row.role),  # only ever written from a StoredMessage's Role
-        content=row.content,
-        created_at=_utc(row.created_at),
-        ref=row.ref,
-        seq=row.seq,
-        meta=dict(row.meta or {}),
-    )
-
-
-def _last_seq(session_id: str) -> Select[int]:
-    return (
-        select(MessageRecord.seq)
-        .where(MessageRecord.session_id == session_id)
-        .order_by(MessageRecord.seq.desc())
-        .limit(1)
-    )
-
-
-# Built once: a statement built per call spends more CPU computing its cache key than SQLite
-# spends answering it. Core rows, not ORM objects: nothing here needs identity or change tracking.
-_MESSAGES = MessageRecord.__table__.c
-_RECENT = (
-    select(_MESSAGES.seq, _MESSAGES.role, _MESSAGES.content, _MESSAGES.ref, _MESSAGES.meta, _MESSAGES.created_at)
-    .where(_MESSAGES.session_id == bindparam("session_id"))
-    .order_by(_MESSAGES.seq.desc())
-    .limit(bindparam("limit"))
-)
-_FACTS_TABLE = FactRecord.__table__.c
-_FACTS = (
-    select(_FACTS_TABLE.key, _FACTS_TABLE.value, _FACTS_TABLE.source, _FACTS_TABLE.updated_at)
-    .where(_FACTS_TABLE.bot == bindparam("bot"), _FACTS_TABLE.user_id == bindparam("user_id"))
-    .order_by(_FACTS_TABLE.key)
-)
-_SUMMARIES = SummaryRecord.__table__.c
-_SUMMARY = select(_SUMMARIES.text, _SUMMARIES.through_seq, _SUMMARIES.updated_at).where(
-    _SUMMARIES.session_id == bindparam("session_id")
-)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -386,7 +278,7 @@ class SqlHistoryStore:
                 if unknown:
                     # One statement for the rest, each session's last seq read from the end of its index.
                     lookups = [
-                        select(literal(s).label("session_id"), _last_seq(s).scalar_subquery().label("seq"))
+                        select(literal(s).label("session_id"), last_seq_query(s).scalar_subquery().label("seq"))
                         for s in unknown
                     ]
                     lookup = lookups[0] if len(lookups) == 1 else union_all(*lookups)
@@ -399,7 +291,7 @@ class SqlHistoryStore:
                         continue
                     start = last[request.session_id] + 1
                     saved = [
-                        replace(m, seq=start + i, created_at=_utc(m.created_at), meta=dict(m.meta))
+                        replace(m, seq=start + i, created_at=utc(m.created_at), meta=dict(m.meta))
                         for i, m in enumerate(request.messages)
                     ]
                     last[request.session_id] = start + len(saved) - 1
@@ -465,14 +357,14 @@ class SqlHistoryStore:
                 await conn.execute(
                     select(*MessageRecord.__table__.c)
                     .where(
-                        _MESSAGES.session_id == session_id,
-                        _MESSAGES.seq >= first_seq,
-                        _MESSAGES.seq < first_seq + count,
+                        MESSAGES.session_id == session_id,
+                        MESSAGES.seq >= first_seq,
+                        MESSAGES.seq < first_seq + count,
                     )
-                    .order_by(_MESSAGES.seq)
+                    .order_by(MESSAGES.seq)
                 )
             ).all()
-            recorded[(session_id, turn_key)] = [_to_message(row) for row in stored]
+            recorded[(session_id, turn_key)] = [to_message(row) for row in stored]
         return recorded
 
     async def recent(self, session_id: str, limit: int) -> list[StoredMessage]:
@@ -480,10 +372,10 @@ class SqlHistoryStore:
             return []
         try:
             async with self._engine.connect() as conn:
-                rows = (await conn.execute(_RECENT, {"session_id": session_id, "limit": limit})).all()
+                rows = (await conn.execute(RECENT, {"session_id": session_id, "limit": limit})).all()
         except _DB_ERRORS as exc:
             raise self._failure("reading recent messages", exc) from exc
-        return [_to_message(row) for row in reversed(rows)]
+        return [to_message(row) for row in reversed(rows)]
 
     async def after(
         self, session_id: str, seq: int, *, role: Role | None = None, last: int | None = None
@@ -500,7 +392,7 @@ class SqlHistoryStore:
                 rows = (await db.scalars(query)).all()
         except _DB_ERRORS as exc:
             raise self._failure("reading messages", exc) from exc
-        return [_to_message(row) for row in (reversed(rows) if last is not None else rows)]
+        return [to_message(row) for row in (reversed(rows) if last is not None else rows)]
 
     def _upsert(self) -> Any:
         # Both backends speak INSERT ... ON CONFLICT DO UPDATE ... WHERE: one statement, no read-then-write race.
@@ -535,7 +427,7 @@ class SqlHistoryStore:
                     "key": f.key,
                     "value": f.value,
                     "source": f.source,
-                    "updated_at": _utc(f.updated_at),
+                    "updated_at": utc(f.updated_at),
                 }
                 for f in latest.values()
             ]
@@ -558,11 +450,11 @@ class SqlHistoryStore:
     async def facts(self, bot: str, user_id: str) -> list[UserFact]:
         try:
             async with self._engine.connect() as conn:
-                rows = (await conn.execute(_FACTS, {"bot": bot, "user_id": user_id})).all()
+                rows = (await conn.execute(FACTS, {"bot": bot, "user_id": user_id})).all()
         except _DB_ERRORS as exc:
             raise self._failure("reading user facts", exc) from exc
         return [
-            UserFact(key=row.key, value=row.value, source=row.source, updated_at=_utc(row.updated_at)) for row in rows
+            UserFact(key=row.key, value=row.value, source=row.source, updated_at=utc(row.updated_at)) for row in rows
         ]
 
     async def forget(self, bot: str, user_id: str, keys: Sequence[str] | None = None) -> int:
@@ -579,12 +471,12 @@ class SqlHistoryStore:
     async def summary(self, session_id: str) -> Summary | None:
         try:
             async with self._engine.connect() as conn:
-                row = (await conn.execute(_SUMMARY, {"session_id": session_id})).first()
+                row = (await conn.execute(SUMMARY, {"session_id": session_id})).first()
         except _DB_ERRORS as exc:
             raise self._failure("reading the session summary", exc) from exc
         if row is None:
             return None
-        return Summary(text=row.text, through_seq=row.through_seq, updated_at=_utc(row.updated_at))
+        return Summary(text=row.text, through_seq=row.through_seq, updated_at=utc(row.updated_at))
 
     async def facts_and_summary(self, bot: str, user_id: str, session_id: str) -> tuple[list[UserFact], Summary | None]:
         return await self.facts(bot, user_id), await self.summary(session_id)
@@ -596,7 +488,7 @@ class SqlHistoryStore:
             session_id=session_id,
             text=summary.text,
             through_seq=summary.through_seq,
-            updated_at=_utc(summary.updated_at),
+            updated_at=utc(summary.updated_at),
         )
         statement = statement.on_conflict_do_update(
             index_elements=[table.c.session_id],

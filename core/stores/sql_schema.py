@@ -1,0 +1,142 @@
+"""The tables of the durable history, and the statements read on every turn, built once.
+
+`core.stores.sql` is the store on top of them; this module holds only what the database looks like.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from sqlalchemy import JSON, BigInteger, DateTime, Integer, Select, String, Text, UniqueConstraint, bindparam, select
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from core.stores.base import Role, StoredMessage
+
+__all__ = [
+    "FACTS",
+    "MESSAGES",
+    "RECENT",
+    "SUMMARY",
+    "Base",
+    "FactRecord",
+    "MessageRecord",
+    "RecordedTurn",
+    "SummaryRecord",
+    "last_seq_query",
+    "to_message",
+    "utc",
+]
+
+
+class Base(DeclarativeBase):
+    """Metadata for every relaybot table, public so later tables and migrations can share it."""
+
+
+class MessageRecord(Base):
+    __tablename__ = "messages"
+    # The unique index doubles as the read path: every query is "this session, by seq", so a
+    # separate index on session_id alone would only slow writes down.
+    __table_args__ = (UniqueConstraint("session_id", "seq", name="uq_messages_session_seq"),)
+
+    # SQLite only autoincrements an INTEGER PRIMARY KEY; PostgreSQL gets 64 bits.
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    session_id: Mapped[str] = mapped_column(String())
+    seq: Mapped[int] = mapped_column(Integer())
+    bot: Mapped[str] = mapped_column(String())
+    channel: Mapped[str] = mapped_column(String())
+    user_id: Mapped[str] = mapped_column(String())
+    role: Mapped[str] = mapped_column(String(16))
+    content: Mapped[str] = mapped_column(Text())
+    ref: Mapped[str | None] = mapped_column(String())
+    meta: Mapped[dict[str, str]] = mapped_column(JSON().with_variant(JSONB(), "postgresql"), default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class FactRecord(Base):
+    """What a user told a bot about themselves: one row per (bot, user, key), replaced in place."""
+
+    __tablename__ = "user_facts"
+    __table_args__ = (UniqueConstraint("bot", "user_id", "key", name="uq_user_facts_bot_user_key"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    bot: Mapped[str] = mapped_column(String())
+    user_id: Mapped[str] = mapped_column(String())
+    key: Mapped[str] = mapped_column(String(64))
+    value: Mapped[str] = mapped_column(Text())
+    source: Mapped[str] = mapped_column(Text())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RecordedTurn(Base):
+    """What one inbound message's turn stored, so that running the turn again stores nothing."""
+
+    __tablename__ = "recorded_turns"
+
+    session_id: Mapped[str] = mapped_column(String(), primary_key=True)
+    turn_key: Mapped[str] = mapped_column(String(), primary_key=True)
+    first_seq: Mapped[int] = mapped_column(Integer())
+    count: Mapped[int] = mapped_column(Integer())
+
+
+class SummaryRecord(Base):
+    """A session's running summary of the messages that left its history window."""
+
+    __tablename__ = "session_summaries"
+
+    session_id: Mapped[str] = mapped_column(String(), primary_key=True)
+    text: Mapped[str] = mapped_column(Text())
+    through_seq: Mapped[int] = mapped_column(Integer())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+def utc(value: datetime) -> datetime:
+    # SQLite hands datetimes back naive; everything relaybot stores is UTC, so naive means UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def to_message(row: Any) -> StoredMessage:
+    """A stored message from an ORM record or a Core row of the messages table."""
+    return StoredMessage(
+        role=cast(Role, row.role),  # only ever written from a StoredMessage's Role
+        content=row.content,
+        created_at=utc(row.created_at),
+        ref=row.ref,
+        seq=row.seq,
+        meta=dict(row.meta or {}),
+    )
+
+
+def last_seq_query(session_id: str) -> Select[int]:
+    return (
+        select(MessageRecord.seq)
+        .where(MessageRecord.session_id == session_id)
+        .order_by(MessageRecord.seq.desc())
+        .limit(1)
+    )
+
+
+# Built once: a statement built per call spends more CPU computing its cache key than SQLite
+# spends answering it. Core rows, not ORM objects: nothing here needs identity or change tracking.
+MESSAGES = MessageRecord.__table__.c
+RECENT = (
+    select(MESSAGES.seq, MESSAGES.role, MESSAGES.content, MESSAGES.ref, MESSAGES.meta, MESSAGES.created_at)
+    .where(MESSAGES.session_id == bindparam("session_id"))
+    .order_by(MESSAGES.seq.desc())
+    .limit(bindparam("limit"))
+)
+FACTS_TABLE = FactRecord.__table__.c
+FACTS = (
+    select(FACTS_TABLE.key, FACTS_TABLE.value, FACTS_TABLE.source, FACTS_TABLE.updated_at)
+    .where(FACTS_TABLE.bot == bindparam("bot"), FACTS_TABLE.user_id == bindparam("user_id"))
+    .order_by(FACTS_TABLE.key)
+)
+SUMMARIES = SummaryRecord.__table__.c
+SUMMARY = select(SUMMARIES.text, SUMMARIES.through_seq, SUMMARIES.updated_at).where(
+    SUMMARIES.session_id == bindparam("session_id")
+)
