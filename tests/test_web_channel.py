@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from pydantic import ValidationError
 
 from channels.api import callback_signing_key
 from channels.web_tokens import SessionTokens, WebSession
@@ -535,3 +536,8 @@ async def test_metrics_need_the_token_when_one_is_set(tmp_path: Path, http: aioh
             assert response.status == 401
         async with http.get(f"{base}/metrics", headers={"Authorization": "Bearer scrape-me"}) as response:
             assert response.status == 200 and "relaybot_turns_total" in await response.text()
+
+
+def test_a_trusted_proxy_that_is_no_address_is_a_clear_configuration_error(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match=r"'proxy\.example\.com' is not an IP address or network"):
+        make_settings(tmp_path, web={"trusted_proxies": ["10.0.0.0/8", "proxy.example.com"]})
