@@ -615,7 +615,7 @@ async def bench(
             database_url = postgres.url
             history = f"PostgreSQL ({database_url})"
         except Exception as exc:
-            database_url = f"sqlite+aiosqlite:///{tmp / 'distributed.db'}"
+            database_url = f"sqlite:///{tmp / 'distributed.db'}"
             history = f"SQLite ({database_url}); PostgreSQL did not start: {str(exc).splitlines()[0][:200]}"
         await receiver.start()
         redis_client = aioredis.Redis.from_url(redis_server.url)

@@ -278,7 +278,7 @@ class Settings(BaseSettings):
     def effective_database_url(self) -> str:
         if self.database_url:
             return self.database_url
-        return f"sqlite+aiosqlite:///{self.data_dir / 'relaybot.db'}"
+        return f"sqlite:///{self.data_dir / 'relaybot.db'}"
 
     @classmethod
     def settings_customise_sources(

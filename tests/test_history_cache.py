@@ -51,7 +51,7 @@ async def count_fact_reads(sql: SqlHistoryStore) -> list[str]:
         ):
             seen.append(statement)
 
-    event.listen(sql._engine.sync_engine, "before_cursor_execute", record)
+    event.listen(sql.sync_engine, "before_cursor_execute", record)
     return seen
 
 
@@ -115,8 +115,8 @@ async def test_a_read_that_raced_a_write_does_not_put_the_old_value_back(
 async def test_a_failed_write_still_drops_the_cached_value(sql: SqlHistoryStore, cache: ReadCache) -> None:
     store = CachedHistoryStore(sql, cache, ttl_seconds=60)
     assert await store.facts("b", "u") == []
-    async with sql._engine.begin() as conn:
-        await conn.execute(text("DROP TABLE user_facts"))
+    with sql.sync_engine.begin() as conn:  # another connection to the file, as an operator's would be
+        conn.execute(text("DROP TABLE user_facts"))
     with pytest.raises(Exception, match="user facts"):
         await store.remember(bot="b", user_id="u", facts=[UserFact(key="city", value="Lyon", updated_at=T0)])
     # Not served the cached "nothing": the next read goes to the database (and reports its failure).

@@ -485,7 +485,7 @@ async def test_sqlite_appends_waiting_for_the_writer_share_one_commit(tmp_path: 
     store = SqlHistoryStore.from_url(f"sqlite:///{tmp_path}/group.db")
     await store.create_schema()
     commits: list[int] = []
-    event.listen(store._engine.sync_engine, "commit", lambda _conn: commits.append(1))
+    event.listen(store.sync_engine, "commit", lambda _conn: commits.append(1))
     try:
         # 40 turns of 8 conversations finishing at once, as a busy worker's do.
         results = await asyncio.gather(
@@ -628,7 +628,7 @@ async def test_summary_is_kept_per_session_and_only_moves_forward(history: Histo
 
 
 async def test_sqlite_history_survives_reopening_the_file(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/relaybot.db"  # plain scheme: rewritten to aiosqlite
+    url = f"sqlite:///{tmp_path}/relaybot.db"  # plain scheme: the standard library driver
     store = SqlHistoryStore.from_url(url)
     await store.create_schema()
     saved = await append(store, "s1", make_messages(2))
@@ -661,24 +661,24 @@ async def test_processes_creating_the_schema_at_once_all_start(tmp_path: Path) -
 
 async def test_sqlite_reads_walk_the_session_seq_index(tmp_path: Path) -> None:
     # Cost must stay flat as a conversation grows: check SQLite's plan for the statements the store runs.
-    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path}/plan.db")
+    store = SqlHistoryStore.from_url(f"sqlite:///{tmp_path}/plan.db")
+    engine = store.sync_engine
     statements: list[tuple[str, Any]] = []
 
-    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    @event.listens_for(engine, "before_cursor_execute")
     def record(_conn: Any, _cursor: Any, statement: str, params: Any, _context: Any, _many: bool) -> None:
         if statement.lstrip().upper().startswith("SELECT"):
             statements.append((statement, params))
 
-    store = SqlHistoryStore(engine)
     try:
         await store.create_schema()
         await append(store, "s1", make_messages(3))
         await store.recent("s1", 2)
         await store.after("s1", 1, role="user")
         queries = list(statements)
-        async with engine.connect() as conn:
+        with engine.connect() as conn:
             plans = [
-                " / ".join(str(row[-1]) for row in await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params))
+                " / ".join(str(row[-1]) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params))
                 for sql, params in queries
             ]
     finally:

@@ -4,8 +4,10 @@ Each message is one row keyed by (session_id, seq). A turn inserts only its new 
 read walks the (session_id, seq) index from one end, so neither grows with the conversation.
 Memory keeps two small tables beside it: `user_facts` (one row per bot, user and key, replaced in
 place) and `session_summaries` (one row per session); both are written with one upsert statement.
-The tables and the statements every turn runs are in `core.stores.sql_schema`; this module is the
-store: URLs and engines, appends (group-committed on SQLite), reads and upserts.
+The tables and the statements every turn runs are in `core.stores.sql_schema`, and where the SQL
+runs (a thread for SQLite, asyncpg for PostgreSQL) in `core.stores.sql_exec`; this module is the
+store: URLs and engines, appends (group-committed on SQLite), reads and upserts, each written once
+as a plain function of a connection.
 """
 
 from __future__ import annotations
@@ -18,31 +20,35 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    create_engine,
     delete,
     event,
-    insert,
     literal,
     select,
-    tuple_,
     union_all,
 )
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from core.errors import ConfigError, StoreError
 from core.stores.base import Role, StoredMessage, Summary, UserFact
+from core.stores.sql_exec import AsyncEngineExecutor, SqlExecutor, SqliteThread
 from core.stores.sql_schema import (
     FACTS,
+    INSERT_MESSAGES,
+    INSERT_TURNS,
     MESSAGES,
+    MESSAGES_BETWEEN,
     RECENT,
+    RECORDED_TURNS,
     SUMMARY,
     Base,
     FactRecord,
     MessageRecord,
     RecordedTurn,
     SummaryRecord,
+    Upserts,
     last_seq_query,
     to_message,
     utc,
@@ -60,11 +66,14 @@ _DB_ERRORS = (SQLAlchemyError, OSError)
 #: conversations whose last seq a store remembers (the most recently written)
 _LAST_SEQS_KEPT = 10_000
 
-# Plain schemes as users paste them (and as hosting providers hand them out), mapped to the async driver.
-_ASYNC_DRIVERS = {
+# Plain schemes as users paste them (and as hosting providers hand them out), mapped to the driver
+# relaybot runs: asyncpg for PostgreSQL; for SQLite the standard library's, on a thread of its own
+# (sqlite+aiosqlite URLs, which earlier versions documented, mean the same database).
+_DRIVERS = {
     "postgresql": "postgresql+asyncpg",
     "postgres": "postgresql+asyncpg",
-    "sqlite": "sqlite+aiosqlite",
+    "sqlite": "sqlite+pysqlite",
+    "sqlite+aiosqlite": "sqlite+pysqlite",
 }
 
 
@@ -83,19 +92,19 @@ class _Append:
 
 def database_kind(url: str) -> str:
     """ "PostgreSQL" or "SQLite", for messages that must name the kind of database but not where it is."""
-    return "PostgreSQL" if _async_url(url).get_backend_name() == "postgresql" else "SQLite"
+    return "PostgreSQL" if _driver_url(url).get_backend_name() == "postgresql" else "SQLite"
 
 
-def _async_url(url: str) -> URL:
+def _driver_url(url: str) -> URL:
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
         raise ConfigError(f"DATABASE_URL is not a valid database URL: {exc}") from exc
-    drivername = _ASYNC_DRIVERS.get(parsed.drivername, parsed.drivername)
+    drivername = _DRIVERS.get(parsed.drivername, parsed.drivername)
     if drivername.split("+")[0] not in {"postgresql", "sqlite"}:
         raise ConfigError(
             f"DATABASE_URL uses {parsed.drivername!r}; relaybot supports "
-            f"postgresql+asyncpg://... and sqlite+aiosqlite:///path/to/file.db"
+            f"postgresql://user:password@host/database and sqlite:///path/to/file.db"
         )
     parsed = parsed.set(drivername=drivername)
     if drivername == "postgresql+asyncpg" and "sslmode" in parsed.query:
@@ -104,33 +113,44 @@ def _async_url(url: str) -> URL:
     return parsed
 
 
-def _enable_wal(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets readers (the web channel, exports) run while a turn writes, without losing crash safety.
+def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
+        # WAL lets readers (the web channel, exports) run while a turn writes, without losing crash safety.
         cursor.execute("PRAGMA journal_mode=WAL")
+        # In WAL mode NORMAL syncs at checkpoints, not at every commit: a crash of the process loses
+        # nothing and the file never corrupts; a power cut may lose the last commits, as it loses
+        # what the embedded queue held in memory and Redis's last second (appendfsync everysec).
+        # FULL spent more CPU in fsync than the whole append.
+        cursor.execute("PRAGMA synchronous=NORMAL")
     finally:
         cursor.close()
 
 
 class SqlHistoryStore:
-    """`HistoryStore` on an async SQLAlchemy engine. Takes an engine; `from_url` builds one."""
+    """`HistoryStore` on a SQLAlchemy engine: a sync SQLite engine (run on a thread of its own) or an
+    async engine (PostgreSQL on asyncpg). `from_url` builds the right one from DATABASE_URL."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-        # SQLite has one writer at a time; turns queueing on its busy handler (sleeps of up to 100 ms)
-        # made the slowest replies seconds late. Waiting on an asyncio lock in order is fair and fast.
-        self._write_lock = asyncio.Lock() if engine.url.get_backend_name() == "sqlite" else None
+    def __init__(self, engine: Engine | AsyncEngine) -> None:
+        self._db: SqlExecutor = AsyncEngineExecutor(engine) if isinstance(engine, AsyncEngine) else SqliteThread(engine)
+        self._dialect = engine.dialect.name
+        # SQLite has one writer: appends queued behind it share a transaction (see _group_commit).
+        self._groups_commits = self._dialect == "sqlite"
         self._queued: list[_Append] = []
         self._last_seqs: OrderedDict[str, int] = OrderedDict()
         self._committer: asyncio.Task[None] | None = None
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._where = engine.url.render_as_string(hide_password=True)
+        self._statements = Upserts.for_dialect(self._dialect)
+
+    @property
+    def sync_engine(self) -> Engine:
+        """The engine the store's SQL runs on (for event listeners: statements, commits)."""
+        return self._db.sync_engine
 
     @classmethod
     def from_url(cls, url: str) -> SqlHistoryStore:
-        """Engine for DATABASE_URL; plain postgresql:// and sqlite:// URLs get the async drivers."""
-        parsed = _async_url(url)
+        """The store for DATABASE_URL; plain postgresql:// and sqlite:// URLs get relaybot's drivers."""
+        parsed = _driver_url(url)
         if parsed.get_backend_name() == "sqlite":
             database = parsed.database or ""
             if database and database != ":memory:" and not database.startswith("file:"):
@@ -141,18 +161,14 @@ class SqlHistoryStore:
                         f"cannot create the folder for the SQLite database {database!r} ({exc}): "
                         f"check DATABASE_URL and the folder's permissions"
                     ) from exc
-        if parsed.get_backend_name() == "sqlite":
-            # Other processes on the same file (relaybot chat beside relaybot run) wait, not fail.
-            # A pool as large as a worker's concurrent turns: a smaller one opened and closed a
-            # connection (and its aiosqlite thread) for every few messages under load.
-            engine = create_async_engine(parsed, connect_args={"timeout": 30}, pool_size=20, max_overflow=20)
-        else:
-            # Sized for a worker's concurrent turns: a pool smaller than that opened and closed
-            # a PostgreSQL connection (a new backend process) for every few messages.
-            engine = create_async_engine(parsed, pool_pre_ping=True, pool_size=20, max_overflow=20)
-        if parsed.get_backend_name() == "sqlite":
-            event.listen(engine.sync_engine, "connect", _enable_wal)
-        return cls(engine)
+            # Other processes on the same file (relaybot chat beside relaybot run) wait, not fail. The
+            # store's thread opens the connection and other threads never touch it.
+            sqlite_engine = create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False})
+            event.listen(sqlite_engine, "connect", _tune_sqlite)
+            return cls(sqlite_engine)
+        # Sized for a worker's concurrent turns: a pool smaller than that opened and closed a
+        # PostgreSQL connection (a new backend process) for every few messages.
+        return cls(create_async_engine(parsed, pool_pre_ping=True, pool_size=20, max_overflow=20))
 
     def _failure(self, action: str, exc: Exception) -> StoreError:
         # DBAPIError's own text repeats the SQL and parameters; the driver's message is the useful part.
@@ -166,8 +182,7 @@ class SqlHistoryStore:
     async def create_schema(self) -> None:
         for attempt in range(3):
             try:
-                async with self._engine.begin() as conn:
-                    await conn.run_sync(Base.metadata.create_all)
+                await self._db.write(Base.metadata.create_all)
                 return
             except _DB_ERRORS as exc:
                 # Two processes starting at once (an adapter and a worker on one SQLite file) both
@@ -191,7 +206,7 @@ class SqlHistoryStore:
         request = _Append(
             session_id=session_id, bot=bot, channel=channel, user_id=user_id, messages=messages, turn_key=turn_key
         )
-        if self._write_lock is None:
+        if not self._groups_commits:
             return await self._append_alone(request)
         return await self._group_commit(request)
 
@@ -225,21 +240,17 @@ class SqlHistoryStore:
         return await request.done
 
     async def _commit_queued(self) -> None:
-        assert self._write_lock is not None
         while self._queued:
             batch, self._queued = self._queued, []
             try:
-                async with self._write_lock:
-                    try:
-                        results = await self._insert(batch)
-                    except _DB_ERRORS:
-                        # One request may be at fault (a writer outside this process took its seq):
-                        # each on its own, so the others still land and the culprit gets its error.
-                        results = None
-                    if results is None:
-                        for one in batch:
-                            await self._settle_alone(one)
-                        continue
+                try:
+                    results = await self._insert(batch)
+                except _DB_ERRORS:
+                    # One request may be at fault (a writer outside this process took its seq):
+                    # each on its own, so the others still land and the culprit gets its error.
+                    for one in batch:
+                        await self._settle_alone(one)
+                    continue
                 for one, saved in zip(batch, results, strict=True):
                     if one.done is not None and not one.done.done():
                         one.done.set_result(saved)
@@ -267,64 +278,9 @@ class SqlHistoryStore:
         have no gaps), the unique index refuses the insert, and the retry reads the real one.
         """
         sessions = list(dict.fromkeys(r.session_id for r in batch))
-        last: dict[str, int] = {s: self._last_seqs[s] for s in sessions if s in self._last_seqs}
-        unknown = [s for s in sessions if s not in last]
-        results: list[list[StoredMessage]] = []
-        rows: list[dict[str, Any]] = []
-        turns: list[dict[str, Any]] = []
+        known = {s: self._last_seqs[s] for s in sessions if s in self._last_seqs}
         try:
-            async with self._engine.begin() as conn:
-                recorded = await self._recorded_turns(conn, batch)
-                if unknown:
-                    # One statement for the rest, each session's last seq read from the end of its index.
-                    lookups = [
-                        select(literal(s).label("session_id"), last_seq_query(s).scalar_subquery().label("seq"))
-                        for s in unknown
-                    ]
-                    lookup = lookups[0] if len(lookups) == 1 else union_all(*lookups)
-                    last.update({s: seq or 0 for s, seq in (await conn.execute(lookup)).all()})
-                for request in batch:
-                    turn = (request.session_id, request.turn_key) if request.turn_key is not None else None
-                    if turn is not None and turn in recorded:
-                        # This turn ran before (a crash, a store error): what it stored is the answer.
-                        results.append(recorded[turn])
-                        continue
-                    start = last[request.session_id] + 1
-                    saved = [
-                        replace(m, seq=start + i, created_at=utc(m.created_at), meta=dict(m.meta))
-                        for i, m in enumerate(request.messages)
-                    ]
-                    last[request.session_id] = start + len(saved) - 1
-                    results.append(saved)
-                    if turn is not None:
-                        recorded[turn] = saved
-                        turns.append(
-                            {
-                                "session_id": request.session_id,
-                                "turn_key": request.turn_key,
-                                "first_seq": start,
-                                "count": len(saved),
-                            }
-                        )
-                    rows.extend(
-                        {
-                            "session_id": request.session_id,
-                            "seq": m.seq,
-                            "bot": request.bot,
-                            "channel": request.channel,
-                            "user_id": request.user_id,
-                            "role": m.role,
-                            "content": m.content,
-                            "ref": m.ref,
-                            "meta": dict(m.meta),
-                            "created_at": m.created_at,
-                        }
-                        for m in saved
-                    )
-                if rows:
-                    await conn.execute(insert(MessageRecord), rows)
-                if turns:
-                    await conn.execute(insert(RecordedTurn), turns)
+            results, last = await self._db.write(lambda conn: _insert_rows(conn, batch, known))
         except BaseException:
             for session_id in sessions:
                 self._last_seqs.pop(session_id, None)
@@ -336,43 +292,13 @@ class SqlHistoryStore:
             self._last_seqs.popitem(last=False)
         return results
 
-    async def _recorded_turns(
-        self, conn: AsyncConnection, batch: Sequence[_Append]
-    ) -> dict[tuple[str, str], list[StoredMessage]]:
-        """What the batch's keyed turns stored before, if they ran before (rare: a re-run)."""
-        keys = {(r.session_id, r.turn_key) for r in batch if r.turn_key is not None}
-        if not keys:
-            return {}
-        turns = RecordedTurn.__table__.c
-        found = (
-            await conn.execute(
-                select(turns.session_id, turns.turn_key, turns.first_seq, turns.count).where(
-                    tuple_(turns.session_id, turns.turn_key).in_(sorted(keys))
-                )
-            )
-        ).all()
-        recorded: dict[tuple[str, str], list[StoredMessage]] = {}
-        for session_id, turn_key, first_seq, count in found:
-            stored = (
-                await conn.execute(
-                    select(*MessageRecord.__table__.c)
-                    .where(
-                        MESSAGES.session_id == session_id,
-                        MESSAGES.seq >= first_seq,
-                        MESSAGES.seq < first_seq + count,
-                    )
-                    .order_by(MESSAGES.seq)
-                )
-            ).all()
-            recorded[(session_id, turn_key)] = [to_message(row) for row in stored]
-        return recorded
-
     async def recent(self, session_id: str, limit: int) -> list[StoredMessage]:
         if limit <= 0:
             return []
         try:
-            async with self._engine.connect() as conn:
-                rows = (await conn.execute(RECENT, {"session_id": session_id, "limit": limit})).all()
+            rows = await self._db.read(
+                lambda conn: conn.execute(RECENT, {"session_id": session_id, "limit": limit}).all()
+            )
         except _DB_ERRORS as exc:
             raise self._failure("reading recent messages", exc) from exc
         return [to_message(row) for row in reversed(rows)]
@@ -380,34 +306,22 @@ class SqlHistoryStore:
     async def after(
         self, session_id: str, seq: int, *, role: Role | None = None, last: int | None = None
     ) -> list[StoredMessage]:
-        query = select(MessageRecord).where(MessageRecord.session_id == session_id, MessageRecord.seq > seq)
+        query = select(*MessageRecord.__table__.c).where(MESSAGES.session_id == session_id, MESSAGES.seq > seq)
         if role is not None:
-            query = query.where(MessageRecord.role == role)
+            query = query.where(MESSAGES.role == role)
         if last is not None:
-            query = query.order_by(MessageRecord.seq.desc()).limit(max(0, last))
+            query = query.order_by(MESSAGES.seq.desc()).limit(max(0, last))
         else:
-            query = query.order_by(MessageRecord.seq)
+            query = query.order_by(MESSAGES.seq)
         try:
-            async with self._sessions() as db:
-                rows = (await db.scalars(query)).all()
+            rows = await self._db.read(lambda conn: conn.execute(query).all())
         except _DB_ERRORS as exc:
             raise self._failure("reading messages", exc) from exc
         return [to_message(row) for row in (reversed(rows) if last is not None else rows)]
 
-    def _upsert(self) -> Any:
-        # Both backends speak INSERT ... ON CONFLICT DO UPDATE ... WHERE: one statement, no read-then-write race.
-        return postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
-
-    async def _write(self, statement: Any) -> int:
-        async def run() -> int:
-            async with self._sessions.begin() as db:
-                result = await db.execute(statement)
-            return int(getattr(result, "rowcount", 0) or 0)
-
-        if self._write_lock is None:
-            return await run()
-        async with self._write_lock:
-            return await run()
+    async def _write(self, statement: Any, params: Any = None) -> int:
+        """Run one writing statement in a transaction of its own; the rows it touched."""
+        return await self._db.write(lambda conn: int(getattr(conn.execute(statement, params), "rowcount", 0) or 0))
 
     async def remember(self, *, bot: str, user_id: str, facts: Sequence[UserFact]) -> None:
         if not facts:
@@ -417,45 +331,27 @@ class SqlHistoryStore:
         for fact in facts:
             if fact.key not in latest or latest[fact.key].updated_at <= fact.updated_at:
                 latest[fact.key] = fact
-        insert = self._upsert()
-        table = FactRecord.__table__
-        statement = insert(table).values(
-            [
-                {
-                    "bot": bot,
-                    "user_id": user_id,
-                    "key": f.key,
-                    "value": f.value,
-                    "source": f.source,
-                    "updated_at": utc(f.updated_at),
-                }
-                for f in latest.values()
-            ]
-        )
-        statement = statement.on_conflict_do_update(
-            index_elements=[table.c.bot, table.c.user_id, table.c.key],
-            set_={
-                "value": statement.excluded.value,
-                "source": statement.excluded.source,
-                "updated_at": statement.excluded.updated_at,
-            },
-            # A late extraction of an older message must not undo a newer statement.
-            where=table.c.updated_at <= statement.excluded.updated_at,
-        )
+        rows = [
+            {
+                "bot": bot,
+                "user_id": user_id,
+                "key": f.key,
+                "value": f.value,
+                "source": f.source,
+                "updated_at": utc(f.updated_at),
+            }
+            for f in latest.values()
+        ]
         try:
-            await self._write(statement)
+            await self._write(self._statements.remember, rows)
         except _DB_ERRORS as exc:
             raise self._failure("storing user facts", exc) from exc
 
     async def facts(self, bot: str, user_id: str) -> list[UserFact]:
         try:
-            async with self._engine.connect() as conn:
-                rows = (await conn.execute(FACTS, {"bot": bot, "user_id": user_id})).all()
+            return await self._db.read(lambda conn: _read_facts(conn, bot, user_id))
         except _DB_ERRORS as exc:
             raise self._failure("reading user facts", exc) from exc
-        return [
-            UserFact(key=row.key, value=row.value, source=row.source, updated_at=utc(row.updated_at)) for row in rows
-        ]
 
     async def forget(self, bot: str, user_id: str, keys: Sequence[str] | None = None) -> int:
         statement = delete(FactRecord).where(FactRecord.bot == bot, FactRecord.user_id == user_id)
@@ -470,44 +366,31 @@ class SqlHistoryStore:
 
     async def summary(self, session_id: str) -> Summary | None:
         try:
-            async with self._engine.connect() as conn:
-                row = (await conn.execute(SUMMARY, {"session_id": session_id})).first()
+            return await self._db.read(lambda conn: _read_summary(conn, session_id))
         except _DB_ERRORS as exc:
             raise self._failure("reading the session summary", exc) from exc
-        if row is None:
-            return None
-        return Summary(text=row.text, through_seq=row.through_seq, updated_at=utc(row.updated_at))
 
     async def facts_and_summary(self, bot: str, user_id: str, session_id: str) -> tuple[list[UserFact], Summary | None]:
-        return await self.facts(bot, user_id), await self.summary(session_id)
+        try:
+            return await self._db.read(lambda conn: (_read_facts(conn, bot, user_id), _read_summary(conn, session_id)))
+        except _DB_ERRORS as exc:
+            raise self._failure("reading user facts and the session summary", exc) from exc
 
     async def save_summary(self, session_id: str, summary: Summary) -> bool:
-        insert = self._upsert()
-        table = SummaryRecord.__table__
-        statement = insert(table).values(
-            session_id=session_id,
-            text=summary.text,
-            through_seq=summary.through_seq,
-            updated_at=utc(summary.updated_at),
-        )
-        statement = statement.on_conflict_do_update(
-            index_elements=[table.c.session_id],
-            set_={
-                "text": statement.excluded.text,
-                "through_seq": statement.excluded.through_seq,
-                "updated_at": statement.excluded.updated_at,
-            },
-            where=table.c.through_seq < statement.excluded.through_seq,
-        )
+        row = {
+            "session_id": session_id,
+            "text": summary.text,
+            "through_seq": summary.through_seq,
+            "updated_at": utc(summary.updated_at),
+        }
         try:
-            return await self._write(statement) > 0
+            return await self._write(self._statements.save_summary, row) > 0
         except _DB_ERRORS as exc:
             raise self._failure("storing the session summary", exc) from exc
 
     async def ping(self) -> None:
         try:
-            async with self._engine.connect() as conn:
-                await conn.exec_driver_sql("SELECT 1")
+            await self._db.read(lambda conn: conn.exec_driver_sql("SELECT 1"))
         except _DB_ERRORS as exc:
             raise self._failure("checking the connection", exc) from exc
 
@@ -515,4 +398,95 @@ class SqlHistoryStore:
         if self._committer is not None:
             # Appends already accepted are committed before the engine goes away.
             await asyncio.gather(self._committer, return_exceptions=True)
-        await self._engine.dispose()
+        await self._db.close()
+
+
+def _insert_rows(
+    conn: Connection, batch: Sequence[_Append], known: dict[str, int]
+) -> tuple[list[list[StoredMessage]], dict[str, int]]:
+    """`SqlHistoryStore._insert`'s work in the transaction: each request's stored messages, and
+    each session's last seq after the batch. `known`: the last seqs the store remembers."""
+    last = dict(known)
+    unknown = list(dict.fromkeys(r.session_id for r in batch if r.session_id not in last))
+    recorded = _recorded_turns(conn, batch)
+    if unknown:
+        # One statement for the rest, each session's last seq read from the end of its index.
+        lookups = [
+            select(literal(s).label("session_id"), last_seq_query(s).scalar_subquery().label("seq")) for s in unknown
+        ]
+        lookup = lookups[0] if len(lookups) == 1 else union_all(*lookups)
+        last.update({s: seq or 0 for s, seq in conn.execute(lookup).all()})
+    results: list[list[StoredMessage]] = []
+    rows: list[dict[str, Any]] = []
+    turns: list[dict[str, Any]] = []
+    for request in batch:
+        turn = (request.session_id, request.turn_key) if request.turn_key is not None else None
+        if turn is not None and turn in recorded:
+            # This turn ran before (a crash, a store error): what it stored is the answer.
+            results.append(recorded[turn])
+            continue
+        start = last[request.session_id] + 1
+        saved = [
+            replace(m, seq=start + i, created_at=utc(m.created_at), meta=dict(m.meta))
+            for i, m in enumerate(request.messages)
+        ]
+        last[request.session_id] = start + len(saved) - 1
+        results.append(saved)
+        if turn is not None:
+            recorded[turn] = saved
+            turns.append(
+                {
+                    "session_id": request.session_id,
+                    "turn_key": request.turn_key,
+                    "first_seq": start,
+                    "count": len(saved),
+                }
+            )
+        rows.extend(
+            {
+                "session_id": request.session_id,
+                "seq": m.seq,
+                "bot": request.bot,
+                "channel": request.channel,
+                "user_id": request.user_id,
+                "role": m.role,
+                "content": m.content,
+                "ref": m.ref,
+                "meta": dict(m.meta),
+                "created_at": m.created_at,
+            }
+            for m in saved
+        )
+    if rows:
+        conn.execute(INSERT_MESSAGES, rows)
+    if turns:
+        conn.execute(INSERT_TURNS, turns)
+    return results, last
+
+
+def _recorded_turns(conn: Connection, batch: Sequence[_Append]) -> dict[tuple[str, str], list[StoredMessage]]:
+    """What the batch's keyed turns stored before, if they ran before (rare: a re-run)."""
+    keys = sorted({(r.session_id, r.turn_key) for r in batch if r.turn_key is not None})
+    if not keys:
+        return {}
+    recorded: dict[tuple[str, str], list[StoredMessage]] = {}
+    for session_id, turn_key, first_seq, count in conn.execute(RECORDED_TURNS, {"keys": keys}).all():
+        stored = conn.execute(
+            MESSAGES_BETWEEN, {"session_id": session_id, "first": first_seq, "end": first_seq + count}
+        ).all()
+        recorded[(session_id, turn_key)] = [to_message(row) for row in stored]
+    return recorded
+
+
+def _read_facts(conn: Connection, bot: str, user_id: str) -> list[UserFact]:
+    return [
+        UserFact(key=row.key, value=row.value, source=row.source, updated_at=utc(row.updated_at))
+        for row in conn.execute(FACTS, {"bot": bot, "user_id": user_id})
+    ]
+
+
+def _read_summary(conn: Connection, session_id: str) -> Summary | None:
+    row = conn.execute(SUMMARY, {"session_id": session_id}).first()
+    if row is None:
+        return None
+    return Summary(text=row.text, through_seq=row.through_seq, updated_at=utc(row.updated_at))

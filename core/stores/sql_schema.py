@@ -5,10 +5,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, Select, String, Text, UniqueConstraint, bindparam, select
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Insert,
+    Integer,
+    Select,
+    String,
+    Text,
+    UniqueConstraint,
+    bindparam,
+    insert,
+    select,
+    tuple_,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -16,14 +32,19 @@ from core.stores.base import Role, StoredMessage
 
 __all__ = [
     "FACTS",
+    "INSERT_MESSAGES",
+    "INSERT_TURNS",
     "MESSAGES",
+    "MESSAGES_BETWEEN",
     "RECENT",
+    "RECORDED_TURNS",
     "SUMMARY",
     "Base",
     "FactRecord",
     "MessageRecord",
     "RecordedTurn",
     "SummaryRecord",
+    "Upserts",
     "last_seq_query",
     "to_message",
     "utc",
@@ -140,3 +161,56 @@ SUMMARIES = SummaryRecord.__table__.c
 SUMMARY = select(SUMMARIES.text, SUMMARIES.through_seq, SUMMARIES.updated_at).where(
     SUMMARIES.session_id == bindparam("session_id")
 )
+RECORDED = RecordedTurn.__table__.c
+RECORDED_TURNS = select(RECORDED.session_id, RECORDED.turn_key, RECORDED.first_seq, RECORDED.count).where(
+    tuple_(RECORDED.session_id, RECORDED.turn_key).in_(bindparam("keys", expanding=True))
+)
+MESSAGES_BETWEEN = (
+    select(*MESSAGES)
+    .where(
+        MESSAGES.session_id == bindparam("session_id"),
+        MESSAGES.seq >= bindparam("first"),
+        MESSAGES.seq < bindparam("end"),
+    )
+    .order_by(MESSAGES.seq)
+)
+INSERT_MESSAGES = insert(MessageRecord)
+INSERT_TURNS = insert(RecordedTurn)
+
+
+@dataclass(frozen=True, slots=True)
+class Upserts:
+    """The memory tables' upserts in one database's dialect (INSERT … ON CONFLICT DO UPDATE … WHERE:
+    both backends speak it; one statement, no read-then-write race), built once per store."""
+
+    remember: Insert
+    save_summary: Insert
+
+    @classmethod
+    def for_dialect(cls, dialect: str) -> Upserts:
+        insert_for = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        facts = FactRecord.__table__
+        remember = insert_for(FactRecord)
+        remember = remember.on_conflict_do_update(
+            index_elements=[facts.c.bot, facts.c.user_id, facts.c.key],
+            set_={
+                "value": remember.excluded.value,
+                "source": remember.excluded.source,
+                "updated_at": remember.excluded.updated_at,
+            },
+            # A late extraction of an older message must not undo a newer statement.
+            where=facts.c.updated_at <= remember.excluded.updated_at,
+        )
+        summaries = SummaryRecord.__table__
+        save = insert_for(SummaryRecord)
+        save = save.on_conflict_do_update(
+            index_elements=[summaries.c.session_id],
+            set_={
+                "text": save.excluded.text,
+                "through_seq": save.excluded.through_seq,
+                "updated_at": save.excluded.updated_at,
+            },
+            # Summaries only move forward: a late fold of older messages never replaces a newer one.
+            where=summaries.c.through_seq < save.excluded.through_seq,
+        )
+        return cls(remember=remember, save_summary=save)

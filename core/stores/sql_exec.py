@@ -1,0 +1,128 @@
+"""Where the history's SQL runs: a thread of its own for SQLite, the async driver for PostgreSQL.
+
+A SQLite statement costs tens of microseconds. Through aiosqlite and SQLAlchemy's async layer each
+statement, fetch, BEGIN and COMMIT was a hop to a pool thread and back (about ten for one append),
+and the hops, the pool's check-out and reset-on-return cost ten times what SQLite did. Here a unit
+of work (an append with its checks, one read) is a plain function of a `Connection`, and SQLite
+runs it in one hop on a connection its thread keeps open. PostgreSQL runs the same function through
+`AsyncConnection.run_sync` on asyncpg, so both databases share one body of SQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol, TypeVar
+
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+__all__ = ["AsyncEngineExecutor", "SqlExecutor", "SqliteThread", "Work"]
+
+T = TypeVar("T")
+#: one unit of work: runs on a connection, in a transaction when it writes
+Work = Callable[[Connection], T]
+
+
+class SqlExecutor(Protocol):
+    @property
+    def sync_engine(self) -> Engine:
+        """The engine underneath (for event listeners: statement counts, commits)."""
+        ...
+
+    async def read(self, work: Work[T]) -> T:
+        """Run `work` on a connection and return what it returned."""
+        ...
+
+    async def write(self, work: Work[T]) -> T:
+        """Run `work` in one transaction, committed if it returns, rolled back if it raises."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class SqliteThread:
+    """Every unit of work on one thread and one SQLite connection it keeps open.
+
+    One thread is also one writer: SQLite takes a single writer at a time anyway, and writes queued
+    here wait in order instead of sleeping in SQLite's busy handler. Reads queue behind them; each
+    is a few index lookups, far shorter than the hop that carries it.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="relaybot-sqlite")
+        self._conn: Connection | None = None  # used on the thread only
+
+    @property
+    def sync_engine(self) -> Engine:
+        return self._engine
+
+    def _connection(self) -> Connection:
+        if self._conn is None or self._conn.closed or self._conn.invalidated:
+            self._conn = self._engine.connect()
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        # After an error the connection may be unusable (a file that went away, a full disk): the
+        # next unit of work opens a fresh one rather than failing the same way for ever.
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            # Already failing: the original error is the one to report.
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def _read_now(self, work: Work[T]) -> T:
+        conn = self._connection()
+        try:
+            result = work(conn)
+            # Ends the read's transaction, so its snapshot does not hold back WAL checkpoints.
+            conn.rollback()
+        except BaseException:
+            self._drop_connection()
+            raise
+        return result
+
+    def _write_now(self, work: Work[T]) -> T:
+        conn = self._connection()
+        try:
+            with conn.begin():
+                return work(conn)
+        except BaseException:
+            self._drop_connection()
+            raise
+
+    async def read(self, work: Work[T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._read_now, work)
+
+    async def write(self, work: Work[T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._write_now, work)
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._drop_connection)
+        self._thread.shutdown(wait=True)
+        self._engine.dispose()
+
+
+class AsyncEngineExecutor:
+    """Units of work on an async engine's pool (PostgreSQL on asyncpg), each through `run_sync`."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    @property
+    def sync_engine(self) -> Engine:
+        return self._engine.sync_engine
+
+    async def read(self, work: Work[T]) -> T:
+        async with self._engine.connect() as conn:
+            return await conn.run_sync(work)
+
+    async def write(self, work: Work[T]) -> T:
+        async with self._engine.begin() as conn:
+            return await conn.run_sync(work)
+
+    async def close(self) -> None:
+        await self._engine.dispose()
