@@ -19,7 +19,10 @@ from channels.web_tokens import SessionTokens, WebSession
 from core.envelope import Reply
 from core.runtime import Runtime
 from core.secrets import WEB_SESSION_TOKENS, derive_key
+from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.scripted import Answer
 from tests.support.harness import make_settings, running_app, write_bot
+from tests.support.llm import llm_settings, write_bot_models
 
 
 @pytest.fixture
@@ -49,7 +52,7 @@ async def assert_silent(ws: aiohttp.ClientWebSocketResponse, seconds: float = 0.
         pytest.fail(f"unexpected frame {frame.data!r}")
 
 
-async def test_first_frame_is_a_signed_session_then_ack_deltas_and_a_numbered_reply(
+async def test_first_frame_is_a_signed_session_then_an_ack_and_a_numbered_reply(
     app: tuple[Runtime, str], http: aiohttp.ClientSession
 ) -> None:
     _, base = app
@@ -58,13 +61,34 @@ async def test_first_frame_is_a_signed_session_then_ack_deltas_and_a_numbered_re
         assert session["type"] == "session" and session["session_id"] and "." in session["token"]
         await ws.send_json({"type": "message", "id": "c1", "text": "Where is the billing page?"})
         frames = await frames_until_reply(ws)
+        # The offline answer is complete long before a first piece would be due: no deltas, only the reply.
+        assert [f["type"] for f in frames] == ["ack", "reply"]
         assert frames[0] == {"type": "ack", "id": "c1"}
-        deltas = [f for f in frames if f["type"] == "delta"]
         reply = frames[-1]
-        assert deltas and all(d["reply_to"] == "c1" for d in deltas)
         assert reply["type"] == "reply" and reply["reply_to"] == "c1" and reply["seq"] == 2
-        assert "".join(d["text"] for d in deltas).strip() == reply["text"]
         assert "Where is the billing page?" in reply["text"]
+
+
+async def test_a_slowly_streamed_answer_arrives_in_deltas_that_add_up_to_the_reply(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    words = "Open Settings, then Billing, then Invoices, and pick the month you need."
+    async with FakeOpenAI() as openai_fake:
+        openai_fake.always("gpt-4o", Answer(words, token_delay=0.02))
+        bots = write_bot_models(tmp_path / "bots", chain=["openai:gpt-4o"])
+        settings = llm_settings(tmp_path, openai_fake, None, bots_dir=bots)
+        async with running_app(settings) as (_, base), http.ws_connect(f"{base}/ws?bot=support") as ws:
+            await ws.receive_json()
+            await ws.send_json({"type": "message", "id": "c1", "text": "Where are my invoices?"})
+            frames = await frames_until_reply(ws)
+    assert frames[0] == {"type": "ack", "id": "c1"}
+    deltas = [f for f in frames if f["type"] == "delta"]
+    reply = frames[-1]
+    # A quarter of a second of tokens: shown as they come, in ~50 ms pieces rather than one per word.
+    assert 2 <= len(deltas) < len(words.split()), [d["text"] for d in deltas]
+    assert all(d["reply_to"] == "c1" for d in deltas)
+    assert reply["type"] == "reply" and reply["text"] == words
+    assert "".join(d["text"] for d in deltas).strip() == reply["text"]
 
 
 async def test_a_resent_client_id_is_acknowledged_but_not_answered_twice(
