@@ -15,6 +15,8 @@ can jump); the authority is the bus, which takes each (chat, message id) once ac
 Replies: HTML rendered from the Markdown answer, split at 4,096 characters, streamed by editing one
 message (throttled to about one edit a second), with flood limits and blocked users handled as the
 outbox expects (see `channels.telegram_outbound`).
+Files users send: envelopes carry `telegram-file:FILE_ID` references, never download URLs (those
+contain the bot token); `file_url` and `download` resolve one at use (see `channels.telegram_files`).
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ from channels.parts import send_parts
 from channels.streaming import EditStreamer
 from channels.telegram_blocks import BlockedChats
 from channels.telegram_drafts import DraftStreamer
-from channels.telegram_inbound import FileRef, Inbound, MembershipChange, Skip, classify, parse_address
+from channels.telegram_files import TelegramFiles, attachment_of
+from channels.telegram_inbound import Inbound, MembershipChange, Skip, classify, parse_address
 from channels.telegram_outbound import ChatBlocked, TelegramSender, call
 from channels.telegram_polling import Poller
 from core.channel import Capabilities, ChannelContext, DeliveryResult
@@ -51,8 +54,6 @@ from core.settings import Settings
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 WEBHOOK_PATH = "/telegram/webhook"
 MAX_LENGTH = 4096
-#: an attachment whose URL was not resolved before the ack: `getFile` with this id gives it
-FILE_ID_SCHEME = "telegram-file:"
 #: the updates relaybot handles; set-webhook and long polling ask Telegram for these only
 ALLOWED_UPDATES = ("message", "my_chat_member")
 _SEEN_TTL_SECONDS = 24 * 3600  # Telegram gives up re-sending an update after about a day
@@ -180,6 +181,9 @@ class TelegramChannel:
             if self._opts.drafts_in_private_chats
             else None
         )
+        self._files = TelegramFiles(
+            self._bot, token=self._application.bot.token, timeout=self._opts.file_timeout_seconds
+        )
         self._tasks: set[asyncio.Task[Any]] = set()
         self._answering: dict[str, asyncio.Event] = {}
         self._poller: asyncio.Task[None] | None = None
@@ -278,8 +282,7 @@ class TelegramChannel:
             await self._record_membership(outcome)
         else:
             # Published before the ack: a message held in a task after it would die with the process.
-            attachments = await self._resolve(outcome.files) if outcome.files else ()
-            await self._publish(outcome, attachments)
+            await self._publish(outcome, tuple(attachment_of(ref) for ref in outcome.files))
         self._seen.add(update.update_id)
 
     async def _publish(self, inbound: Inbound, attachments: tuple[Attachment, ...]) -> None:
@@ -298,27 +301,6 @@ class TelegramChannel:
             return
         await self._log.ainfo("message_accepted", envelope_id=envelope.id, session_id=envelope.session_id)
         self._spawn(self._typing(inbound), f"telegram-typing-{inbound.chat_id}")
-
-    async def _resolve(self, files: tuple[FileRef, ...]) -> tuple[Attachment, ...]:
-        """Download URLs for the files, all at once under a short budget so the ack stays quick.
-
-        A file that cannot be resolved in time keeps its Bot API file id (`telegram-file:ID`), which
-        `getFile` turns into a URL later: the message is never held back or lost for its file.
-        """
-        bot, _ = await self._ready()
-
-        async def one(ref: FileRef) -> Attachment:
-            url = f"{FILE_ID_SCHEME}{ref.file_id}"
-            try:
-                file = await asyncio.wait_for(bot.get_file(ref.file_id), self._opts.file_timeout_seconds)
-                # file_path is the full download URL here (PTB prefixes base_file_url + token); it
-                # carries the bot token, as every Bot API file URL does.
-                url = file.file_path or url
-            except (TelegramError, TimeoutError) as exc:
-                await self._log.awarning("file_unresolved", kind=ref.kind, error=str(exc))
-            return Attachment(url=url, mime_type=ref.mime_type, name=ref.name, size=ref.size)
-
-        return tuple(await asyncio.gather(*(one(ref) for ref in files)))
 
     async def _typing(self, inbound: Inbound) -> None:
         """Show "typing…" until the answer starts arriving in this chat (Telegram shows it for 5 s a time).
@@ -360,6 +342,20 @@ class TelegramChannel:
         task = asyncio.create_task(work, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    # --- attachments ---------------------------------------------------------------------------
+
+    async def file_url(self, attachment: Attachment) -> str:
+        """A download URL for a `telegram-file:` attachment, through getFile with this bot.
+
+        It contains the bot token: fetch it at once and never store or log it. Raises
+        AttachmentUnavailable (`retryable` says whether asking again later can help).
+        """
+        return await self._files.url(attachment)
+
+    async def download(self, attachment: Attachment) -> bytes:
+        """The bytes of a `telegram-file:` attachment; raises AttachmentUnavailable."""
+        return await self._files.download(attachment)
 
     # --- inbound: long polling ----------------------------------------------------------------
 

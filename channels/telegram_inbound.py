@@ -1,10 +1,10 @@
 """Telegram updates as relaybot sees them: which messages to answer, and what they say.
 
-Pure functions over python-telegram-bot's typed `Update` (no network): the adapter resolves file
-URLs and publishes. A message is answered in a private chat always; in a group only when it
-mentions the bot, replies to it or is a command addressed to it (unless groups_require_mention is
-off). Forum topics are their own conversations (`chat_id:thread_id`), so each topic has its own
-session and its replies go back into the topic.
+Pure functions over python-telegram-bot's typed `Update` (no network): the adapter publishes, with
+files as `telegram-file:` references (see `channels.telegram_files`). A message is answered in a
+private chat always; in a group only when it mentions the bot, replies to it or is a command
+addressed to it (unless groups_require_mention is off). Forum topics are their own conversations
+(`chat_id:thread_id`), so each topic has its own session and its replies go back into the topic.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ GROUPS = (ChatType.GROUP, ChatType.SUPERGROUP)
 
 @dataclass(frozen=True, slots=True)
 class FileRef:
-    """A file the user sent, before its download URL is resolved through getFile."""
+    """A file the user sent, by its Bot API file id (its download URL would carry the bot token)."""
 
     file_id: str
     kind: str

@@ -36,7 +36,13 @@ def _utc(value: datetime) -> datetime:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Attachment:
-    """A file the user sent: where to fetch it and what it is."""
+    """A file the user sent: where to fetch it and what it is.
+
+    `url` never carries a credential, because envelopes cross the bus, land in dead letters and are
+    listed by `relaybot dead-letters list`. Where a platform's download URL would contain one (a
+    Telegram file URL holds the bot token), it is a reference its channel resolves at use instead:
+    `telegram-file:FILE_ID`, through `TelegramChannel.file_url` or `.download`.
+    """
 
     url: str
     mime_type: str | None = None

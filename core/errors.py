@@ -11,6 +11,7 @@
     │   ├── ProviderRejected       400/401/403/404...: the request, key or model name is wrong; not retried
     │   └── ProviderBadResponse    the answer did not parse (malformed JSON, empty answer); not retried
     ├── DeliveryError          a channel could not deliver; `retryable` and `retry_after` steer the outbox
+    ├── AttachmentUnavailable  a channel could not fetch a file the user sent; `retryable` says if later may work
     └── PoisonMessage          a queue entry that can never be handled; dead-lettered without retries
 
 Library errors (redis, SQLAlchemy, aiohttp, SDKs) are converted where they are caught, with
@@ -112,6 +113,19 @@ class DeliveryError(RelaybotError):
         self.retry_after = retry_after
         # A send that timed out may have reached the user: repeating it could answer twice.
         self.outcome_unknown = outcome_unknown
+
+
+class AttachmentUnavailable(RelaybotError):
+    """A file the user sent could not be fetched through its channel.
+
+    `retryable`: asking again later can help (the platform timed out, was unreachable or limited
+    us, for `retry_after` seconds when it said); otherwise the reference or the file is bad for good.
+    """
+
+    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
 
 
 class PoisonMessage(RelaybotError):

@@ -130,7 +130,7 @@ class TelegramSettings(BaseModel):
     poll_timeout_seconds: int = Field(30, ge=0, le=50, description="long polling: getUpdates waits this long")
     max_update_bytes: int = Field(256 * 1024, ge=1024, description="webhook bodies above this get 413 unread")
     file_timeout_seconds: float = Field(
-        2.0, gt=0, description="resolving attachments' file URLs (getFile) before the ack; after it the file id is kept"
+        2.0, gt=0, description="getFile when an attachment (telegram-file:ID) is resolved to its download, at use"
     )
     typing_max_seconds: float = Field(60.0, ge=0, description="show 'typing…' at most this long while answering")
     drafts_in_private_chats: bool = Field(

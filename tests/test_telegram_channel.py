@@ -9,6 +9,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,13 +22,15 @@ import pytest
 from aiohttp import web
 
 from channels.formatting import render
-from channels.telegram import SECRET_HEADER, WEBHOOK_PATH, webhook_secret
+from channels.telegram import SECRET_HEADER, WEBHOOK_PATH, TelegramChannel, webhook_secret
 from channels.telegram_cli import set_webhook
-from core.envelope import Envelope, Reply, session_id_for
+from core.envelope import Attachment, Envelope, Reply, session_id_for
+from core.errors import AttachmentUnavailable
+from core.queue import QueueEntry
 from core.runtime import Runtime
 from core.settings import Settings
 from tests.fakes.telegram_api import BOT_ID, BOT_USERNAME, Failure, FakeTelegram
-from tests.support.harness import make_settings, running_app
+from tests.support.harness import REPO, make_settings, running_app
 from tests.support.servers import start_redis
 
 SECRET = "test-webhook-secret_1"
@@ -278,26 +283,120 @@ async def adapter_only(settings: Settings) -> AsyncIterator[tuple[Runtime, str]]
         await runtime.close()
 
 
-async def test_photos_and_documents_become_attachments_with_resolved_urls(tmp_path: Path, fake: FakeTelegram) -> None:
+PHOTO = [
+    {"file_id": "small", "file_unique_id": "s", "width": 90, "height": 90},
+    {"file_id": "large", "file_unique_id": "l", "width": 800, "height": 600, "file_size": 5000},
+]
+DOCUMENT = {"file_id": "doc1", "file_unique_id": "d", "file_name": "invoice.pdf", "mime_type": "application/pdf"}
+
+
+async def on_the_bus(runtime: Runtime, count: int) -> list[QueueEntry]:
+    entries: list[QueueEntry] = []
+    for _ in range(50):
+        entries += await runtime.bus.queue.read(10)
+        if len(entries) >= count:
+            break
+    assert len(entries) == count
+    return entries
+
+
+def telegram_of(runtime: Runtime) -> TelegramChannel:
+    channel = runtime.channels["telegram"]
+    assert isinstance(channel, TelegramChannel)
+    return channel
+
+
+async def test_attachments_are_file_references_without_the_bot_token_resolved_at_use(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    fake.add_file("large", b"\x89PNG the photo")
+    fake.add_file("doc1", b"%PDF-1.7 the invoice")
     async with adapter_only(telegram_settings(tmp_path, fake)) as (runtime, base):
-        photo = [
-            {"file_id": "small", "file_unique_id": "s", "width": 90, "height": 90},
-            {"file_id": "large", "file_unique_id": "l", "width": 800, "height": 600, "file_size": 5000},
-        ]
-        doc = {"file_id": "doc1", "file_unique_id": "d", "file_name": "invoice.pdf", "mime_type": "application/pdf"}
-        assert await post(base, message_update(None, message_id=70, photo=photo, caption="what is this?")) == 200
-        assert await post(base, message_update(None, message_id=71, document=doc)) == 200
-        entries = []
-        for _ in range(50):
-            entries += await runtime.bus.queue.read(10, wait_seconds=0.2)
-            if len(entries) >= 2:
-                break
+        assert await post(base, message_update(None, message_id=70, photo=PHOTO, caption="what is this?")) == 200
+        assert await post(base, message_update(None, message_id=71, document=DOCUMENT)) == 200
+        entries = await on_the_bus(runtime, 2)
+        # The bus (and so dead letters and logs of payloads) never sees a Bot API file URL.
+        assert not [e.payload for e in entries if fake.token in e.payload]
+        assert fake.calls_of("getFile") == []  # nothing is resolved before the ack
         first, second = (Envelope.from_json(e.payload) for e in entries)
         assert first.text == "what is this?"
         (image,) = first.attachments
-        assert image.url == f"{fake.base_url}/file/bot{fake.token}/files/large.bin" and image.mime_type == "image/jpeg"
+        assert (image.url, image.mime_type, image.size) == ("telegram-file:large", "image/jpeg", 5000)
         assert second.text == "[sent a document (invoice.pdf)]"
-        assert second.attachments[0].name == "invoice.pdf" and second.attachments[0].mime_type == "application/pdf"
+        (document,) = second.attachments
+        assert (document.url, document.name, document.mime_type) == (
+            "telegram-file:doc1",
+            "invoice.pdf",
+            "application/pdf",
+        )
+
+        # Resolved at use, through the channel's own bot.
+        channel = telegram_of(runtime)
+        assert await channel.download(image) == b"\x89PNG the photo"
+        assert await channel.download(document) == b"%PDF-1.7 the invoice"
+        url = await channel.file_url(image)
+        assert url.startswith(f"{fake.base_url}/file/bot") and url.endswith(fake.files["large"][0])
+        assert [c.params["file_id"] for c in fake.calls_of("getFile")] == ["large", "doc1", "large"]
+
+
+async def test_an_attachment_that_cannot_be_resolved_says_why_without_the_token(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    async with adapter_only(telegram_settings(tmp_path, fake)) as (runtime, _):
+        channel = telegram_of(runtime)
+        with pytest.raises(AttachmentUnavailable, match="file ids belong to one bot") as unknown:
+            await channel.download(Attachment(url="telegram-file:from-another-bot"))
+        assert not unknown.value.retryable
+        legacy = Attachment(url=f"{fake.base_url}/file/bot{fake.token}/documents/file_0.bin")
+        with pytest.raises(AttachmentUnavailable, match="expected telegram-file:FILE_ID") as foreign:
+            await channel.file_url(legacy)
+        assert not foreign.value.retryable and fake.token not in str(foreign.value)
+        fake.fail("getFile", Failure(429, retry_after=3))
+        with pytest.raises(AttachmentUnavailable) as limited:
+            await channel.file_url(Attachment(url="telegram-file:large"))
+        assert limited.value.retryable and limited.value.retry_after == 3
+
+
+async def test_a_photo_is_answered_and_recorded_without_the_bot_token_in_history_or_logs(
+    app: tuple[Runtime, str], fake: FakeTelegram, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runtime, base = app
+    fake.add_file("large", b"\x89PNG the photo")
+    assert await post(base, message_update(None, message_id=73, photo=PHOTO)) == 200
+    await settled(fake, CHAT, 1)
+    history = await runtime.history.recent(session_id_for("support", "telegram", str(CHAT)), 10)
+    assert [m.content for m in history if m.role == "user"] == ["[sent a photo]"]
+    assert not [m.content for m in history if fake.token in m.content]
+    logged = capsys.readouterr()
+    assert fake.token not in logged.out + logged.err
+
+
+async def test_a_dead_lettered_photo_is_listed_without_the_bot_token_and_still_resolves(
+    tmp_path: Path, fake: FakeTelegram, redis_url: str
+) -> None:
+    fake.add_file("large", b"\x89PNG the photo")
+    settings = telegram_settings(tmp_path, fake, bus="redis", redis_url=redis_url)
+    async with adapter_only(settings) as (runtime, base):
+        assert await post(base, message_update(None, message_id=72, photo=PHOTO, caption="broken?")) == 200
+        (entry,) = await on_the_bus(runtime, 1)
+        await runtime.bus.queue.dead_letter(entry, "gave up after 5 attempts")  # as the consumer does
+        env = {"RELAYBOT_BUS": "redis", "REDIS_URL": redis_url, "RELAYBOT_DATA_DIR": str(tmp_path / "data")}
+        listed = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "core.cli", "dead-letters", "list"],
+            cwd=REPO,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert listed.returncode == 0, listed.stderr
+        assert fake.token not in listed.stdout + listed.stderr
+        (dead,) = [json.loads(line) for line in listed.stdout.splitlines()]
+        (photo,) = Envelope.from_dict(dead["payload"]).attachments
+        assert photo.url == "telegram-file:large"
+        # Whoever handles the dead letter later can still fetch the file.
+        assert await telegram_of(runtime).download(photo) == b"\x89PNG the photo"
 
 
 async def test_long_polling_receives_dedupes_and_stops_cleanly(tmp_path: Path, fake: FakeTelegram) -> None:

@@ -3,12 +3,14 @@
     POST /bot{token}/{method}      form-encoded (what PTB sends) or JSON bodies
     → 200 {"ok": true, "result": ...}
     → 4xx {"ok": false, "error_code": N, "description": "...", "parameters": {"retry_after": N}}
+    GET /file/bot{token}/{path}    a file's bytes, at the path getFile gave (404 for any other)
 
 It keeps the chats' messages as a client would see them, checks HTML the way Telegram does (an
 unknown or unbalanced tag, or a bare `&`, is "can't parse entities"; more than 4,096 characters
 of text is "message is too long"), serves `getUpdates` from a queue for long polling, and can be
 told to fail: `fail(method, Failure(429, retry_after=1))` for the next call, `block(chat_id)` for
 403 "bot was blocked by the user" on every send to a chat, `hang(method)` to never answer.
+Files users sent are added with `add_file(file_id, content)`: getFile knows only those.
 
     async with FakeTelegram(token="123:ABC") as fake:
         app = Application.builder().token(fake.token).base_url(fake.base_url).updater(None).build()
@@ -118,7 +120,10 @@ class FakeTelegram(LocalServer):
         #: (chat id, draft id, visible text) per sendMessageDraft
         self.drafts: list[tuple[int, int, str]] = []
         self.webhook: dict[str, Any] | None = None
-        self.files: dict[str, str] = {}
+        #: file id → (file_path, content), for getFile and the download route
+        self.files: dict[str, tuple[str, bytes]] = {}
+        #: the paths downloaded, in order
+        self.downloads: list[str] = []
         self._failures: dict[str, deque[Failure | None]] = {}
         self._blocked: set[int] = set()
         self._hanging: set[str] = set()
@@ -139,6 +144,7 @@ class FakeTelegram(LocalServer):
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/bot{token}/{method}", self._handle)
         app.router.add_get("/bot{token}/{method}", self._handle)
+        app.router.add_get("/file/bot{token}/{path:.+}", self._download)
 
     async def stopping(self) -> None:
         self._closing.set()  # hanging answers return
@@ -157,6 +163,10 @@ class FakeTelegram(LocalServer):
     def hang(self, method: str) -> None:
         """Calls of `method` are accepted and never answered (until the server closes)."""
         self._hanging.add(method)
+
+    def add_file(self, file_id: str, content: bytes) -> None:
+        """A file a user sent: getFile with `file_id` gives its path, which downloads `content`."""
+        self.files[file_id] = (f"documents/file_{len(self.files)}.bin", content)
 
     def push_update(self, update: dict[str, Any]) -> int:
         """Queue an update for getUpdates (long polling); returns its update_id."""
@@ -243,6 +253,15 @@ class FakeTelegram(LocalServer):
         async with self._changed:
             self._changed.notify_all()
         return web.json_response(body, status=status)
+
+    async def _download(self, request: web.Request) -> web.Response:
+        # Telegram answers a wrong token or an unknown path alike: 404 with a JSON error.
+        path = request.match_info["path"]
+        content = next((c for p, c in self.files.values() if p == path), None)
+        if request.match_info["token"] != self.token or content is None:
+            return web.json_response({"ok": False, "error_code": 404, "description": "Not Found"}, status=404)
+        self.downloads.append(path)
+        return web.Response(body=content, content_type="application/octet-stream")
 
     async def _get_updates(self, params: dict[str, Any]) -> web.Response:
         offset = int(params.get("offset") or 0)
@@ -338,8 +357,10 @@ class FakeTelegram(LocalServer):
 
     def _m_getFile(self, params: dict[str, Any]) -> dict[str, Any]:
         file_id = str(params["file_id"])
-        path = self.files.setdefault(file_id, f"files/{file_id}.bin")
-        return {"file_id": file_id, "file_unique_id": f"u-{file_id}", "file_size": 1234, "file_path": path}
+        if file_id not in self.files:
+            raise _Refused(Failure(400, "Bad Request: invalid file_id"))
+        path, content = self.files[file_id]
+        return {"file_id": file_id, "file_unique_id": f"u-{file_id}", "file_size": len(content), "file_path": path}
 
     def _m_setWebhook(self, params: dict[str, Any]) -> bool:
         self.webhook = params
