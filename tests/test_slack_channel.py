@@ -351,8 +351,7 @@ async def test_a_429_on_delivery_is_waited_out_and_the_reply_arrives_once(
     app: tuple[Runtime, str], slack: FakeSlack
 ) -> None:
     runtime, base = app
-    # The offline provider streams: the first post is the streamed message, so rate-limit every post
-    # until the final one has waited.
+    # The offline answer is too quick to stream: the final post is the only one, limited twice.
     slack.fail("chat.postMessage", RateLimited(retry_after=1), RateLimited(retry_after=1))
     await send(base, callback(dm("Rate limit me"), "Ev429"))
     await slack.wait_for(lambda s: len(s.messages) >= 1 and "Rate limit me" in s.messages[-1].text)

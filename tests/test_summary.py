@@ -5,15 +5,20 @@ bounded however long the conversation grows.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 from structlog.testing import capture_logs
 
 from core.memory.summary import HEADER, LocalSummarizer, plan_fold, window
+from core.runtime import Runtime
 from core.settings import Settings
 from core.stores.base import StoredMessage, Summary
 from core.stores.sql import SqlHistoryStore
@@ -121,6 +126,31 @@ def small_window_bot(tmp_path: Path, **models: Any) -> Path:
     return bots
 
 
+@contextlib.contextmanager
+def statements_reading(table: str) -> Iterator[list[str]]:
+    """Every SELECT from `table` that any engine of this process runs meanwhile."""
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and f"FROM {table}" in statement:
+            seen.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+
+
+async def wait_for_summary(runtime: Runtime) -> None:
+    """The fold runs after the reply is out: wait for it to store the summary."""
+    for _ in range(200):
+        if await runtime.history.summary(SESSION) is not None:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("no summary was stored")
+
+
 async def read_summary(settings: Settings) -> Summary | None:
     store = SqlHistoryStore.from_url(settings.effective_database_url)
     try:
@@ -137,7 +167,11 @@ async def test_offline_the_summary_appears_once_history_passes_the_window(tmp_pa
             await chat.say(f"Question {i}: how do I export project {i}?")
         # 6 messages: they all fit the window (6 messages, 600 tokens), so nothing is folded.
         assert await runtime.history.summary(SESSION) is None
-        await chat.say("Fourth question about invoices.")
+        with statements_reading("messages") as reads:
+            await chat.say("Fourth question about invoices.")
+            await wait_for_summary(runtime)
+        # The turn held every unsummarized message (its window and the two it stored): no read of the history.
+        assert reads == []
     summary = await read_summary(settings)
 
     # 8 messages > 6: folded down to the newest 3, so the summary covers seq 1..5.

@@ -14,7 +14,7 @@ from core.memory.commands import MemoryCommand, parse_command, recall_text
 from core.memory.facts import FactExtractor, label
 from core.memory.summary import Summarizer, plan_fold
 from core.pipeline.turn import Turn
-from core.stores.base import HistoryStore, Summary, UserFact
+from core.stores.base import HistoryStore, StoredMessage, Summary, UserFact
 from core.tokens import estimate_tokens
 
 __all__ = ["ExtractFactsStage", "FoldSummaryStage", "LoadMemoryStage", "MemoryCommandStage"]
@@ -152,10 +152,12 @@ class FoldSummaryStage:
         session_id = turn.envelope.session_id
         summary = await self._history.summary(session_id)
         through = summary.through_seq if summary is not None else 0
-        # A bounded read from the tail: a conversation whose older part was never summarized (it
-        # predates memory) starts its summary here rather than reading its whole past.
-        tail = await self._history.recent(session_id, min(2 * window.max_messages + 2, MAX_FOLD_READ))
-        unsummarized = [m for m in tail if m.seq is not None and m.seq > through]
+        unsummarized = _unsummarized_in_turn(turn, through)
+        if unsummarized is None:
+            # A bounded read from the tail: a conversation whose older part was never summarized (it
+            # predates memory) starts its summary here rather than reading its whole past.
+            tail = await self._history.recent(session_id, min(2 * window.max_messages + 2, MAX_FOLD_READ))
+            unsummarized = [m for m in tail if m.seq is not None and m.seq > through]
         plan = plan_fold(
             unsummarized, max_messages=window.max_messages, token_budget=window.token_budget, keep_fraction=self._keep
         )
@@ -172,6 +174,17 @@ class FoldSummaryStage:
             through_seq=plan.through_seq,
             stored=stored,
         )
+
+
+def _unsummarized_in_turn(turn: Turn, through: int) -> list[StoredMessage] | None:
+    """The messages after `through`, when the turn holds all of them: its window (every stored
+    message after the summary, none dropped) and the two it recorded. None: read them instead."""
+    if turn.seq is None or len(turn.recorded) != 2 or turn.rerun:
+        return None
+    summarized_with_window = turn.summary.through_seq if turn.summary is not None else 0
+    if summarized_with_window != through or len(turn.history) != turn.seq - 2 - through:
+        return None  # the summary moved since the turn read it, or the window left messages out
+    return [*turn.history, *turn.recorded]
 
 
 def _fits_without_fold(turn: Turn) -> bool:

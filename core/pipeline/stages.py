@@ -245,6 +245,7 @@ class RecordStage:
             turn_key=env.dedupe_key,
         )
         turn.seq = saved[-1].seq
+        turn.recorded = saved
         if saved[-1].created_at != reply.created_at:
             # This message was recorded by an earlier run of the turn: the answer is the one on record
             # (it may already have been shown), and the session window already has it.

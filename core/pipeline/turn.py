@@ -52,6 +52,8 @@ class Turn:
     notice: str | None = None
     done: bool = False
     seq: int | None = None
+    #: the user's message and the reply as RecordStage stored them (with their seqs)
+    recorded: list[StoredMessage] = field(default_factory=list)
     #: the inbound message had been recorded by an earlier run of this turn (RecordStage)
     rerun: bool = False
 
