@@ -19,7 +19,10 @@ import redis.asyncio as aioredis
 from channels.api import key_id
 from core.stores.sql import SqlHistoryStore
 from tests.fakes.callback_server import CallbackServer, Scripted
+from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.scripted import Answer
 from tests.support.harness import REPO, write_bot
+from tests.support.llm import OPENAI_KEY
 from tests.support.processes import RelaybotProcess, relaybot_env
 from tests.support.servers import PostgresServer, RedisServer, free_port, start_redis
 
@@ -332,8 +335,11 @@ async def test_the_web_widget_works_with_separate_web_processes_and_workers(topo
     first = topology.base
     topology.serve("web")
     second = topology.base
-    topology.worker()
-    async with aiohttp.ClientSession() as http:
+    # A model that takes its time, so the answer streams: each word 30 ms after the last.
+    openai_fake = await FakeOpenAI().__aenter__()
+    openai_fake.always(None, Answer(echo=True, token_delay=0.03))
+    topology.worker(OPENAI_API_KEY=OPENAI_KEY, OPENAI_BASE_URL=openai_fake.base_url)
+    async with openai_fake, aiohttp.ClientSession() as http:
         async with http.ws_connect(f"{first}/ws?bot=support") as ws:
             session = await ws.receive_json()
             await ws.send_json({"type": "message", "id": "w1", "text": "Is there a mobile app?"})

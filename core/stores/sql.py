@@ -210,14 +210,16 @@ class SqlHistoryStore:
             return await self._append_alone(request)
         return await self._group_commit(request)
 
-    async def _append_alone(self, request: _Append) -> list[StoredMessage]:
+    async def _append_alone(self, request: _Append, *, check_recorded: bool = False) -> list[StoredMessage]:
         attempts_left = _APPEND_ATTEMPTS
         while True:
             try:
-                [saved] = await self._insert([request])
+                [saved] = await self._insert([request], check_recorded=check_recorded)
                 return saved
             except IntegrityError as exc:
-                # Another writer took these seq numbers first; the next try reads the new maximum.
+                # Another writer took these seq numbers first, or this turn was recorded before (its
+                # key is taken): the next try reads the new maximum and looks the turn up first.
+                check_recorded = True
                 attempts_left -= 1
                 if attempts_left == 0:
                     raise StoreError(
@@ -244,7 +246,7 @@ class SqlHistoryStore:
             batch, self._queued = self._queued, []
             try:
                 try:
-                    results = await self._insert(batch)
+                    results = await self._insert(batch, check_recorded=False)
                 except _DB_ERRORS:
                     # One request may be at fault (a writer outside this process took its seq):
                     # each on its own, so the others still land and the culprit gets its error.
@@ -262,7 +264,7 @@ class SqlHistoryStore:
 
     async def _settle_alone(self, request: _Append) -> None:
         try:
-            saved = await self._append_alone(request)
+            saved = await self._append_alone(request, check_recorded=True)
         except Exception as exc:
             if request.done is not None and not request.done.done():
                 request.done.set_exception(exc)
@@ -270,17 +272,22 @@ class SqlHistoryStore:
         if request.done is not None and not request.done.done():
             request.done.set_result(saved)
 
-    async def _insert(self, batch: Sequence[_Append]) -> list[list[StoredMessage]]:
+    async def _insert(self, batch: Sequence[_Append], *, check_recorded: bool) -> list[list[StoredMessage]]:
         """Insert every request's messages in one transaction, each session numbered on from its last seq.
 
         The last seq of a session this process wrote lately is remembered, so a busy conversation's
         append is one INSERT. If another writer appended meanwhile, the remembered seq is taken (seqs
         have no gaps), the unique index refuses the insert, and the retry reads the real one.
+
+        A turn run again is rare (a crash, a store error), so the first try does not look for what
+        it recorded before (`check_recorded`): the recorded turn's key refuses the insert, and the
+        retry, which looks, returns what was stored then. Looking every time was half the cost of
+        an append.
         """
         sessions = list(dict.fromkeys(r.session_id for r in batch))
         known = {s: self._last_seqs[s] for s in sessions if s in self._last_seqs}
         try:
-            results, last = await self._db.write(lambda conn: _insert_rows(conn, batch, known))
+            results, last = await self._db.write(lambda conn: _insert_rows(conn, batch, known, check_recorded))
         except BaseException:
             for session_id in sessions:
                 self._last_seqs.pop(session_id, None)
@@ -402,13 +409,13 @@ class SqlHistoryStore:
 
 
 def _insert_rows(
-    conn: Connection, batch: Sequence[_Append], known: dict[str, int]
+    conn: Connection, batch: Sequence[_Append], known: dict[str, int], check_recorded: bool
 ) -> tuple[list[list[StoredMessage]], dict[str, int]]:
     """`SqlHistoryStore._insert`'s work in the transaction: each request's stored messages, and
     each session's last seq after the batch. `known`: the last seqs the store remembers."""
     last = dict(known)
     unknown = list(dict.fromkeys(r.session_id for r in batch if r.session_id not in last))
-    recorded = _recorded_turns(conn, batch)
+    recorded = _recorded_turns(conn, batch) if check_recorded else {}
     if unknown:
         # One statement for the rest, each session's last seq read from the end of its index.
         lookups = [
