@@ -161,3 +161,19 @@ async def test_facts_and_summary_are_one_cache_read_once_warm(sql: SqlHistorySto
         facts, summary = await store.facts_and_summary("b", "u", "s1")
         assert [f.value for f in facts] == ["Pro"] and summary is not None and summary.text == "earlier"
     assert len(reads) == 2, reads  # filled once each, then served from the cache
+
+
+async def test_a_saved_summary_is_written_through_and_an_older_one_never_replaces_it(
+    sql: SqlHistoryStore, cache: ReadCache
+) -> None:
+    store = CachedHistoryStore(sql, cache, ttl_seconds=60)
+    assert await store.summary("s1") is None
+    reads = await count_fact_reads(sql)
+    assert await store.save_summary("s1", Summary(text="asked about plans", through_seq=10, updated_at=T0))
+    saved = await store.summary("s1")
+    assert saved is not None and (saved.text, saved.through_seq) == ("asked about plans", 10)
+    assert reads == []  # the next turn's read of the summary it just folded is a cache hit
+    # A late fold of older messages is refused by the store, and the cache keeps the newer summary.
+    assert not await store.save_summary("s1", Summary(text="older", through_seq=6, updated_at=T0))
+    kept = await store.summary("s1")
+    assert kept is not None and (kept.text, kept.through_seq) == ("asked about plans", 10)

@@ -39,6 +39,11 @@ class ReadCache(Protocol):
         """Drop the cached value and start a new generation."""
         ...
 
+    async def replace(self, key: str, value: str, ttl_seconds: int) -> None:
+        """Start a new generation holding `value`: what a writer just stored (readers that loaded
+        the old value before cannot put it back)."""
+        ...
+
     async def get_many(self, keys: Sequence[str]) -> list[tuple[str | None, str]]:
         """`get` of several keys at once (one round trip where the cache is remote)."""
         ...
@@ -143,10 +148,20 @@ class CachedHistoryStore:
         return await self._summary_from(await self._cache.get(self._summary_key(session_id)), session_id)
 
     async def save_summary(self, session_id: str, summary: Summary) -> bool:
+        key = self._summary_key(session_id)
         try:
-            return await self._history.save_summary(session_id, summary)
-        finally:
-            await self._cache.invalidate(self._summary_key(session_id))
+            stored = await self._history.save_summary(session_id, summary)
+        except BaseException:
+            await self._cache.invalidate(key)  # the write may have landed before the error reached us
+            raise
+        if stored:
+            # Written through: the next turn reads the summary it is about to use from the cache,
+            # not from the database. Summaries of a session are written by the turn holding its
+            # conversation, one at a time, so no other writer's newer value can be overwritten here.
+            await self._cache.replace(key, _summary_json(summary), self._ttl)
+        else:
+            await self._cache.invalidate(key)  # the store holds a newer one: read it when needed
+        return stored
 
     async def append(
         self,

@@ -241,3 +241,7 @@ class MemoryReadCache:
     async def invalidate(self, key: str) -> None:
         self._values.pop(key, None)
         self._generations[key] = self._generations.get(key, 0) + 1
+
+    async def replace(self, key: str, value: str, ttl_seconds: int) -> None:
+        await self.invalidate(key)
+        await self.set(key, value, str(self._generations[key]), ttl_seconds)

@@ -246,3 +246,12 @@ class RedisReadCache:
                 pipe.expire(generation_key, 7 * 24 * 3600)
                 pipe.delete(value_key)
                 await pipe.execute()
+
+    async def replace(self, key: str, value: str, ttl_seconds: int) -> None:
+        value_key, generation_key = self._keys(key)
+        with redis_errors(self._where, "writing the cache", prefix=self._prefix):
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.incr(generation_key)
+                pipe.expire(generation_key, 7 * 24 * 3600)
+                pipe.set(value_key, value, ex=int(ttl_seconds))
+                await pipe.execute()
