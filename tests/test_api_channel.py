@@ -19,9 +19,9 @@ from core.runtime import Runtime
 from core.secrets import WEB_SESSION_TOKENS, derive_key
 from core.settings import Settings
 from tests.fakes.callback_server import CallbackServer, Scripted
+from tests.support.api_requests import KEY, message
 from tests.support.harness import REPO, make_settings, running_app
 
-KEY = "api-test-key"
 SECRET = "api-callback-secret"
 
 
@@ -43,18 +43,6 @@ async def app(tmp_path: Path) -> AsyncIterator[tuple[Runtime, str]]:
     )
     async with running_app(settings) as started:
         yield started
-
-
-def message(hook: str, **overrides: Any) -> dict[str, Any]:
-    body = {
-        "conversation_id": "c1",
-        "user_id": "u1",
-        "text": "Can I pay yearly?",
-        "message_id": "m1",
-        "callback_url": hook,
-    }
-    body.update(overrides)
-    return body
 
 
 async def post(base: str, body: Any, *, key: str | None = KEY, raw: bytes | None = None) -> tuple[int, Any]:

@@ -17,7 +17,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from structlog.testing import capture_logs
 
@@ -30,47 +29,13 @@ from core.runtime import Runtime
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.scripted import Answer
 from tests.fakes.slack_api import BOT_USER_ID, TOKEN, FakeSlack, RateLimited, SlackError, Slow, user
-from tests.support.harness import make_settings, running_app
-from tests.support.llm import FAST, llm_settings
+from tests.support.harness import running_app
+from tests.support.llm import llm_settings
 from tests.support.processes import RelaybotProcess, relaybot_env
 from tests.support.servers import free_port
-
-SECRET = "slack-signing-secret-for-tests"
-EVENTS = "/slack/events"
-
+from tests.support.slack_requests import EVENTS, SECRET, callback, dm, mention, plain_bot, signed, slack_settings
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-def signed(body: bytes, *, secret: str = SECRET, timestamp: int | None = None) -> dict[str, str]:
-    ts = str(int(time.time()) if timestamp is None else timestamp)
-    signature = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
-    assert signature is not None
-    return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": signature, "Content-Type": "application/json"}
-
-
-def callback(event: dict[str, Any], event_id: str = "Ev1") -> dict[str, Any]:
-    return {
-        "token": "legacy",
-        "team_id": "T1",
-        "api_app_id": "A1",
-        "event": event,
-        "type": "event_callback",
-        "event_id": event_id,
-        "event_time": int(time.time()),
-        "authorizations": [{"team_id": "T1", "user_id": BOT_USER_ID, "is_bot": True}],
-    }
-
-
-def dm(text: str, ts: str = "1700000000.000100", **extra: Any) -> dict[str, Any]:
-    return {"type": "message", "channel": "D1", "channel_type": "im", "user": "U1", "text": text, "ts": ts, **extra}
-
-
-def mention(text: str, ts: str = "1700000000.000200", kind: str = "app_mention", **extra: Any) -> dict[str, Any]:
-    event = {"type": kind, "channel": "C1", "user": "U1", "text": f"<@{BOT_USER_ID}> {text}", "ts": ts, **extra}
-    if kind == "message":
-        event["channel_type"] = "channel"
-    return event
 
 
 async def send(
@@ -88,18 +53,6 @@ async def send(
         return response.status, await response.text()
 
 
-def plain_bot(bots_dir: Path, **models: Any) -> Path:
-    """A bot with no intents or handlers, so every answer comes from the model step (offline: an echo)."""
-    values = {**FAST, "chain": ["openai:gpt-4o"], **models}
-    lines = [f"{key} = {json.dumps(value)}" for key, value in values.items()]
-    (bots_dir / "support").mkdir(parents=True, exist_ok=True)
-    (bots_dir / "support" / "bot.toml").write_text(
-        'name = "support"\ndisplay_name = "Slack test bot"\nsystem_prompt = "You are a helpful assistant."\n\n'
-        "[models]\n" + "\n".join(lines) + "\n"
-    )
-    return bots_dir
-
-
 def final_texts(slack: FakeSlack) -> list[str]:
     return [m.text for m in slack.messages]
 
@@ -108,18 +61,6 @@ def final_texts(slack: FakeSlack) -> list[str]:
 async def slack() -> AsyncIterator[FakeSlack]:
     async with FakeSlack(users={"U1": user("Ada")}) as fake:
         yield fake
-
-
-def slack_settings(tmp_path: Path, fake: FakeSlack, **overrides: Any) -> Any:
-    values: dict[str, Any] = {
-        "slack_bot_token": TOKEN,
-        "slack_signing_secret": SECRET,
-        "slack_api_url": fake.api_url,
-        # The first words go up at once, so these tests see the streamed message (the default waits 0.5 s).
-        "slack": {"stream_interval_seconds": 0.2, "stream_open_after_seconds": 0.0},
-        "bots_dir": plain_bot(tmp_path / "bots"),
-    }
-    return make_settings(tmp_path, **(values | overrides))
 
 
 @pytest.fixture

@@ -30,12 +30,9 @@ from core.queue import QueueEntry
 from core.runtime import Runtime
 from core.settings import Settings
 from tests.fakes.telegram_api import BOT_ID, BOT_USERNAME, Failure, FakeTelegram
-from tests.support.harness import REPO, make_settings, running_app
+from tests.support.harness import REPO, running_app
 from tests.support.servers import start_redis
-
-SECRET = "test-webhook-secret_1"
-CHAT = 4242
-GROUP = -100777
+from tests.support.telegram_updates import CHAT, GROUP, SECRET, message_update, telegram_settings
 
 
 @pytest.fixture(autouse=True)
@@ -51,55 +48,10 @@ async def fake() -> AsyncIterator[FakeTelegram]:
         yield server
 
 
-def telegram_settings(tmp_path: Path, fake: FakeTelegram, **overrides: Any) -> Settings:
-    # edit_open_after_seconds 0: the first words go up at once, so streaming tests see the edits.
-    options = {
-        "edit_interval_seconds": 0.05,
-        "edit_open_after_seconds": 0.0,
-        "request_timeout_seconds": 5.0,
-        "poll_timeout_seconds": 1,
-    }
-    options.update(overrides.pop("telegram", {}))
-    values: dict[str, Any] = {
-        "telegram_bot_token": fake.token,
-        "telegram_webhook_secret": SECRET,
-        "telegram_api_url": fake.base_url,
-        "telegram": options,
-        "max_body_bytes": 64 * 1024,
-    }
-    values.update(overrides)
-    return make_settings(tmp_path, **values)
-
-
 @pytest.fixture
 async def app(tmp_path: Path, fake: FakeTelegram) -> AsyncIterator[tuple[Runtime, str]]:
     async with running_app(telegram_settings(tmp_path, fake)) as started:
         yield started
-
-
-_update_ids = iter(range(500_000, 10**9))
-
-
-def message_update(
-    text: str | None,
-    *,
-    message_id: int,
-    chat_id: int = CHAT,
-    update_id: int | None = None,
-    **message: Any,
-) -> dict[str, Any]:
-    chat = {"id": chat_id, "type": "private", "first_name": "Ada"} if chat_id > 0 else {
-        "id": chat_id, "type": "supergroup", "title": "Team"}  # fmt: skip
-    body: dict[str, Any] = {
-        "message_id": message_id,
-        "date": 1_700_000_000,
-        "chat": chat,
-        "from": {"id": 99 if chat_id > 0 else 555, "is_bot": False, "first_name": "Ada", "username": "ada"},
-    }
-    if text is not None:
-        body["text"] = text
-    body.update(message)
-    return {"update_id": update_id if update_id is not None else next(_update_ids), "message": body}
 
 
 async def post(base: str, body: Any, *, secret: str | None = SECRET, raw: bytes | None = None) -> int:

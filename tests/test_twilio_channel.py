@@ -23,23 +23,22 @@ from core.runtime import Runtime
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.scripted import Answer
 from tests.fakes.twilio_api import ACCOUNT_SID, AUTH_TOKEN, Created, Fail, FakeTwilio, Hang, Sent
-from tests.support.harness import REPO, make_settings, running_app, write_bot
+from tests.support.harness import REPO, running_app, write_bot
 from tests.support.processes import RelaybotProcess, relaybot_env
 from tests.support.servers import free_port
+from tests.support.twilio_webhooks import (
+    OUR_NUMBER,
+    PUBLIC,
+    SDK_WARNINGS,
+    TEMPLATE,
+    USER,
+    WA_NUMBER,
+    WA_USER,
+    settings_for,
+    sms,
+)
 
-# twilio 9.13's async client passes aiohttp.BasicAuth as `auth=`, both deprecated in aiohttp 3.14 (the SDK's
-# warnings, not ours: they are silent outside tests).
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:BasicAuth is deprecated:DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:The 'auth' parameter is deprecated:DeprecationWarning"),
-]
-
-PUBLIC = "https://bot.example.com"  # what Twilio calls; the app runs behind a "proxy" on 127.0.0.1
-USER = "+15550001111"
-OUR_NUMBER = "+15559990000"
-WA_USER = f"whatsapp:{USER}"
-WA_NUMBER = "whatsapp:+14155238886"
-TEMPLATE = "HX" + "a" * 32
+pytestmark = SDK_WARNINGS
 
 
 @pytest.fixture
@@ -56,22 +55,6 @@ async def openai() -> AsyncIterator[FakeOpenAI]:
         yield fake
 
 
-def settings_for(tmp_path: Path, fake: FakeTwilio, openai: FakeOpenAI, **overrides: Any) -> Any:
-    options = {"public_base_url": PUBLIC, "whatsapp_templates": {"support": TEMPLATE}}
-    options.update(overrides.pop("twilio", {}))
-    return make_settings(
-        tmp_path,
-        twilio_account_sid=ACCOUNT_SID,
-        twilio_auth_token=AUTH_TOKEN,
-        twilio_api_url=fake.url,
-        twilio=options,
-        openai_api_key="sk-test",
-        openai_base_url=openai.base_url,
-        max_body_bytes=8192,
-        **overrides,
-    )
-
-
 @pytest.fixture
 async def app(tmp_path: Path, twilio: FakeTwilio, openai: FakeOpenAI) -> AsyncIterator[tuple[Runtime, str]]:
     async with running_app(settings_for(tmp_path, twilio, openai)) as started:
@@ -82,23 +65,6 @@ def adapter(runtime: Runtime) -> TwilioChannel:
     channel = runtime.channels["sms"]
     assert isinstance(channel, TwilioChannel) and runtime.channels["whatsapp"] is channel
     return channel
-
-
-_sids = iter(range(1, 1_000_000))
-
-
-def sms(body: str = "Can I pay yearly?", *, sid: str | None = None, **fields: str) -> dict[str, str]:
-    params = {
-        "MessageSid": sid or f"SM{next(_sids):032d}",
-        "AccountSid": ACCOUNT_SID,
-        "From": USER,
-        "To": OUR_NUMBER,
-        "Body": body,
-        "NumMedia": "0",
-        "ApiVersion": "2010-04-01",
-    }
-    params.update(fields)
-    return params
 
 
 async def inbound(twilio: FakeTwilio, base: str, params: dict[str, str], route: str = "sms", **kw: Any) -> int:

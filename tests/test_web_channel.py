@@ -23,6 +23,7 @@ from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.scripted import Answer
 from tests.support.harness import make_settings, running_app, write_bot
 from tests.support.llm import llm_settings, write_bot_models
+from tests.support.web_frames import frames_until_reply
 
 
 @pytest.fixture
@@ -35,15 +36,6 @@ async def app(tmp_path: Path) -> AsyncIterator[tuple[Runtime, str]]:
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
-
-
-async def frames_until_reply(ws: aiohttp.ClientWebSocketResponse, within: float = 5.0) -> list[dict[str, Any]]:
-    frames: list[dict[str, Any]] = []
-    while True:
-        frame = await ws.receive_json(timeout=within)
-        frames.append(frame)
-        if frame["type"] in ("reply", "error"):
-            return frames
 
 
 async def assert_silent(ws: aiohttp.ClientWebSocketResponse, seconds: float = 0.3) -> None:
