@@ -60,8 +60,14 @@ class ApiMessage(BaseModel):
     @field_validator("callback_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            parts = urlsplit(value)
+            # Raises for a port that is no number from 0 to 65535: refused here, not accepted and
+            # then failing every delivery.
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"callback_url is not a valid URL ({exc})") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
             raise ValueError("callback_url must be an absolute http(s) URL")
         return value
 
@@ -113,7 +119,9 @@ class ApiChannel:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             return None
-        given = token.strip().encode()
+        # The header's own bytes: aiohttp keeps bytes that are not UTF-8 as surrogates, which a plain
+        # encode() refuses (a 500); such a header matches no key.
+        given = token.strip().encode("utf-8", "surrogateescape")
         matched = None
         for key in self._keys:  # compare against every key, so timing says nothing about which matched
             if hmac.compare_digest(given, key):

@@ -21,6 +21,7 @@ from core.settings import Settings
 from tests.fakes.callback_server import CallbackServer, Scripted
 from tests.support.api_requests import KEY, message
 from tests.support.harness import REPO, make_settings, running_app
+from tests.support.raw_http import raw_post
 
 SECRET = "api-callback-secret"
 
@@ -93,12 +94,23 @@ async def test_requests_without_a_valid_key_are_refused(
     assert await app[0].bus.pending() == 0
 
 
+async def test_a_key_that_is_not_utf8_is_refused_not_a_crash(app: tuple[Runtime, str]) -> None:
+    runtime, base = app
+    body = json.dumps(message("http://127.0.0.1:9/hook")).encode()
+    # Bytes no HTTP client library sends, but anyone on the network can (it was a 500).
+    assert await raw_post(base, "/api/messages", [(b"Authorization", b"Bearer \xff\xfe" + KEY.encode())], body) == 401
+    assert await runtime.bus.pending() == 0
+
+
 @pytest.mark.parametrize(
     ("overrides", "raw", "status", "code", "mentions"),
     [
         ({}, b"{not json", 400, "invalid_request", "body"),
         ({"text": "   "}, None, 400, "invalid_request", "text"),
         ({"callback_url": "ftp://x/y"}, None, 400, "invalid_request", "callback_url"),
+        ({"callback_url": "http://127.0.0.1:notaport/hook"}, None, 400, "invalid_request", "callback_url"),
+        ({"callback_url": "http://127.0.0.1:99999/hook"}, None, 400, "invalid_request", "callback_url"),
+        ({"callback_url": "http://[::1/hook"}, None, 400, "invalid_request", "callback_url"),
         ({"message_id": ""}, None, 400, "invalid_request", "message_id"),
         ({"surprise": 1}, None, 400, "invalid_request", "surprise"),
         ({"tenant": ""}, None, 400, "invalid_request", "tenant"),
