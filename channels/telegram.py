@@ -223,7 +223,12 @@ class TelegramChannel:
 
     def _secret_ok(self, given: str | None) -> bool:
         # Without any secret nothing can be verified: every request is refused (401), not accepted.
-        return bool(self._secret) and given is not None and hmac.compare_digest(given.encode(), self._secret)
+        # encode as the header's own bytes: one that is not UTF-8 is a wrong secret (401), not a 500.
+        return (
+            bool(self._secret)
+            and given is not None
+            and hmac.compare_digest(given.encode("utf-8", "surrogateescape"), self._secret)
+        )
 
     async def _webhook(self, request: web.Request) -> web.Response:
         if not self._secret_ok(request.headers.get(SECRET_HEADER)):

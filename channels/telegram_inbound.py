@@ -101,7 +101,33 @@ _UPDATE_KINDS = (
 )
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _wrongly_typed(message: Message) -> str | None:
+    """The first field relaybot reads that is not of the Bot API's type, if any.
+
+    python-telegram-bot builds its objects without checking types; Telegram never sends such an
+    update, and one that did get through would be published with, say, a list for a user id.
+    """
+    sender, origin, thread = message.from_user, message.sender_chat, message.message_thread_id
+    checks = {
+        "message_id": _is_int(message.message_id),
+        "chat.id": _is_int(message.chat.id),
+        "chat.type": isinstance(message.chat.type, str),
+        "from.id": sender is None or _is_int(sender.id),
+        "sender_chat.id": origin is None or _is_int(origin.id),
+        "message_thread_id": thread is None or _is_int(thread),
+        "text": message.text is None or isinstance(message.text, str),
+        "caption": message.caption is None or isinstance(message.caption, str),
+    }
+    return next((name for name, ok in checks.items() if not ok), None)
+
+
 def _message(message: Message, *, me: User, require_mention: bool) -> Inbound | Skip:
+    if (wrong := _wrongly_typed(message)) is not None:
+        return Skip(f"malformed message: {wrong} is not of the Bot API's type")
     sender = message.from_user
     if sender is not None and sender.is_bot:
         return Skip("message from a bot")

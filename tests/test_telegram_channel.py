@@ -31,6 +31,7 @@ from core.runtime import Runtime
 from core.settings import Settings
 from tests.fakes.telegram_api import BOT_ID, BOT_USERNAME, Failure, FakeTelegram
 from tests.support.harness import REPO, running_app
+from tests.support.raw_http import raw_post
 from tests.support.servers import start_redis
 from tests.support.telegram_updates import CHAT, GROUP, SECRET, message_update, telegram_settings
 
@@ -135,6 +136,14 @@ async def test_a_missing_or_wrong_secret_token_is_refused(app: tuple[Runtime, st
     assert fake.calls_of("sendMessage") == []
 
 
+async def test_a_secret_that_is_not_utf8_is_refused_not_a_crash(app: tuple[Runtime, str]) -> None:
+    runtime, base = app
+    update = json.dumps(message_update("hello?", message_id=21)).encode()
+    headers = [(SECRET_HEADER.encode(), SECRET.encode() + b"\xff"), (b"Content-Type", b"application/json")]
+    assert await raw_post(base, WEBHOOK_PATH, headers, update) == 401  # it was a 500
+    assert await runtime.bus.pending() == 0
+
+
 BAD_UPDATES: list[tuple[bytes | None, Any]] = [
     (b"{not json", None),
     (b"\xff\xfe binary", None),
@@ -145,6 +154,15 @@ BAD_UPDATES: list[tuple[bytes | None, Any]] = [
                                                   "is_bot": False, "first_name": "A"}}}),
     (None, {"update_id": 9003, "message": {"message_id": "not a number", "chat": 5}}),
     (None, {"update_id": 9004, "message": message_update("a sticker", message_id=32)["message"] | {"text": None}}),
+    # Wrongly typed ids, which python-telegram-bot does not check: they were published as they were.
+    (None, {"update_id": 9005, "message": message_update("typed wrong", message_id=33)["message"] | {
+        "from": {"id": [], "is_bot": False, "first_name": "A"}}}),
+    (None, {"update_id": 9006, "message": message_update("typed wrong", message_id=34)["message"] | {
+        "chat": {"id": str(CHAT), "type": "private", "first_name": "Ada"}}}),
+    (None, {"update_id": 9007, "message": message_update("typed wrong", message_id=35)["message"] | {
+        "message_id": "35"}}),
+    (None, {"update_id": 9008, "message": message_update("typed wrong", message_id=36)["message"] | {
+        "from": {"id": True, "is_bot": False, "first_name": "A"}}}),
 ]  # fmt: skip
 
 
@@ -160,6 +178,9 @@ async def test_bad_or_unhandled_updates_are_acknowledged_and_not_answered(
     assert await post(base, message_update("still there?", message_id=31)) == 200
     (shown,) = await settled(fake, CHAT, 1)
     assert "still there?" in shown
+    # Turns of one chat run in order: anything published before it has been answered and recorded by now.
+    history = await runtime.history.recent(session_id_for("support", "telegram", str(CHAT)), 50)
+    assert [m.content for m in history if m.role == "user"] == ["still there?"]
 
 
 async def test_an_oversized_body_is_refused_before_parsing(tmp_path: Path, fake: FakeTelegram) -> None:
