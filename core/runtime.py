@@ -276,7 +276,8 @@ class Runtime:
     async def _metrics(self, request: web.Request) -> web.Response:
         token = self.settings.metrics_token
         if token is not None:
-            given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip().encode()
+            header = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+            given = header.encode("utf-8", "surrogateescape")  # bytes that are not UTF-8: a wrong token, not a 500
             if not hmac.compare_digest(given, token.get_secret_value().encode()):
                 return web.Response(status=401, text="send RELAYBOT_METRICS_TOKEN as 'Authorization: Bearer TOKEN'\n")
         try:

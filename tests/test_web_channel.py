@@ -23,6 +23,7 @@ from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.scripted import Answer
 from tests.support.harness import make_settings, running_app, write_bot
 from tests.support.llm import llm_settings, write_bot_models
+from tests.support.raw_http import raw_get
 from tests.support.web_frames import frames_until_reply
 
 
@@ -550,6 +551,7 @@ async def test_metrics_need_the_token_when_one_is_set(tmp_path: Path, http: aioh
             assert response.status == 401 and "RELAYBOT_METRICS_TOKEN" in await response.text()
         async with http.get(f"{base}/metrics", headers={"Authorization": "Bearer wrong"}) as response:
             assert response.status == 401
+        assert await raw_get(base, "/metrics", [(b"Authorization", b"Bearer scrape-me\xff")]) == 401  # was a 500
         async with http.get(f"{base}/metrics", headers={"Authorization": "Bearer scrape-me"}) as response:
             assert response.status == 200 and "relaybot_turns_total" in await response.text()
 
