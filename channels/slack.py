@@ -2,7 +2,8 @@
 
 Inbound, over HTTP (`POST /slack/events`, the Events API) or Socket Mode (`--polling`, no public URL):
 1. the body's size is checked before it is read, its signature (HMAC of the raw body, 5-minute
-   window) before it is parsed: a forged or stale request gets 401 and nothing else happens;
+   window) before it is parsed: a forged or stale request gets 401 and nothing else happens; a
+   signed body that is not of the shape Bolt reads (channels.slack_events.SlackPayload) gets 400;
 2. Bolt's `AsyncApp` (real slack-bolt) answers `url_verification` and drops the bot's own events;
    our listener runs *before* the ack (`process_before_response=True`): it normalizes the event
    (channels/slack_events.py) and publishes the envelope on the bus, then acks. Publishing is quick
@@ -23,7 +24,6 @@ reply edits it with the complete text.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from typing import Any
@@ -34,6 +34,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.request.internals import parse_body
 from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
@@ -41,7 +42,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from channels.formatting import render_parts
 from channels.parts import send_parts
 from channels.slack_delivery import SlackPoster
-from channels.slack_events import Ignored, InboundMessage, normalize
+from channels.slack_events import Ignored, InboundMessage, check_request_body, normalize
 from channels.slack_users import UserNames
 from channels.streaming import EditStreamer
 from core.channel import Capabilities, ChannelContext, DeliveryResult
@@ -144,16 +145,18 @@ class SlackChannel:
             await self._log.awarning("slack_body_too_large", bytes=None if raw is None else len(raw))
             return web.json_response({"error": "body_too_large"}, status=413)
         assert self._verifier is not None
-        if not self._verifier.is_valid(
-            raw, request.headers.get("X-Slack-Request-Timestamp"), request.headers.get("X-Slack-Signature")
+        if not signature_valid(
+            self._verifier,
+            raw,
+            request.headers.get("X-Slack-Request-Timestamp"),
+            request.headers.get("X-Slack-Signature"),
         ):
             await self._log.awarning("slack_bad_signature", remote=request.remote)
             return web.json_response({"error": "invalid_signature"}, status=401)
         try:
-            text = raw.decode("utf-8")
-            is_json = request.content_type == "application/json" or text.startswith("{")
-            if is_json and not isinstance(json.loads(text), dict):
-                raise ValueError("the body is not a JSON object")
+            # The body as Bolt will read it (JSON, a form, or a form's JSON `payload`), checked first.
+            content_type = request.headers.get("Content-Type", "").split(";")[0] or None
+            check_request_body(parse_body(raw.decode("utf-8"), content_type))
         except ValueError as exc:
             await self._log.awarning("slack_malformed_body", error=str(exc))
             return web.json_response({"error": "malformed_body"}, status=400)
@@ -287,6 +290,21 @@ class SlackChannel:
         await self._streamer.close()
         await self._users.close()
         await self._http.close()
+
+
+def signature_valid(verifier: SignatureVerifier, raw: bytes, timestamp: str | None, signature: str | None) -> bool:
+    """slack_sdk's check of the signature, given what it can read: it raises (a 500) on a timestamp
+    that is not a number, a signature that is not ASCII or a body that is not UTF-8, none of which
+    Slack sends."""
+    if timestamp is None or signature is None or not signature.isascii():
+        return False
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
+        return False
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return verifier.is_valid(raw, timestamp, signature)
 
 
 def _with_slash(url: str) -> str:

@@ -59,6 +59,60 @@ class SlackMessageEvent(BaseModel):
     files: list[SlackFile] = []
 
 
+class SlackRef(BaseModel):
+    """A team, user, channel or enterprise given as an object rather than its id."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str | None = None
+
+
+class SlackPayload(BaseModel):
+    """A request body as far as Bolt reads it to route the request and build its context, typed.
+
+    Bolt indexes these fields without checking their types (a team that is a number, an event that
+    is a list, authorizations that are not objects raise inside Bolt, a 500); Slack never sends
+    such a body, so a signed one is refused as malformed before Bolt sees it. Everything else in
+    the body is kept as it is.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str | None = None
+    token: str | None = None
+    api_app_id: str | None = None
+    event_id: str | None = None
+    enterprise: str | SlackRef | None = None
+    team: str | SlackRef | None = None
+    user: str | SlackRef | None = None
+    channel: str | SlackRef | None = None
+    enterprise_id: str | None = None
+    team_id: str | None = None
+    user_id: str | None = None
+    channel_id: str | None = None
+    thread_ts: str | None = None
+    user_team: str | None = None
+    authorizations: list[SlackPayload] | None = None
+    response_urls: list[dict[str, Any]] | None = None
+    # No null event: Bolt reads `body.get("event", {})` as an object.
+    event: SlackPayload = None  # type: ignore[assignment]
+    message: SlackPayload | None = None
+    previous_message: SlackPayload | None = None
+    item: SlackPayload | None = None
+    assistant_thread: SlackPayload | None = None
+
+
+def check_request_body(body: object) -> None:
+    """Raise ValueError, naming the fields, for a body Bolt cannot read (see `SlackPayload`)."""
+    if not isinstance(body, dict):
+        raise ValueError("the body is not a JSON object")
+    try:
+        SlackPayload.model_validate(body)
+    except ValidationError as exc:
+        fields = ", ".join(".".join(map(str, e["loc"])) or "body" for e in exc.errors()[:5])
+        raise ValueError(f"{exc.error_count()} field(s) of the wrong type: {fields}") from None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InboundMessage:
     """A Slack message the bot answers, normalized."""

@@ -113,6 +113,55 @@ async def test_bad_signatures_get_401_and_nothing_is_processed(
     assert slack.messages == [] and await runtime.bus.pending() == 0
 
 
+@pytest.mark.parametrize(
+    ("body", "timestamp", "signature"),
+    [
+        pytest.param(b"{}", "not-a-number", "v0=00", id="timestamp-not-a-number"),
+        pytest.param(b"{}", "9" * 5000, "v0=00", id="timestamp-past-int-digits"),
+        pytest.param(b"{}", None, "v0=\u00e9", id="signature-not-ascii"),
+        pytest.param(b"\xff\xfe{}", None, "v0=00", id="body-not-utf8"),
+    ],
+)
+async def test_signatures_that_cannot_be_checked_get_401_not_a_crash(
+    app: tuple[Runtime, str], body: bytes, timestamp: str | None, signature: str
+) -> None:
+    # slack_sdk's verifier raised on each of these (a 500 with a traceback).
+    runtime, base = app
+    headers = {"X-Slack-Request-Timestamp": timestamp or str(int(time.time())), "X-Slack-Signature": signature}
+    assert (await send(base, body, headers=headers | {"Content-Type": "application/json"}))[0] == 401
+    assert await runtime.bus.pending() == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        pytest.param('{"type": "event_callback", "event": [1]}', "application/json", id="event-a-list"),
+        pytest.param('{"type": "event_callback", "event": {"type": 5}}', "application/json", id="event-type-a-number"),
+        pytest.param(
+            '{"type": "event_callback", "event": {"type": "message", "channel": 5, "user": "U1", "text": "hi"}}',
+            "application/json",
+            id="channel-a-number",
+        ),
+        pytest.param('{"type": "event_callback", "authorizations": 5}', "application/json", id="authorizations"),
+        pytest.param('{"type": "event_callback", "event": null}', "application/json", id="event-null"),
+        pytest.param("payload=not-json", "application/x-www-form-urlencoded", id="form-payload-not-json"),
+        pytest.param("payload=%5B1%5D", "application/x-www-form-urlencoded", id="form-payload-a-list"),
+    ],
+)
+async def test_signed_bodies_bolt_cannot_read_get_400_and_nothing_is_processed(
+    app: tuple[Runtime, str], slack: FakeSlack, body: str, content_type: str
+) -> None:
+    # Authentic (signed), of a shape Slack never sends: Bolt raised on each (a 500 with a traceback).
+    runtime, base = app
+    raw = body.encode()
+    with capture_logs() as logs:
+        status, text = await send(base, raw, headers=signed(raw) | {"Content-Type": content_type})
+    assert status == 400 and "malformed_body" in text
+    assert not [e for e in logs if e["log_level"] == "error"]
+    await settle(slack, runtime)
+    assert slack.messages == [] and await runtime.bus.pending() == 0
+
+
 async def test_malformed_and_oversized_bodies_are_refused_without_a_crash(
     app: tuple[Runtime, str], slack: FakeSlack
 ) -> None:
