@@ -17,6 +17,7 @@ import base64
 import contextlib
 import itertools
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -152,6 +153,11 @@ class FakeTwilio(LocalServer):
 
     # --- Twilio calling us --------------------------------------------------------------------
 
+    def signature(self, public_url: str, params: Mapping[str, str], *, token: str | None = None) -> str:
+        """`X-Twilio-Signature` as Twilio computes it for a form posted to `public_url`."""
+        signature: str = RequestValidator(token or self.auth_token).compute_signature(public_url, params)
+        return signature
+
     async def signed_post(
         self,
         public_url: str,
@@ -165,7 +171,7 @@ class FakeTwilio(LocalServer):
         """POST a form as Twilio does, signed over `public_url`; `deliver_to` is where it really goes
         (the app's address behind a proxy). Returns (status, body)."""
         if signature is None:
-            signature = RequestValidator(token or self.auth_token).compute_signature(public_url, params)
+            signature = self.signature(public_url, params, token=token)
         target = public_url
         if deliver_to is not None:
             parts = urlsplit(public_url)

@@ -33,17 +33,16 @@ TEMPLATE = "HX" + "a" * 32
 def settings_for(tmp_path: Path, fake: FakeTwilio, openai: FakeOpenAI, **overrides: Any) -> Settings:
     options = {"public_base_url": PUBLIC, "whatsapp_templates": {"support": TEMPLATE}}
     options.update(overrides.pop("twilio", {}))
-    return make_settings(
-        tmp_path,
-        twilio_account_sid=ACCOUNT_SID,
-        twilio_auth_token=AUTH_TOKEN,
-        twilio_api_url=fake.url,
-        twilio=options,
-        openai_api_key="sk-test",
-        openai_base_url=openai.base_url,
-        max_body_bytes=8192,
-        **overrides,
-    )
+    values: dict[str, Any] = {
+        "twilio_account_sid": ACCOUNT_SID,
+        "twilio_auth_token": AUTH_TOKEN,
+        "twilio_api_url": fake.url,
+        "twilio": options,
+        "openai_api_key": "sk-test",
+        "openai_base_url": openai.base_url,
+        "max_body_bytes": 8192,
+    }
+    return make_settings(tmp_path, **(values | overrides))
 
 
 _sids = iter(range(1, 1_000_000))
