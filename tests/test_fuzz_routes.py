@@ -177,9 +177,13 @@ class Fuzz:
             # Each input is judged on what it did itself (so that hypothesis, replaying one to shrink
             # it, sees the same outcome); the totals are checked once more at the end.
             self.kinds[case.kind] += 1
+            # Whatever an earlier input left queued (it failed already) is answered before this one
+            # starts, so it is not blamed on this one.
+            self._call(self._settled())
             logged, rows, turns = (len(self._logs), len(self._caplog.records)), self.history_rows(), self.turns()
             self._call(check(case))
-            assert self._call(self.runtime.bus.pending()) == 0, f"{case.kind}: something was queued on the bus"
+            queued = self._call(self.runtime.bus.pending())
+            assert queued == 0, f"{case.kind}: something was queued on the bus"
             # An input taken and answered at once is no longer pending, but its turn was counted.
             assert self.turns() == turns, f"{case.kind}: something was queued and answered"
             assert self.history_rows() == rows, f"{case.kind}: something was stored in the history"
@@ -188,6 +192,12 @@ class Fuzz:
         await asyncio.to_thread(one)
         assert self.history_rows() == 0, "the fuzzing stored something in the history"
         assert self.turns() == 0, "the fuzzing queued something"
+
+    async def _settled(self) -> None:
+        for _ in range(200):
+            if await self.runtime.bus.pending() == 0:
+                return
+            await asyncio.sleep(0.05)
 
     def turns(self) -> float:
         """Turns the worker has run (the metric of GET /metrics, every bot, channel and outcome)."""
@@ -494,18 +504,27 @@ async def test_fuzz_slack_events(
 # secret, every body gets 200: Telegram re-sends an update it gets anything else for, for a day,
 # so an update we cannot read is acknowledged and dropped.
 
+# python-telegram-bot reads some fields leniently where that changes nothing relaybot publishes (a
+# float date is a date, empty entities are none): those are made wrong in ways it cannot read.
+NOT_A_NUMBER = TEXT | st.lists(JSON, max_size=3) | st.dictionaries(TEXT, JSON, max_size=3)
+NOT_ENTITIES = (
+    st.text(min_size=1)
+    | st.integers().filter(bool)
+    | st.dictionaries(TEXT, JSON, min_size=1, max_size=3)
+    | st.lists(NOT_A_DICT, min_size=1, max_size=3)
+)
 TELEGRAM_PATHS: list[tuple[tuple[str, ...], st.SearchStrategy[Any]]] = [
     (("update_id",), NOT_AN_INT),
     (("message",), NOT_A_DICT | st.lists(JSON, max_size=3)),
     (("message", "message_id"), NOT_AN_INT),
-    (("message", "date"), NOT_AN_INT),
+    (("message", "date"), NOT_A_NUMBER),
     (("message", "chat"), NOT_A_DICT | st.lists(JSON, max_size=3)),
     (("message", "chat", "id"), NOT_AN_INT),
     (("message", "chat", "type"), NOT_A_STRING),
     (("message", "from"), NOT_A_DICT | st.lists(JSON, max_size=3)),
     (("message", "from", "id"), NOT_AN_INT),
     (("message", "text"), NOT_A_STRING),
-    (("message", "entities"), NOT_A_LIST | st.lists(NOT_A_DICT, min_size=1, max_size=3)),
+    (("message", "entities"), NOT_ENTITIES),
     (("message", "message_thread_id"), NOT_AN_INT),
 ]
 
