@@ -275,6 +275,11 @@ class Runtime:
 
     async def _metrics(self, request: web.Request) -> web.Response:
         token = self.settings.metrics_token
+        if token is None and self.settings.env == "production":
+            # The port is public in production: metrics (bot names, traffic, queue depths) are not.
+            return web.Response(
+                status=403, text="set RELAYBOT_METRICS_TOKEN to read /metrics in production (Authorization: Bearer)\n"
+            )
         if token is not None:
             header = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
             given = header.encode("utf-8", "surrogateescape")  # bytes that are not UTF-8: a wrong token, not a 500

@@ -9,6 +9,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 from collections.abc import Iterator
 
+# Imported now, while the stack is shallow: hypothesis's pytest plugin imports it lazily at the
+# end of a run that never used it, deep in pytest's hooks, where CPython 3.11.7's parser fails with
+# "SystemError: AST constructor recursion depth mismatch" and the run exits 1 after passing.
+import hypothesis  # noqa: F401
 import pytest
 import redis
 import structlog

@@ -336,10 +336,9 @@ async def test_the_web_widget_works_with_separate_web_processes_and_workers(topo
     topology.serve("web")
     second = topology.base
     # A model that takes its time, so the answer streams: each word 30 ms after the last.
-    openai_fake = await FakeOpenAI().__aenter__()
-    openai_fake.always(None, Answer(echo=True, token_delay=0.03))
-    topology.worker(OPENAI_API_KEY=OPENAI_KEY, OPENAI_BASE_URL=openai_fake.base_url)
-    async with openai_fake, aiohttp.ClientSession() as http:
+    async with FakeOpenAI() as openai_fake, aiohttp.ClientSession() as http:
+        openai_fake.always(None, Answer(echo=True, token_delay=0.03))
+        topology.worker(OPENAI_API_KEY=OPENAI_KEY, OPENAI_BASE_URL=openai_fake.base_url)
         async with http.ws_connect(f"{first}/ws?bot=support") as ws:
             session = await ws.receive_json()
             await ws.send_json({"type": "message", "id": "w1", "text": "Is there a mobile app?"})

@@ -556,6 +556,16 @@ async def test_metrics_need_the_token_when_one_is_set(tmp_path: Path, http: aioh
             assert response.status == 200 and "relaybot_turns_total" in await response.text()
 
 
+async def test_in_production_metrics_are_closed_until_a_token_is_set(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    async with running_app(make_settings(tmp_path, env="production")) as (_, base):
+        async with http.get(f"{base}/metrics") as response:
+            assert response.status == 403 and "RELAYBOT_METRICS_TOKEN" in await response.text()
+        async with http.get(f"{base}/healthz") as response:
+            assert response.status == 200  # health checks stay open for the load balancer
+
+
 def test_a_trusted_proxy_that_is_no_address_is_a_clear_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match=r"'proxy\.example\.com' is not an IP address or network"):
         make_settings(tmp_path, web={"trusted_proxies": ["10.0.0.0/8", "proxy.example.com"]})
