@@ -1,6 +1,6 @@
 """The web channel: a demo page, an embeddable widget script, and the widget's WebSocket.
 
-Protocol (the README documents it for widget authors):
+Protocol (docs/widget.md documents it for widget authors):
   server → {"type":"session","session_id","token"}    first frame; keep the token to resume
   client → {"type":"message","id":CLIENT_ID,"text"}   a resent CLIENT_ID is not answered twice
   server → {"type":"ack","id"}                        at once (with "duplicate": true for a resend)

@@ -39,7 +39,7 @@ from tests.support.telegram_updates import CHAT, GROUP, SECRET, message_update, 
 @pytest.fixture(autouse=True)
 def _timedelta_retry_after(monkeypatch: pytest.MonkeyPatch) -> None:
     # PTB 22 warns when RetryAfter.retry_after is an int (warnings are errors here); opt in to the
-    # timedelta it will be in the next major version, as the README recommends.
+    # timedelta it will be in the next major version, as docs/telegram.md recommends.
     monkeypatch.setenv("PTB_TIMEDELTA", "1")
 
 
