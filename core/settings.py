@@ -31,8 +31,12 @@ class WebSettings(BaseModel):
         default_factory=lambda: ["*"],
         description="Origins allowed to open the WebSocket; '*' allows any (set your sites in production)",
     )
-    token_ttl_seconds: int = Field(30 * 24 * 3600, ge=60)
-    heartbeat_seconds: float = 20.0
+    token_ttl_seconds: int = Field(
+        30 * 24 * 3600, ge=60, description="how long an unused session token stays valid (30 days)"
+    )
+    heartbeat_seconds: float = Field(
+        20.0, description="WebSocket ping interval; a socket that does not answer the ping is closed"
+    )
     send_timeout_seconds: float = Field(
         5.0, gt=0, description="a socket whose send stalls this long is dropped (it resumes with after=)"
     )
@@ -66,7 +70,9 @@ class ApiSettings(BaseModel):
     keys: list[SecretStr] = Field(
         default_factory=list, description="API keys accepted as 'Authorization: Bearer KEY'; none: channel off"
     )
-    signing_secret: SecretStr | None = Field(None, description="signs callbacks; defaults to the server secret")
+    signing_secret: SecretStr | None = Field(
+        None, description="signs callbacks; unset: a key derived from the server secret (`relaybot api signing-key`)"
+    )
     allowed_callback_hosts: list[str] = Field(
         default_factory=lambda: ["*"], description="hosts replies may be POSTed to; '*' allows any"
     )
@@ -78,8 +84,8 @@ class ApiSettings(BaseModel):
         False,
         description="allow callbacks to loopback, private and link-local addresses (local development, tests)",
     )
-    callback_timeout_seconds: float = Field(10.0, gt=0)
-    max_text_chars: int = Field(4000, ge=1)
+    callback_timeout_seconds: float = Field(10.0, gt=0, description="timeout of one callback attempt")
+    max_text_chars: int = Field(4000, ge=1, description="message text above this is refused (400 text_too_long)")
 
 
 class SlackSettings(BaseModel):
@@ -95,7 +101,7 @@ class SlackSettings(BaseModel):
         256 * 1024, ge=1024, description="event requests larger than this are refused (413) before parsing"
     )
     user_cache_size: int = Field(10_000, ge=1, description="display names kept from users.info")
-    user_cache_ttl_seconds: float = Field(3600.0, ge=0)
+    user_cache_ttl_seconds: float = Field(3600.0, ge=0, description="how long a cached display name is kept")
     user_lookup_timeout_seconds: float = Field(
         1.0, gt=0, description="a slow users.info must not hold the 3-second ack: the name is left out"
     )
@@ -154,7 +160,9 @@ class KnowledgeSettings(BaseModel):
     embeddings: Literal["local", "openai"] = Field(
         "local", description="local: MiniLM ONNX, offline; openai: the OpenAI embeddings API (OPENAI_API_KEY)"
     )
-    openai_embedding_model: str = "text-embedding-3-small"
+    openai_embedding_model: str = Field(
+        "text-embedding-3-small", description="the OpenAI embeddings model when embeddings = openai"
+    )
     embedding_threads: int | None = Field(None, ge=1, description="onnxruntime threads; default: all cores")
     ingest_on_start: bool = Field(True, description="`relaybot run` ingests each bot's knowledge/ folder")
 
@@ -185,12 +193,21 @@ class TwilioSettings(BaseModel):
     max_text_chars: int = Field(4096, ge=1, description="inbound message text above this is refused (400)")
 
 
+#: environment variables read before the settings, because they choose the files the settings come
+#: from: name -> (default, meaning). The settings reference lists them with the settings.
+BOOTSTRAP_ENV: dict[str, tuple[str, str]] = {
+    "RELAYBOT_CONFIG_DIR": ("config", "the folder of `default.toml` and `<env>.toml`"),
+}
+
+
 def _sdk_env(name: str) -> AliasChoices:
     """An SDK's own environment variable name, also accepted with the RELAYBOT_ prefix."""
     return AliasChoices(name, f"RELAYBOT_{name}")
 
 
 class Settings(BaseSettings):
+    """Every setting of a relaybot process (docs/settings.md is generated from these fields)."""
+
     model_config = SettingsConfigDict(
         env_prefix="RELAYBOT_",
         env_nested_delimiter="__",
@@ -198,38 +215,63 @@ class Settings(BaseSettings):
         populate_by_name=True,
     )
 
-    env: str = "development"
-    host: str = "127.0.0.1"
-    port: int = 8080
-    bots_dir: Path = Path("bots")
-    data_dir: Path = Path("data")
-    default_bot: str = "support"
+    env: str = Field(
+        "development",
+        description="selects `config/<env>.toml`; `production` loads `config/production.toml` (JSON logs, public host)",
+    )
+    host: str = Field("127.0.0.1", description="the address `relaybot run` and `relaybot serve` listen on")
+    port: int = Field(8080, description="the port `relaybot run` and `relaybot serve` listen on")
+    bots_dir: Path = Field(Path("bots"), description="folder of bot definitions (`<name>/bot.toml`)")
+    data_dir: Path = Field(Path("data"), description="SQLite database, generated secret, chroma store, chat history")
+    default_bot: str = Field("support", description="the bot on the demo page, in `relaybot chat` and on the API")
     metrics_token: SecretStr | None = Field(
         None, description="when set, GET /metrics needs 'Authorization: Bearer TOKEN' (the port is public)"
     )
     secret_key: SecretStr | None = Field(
         None,
-        description="the server secret signing keys are derived from; generated into DATA_DIR/secret_key if unset",
+        description="the server secret the keys of web session tokens and API callbacks are derived from; "
+        "generated into DATA_DIR/secret_key if unset: set it in production (the same on every web process)",
     )
-    redis_url: str | None = Field(None, validation_alias=AliasChoices("REDIS_URL", "RELAYBOT_REDIS_URL"))
-    database_url: str | None = Field(None, validation_alias=AliasChoices("DATABASE_URL", "RELAYBOT_DATABASE_URL"))
+    redis_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("REDIS_URL", "RELAYBOT_REDIS_URL"),
+        description="Redis for sessions, rate limits, breakers and (with bus = redis) the bus; unset: in memory",
+    )
+    database_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("DATABASE_URL", "RELAYBOT_DATABASE_URL"),
+        description="durable history; postgresql://user:pass@host/db for PostgreSQL; unset: "
+        "sqlite:///DATA_DIR/relaybot.db",
+    )
     openai_api_key: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("OPENAI_API_KEY", "RELAYBOT_OPENAI_API_KEY")
+        None,
+        validation_alias=AliasChoices("OPENAI_API_KEY", "RELAYBOT_OPENAI_API_KEY"),
+        description="key for the openai:* steps of the bots' model chains; "
+        "with neither this nor ANTHROPIC_API_KEY every bot answers offline",
     )
     anthropic_api_key: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "RELAYBOT_ANTHROPIC_API_KEY")
+        None,
+        validation_alias=AliasChoices("ANTHROPIC_API_KEY", "RELAYBOT_ANTHROPIC_API_KEY"),
+        description="key for the anthropic:* steps of the bots' model chains",
     )
     openai_base_url: str | None = Field(
-        None, validation_alias=AliasChoices("OPENAI_BASE_URL", "RELAYBOT_OPENAI_BASE_URL")
+        None,
+        validation_alias=AliasChoices("OPENAI_BASE_URL", "RELAYBOT_OPENAI_BASE_URL"),
+        description="where openai:* steps go (default https://api.openai.com/v1): a proxy, "
+        "or any OpenAI-compatible server (Ollama, vLLM, LM Studio)",
     )
     anthropic_base_url: str | None = Field(
-        None, validation_alias=AliasChoices("ANTHROPIC_BASE_URL", "RELAYBOT_ANTHROPIC_BASE_URL")
+        None,
+        validation_alias=AliasChoices("ANTHROPIC_BASE_URL", "RELAYBOT_ANTHROPIC_BASE_URL"),
+        description="where anthropic:* steps go (default https://api.anthropic.com): a proxy",
     )
-    session_ttl_seconds: int = Field(3600, ge=1)
+    session_ttl_seconds: int = Field(
+        3600, ge=1, description="idle time after which a session leaves the session store (its history stays in SQL)"
+    )
     bus: Literal["memory", "redis"] = Field(
         "memory", description="memory: one process (relaybot run); redis: adapters and workers as separate processes"
     )
-    worker_concurrency: int = Field(16, ge=1)
+    worker_concurrency: int = Field(16, ge=1, description="turns run at once (one at a time per conversation)")
     visibility_timeout_seconds: float = Field(
         30.0, gt=0, description="an entry a crashed worker held is taken over after this long"
     )
@@ -238,36 +280,65 @@ class Settings(BaseSettings):
         30.0, gt=0, description="a conversation lock of a crashed worker expires after this"
     )
     shutdown_grace_seconds: float = Field(20.0, ge=0, description="on SIGTERM, time to finish turns in flight")
-    log_format: Literal["auto", "json", "console"] = "auto"
-    log_level: str = "INFO"
-    max_body_bytes: int = Field(1024 * 1024, ge=1024)
-    web: WebSettings = Field(default_factory=WebSettings)
-    api: ApiSettings = Field(default_factory=ApiSettings)
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto",
+        description="json: one JSON object per line; console: one readable line per turn; auto: console on a terminal",
+    )
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, description="largest HTTP request body accepted")
+    web: WebSettings = Field(default_factory=WebSettings, description=WebSettings.__doc__)
+    api: ApiSettings = Field(default_factory=ApiSettings, description=ApiSettings.__doc__)
     polling: bool = Field(
         False,
         description="receive by long polling (Telegram) or Socket Mode (Slack) instead of webhooks: "
         "for development without a public URL",
     )
-    slack: SlackSettings = Field(default_factory=SlackSettings)
-    slack_bot_token: SecretStr | None = Field(None, validation_alias=_sdk_env("SLACK_BOT_TOKEN"))
-    slack_signing_secret: SecretStr | None = Field(None, validation_alias=_sdk_env("SLACK_SIGNING_SECRET"))
+    slack: SlackSettings = Field(default_factory=SlackSettings, description=SlackSettings.__doc__)
+    slack_bot_token: SecretStr | None = Field(
+        None, validation_alias=_sdk_env("SLACK_BOT_TOKEN"), description="the app's Bot User OAuth Token (xoxb-)"
+    )
+    slack_signing_secret: SecretStr | None = Field(
+        None,
+        validation_alias=_sdk_env("SLACK_SIGNING_SECRET"),
+        description="the app's Signing Secret: Slack's event requests are verified with it",
+    )
     slack_app_token: SecretStr | None = Field(
         None, validation_alias=_sdk_env("SLACK_APP_TOKEN"), description="xapp- token, for Socket Mode"
     )
-    slack_api_url: str = Field("https://slack.com/api/", validation_alias=_sdk_env("SLACK_API_URL"))
-    telegram: TelegramSettings = Field(default_factory=TelegramSettings)
-    telegram_bot_token: SecretStr | None = Field(None, validation_alias=_sdk_env("TELEGRAM_BOT_TOKEN"))
+    slack_api_url: str = Field(
+        "https://slack.com/api/",
+        validation_alias=_sdk_env("SLACK_API_URL"),
+        description="the Slack Web API: a proxy or a test server",
+    )
+    telegram: TelegramSettings = Field(default_factory=TelegramSettings, description=TelegramSettings.__doc__)
+    telegram_bot_token: SecretStr | None = Field(
+        None, validation_alias=_sdk_env("TELEGRAM_BOT_TOKEN"), description="the token @BotFather gave your bot"
+    )
     telegram_webhook_secret: SecretStr | None = Field(
-        None, validation_alias=_sdk_env("TELEGRAM_WEBHOOK_SECRET"), description="X-Telegram-Bot-Api-Secret-Token"
+        None,
+        validation_alias=_sdk_env("TELEGRAM_WEBHOOK_SECRET"),
+        description="the X-Telegram-Bot-Api-Secret-Token webhooks must carry; unset: derived from the bot token",
     )
-    telegram_api_url: str = Field("https://api.telegram.org", validation_alias=_sdk_env("TELEGRAM_API_URL"))
-    twilio: TwilioSettings = Field(default_factory=TwilioSettings)
-    twilio_account_sid: str | None = Field(None, validation_alias=_sdk_env("TWILIO_ACCOUNT_SID"))
-    twilio_auth_token: SecretStr | None = Field(None, validation_alias=_sdk_env("TWILIO_AUTH_TOKEN"))
+    telegram_api_url: str = Field(
+        "https://api.telegram.org",
+        validation_alias=_sdk_env("TELEGRAM_API_URL"),
+        description="the Bot API: a local Bot API server, a proxy or a test server",
+    )
+    twilio: TwilioSettings = Field(default_factory=TwilioSettings, description=TwilioSettings.__doc__)
+    twilio_account_sid: str | None = Field(
+        None, validation_alias=_sdk_env("TWILIO_ACCOUNT_SID"), description="Twilio Console, Account Info"
+    )
+    twilio_auth_token: SecretStr | None = Field(
+        None,
+        validation_alias=_sdk_env("TWILIO_AUTH_TOKEN"),
+        description="Twilio Console, Account Info: authenticates sends and verifies Twilio's webhook signatures",
+    )
     twilio_api_url: str | None = Field(
-        None, validation_alias=_sdk_env("TWILIO_API_URL"), description="default: Twilio's own API hosts"
+        None,
+        validation_alias=_sdk_env("TWILIO_API_URL"),
+        description="the Twilio REST API: a proxy or a test server; unset: Twilio's own hosts",
     )
-    knowledge: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
+    knowledge: KnowledgeSettings = Field(default_factory=KnowledgeSettings, description=KnowledgeSettings.__doc__)
     chroma_url: str | None = Field(
         None,
         validation_alias=_sdk_env("CHROMA_URL"),
@@ -289,7 +360,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        config_dir = Path(os.environ.get("RELAYBOT_CONFIG_DIR", "config"))
+        config_dir = Path(os.environ.get("RELAYBOT_CONFIG_DIR", BOOTSTRAP_ENV["RELAYBOT_CONFIG_DIR"][0]))
         env_name = os.environ.get("RELAYBOT_ENV", "development")
         files = [p for p in (config_dir / "default.toml", config_dir / f"{env_name}.toml") if p.is_file()]
         # Later files win, so the per-environment file overrides the defaults.
