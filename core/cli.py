@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import gc
 import json
 import signal
@@ -15,7 +16,7 @@ from aiohttp import web
 
 from core import __version__
 from core.doctor import run_checks
-from core.errors import ConfigError, RelaybotError
+from core.errors import ConfigError, PortInUse, RelaybotError
 from core.knowledge.cli import add_ingest_command, sync_bot_folders
 from core.logging import configure_logging
 from core.plugins import add_channel_commands, channel_names, load_channel_factory
@@ -83,6 +84,15 @@ async def _until_signalled() -> None:
     await stop.wait()
 
 
+async def _listen(runner: web.AppRunner, host: str, port: int) -> None:
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(port) from exc
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; use --host or --port") from exc
+
+
 async def _serve(settings: Settings, channels: list[str] | None, *, worker: bool, http: bool = True) -> None:
     """Host `channels` (None: every configured one; []: none) and/or a worker until SIGTERM/SIGINT."""
     runtime = await Runtime.from_settings(settings)
@@ -94,7 +104,7 @@ async def _serve(settings: Settings, channels: list[str] | None, *, worker: bool
         if http:
             runner = web.AppRunner(runtime.build_app(), handle_signals=False)
             await runner.setup()
-            await web.TCPSite(runner, settings.host, settings.port).start()
+            await _listen(runner, settings.host, settings.port)
         await runtime.start(worker=worker, delivery=True)
         # Everything loaded so far (modules, SDKs, bots, the model) lives as long as the process:
         # moved out of the collector's sight, so its full collections stop walking it on every pass.
@@ -222,6 +232,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_dead_letters(settings, args))
         else:
             asyncio.run(_chat(settings, args.bot or settings.default_bot))
+    except PortInUse as exc:
+        print(f"relaybot: {exc}", file=sys.stderr)
+        return 2
     except ConfigError as exc:
         print(f"relaybot: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -2,7 +2,8 @@
 
     RelaybotError
     ├── ConfigError            bad or missing configuration; the message says which setting to fix
-    │   └── BotNotFound        no bots/<name>/bot.toml for a requested bot
+    │   ├── BotNotFound        no bots/<name>/bot.toml for a requested bot
+    │   └── PortInUse          the port to listen on is taken by another process
     ├── StoreError             a session/history store failed (Redis or SQL down, bad data)
     ├── ProviderError          an LLM provider failed; `retryable` says whether trying again can help
     │   ├── ProviderRateLimited    429: retryable, `retry_after` from the Retry-After header
@@ -37,6 +38,13 @@ class BotNotFound(ConfigError):
             f"(set RELAYBOT_BOTS_DIR to the folder that holds your bots)"
         )
         self.name = name
+
+
+class PortInUse(ConfigError):
+    def __init__(self, port: int) -> None:
+        # One line a person can act on, instead of the event loop's bind traceback.
+        super().__init__(f"port {port} is in use; use --port")
+        self.port = port
 
 
 class StoreError(RelaybotError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -63,6 +64,16 @@ def test_a_missing_bots_folder_says_how_to_fix_it(tmp_path: Path) -> None:
     result = relaybot(tmp_path, "run", "--port", "1", RELAYBOT_BOTS_DIR=str(tmp_path / "nowhere"))
     assert result.returncode == 2
     assert "RELAYBOT_BOTS_DIR" in result.stderr
+
+
+def test_a_busy_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = relaybot(tmp_path, "run", "--port", str(port))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"relaybot: port {port} is in use; use --port"]
 
 
 def test_version() -> None:
