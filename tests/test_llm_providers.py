@@ -19,6 +19,7 @@ from core.errors import (
 )
 from core.llm.anthropic import AnthropicProvider, split_system
 from core.llm.base import ChatMessage, LLMProvider, LLMRequest, StreamChunk
+from core.llm.offline import OfflineProvider
 from core.llm.openai import OpenAIProvider
 from core.llm.status import retry_after_seconds
 from core.tokens import estimate_tokens
@@ -214,3 +215,13 @@ def test_retry_after_is_read_in_milliseconds_seconds_or_as_a_date() -> None:
     assert retry_after_seconds({"retry-after": date}, now=now.timestamp()) == 20.0
     assert retry_after_seconds({"retry-after": "soon"}) is None
     assert retry_after_seconds({}) is None
+
+
+def test_the_offline_greeting_says_what_offline_mode_will_do() -> None:
+    hello = (ChatMessage("user", "Hello!"),)
+    with_knowledge = OfflineProvider().answer(LLMRequest(messages=hello, passages=()))
+    # It answers from its knowledge, so it must not claim it cannot answer.
+    assert "offline mode" in with_knowledge and "knowledge base" in with_knowledge
+    assert "can't" not in with_knowledge and "cannot" not in with_knowledge
+    without = OfflineProvider().answer(LLMRequest(messages=hello))
+    assert "offline mode" in without and "OPENAI_API_KEY" in without

@@ -49,10 +49,7 @@ class OfflineProvider:
     def answer(self, request: LLMRequest) -> str:
         question = next((m.content for m in reversed(request.messages) if m.role == "user"), "").strip()
         if _GREETING.match(question):
-            return (
-                "Hello! I'm running in **offline mode**: no language model is configured, "
-                "so I can't give real answers yet. Ask anyway and I'll tell you what I received."
-            )
+            return _greeting(knowledge=request.passages is not None)
         if _THANKS.search(question):
             return "You're welcome! (I'm in offline mode, with no language model configured.)"
         excerpt = " ".join(question.split())
@@ -155,3 +152,19 @@ def _condense(text: str, terms: set[str], budget: int) -> str:
     if len(condensed) > budget:
         condensed = condensed[: budget - 1].rsplit(" ", 1)[0] + "…"
     return condensed
+
+
+def _greeting(*, knowledge: bool) -> str:
+    """What offline mode can do, in the words of what it will actually do next: with a knowledge base it
+    answers from it (so "can't give real answers" would be untrue), without one it can only echo."""
+    if knowledge:
+        return (
+            "Hello! I'm running in **offline mode**: no language model is configured, so I answer by "
+            "quoting the parts of my knowledge base that match your question, with their sources. "
+            "What would you like to know?"
+        )
+    return (
+        "Hello! I'm running in **offline mode**: no language model is configured and I have no knowledge "
+        "base to quote, so I can only tell you what I received. An operator can set `OPENAI_API_KEY` or "
+        "`ANTHROPIC_API_KEY` to turn on real answers."
+    )
