@@ -240,3 +240,26 @@ async def test_phone_layout_and_keyboard(browser: Browser, server_url: str) -> N
     await expect(launcher).to_have_attribute("aria-expanded", "true")
     await expect(field).to_be_focused()
     assert errors == []
+
+
+async def test_a_closed_panel_stays_closed_across_page_loads(browser: Browser, server_url: str) -> None:
+    # The demo page asks for data-open="true"; once the user closes the panel, their choice wins.
+    page, errors = await _open_page(browser, server_url, {"width": 390, "height": 844})
+    panel, launcher = page.get_by_test_id("rb-panel"), page.get_by_test_id("rb-launcher")
+    await expect(panel).to_be_visible()
+    # The header names the connection, never "Online" next to a bot that says it is in offline mode.
+    await expect(page.locator(".panel .subtitle")).to_have_text("Connected", timeout=10_000)
+
+    await page.get_by_role("button", name="Close chat").click()
+    await expect(panel).to_be_hidden()
+    await page.reload()
+    await expect(launcher).to_be_visible()
+    await page.wait_for_timeout(300)  # room for a wrong reopen to happen
+    await expect(panel).to_be_hidden()
+    await expect(launcher).to_have_attribute("aria-expanded", "false")
+
+    await launcher.click()
+    await expect(panel).to_be_visible()
+    await page.reload()
+    await expect(panel).to_be_visible()
+    assert errors == []

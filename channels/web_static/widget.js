@@ -4,7 +4,8 @@
  * Options (attributes on that script tag):
  *   data-bot    bot name (default "support")
  *   data-title  name shown in the header (default: the bot name, capitalised)
- *   data-open   "true" to start with the panel open
+ *   data-open   "true" to start with the panel open, until the user opens or closes it (then their choice
+ *               is remembered, so a closed panel stays closed on every later page load)
  *
  * Wire protocol (JSON text frames on ws(s)://HOST/ws?bot=NAME[&token=T&after=SEQ]):
  *   server → {type:"session", session_id, token}        first frame; the token resumes the session later
@@ -46,13 +47,15 @@
   // One JSON document per (server origin, bot). Any script on the host page can write localStorage,
   // so everything read back is type-checked (and rendering is safe whatever the text says).
   function loadState() {
-    const s = { sessionId: null, token: null, lastSeq: 0, transcript: [], pending: [] };
+    // panel: "open" | "closed" once the user opened or closed the panel themselves; null before.
+    const s = { sessionId: null, token: null, lastSeq: 0, transcript: [], pending: [], panel: null };
     try {
       const raw = JSON.parse(window.localStorage.getItem(STORE_KEY) || "null");
       if (!raw || typeof raw !== "object") return s;
       if (typeof raw.sessionId === "string") s.sessionId = raw.sessionId;
       if (typeof raw.token === "string") s.token = raw.token;
       if (typeof raw.lastSeq === "number" && raw.lastSeq >= 0) s.lastSeq = raw.lastSeq;
+      if (raw.panel === "open" || raw.panel === "closed") s.panel = raw.panel;
       if (Array.isArray(raw.transcript)) {
         s.transcript = raw.transcript.filter(function (e) {
           return e && (e.r === "user" || e.r === "bot") && typeof e.t === "string";
@@ -496,7 +499,10 @@
     root.setAttribute("data-connection", kind);
     status.setAttribute("data-connection", kind);
     status.textContent = kind === "reconnecting" ? "Reconnecting\u2026" : "";
-    subtitleText.textContent = kind === "online" ? "Online" : kind === "reconnecting" ? "Offline" : "Connecting\u2026";
+    // "Connected", not "Online": the bot itself may be in offline mode (no language model), and the header
+    // must not contradict what the bot says about itself.
+    subtitleText.textContent =
+      kind === "online" ? "Connected" : kind === "reconnecting" ? "Disconnected" : "Connecting\u2026";
   }
 
   function connect() {
@@ -734,8 +740,17 @@
     if (focusLauncher) launcher.focus();
   }
 
-  launcher.addEventListener("click", function () { if (isOpen()) close(false); else open(true); });
-  closeBtn.addEventListener("click", function () { close(true); });
+  // Only the user's own gestures are remembered: data-open and the host page's RelaybotWidget calls are
+  // the site's wish, and must not override a user who closed the panel (on a phone it covers the page).
+  function rememberPanel(panelState) {
+    state.panel = panelState;
+    saveState();
+  }
+
+  launcher.addEventListener("click", function () {
+    if (isOpen()) { close(false); rememberPanel("closed"); } else { open(true); rememberPanel("open"); }
+  });
+  closeBtn.addEventListener("click", function () { close(true); rememberPanel("closed"); });
   sendBtn.addEventListener("click", submit);
   input.addEventListener("input", autosize);
   input.addEventListener("keydown", function (ev) {
@@ -750,6 +765,7 @@
       ev.preventDefault();
       ev.stopPropagation();
       close(true);
+      rememberPanel("closed");
     }
   });
   window.addEventListener("online", reconnectNow);
@@ -783,7 +799,7 @@
   });
 
   renderTranscript();
-  if (START_OPEN) open(false);
+  if (state.panel === "open" || (state.panel === null && START_OPEN)) open(false);
   connect();
 
   // Optional handle for host pages and tests; the only global this script defines.
