@@ -1,7 +1,8 @@
 """A terminal channel: talk to a bot from a shell with `relaybot chat`.
 
 It goes through the same bus, worker, pipeline and outbox as every other channel, so what you
-see here is what a Slack or web user would get.
+see here is what a Slack or web user would get. On a terminal, replies are rendered Markdown (rich),
+wrapped to the terminal's width; piped, they stay plain text with a `bot> ` prefix, for scripts.
 """
 
 from __future__ import annotations
@@ -14,6 +15,11 @@ from pathlib import Path
 from typing import TextIO
 
 from aiohttp import web
+from rich.console import Console, RenderableType
+from rich.live import Live
+from rich.markdown import Markdown
+from rich.table import Table
+from rich.text import Text
 
 from core.channel import Capabilities, ChannelContext, DeliveryResult
 from core.envelope import Envelope, Reply
@@ -26,13 +32,24 @@ class TerminalChannel:
     channel_names = ("cli",)
     capabilities = Capabilities(max_message_length=100_000, markdown="plain", can_stream=True)
 
-    def __init__(self, ctx: ChannelContext, *, out: TextIO | None = None, user: str | None = None) -> None:
+    def __init__(
+        self,
+        ctx: ChannelContext,
+        *,
+        out: TextIO | None = None,
+        user: str | None = None,
+        console: Console | None = None,
+    ) -> None:
         self._ctx = ctx
         self._out = out or sys.stdout
         self._user = user or getpass.getuser()
         self._ids = itertools.count(1)
         self._waiting: dict[str, asyncio.Future[Reply]] = {}
         self._streamed: set[str] = set()
+        # rich decides whether `out` is a terminal (and its width, re-read on every render, so a resized
+        # window wraps to its new width).
+        self._console = console or Console(file=self._out, highlight=False, soft_wrap=False)
+        self._live: dict[str, tuple[Live, list[str]]] = {}
 
     @staticmethod
     def is_configured(settings: Settings) -> bool:
@@ -75,6 +92,9 @@ class TerminalChannel:
             try:
                 line = await asyncio.to_thread(input, "you> " if interactive else "")
             except EOFError:
+                if interactive:
+                    self._out.write("\n")  # Ctrl-D: leave the shell's prompt on a line of its own
+                    self._out.flush()
                 break
             if line.strip() in QUIT_WORDS:
                 break
@@ -86,29 +106,65 @@ class TerminalChannel:
 
     async def deliver(self, reply: Reply) -> DeliveryResult:
         key = reply.in_reply_to or ""
+        if self._console.is_terminal:
+            self._render(key, reply)
+        else:
+            self._write_plain(key, reply)
+        waiter = self._waiting.get(key)
+        if reply.final and waiter is not None and not waiter.done():
+            waiter.set_result(reply)
+        return DeliveryResult(delivered=True, channel_message_ids=(str(reply.seq),) if reply.final else ())
+
+    def _render(self, key: str, reply: Reply) -> None:
+        """Markdown on a terminal; a streamed reply is redrawn in place as it grows."""
+        if reply.final and key not in self._live:
+            self._console.print(_bubble(reply.text))
+            return
+        if key not in self._live:
+            live = Live(console=self._console, auto_refresh=False, redirect_stdout=False, redirect_stderr=False)
+            live.start()
+            self._live[key] = (live, [])
+        live, pieces = self._live[key]
+        if reply.final:
+            live.update(_bubble(reply.text), refresh=True)
+            live.stop()
+            del self._live[key]
+            return
+        pieces.append(reply.text)
+        live.update(_bubble("".join(pieces)), refresh=True)
+
+    def _write_plain(self, key: str, reply: Reply) -> None:
         if not reply.final:
             if key not in self._streamed:
                 self._streamed.add(key)
                 self._out.write("bot> ")
             self._out.write(reply.text)
             self._out.flush()
-            return DeliveryResult(delivered=True)
+            return
         if key in self._streamed:
             self._out.write("\n")
         else:
             self._out.write(f"bot> {reply.text}\n")
         self._out.flush()
-        waiter = self._waiting.get(key)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(reply)
-        return DeliveryResult(delivered=True, channel_message_ids=(str(reply.seq),))
 
     async def start(self) -> None:
         """Nothing to start: messages arrive through routes."""
 
     async def close(self) -> None:
+        for live, _ in self._live.values():
+            live.stop()
+        self._live.clear()
         for waiter in self._waiting.values():
             waiter.cancel()
+
+
+def _bubble(markdown: str) -> RenderableType:
+    """`bot>` and the reply as Markdown beside it: wrapped lines hang under the text, not the label."""
+    grid = Table.grid()
+    grid.add_column(no_wrap=True)
+    grid.add_column(ratio=1)
+    grid.add_row(Text("bot> ", style="bold cyan"), Markdown(markdown))
+    return grid
 
 
 def _enable_readline(history_file: Path | None) -> None:

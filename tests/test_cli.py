@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pty
+import re
+import select
 import socket
 import sqlite3
+import struct
 import subprocess
 import sys
+import termios
+import time
 from pathlib import Path
 
 from tests.support.harness import REPO
@@ -118,3 +125,53 @@ def test_doctor_names_half_configured_channels(tmp_path: Path) -> None:
     started = fixed.stdout.split("relaybot run would start:")[1].splitlines()[0]
     assert "slack" in started and "twilio" in started
     assert "! twilio: no public base URL" in fixed.stdout
+
+
+def _read_until(fd: int, marker: bytes, seen: bytearray, timeout: float = 60) -> None:
+    """Read the terminal's output until `marker` has appeared once more (or the program ended)."""
+    wanted = seen.count(marker) + 1
+    deadline = time.monotonic() + timeout
+    while seen.count(marker) < wanted:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {marker!r} on the terminal; it showed:\n{seen.decode(errors='replace')}")
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:  # EIO: the program closed the terminal
+                return
+            if not chunk:
+                return
+            seen += chunk
+
+
+def test_chat_on_a_terminal_renders_markdown_wraps_it_and_leaves_on_a_new_line(tmp_path: Path) -> None:
+    width = 50
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, width, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "OPENAI_API_KEY")}
+    env.update(RELAYBOT_DATA_DIR=str(tmp_path / "data"), HF_HUB_OFFLINE="1", TERM="xterm-256color")
+    env.pop("COLUMNS", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "core.cli", "chat"], stdin=slave, stdout=slave, stderr=slave, cwd=REPO, env=env
+    )
+    os.close(slave)
+    seen = bytearray()
+    try:
+        _read_until(master, b"you> ", seen)
+        os.write(master, b"hello\n")
+        _read_until(master, b"you> ", seen)
+        os.write(master, b"\x04")  # Ctrl-D
+        _read_until(master, b"\0never", seen, timeout=30)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][AB0]|\r", "", seen.decode(errors="replace"))
+    answer = text.split("hello\n", 1)[1].rsplit("you> ", 1)[0]
+    assert "offline mode" in " ".join(answer.split())  # the greeting, with **offline mode** rendered
+    assert "**" not in answer
+    assert len(answer.strip().splitlines()) > 1 and all(len(line) <= width for line in answer.splitlines())
+    assert text.rsplit("you> ", 1)[1].endswith("\n")  # the shell's next prompt starts on a line of its own
