@@ -34,6 +34,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_bolt.request.internals import parse_body
 from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
@@ -93,7 +94,7 @@ class SlackChannel:
             # Socket Mode has no signatures. A second HMAC of every event in Bolt would check nothing new.
             request_verification_enabled=False,
             process_before_response=True,
-            logger=logging.getLogger("relaybot.slack.bolt"),
+            logger=_bolt_logger(),
         )
         self._app.event("message")(self._on_message)
         self._app.event("app_mention")(self._on_message)
@@ -309,3 +310,24 @@ def signature_valid(verifier: SignatureVerifier, raw: bytes, timestamp: str | No
 
 def _with_slash(url: str) -> str:
     return url if url.endswith("/") else url + "/"
+
+
+class _SameTokenWarning(logging.Filter):
+    """Drops Bolt's "As you gave `client` as well, `token` will be unused." at start-up.
+
+    AsyncApp reads SLACK_BOT_TOKEN from the environment whenever it is given no `token`, then warns that
+    the `client` we pass wins over it. That client carries the very same token (the settings read that
+    variable), so the warning only alarms a new user. Bolt has no argument to skip the environment read.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != warning_client_prioritized_and_token_skipped()
+
+
+_SAME_TOKEN_WARNING = _SameTokenWarning()
+
+
+def _bolt_logger() -> logging.Logger:
+    logger = logging.getLogger("relaybot.slack.bolt")
+    logger.addFilter(_SAME_TOKEN_WARNING)  # once: addFilter skips a filter it already has
+    return logger

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -608,3 +609,14 @@ async def test_a_post_that_times_out_is_not_repeated_and_is_recorded_as_unknown(
     assert len(slack.calls_to("chat.postMessage")) == 1  # the final post (the answer is too quick to stream): no retry
     (failed,) = [e for e in logs if e["event"] == "delivery_failed"]
     assert failed["status"] == "unknown" and "may have been posted" in failed["error"]
+
+
+async def test_start_up_prints_no_token_warning_when_the_token_comes_from_the_environment(
+    tmp_path: Path, slack: FakeSlack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # How a user runs it: SLACK_BOT_TOKEN in the environment, which Bolt also reads by itself.
+    monkeypatch.setenv("SLACK_BOT_TOKEN", TOKEN)
+    with caplog.at_level(logging.WARNING):
+        async with running_app(slack_settings(tmp_path, slack)) as (runtime, _):
+            assert "slack" in runtime.channels
+    assert "will be unused" not in caplog.text
