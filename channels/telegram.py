@@ -34,7 +34,7 @@ from typing import Any
 
 from aiohttp import web
 from telegram import Bot, Update, User
-from telegram.error import TelegramError
+from telegram.error import BadRequest, InvalidToken, NetworkError, TelegramError
 from telegram.ext import Application
 
 from channels.formatting import render_parts
@@ -94,6 +94,21 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
         .connect_timeout(min(timeout, 10.0))
         .build()
     )
+
+
+def startup_hint(exc: TelegramError, api_url: str) -> str:
+    """What to check when getMe fails at start: a DNS failure or a refused connection says nothing about the
+    token, and sending the user to re-copy a good token hides the real cause (network, proxy, firewall)."""
+    if isinstance(exc, InvalidToken):
+        return "Telegram rejected the token: check TELEGRAM_BOT_TOKEN (copy it again from @BotFather)"
+    if isinstance(exc, BadRequest):  # a NetworkError subclass in PTB, but Telegram did answer
+        return f"Telegram refused getMe: check TELEGRAM_API_URL ({api_url})"
+    if isinstance(exc, NetworkError):
+        return (
+            f"could not reach {api_url}: check this machine's network, DNS, proxy or firewall "
+            "(or TELEGRAM_API_URL); the token was not checked"
+        )
+    return "Telegram refused getMe: see the error"
 
 
 class _TtlSet:
@@ -384,7 +399,8 @@ class TelegramChannel:
             _, me = await self._ready()
             await self._log.ainfo("telegram_ready", username=me.username)
         except TelegramError as exc:
-            await self._log.aerror("telegram_unreachable", error=str(exc), hint="check TELEGRAM_BOT_TOKEN")
+            hint = startup_hint(exc, self._ctx.settings.telegram_api_url)
+            await self._log.aerror("telegram_unreachable", error=str(exc), hint=hint)
 
     # --- outbound -----------------------------------------------------------------------------
 
@@ -491,6 +507,11 @@ class TelegramChannel:
             with contextlib.suppress(TelegramError):
                 await self._application.shutdown()
             self._me = None
+        else:
+            # A getMe that failed (bad token, network) leaves PTB's HTTP client open but the bot not
+            # "initialized", so Application.shutdown would skip it: close the client's connection here.
+            with contextlib.suppress(TelegramError):
+                await self._application.bot.request.shutdown()
 
 
 async def _read_at_most(request: web.Request, limit: int) -> bytes | None:

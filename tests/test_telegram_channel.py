@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from structlog.testing import capture_logs
 
 from channels.formatting import render
 from channels.telegram import SECRET_HEADER, WEBHOOK_PATH, TelegramChannel, webhook_secret
@@ -32,7 +33,7 @@ from core.settings import Settings
 from tests.fakes.telegram_api import BOT_ID, BOT_USERNAME, Failure, FakeTelegram
 from tests.support.harness import REPO, running_app
 from tests.support.raw_http import raw_post
-from tests.support.servers import start_redis
+from tests.support.servers import free_port, start_redis
 from tests.support.telegram_updates import CHAT, GROUP, SECRET, message_update, telegram_settings
 
 
@@ -607,3 +608,23 @@ async def test_an_update_the_bus_cannot_take_gets_503_and_its_resend_is_answered
         assert len(shown_all) == 2
     finally:
         await asyncio.to_thread(redis.stop)
+
+
+async def test_an_unreachable_api_is_not_blamed_on_the_token(tmp_path: Path, fake: FakeTelegram) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens: the connection fails like a DNS failure
+    for api_url, token, expected in (
+        (closed, fake.token, "could not reach"),
+        (fake.base_url, "999:WRONG", "check TELEGRAM_BOT_TOKEN"),
+    ):
+        settings = telegram_settings(
+            tmp_path / token.replace(":", "-"), fake, telegram_api_url=api_url, telegram_bot_token=token
+        )
+        with capture_logs() as logs:
+            async with running_app(settings):
+                for _ in range(100):
+                    if any(e["event"] == "telegram_unreachable" for e in logs):
+                        break
+                    await asyncio.sleep(0.05)
+        (event,) = [e for e in logs if e["event"] == "telegram_unreachable"]
+        assert expected in event["hint"], event
+        assert ("TELEGRAM_BOT_TOKEN" in event["hint"]) == (api_url == fake.base_url)
