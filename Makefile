@@ -8,10 +8,12 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 install: $(STAMP)
 
+# The main install is not --quiet: a silent minute looks like a hang; pip names each package it fetches.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	@echo "Installing relaybot and its dependencies into $(VENV) (about a minute the first time)..."
+	$(PY) -m pip install -e '.[dev]'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
