@@ -39,3 +39,21 @@ async def test_a_web_turn_logs_no_raw_session_id(tmp_path: Path, capsys: pytest.
     logged = capsys.readouterr().err
     assert '"event": "turn"' in logged and "support:web:#" in logged
     assert session["session_id"] not in logged
+
+
+async def test_a_turn_is_one_readable_line_on_the_console(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("console", "INFO")
+    async with (
+        running_app(make_settings(tmp_path)) as (_, base),
+        aiohttp.ClientSession() as http,
+        http.ws_connect(f"{base}/ws") as ws,
+    ):
+        await ws.receive_json()
+        await ws.send_json({"type": "message", "id": "m1", "text": "hello"})
+        while (await ws.receive_json(timeout=5))["type"] != "reply":
+            pass
+    logged = capsys.readouterr().err
+    (line,) = [line for line in logged.splitlines() if " turn " in line]
+    assert "turn support/web web:#" in line and " ms, " in line and " tokens" in line
+    # The dashboard fields stay in the JSON line; the console line does not spell them out.
+    assert "attempts=" not in line and "envelope_id" not in line
