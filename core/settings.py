@@ -225,7 +225,11 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("data"), description="SQLite database, generated secret, chroma store, chat history")
     default_bot: str = Field("support", description="the bot on the demo page, in `relaybot chat` and on the API")
     metrics_token: SecretStr | None = Field(
-        None, description="when set, GET /metrics needs 'Authorization: Bearer TOKEN' (the port is public)"
+        None,
+        description=(
+            "when set, GET /metrics needs 'Authorization: Bearer TOKEN' (the port is public); "
+            "unset, /metrics is open in development and refused (403) in production"
+        ),
     )
     secret_key: SecretStr | None = Field(
         None,
