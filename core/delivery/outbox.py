@@ -116,13 +116,12 @@ class QueueOutbox:
 
     async def submit(self, reply: Reply) -> bool:
         caps = self._capabilities.get(reply.channel)
-        record = DeliveryRecord(reply_id=reply.id, channel=reply.channel, session_id=reply.session_id)
         if caps is not None and caps.broadcast:
             # The reply is already in the durable history, from which a reconnecting client resumes.
             if reply.dedupe_key and not await self._dedupe.claim(f"outbox:{reply.dedupe_key}", ONCE_TTL_SECONDS):
                 return False
-            await self._records.put(record)
             listening = await self._fanout.publish(deliver_topic(reply.channel), reply.to_json())
+            record = DeliveryRecord(reply_id=reply.id, channel=reply.channel, session_id=reply.session_id)
             if listening:
                 record.status = "sent"
             else:
@@ -131,7 +130,8 @@ class QueueOutbox:
                 record.error = f"no process hosting {reply.channel} was listening; kept in the history for a resume"
             await self._records.put(record)
             return True
-        await self._records.put(record)
+        # No "pending" record first: the queue entry is the reply until the adapter's sender
+        # records what became of it (a round trip per turn that nothing read).
         ticket = await self._queue_for(reply.channel).add(
             reply.session_id, reply.to_json(), dedupe_key=reply.dedupe_key or None
         )
