@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -699,6 +700,35 @@ async def test_postgres_plain_url_is_rewritten_to_asyncpg(postgres_server: Postg
     try:
         await store.ping()
     finally:
+        await store.close()
+
+
+@pytest.mark.postgres
+async def test_postgres_connections_the_server_dropped_are_replaced_without_an_error(
+    postgres_server: PostgresServer,
+) -> None:
+    # No ping before each use (three round trips per turn with asyncpg): a dead pooled connection
+    # fails its first statement, and the work runs once more on a fresh one.
+    store = SqlHistoryStore.from_url(postgres_server.url)
+    admin = await asyncpg.connect(postgres_server.url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await store.create_schema()
+        await append(store, "dropped", make_messages(2))
+        killed = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = $1 AND pid <> pg_backend_pid()",
+            postgres_server.database,
+        )
+        assert killed >= 1  # the store's pooled connection is gone
+        assert [m.seq for m in await store.recent("dropped", 10)] == [1, 2]
+        await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = $1 AND pid <> pg_backend_pid()",
+            postgres_server.database,
+        )
+        assert [m.seq for m in await append(store, "dropped", make_messages(2, start=3))] == [3, 4]
+    finally:
+        await admin.close()
         await store.close()
 
 

@@ -168,7 +168,8 @@ class SqlHistoryStore:
             return cls(sqlite_engine)
         # Sized for a worker's concurrent turns: a pool smaller than that opened and closed a
         # PostgreSQL connection (a new backend process) for every few messages.
-        return cls(create_async_engine(parsed, pool_pre_ping=True, pool_size=20, max_overflow=20))
+        # No pre-ping: a dropped connection is retried once instead (see AsyncEngineExecutor).
+        return cls(create_async_engine(parsed, pool_size=20, max_overflow=20))
 
     def _failure(self, action: str, exc: Exception) -> StoreError:
         # DBAPIError's own text repeats the SQL and parameters; the driver's message is the useful part.

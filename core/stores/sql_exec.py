@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = ["AsyncEngineExecutor", "SqlExecutor", "SqliteThread", "Work"]
@@ -107,7 +108,14 @@ class SqliteThread:
 
 
 class AsyncEngineExecutor:
-    """Units of work on an async engine's pool (PostgreSQL on asyncpg), each through `run_sync`."""
+    """Units of work on an async engine's pool (PostgreSQL on asyncpg), each through `run_sync`.
+
+    Pooled connections are not pinged before use (a ping is three round trips with asyncpg:
+    BEGIN, SELECT 1, ROLLBACK, on every transaction). A connection the server dropped (a restart,
+    an idle timeout, a failover) fails its first statement instead; SQLAlchemy then discards the
+    pool, and the work runs once more on a fresh connection. Running it again is safe: appends are
+    keyed per turn and sequence number, and the other writes are upserts and deletes.
+    """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -117,10 +125,26 @@ class AsyncEngineExecutor:
         return self._engine.sync_engine
 
     async def read(self, work: Work[T]) -> T:
+        try:
+            return await self._read_once(work)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            return await self._read_once(work)
+
+    async def write(self, work: Work[T]) -> T:
+        try:
+            return await self._write_once(work)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            return await self._write_once(work)
+
+    async def _read_once(self, work: Work[T]) -> T:
         async with self._engine.connect() as conn:
             return await conn.run_sync(work)
 
-    async def write(self, work: Work[T]) -> T:
+    async def _write_once(self, work: Work[T]) -> T:
         async with self._engine.begin() as conn:
             return await conn.run_sync(work)
 
