@@ -19,6 +19,7 @@ same on the first message and the thousandth.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
@@ -35,6 +36,8 @@ __all__ = ["RedisReadCache", "RedisSessionStore"]
 
 _IDENTITY = ("bot", "channel", "conversation_id", "user_id", "created_at")
 _FIELD = "f:"
+#: window entries a store keeps decoded (a few per active conversation)
+_DECODED_KEPT = 10_000
 
 # Append and set_fields must not resurrect a session that expired (or was deleted) between the
 # caller's load and its write: a bare RPUSH/HSET would leave a headless list or a hash without
@@ -73,6 +76,7 @@ class RedisSessionStore:
         self._where = describe(client)
         self._append_script = client.register_script(_APPEND_LUA)
         self._set_fields_script = client.register_script(_SET_FIELDS_LUA)
+        self._decoded: OrderedDict[bytes | str, StoredMessage] = OrderedDict()
 
     @classmethod
     def from_url(
@@ -116,9 +120,21 @@ class RedisSessionStore:
         if limit <= 0:
             return session, []
         try:
-            return session, [StoredMessage.from_dict(json.loads(item)) for item in results[1]]
+            return session, [self._message(item) for item in results[1]]
         except (KeyError, ValueError, TypeError) as exc:
             raise self._malformed(session_id, lkey, exc) from exc
+
+    def _message(self, raw: bytes | str) -> StoredMessage:
+        """A window entry, decoded once: each turn reads the window again, and all but the two
+        newest entries are the ones the previous turn decoded (StoredMessage is frozen)."""
+        found = self._decoded.get(raw)
+        if found is not None:
+            self._decoded.move_to_end(raw)
+            return found
+        message = self._decoded[raw] = StoredMessage.from_dict(json.loads(raw))
+        if len(self._decoded) > _DECODED_KEPT:
+            self._decoded.popitem(last=False)
+        return message
 
     def _session(self, session_id: str, hkey: str, raw: Mapping[Any, Any]) -> Session:
         data = {text(k): text(v) for k, v in raw.items()}
