@@ -9,7 +9,8 @@ import gc
 import json
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -199,6 +200,19 @@ def _require_distributed(settings: Settings, command: str) -> None:
         )
 
 
+def _run_server(settings: Settings, server: Coroutine[Any, Any, None]) -> None:
+    """Run a server process on the configured event loop (RELAYBOT_EVENT_LOOP)."""
+    if settings.event_loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:  # not built for this platform (Windows): the standard loop does the same work
+            pass
+        else:
+            uvloop.run(server)
+            return
+    asyncio.run(server)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     overrides: dict[str, object] = {}
@@ -219,13 +233,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if hasattr(args, "handler"):
             return int(asyncio.run(args.handler(settings, args)))
         if args.command == "run":
-            asyncio.run(_serve(settings, None, worker=True))
+            _run_server(settings, _serve(settings, None, worker=True))
         elif args.command == "serve":
             _require_distributed(settings, "serve")
-            asyncio.run(_serve(settings, args.channels, worker=False))
+            _run_server(settings, _serve(settings, args.channels, worker=False))
         elif args.command == "worker":
             _require_distributed(settings, "worker")
-            asyncio.run(_serve(settings, [], worker=True, http=args.port is not None))
+            _run_server(settings, _serve(settings, [], worker=True, http=args.port is not None))
         elif args.command == "doctor":
             return asyncio.run(_doctor(settings))
         elif args.command == "dead-letters":
