@@ -422,6 +422,8 @@ class Mode:
     warm_errors: list[str] = field(default_factory=list)
     #: Redis calls during the measured run by command (Lua scripts' inner calls included)
     commands: dict[str, int] = field(default_factory=dict)
+    #: Redis round trips during the measured run by process group, as relaybot's clients count them
+    round_trips: dict[str, float] = field(default_factory=dict)
 
     @property
     def messages(self) -> int:
@@ -434,6 +436,8 @@ class Meter:
     def __init__(self, redis_client: aioredis.Redis, groups: dict[str, list[int]]) -> None:
         self._redis = redis_client
         self.groups = groups  # group -> pids (postgres: the postmaster; its backends are added)
+        #: group -> base URLs of relaybot processes whose /metrics count their Redis round trips
+        self.metrics: dict[str, list[str]] = defaultdict(list)
 
     def _cpu(self) -> dict[str, float]:
         result = {}
@@ -451,8 +455,22 @@ class Meter:
         stats: Any = await self._redis.info("commandstats")
         return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items() if isinstance(v, dict)}
 
-    async def sample(self) -> tuple[dict[str, float], dict[str, int]]:
-        return self._cpu(), await self._calls()
+    async def _round_trips(self) -> dict[str, float]:
+        """Requests each group's processes sent to Redis so far (relaybot_redis_round_trips_total):
+        round trips as the client counts them, where commandstats counts commands inside scripts."""
+        result: dict[str, float] = {}
+        async with aiohttp.ClientSession() as http:
+            for group, bases in self.metrics.items():
+                for base in bases:
+                    async with http.get(f"{base}/metrics") as response:
+                        text = await response.text()
+                    for line in text.splitlines():
+                        if line.startswith("relaybot_redis_round_trips_total "):
+                            result[group] = result.get(group, 0.0) + float(line.split()[1])
+        return result
+
+    async def sample(self) -> tuple[dict[str, float], dict[str, int], dict[str, float]]:
+        return self._cpu(), await self._calls(), await self._round_trips()
 
 
 async def measure(
@@ -463,16 +481,17 @@ async def measure(
         run = Run(errors=[f"no reply during the warm-up; mode skipped ({'; '.join(warm.errors[:2])})"])
         print(f"  {title:<28} skipped: nothing answered the warm-up", flush=True)
         return Mode(tag, title, run, {}, None, warm.errors)
-    cpu_before, calls_before = await meter.sample()
+    cpu_before, calls_before, trips_before = await meter.sample()
     run = await drive(base, receiver, tag, conversations, messages)
-    cpu_after, calls_after = await meter.sample()
+    cpu_after, calls_after, trips_after = await meter.sample()
+    trips = {group: trips_after[group] - trips_before.get(group, 0.0) for group in trips_after}
     cpu = {group: cpu_after[group] - cpu_before.get(group, 0.0) for group in cpu_after}
     commands = {name: calls_after[name] - calls_before.get(name, 0) for name in calls_after}
     commands = {name: calls for name, calls in commands.items() if calls > 0}
     expected = conversations * messages
     if len(run.latencies) != expected:
         run.errors.append(f"{len(run.latencies)} replies for {expected} messages")
-    mode = Mode(tag, title, run, cpu, sum(commands.values()), warm.errors, commands)
+    mode = Mode(tag, title, run, cpu, sum(commands.values()), warm.errors, commands, trips)
     figures = Figures.of(run)
     print(
         f"  {title:<28} {figures.rate:8.1f} msgs/s  p50 {figures.p50_ms:7.1f} ms  p99 {figures.p99_ms:7.1f} ms  "
@@ -560,6 +579,9 @@ def report(modes: list[Mode], baseline: Mode, receiver: Receiver, conversations:
             n = max(1, mode.messages)
             top = sorted(mode.commands.items(), key=lambda kv: -kv[1])
             print(f"redis commands per message, {mode.title.strip()}: " + ", ".join(f"{k} {v / n:.1f}" for k, v in top))
+            if mode.round_trips:
+                trips = ", ".join(f"{group} {count / n:.1f}" for group, count in sorted(mode.round_trips.items()))
+                print(f"redis round trips per message (as relaybot counts them), {mode.title.strip()}: {trips}")
             break  # the first Redis-bus mode: the others differ only in idle workers' reads
 
     stray = receiver.errors.get("?", [])
@@ -726,6 +748,7 @@ async def bench(
         }
         meter = Meter(redis_client, groups)
         url = {p.kind: f"http://127.0.0.1:{p.port}" for p in (baseline, embedded, serve)}
+        meter.metrics["serve"].append(url["serve"])
         measured: list[Mode] = []
 
         print("measuring (each after an untimed warm-up):", flush=True)
@@ -742,9 +765,18 @@ async def bench(
             new: list[Proc] = []
             while len(workers) + len(new) < count:
                 n = len(workers) + len(new) + 1
+                worker_port = free_port()  # for its /metrics (the Redis round trips it counts)
                 new.append(
-                    spawn(f"worker {n}", "worker", [*relaybot, "worker"], distributed_env, tmp / f"worker{n}.log")
+                    spawn(
+                        f"worker {n}",
+                        "worker",
+                        [*relaybot, "worker", *listen, str(worker_port)],
+                        distributed_env,
+                        tmp / f"worker{n}.log",
+                        worker_port,
+                    )
                 )
+                meter.metrics["worker"].append(f"http://127.0.0.1:{worker_port}")
             procs.extend(new)
             await asyncio.gather(*(wait_output(w, "relaybot worker is running") for w in new))
             workers.extend(new)

@@ -6,9 +6,11 @@ happen, and queue depth and lag are read from the queues when scraped.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from core.queue.base import OrderedQueue
 
@@ -66,8 +68,26 @@ class Metrics:
             "relaybot_queue_lag_seconds", "Age of the oldest entry still waiting", ["queue"], registry=r
         )
 
+    def count_redis_round_trips(self, read: Callable[[], int]) -> None:
+        """Publish `read()` (the process's requests to Redis so far) as relaybot_redis_round_trips_total."""
+        self.registry.register(
+            _Total(
+                "relaybot_redis_round_trips", "Requests sent to Redis (commands, pipelines and scripts, one each)", read
+            )
+        )
+
     async def render(self, queues: Mapping[str, OrderedQueue]) -> bytes:
         for name, queue in queues.items():
             self.queue_pending.labels(name).set(await queue.pending())
             self.queue_lag.labels(name).set(await queue.lag())
         return generate_latest(self.registry)
+
+
+class _Total(Collector):
+    """A counter whose total is kept elsewhere and read when scraped."""
+
+    def __init__(self, name: str, documentation: str, read: Callable[[], int]) -> None:
+        self._name, self._documentation, self._read = name, documentation, read
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(self._name, self._documentation, value=self._read())

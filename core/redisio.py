@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.connection import SSLConnection
+from redis.asyncio.connection import AbstractConnection, SSLConnection
 from redis.exceptions import AuthenticationError, AuthorizationError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -32,9 +32,29 @@ def client_from_url(url: str, *, max_connections: int = 200, **client_kwargs: An
         pool = aioredis.BlockingConnectionPool.from_url(
             url, max_connections=max_connections, timeout=20, **client_kwargs
         )
+        pool.connection_class = _counting(pool.connection_class)
         return aioredis.Redis.from_pool(pool)
     except ValueError as exc:
         raise ConfigError(f"REDIS_URL is not a valid Redis URL ({exc}); expected redis://host:port/db") from exc
+
+
+def _counting(base: type[AbstractConnection]) -> type[AbstractConnection]:
+    """`base` (plain, TLS or Unix socket, as the URL chose) counting what it sends: one send is one
+    round trip, whether it carries a command, a pipeline or a script call."""
+
+    class Counted(base):  # type: ignore[valid-type, misc]
+        sent = 0
+
+        async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+            type(self).sent += 1
+            await super().send_packed_command(command, check_health)
+
+    return Counted
+
+
+def round_trips(client: aioredis.Redis) -> int:
+    """Requests the client's connections have sent to Redis since it was built (0 if not counted)."""
+    return int(getattr(client.connection_pool.connection_class, "sent", 0))
 
 
 def describe(client: aioredis.Redis) -> str:

@@ -62,7 +62,7 @@ from core.queue.redis import RedisQueue
 from core.ratelimit.base import RateLimiter
 from core.ratelimit.memory import MemoryRateLimiter
 from core.ratelimit.redis import RedisRateLimiter
-from core.redisio import client_from_url
+from core.redisio import client_from_url, round_trips
 from core.secrets import server_secret
 from core.settings import Settings, environment
 from core.stores.base import HistoryStore, SessionStore
@@ -117,6 +117,9 @@ class Runtime:
         )
         self.channels: dict[str, ChannelAdapter] = {}
         self.metrics = Metrics()
+        if redis is not None:
+            client = redis
+            self.metrics.count_redis_round_trips(lambda: round_trips(client))
         self.sender = ReplySender(self.channels, self.records, metrics=self.metrics)
         self.outbox: Outbox = (
             QueueOutbox(
@@ -168,7 +171,6 @@ class Runtime:
             queue=self.bus.queue,
             pipeline=self.pipeline,
             bots=bots,
-            dedupe=self.dedupe,
             outbox=self.outbox,
             concurrency=settings.worker_concurrency,
             visibility_timeout=settings.visibility_timeout_seconds,

@@ -12,7 +12,6 @@ from dataclasses import replace
 import structlog
 
 from core.bots import BotRegistry
-from core.dedupe.base import DedupeStore
 from core.delivery.coalesce import DeltaCoalescer
 from core.delivery.outbox import Outbox
 from core.envelope import Envelope, Reply
@@ -20,8 +19,6 @@ from core.errors import PoisonMessage
 from core.pipeline.pipeline import Pipeline
 from core.queue.base import OrderedQueue, QueueEntry
 from core.queue.consumer import OrderedConsumer
-
-DONE_TTL_SECONDS = 7 * 24 * 3600
 
 
 class Worker:
@@ -31,7 +28,6 @@ class Worker:
         queue: OrderedQueue,
         pipeline: Pipeline,
         bots: BotRegistry,
-        dedupe: DedupeStore,
         outbox: Outbox,
         concurrency: int = 16,
         visibility_timeout: float = 30.0,
@@ -40,7 +36,6 @@ class Worker:
     ) -> None:
         self._pipeline = pipeline
         self._bots = bots
-        self._dedupe = dedupe
         self._outbox = outbox
         self._max_attempts = queue.max_attempts
         self._log = logger or structlog.get_logger("relaybot.worker")
@@ -76,16 +71,18 @@ class Worker:
             # Until the last attempt, a store outage is retried rather than answered with an apology.
             await self.process(envelope, retryable=entry.attempt < self._max_attempts)
 
-    async def process(self, envelope: Envelope, *, retryable: bool = False) -> Reply | None:
-        """Answer one envelope (the caller holds its conversation); None if it needs no answer."""
+    async def process(self, envelope: Envelope, *, retryable: bool = False) -> Reply:
+        """Answer one envelope (the caller holds its conversation).
+
+        A message answered before (the worker died before acknowledging it, or a copy reached the
+        queue after the bus's dedupe window) runs again, and is still answered once: the history
+        keeps what its first run recorded and that is the reply (RecordStage), and the outbox takes
+        one reply per inbound message. The run costs a model call; a "done" mark checked on every
+        turn to spare it cost two Redis round trips per message instead.
+        """
         bot = self._bots.get(envelope.bot)
         if bot is None:
             raise PoisonMessage(f"no bot named {envelope.bot!r} in this worker's bots folder")
-        done_key = f"turn:{envelope.dedupe_key}"
-        if await self._dedupe.exists(done_key):
-            # The same platform message published twice (two envelopes): answered already.
-            await self._log.ainfo("duplicate_envelope", envelope_id=envelope.id, dedupe_key=envelope.dedupe_key)
-            return None
         stream = self._stream_sink(envelope) if self._outbox.can_stream(envelope.channel) else None
         try:
             reply, turn = await self._pipeline.run_turn(envelope, bot, stream=stream, retryable=retryable)
@@ -94,7 +91,6 @@ class Worker:
                 # The last piece of streamed text goes out before the reply, never after it.
                 await stream.close()
         await self._outbox.submit(reply)
-        await self._dedupe.claim(done_key, DONE_TTL_SECONDS)
         # Memory (facts, summary) once the reply is on its way: still under the conversation's lock,
         # so the next message of this conversation sees what this one taught.
         await self._pipeline.follow_up(turn)

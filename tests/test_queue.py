@@ -88,16 +88,18 @@ async def test_dead_letters_keep_the_error_and_can_be_replayed(queue: OrderedQue
 
 
 async def test_redis_entries_of_a_crashed_consumer_are_taken_over_and_counted(client: aioredis.Redis) -> None:
-    crashed = RedisQueue(client, "q", consumer="crashed", visibility_timeout=0.3, block_seconds=0.05)
-    survivor = RedisQueue(client, "q", consumer="survivor", visibility_timeout=0.3, block_seconds=0.05)
+    options: dict[str, Any] = {"visibility_timeout": 0.3, "claim_ttl": 0.3, "block_seconds": 0.05}
+    crashed = RedisQueue(client, "q", consumer="crashed", **options)
+    survivor = RedisQueue(client, "q", consumer="survivor", **options)
     await crashed.add("p", "hello")
     (first,) = await take(crashed, 1)
-    assert first.attempt == 1
-    # `crashed` never acknowledges; after the visibility timeout the survivor gets it.
+    assert (await crashed.start(first)).attempt == 1  # attempts are counted as an entry is claimed
+    # `crashed` never finishes; after the visibility timeout (and its claim's) the survivor gets it.
     await asyncio.sleep(0.4)
     assert await survivor.read(1) == []  # not a new entry...
     (taken,) = await survivor.reclaim(10)  # ...but one to take over
-    assert (taken.id, taken.payload, taken.attempt) == (first.id, "hello", 2)
+    assert (taken.id, taken.payload) == (first.id, "hello")
+    assert await survivor.start(taken, force=True) == Start("run", 0, 2)  # its second attempt
     await survivor.ack(taken)
     assert await survivor.pending() == 0
 
@@ -304,7 +306,7 @@ async def test_a_partition_claim_is_exclusive_and_finish_marks_done_releases_and
         await a.add("p", "two")
         first, second = await a.read(10)
         assert (await a.start(second)).state == "wait"  # ticket 1 is not done
-        assert await a.start(first) == Start("run", 0)
+        assert await a.start(first) == Start("run", 0, 1)
         await asyncio.sleep(0.4)
         # Idle past the visibility timeout: b takes the entries over...
         copy = next(e for e in await b.reclaim(10) if e.id == first.id)
@@ -312,7 +314,7 @@ async def test_a_partition_claim_is_exclusive_and_finish_marks_done_releases_and
         assert await a.finish(first, handled=True)
         assert await a.last_done("p") == 1
         assert (await b.start(copy)).state == "done"  # handled: b only acknowledges its copy
-        assert await a.start(second) == Start("run", 1)
+        assert await a.start(second) == Start("run", 1, 1)
         assert await a.finish(second, handled=True)
         assert await a.pending() == 0
         assert not await client.exists("relaybot:q:claims:claim:p")
@@ -360,9 +362,9 @@ async def test_memory_queue_claims_work_the_same_way() -> None:
     await q.add("p", "two")
     first, second = await q.read(10)
     assert (await q.start(second)).state == "wait"
-    assert await q.start(first) == Start("run", 0)
+    assert await q.start(first) == Start("run", 0, 1)
     assert await q.finish(first, handled=True)
     assert (await q.start(first)).state == "done"
-    assert await q.start(second) == Start("run", 1)
+    assert await q.start(second) == Start("run", 1, 1)
     assert await q.finish(second, handled=True)
     assert await q.pending() == 0

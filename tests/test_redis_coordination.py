@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
@@ -14,6 +16,9 @@ from core.dedupe.redis import RedisDedupeStore
 from core.ratelimit.base import RateLimits
 from core.ratelimit.memory import MemoryRateLimiter
 from core.ratelimit.redis import RedisRateLimiter
+from core.redisio import client_from_url, round_trips
+from tests.support.harness import make_settings, running_app
+from tests.support.web_frames import frames_until_reply
 
 
 @pytest.fixture
@@ -79,3 +84,45 @@ async def test_a_dedupe_claim_is_won_once_and_expires(client: aioredis.Redis) ->
     await asyncio.sleep(0.4)
     assert not await a.exists("Ev1")
     assert await b.claim("Ev1", 1)
+
+
+async def test_round_trips_count_one_per_command_pipeline_and_script(redis_url: str) -> None:
+    client = client_from_url(redis_url)
+    script = client.register_script("return redis.call('INCR', KEYS[1])")
+    limiter = RedisRateLimiter(client)
+    limits = RateLimits(per_minute=10, per_hour=100, tokens_per_day=1000)
+    try:
+        # Connected, and the scripts loaded (a script's first call is EVALSHA, SCRIPT LOAD, EVALSHA).
+        await script(keys=["rt:c"])
+        await limiter.hit("u", limits)
+        start = round_trips(client)
+        await client.set("rt:a", "1")
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.incr("rt:b")
+            pipe.expire("rt:b", 60)
+            pipe.get("rt:a")
+            await pipe.execute()
+        await script(keys=["rt:c"])
+        await limiter.hit("u", limits)
+        assert round_trips(client) - start == 4
+    finally:
+        await client.aclose()
+
+
+async def test_the_metrics_page_counts_the_redis_round_trips_of_a_turn(tmp_path: Path, redis_url: str) -> None:
+    async with running_app(make_settings(tmp_path, redis_url=redis_url)) as (_, base), aiohttp.ClientSession() as http:
+        before = await redis_round_trips(http, base)
+        async with http.ws_connect(f"{base}/ws?bot=support") as ws:
+            await ws.receive_json()
+            await ws.send_json({"type": "message", "id": "m1", "text": "hello"})
+            frames = await frames_until_reply(ws)
+        assert frames[-1]["type"] == "reply"
+        after = await redis_round_trips(http, base)
+    assert after > before  # sessions, limits and the reply's bookkeeping live in Redis
+
+
+async def redis_round_trips(http: aiohttp.ClientSession, base: str) -> float:
+    async with http.get(f"{base}/metrics") as response:
+        text = await response.text()
+    (line,) = [line for line in text.splitlines() if line.startswith("relaybot_redis_round_trips_total ")]
+    return float(line.split()[1])

@@ -46,6 +46,9 @@ class Start:
     state: StartState
     #: the partition's last done ticket when `start` looked
     done: int
+    #: with `run` and `late`, how many times the entry has been started now, this time included
+    #: (counted when claimed, in the same step); 0 otherwise
+    attempt: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,7 +75,8 @@ class OrderedQueue(Protocol):
 
     async def start(self, entry: QueueEntry, *, force: bool = False) -> Start:
         """Claim the entry's partition if it is the entry's turn (`force`: even past a gap, for an
-        entry that waited too long); `run` and `late` hold the claim until `finish`."""
+        entry that waited too long); `run` and `late` hold the claim until `finish`, and count
+        the attempt (`Start.attempt`, which `max_attempts` is checked against)."""
         ...
 
     async def finish(self, entry: QueueEntry, *, handled: bool) -> bool:

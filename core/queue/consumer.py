@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 
@@ -156,18 +157,9 @@ class OrderedConsumer:
     async def _handle(self, entry: QueueEntry) -> None:
         self._held[entry.id] = entry
         try:
-            if entry.attempt > self._queue.max_attempts:
-                finished = await self._in_order(entry, self._dead_letter)
-            else:
-                finished = await self._in_order(entry, self._handler)
+            finished = await self._in_order(entry, self._handle_or_bury)
             if not finished:
                 await self._queue.ack(entry)  # handled before (a redelivery): nothing more to do
-        except PoisonMessage as exc:
-            reason = f"unprocessable: {exc}"
-            await self._in_order(entry, lambda e: self._queue.dead_letter(e, reason))
-            if self._on_dead_letter is not None:
-                self._on_dead_letter()
-            await self._log.aerror("entry_dead_lettered", entry_id=entry.id, partition=entry.partition, error=reason)
         except asyncio.CancelledError:
             # Shutting down mid-entry: hand it back so another consumer takes it now.
             with contextlib.suppress(Exception):
@@ -178,13 +170,28 @@ class OrderedConsumer:
                 "entry_failed",
                 entry_id=entry.id,
                 partition=entry.partition,
-                attempt=entry.attempt,
+                attempt=self._held.get(entry.id, entry).attempt,
                 error=str(exc),
             )
             with contextlib.suppress(Exception):
                 await self._queue.fail(entry, f"{type(exc).__name__}: {exc}")
         finally:
             self._held.pop(entry.id, None)
+
+    async def _handle_or_bury(self, entry: QueueEntry) -> None:
+        """Handle the entry, or dead-letter it: past its last attempt, or if it can never be handled
+        (while its partition is still held, so the next entry waits for this one to be settled)."""
+        if entry.attempt > self._queue.max_attempts:
+            await self._dead_letter(entry)
+            return
+        try:
+            await self._handler(entry)
+        except PoisonMessage as exc:
+            reason = f"unprocessable: {exc}"
+            await self._queue.dead_letter(entry, reason)
+            if self._on_dead_letter is not None:
+                self._on_dead_letter()
+            await self._log.aerror("entry_dead_lettered", entry_id=entry.id, partition=entry.partition, error=reason)
 
     async def _dead_letter(self, entry: QueueEntry) -> None:
         await self._queue.dead_letter(entry, f"gave up after {entry.attempt - 1} attempts")
@@ -221,6 +228,9 @@ class OrderedConsumer:
             if start.state == "done":
                 return False
             if start.state in ("run", "late"):
+                # Counted as it was claimed: the handler (and the dead-letter check) see this attempt.
+                entry = dataclasses.replace(entry, attempt=start.attempt)
+                self._held[entry.id] = entry
                 break
             # Woken when the partition moves on, here or (by the queue's notices) in another process;
             # the timeout only covers a notice lost while the queue's backend reconnected.

@@ -69,10 +69,11 @@ class MemoryQueue:
             self._waited_on.add(entry.partition)
             return Start("busy", done)
         self._claims[entry.partition] = entry.id
+        attempt = self._attempts[entry.id] = self._attempts.get(entry.id, 0) + 1
         if late:
             self._skipped[entry.partition].discard(entry.ticket)
-            return Start("late", done)
-        return Start("run", done)
+            return Start("late", done, attempt)
+        return Start("run", done, attempt)
 
     async def finish(self, entry: QueueEntry, *, handled: bool) -> bool:
         if handled:
@@ -110,16 +111,7 @@ class MemoryQueue:
                 return got
             assert isinstance(item, QueueEntry)
             if item.id in self._unacked:  # else acknowledged or dead-lettered since it was queued again
-                attempt = self._attempts[item.id] = self._attempts.get(item.id, 0) + 1
-                got.append(
-                    QueueEntry(
-                        id=item.id,
-                        partition=item.partition,
-                        ticket=item.ticket,
-                        payload=item.payload,
-                        attempt=attempt,
-                    )
-                )
+                got.append(item)
             if len(got) >= count or self._queue.empty():
                 return got
             item = self._queue.get_nowait()

@@ -4,7 +4,7 @@ Keys (P = prefix, N = queue name):
 
     P:q:N                    STREAM  entries: p (partition), t (ticket), d (payload)
     P:q:N:dead               STREAM  dead letters: p, d, attempts, error, failed_at
-    P:q:N:attempts / :errors HASH    deliveries and last error per entry id
+    P:q:N:attempts / :errors HASH    times started (counted by `start`) and last error per entry id
     P:q:N:ticket:<partition> STRING  last ticket handed out in the partition
     P:q:N:done:<partition>   STRING  last ticket handled in the partition
     P:q:N:skipped:<partition> SET    tickets jumped over and still owed
@@ -76,21 +76,23 @@ return result
 """
 )
 
-# KEYS: done, skipped, claim. ARGV: ticket, token, claim ttl ms, force. Returns {state, done}.
+# KEYS: done, skipped, claim, attempts. ARGV: ticket, token, claim ttl ms, force, entry id.
+# Returns {state, done, attempt}: a claimed entry's attempt is counted here, in the same round trip.
 _START_LUA = """
 local done = tonumber(redis.call('GET', KEYS[1]) or '0')
 local ticket = tonumber(ARGV[1])
 if ticket <= done then
-  if redis.call('SISMEMBER', KEYS[2], ticket) == 0 then return {'done', done} end
+  if redis.call('SISMEMBER', KEYS[2], ticket) == 0 then return {'done', done, 0} end
 elseif ticket > done + 1 and ARGV[4] ~= '1' then
-  return {'wait', done}
+  return {'wait', done, 0}
 end
-if not redis.call('SET', KEYS[3], ARGV[2], 'NX', 'PX', ARGV[3]) then return {'busy', done} end
+if not redis.call('SET', KEYS[3], ARGV[2], 'NX', 'PX', ARGV[3]) then return {'busy', done, 0} end
+local attempt = redis.call('HINCRBY', KEYS[4], ARGV[5], 1)
 if ticket <= done then
   redis.call('SREM', KEYS[2], ticket)
-  return {'late', done}
+  return {'late', done, attempt}
 end
-return {'run', done}
+return {'run', done, attempt}
 """
 
 # KEYS: done, skipped, claim, progress channel, stream, attempts, errors.
@@ -199,24 +201,15 @@ class RedisQueue:
                     raise
         self._group_ready = True
 
-    async def _entries(self, messages: list[tuple[Any, dict[Any, Any]]]) -> list[QueueEntry]:
-        """Queue entries for what XREADGROUP or XAUTOCLAIM handed us, each delivery counted
-        (one round trip for the whole batch)."""
-        if not messages:
-            return []
-        ids = [text(entry_id) for entry_id, _ in messages]
-        with self._errors_ctx("counting deliveries"):
-            async with self._client.pipeline(transaction=False) as pipe:
-                for eid in ids:
-                    pipe.hincrby(self._attempts, eid, 1)
-                attempts = await pipe.execute()
+    @staticmethod
+    def _entries(messages: list[tuple[Any, dict[Any, Any]]]) -> list[QueueEntry]:
+        """Queue entries for what XREADGROUP or XAUTOCLAIM handed us (attempts are counted by
+        `start`, when an entry is claimed: no round trip here)."""
         entries = []
-        for eid, (_, fields), attempt in zip(ids, messages, attempts, strict=True):
+        for entry_id, fields in messages:
             values = {text(k): text(v) for k, v in fields.items()}
             entries.append(
-                QueueEntry(
-                    id=eid, partition=values["p"], ticket=int(values["t"]), payload=values["d"], attempt=int(attempt)
-                )
+                QueueEntry(id=text(entry_id), partition=values["p"], ticket=int(values["t"]), payload=values["d"])
             )
         return entries
 
@@ -226,12 +219,12 @@ class RedisQueue:
     async def start(self, entry: QueueEntry, *, force: bool = False) -> Start:
         token = uuid.uuid4().hex
         keys = [f"{self._base}:done:{entry.partition}", f"{self._base}:skipped:{entry.partition}"]
-        keys.append(self._claim_key(entry.partition))
+        keys += [self._claim_key(entry.partition), self._attempts]
         with self._errors_ctx("claiming a conversation"):
-            state, done = await self._start_script(
-                keys=keys, args=[entry.ticket, token, self._claim_ttl_ms, "1" if force else "0"]
+            state, done, attempt = await self._start_script(
+                keys=keys, args=[entry.ticket, token, self._claim_ttl_ms, "1" if force else "0", entry.id]
             )
-        result = Start(cast(StartState, text(state)), int(done))
+        result = Start(cast(StartState, text(state)), int(done), int(attempt))
         if result.state in ("run", "late"):
             self._claims[entry.id] = token
         return result
@@ -268,7 +261,7 @@ class RedisQueue:
                 self._stream, GROUP, self._consumer, self._visibility_ms, self._reclaim_from, count=count
             )
         self._reclaim_from = text(reclaimed[0])
-        return await self._entries([(entry_id, fields) for entry_id, fields in reclaimed[1] if fields])
+        return self._entries([(entry_id, fields) for entry_id, fields in reclaimed[1] if fields])
 
     async def read(self, count: int) -> list[QueueEntry]:
         if self._closed.is_set():
@@ -278,7 +271,7 @@ class RedisQueue:
             batches: Any = await self._client.xreadgroup(
                 GROUP, self._consumer, {self._stream: ">"}, count=count, block=self._block_ms
             )
-        return await self._entries([message for _stream, messages in batches or () for message in messages])
+        return self._entries([message for _stream, messages in batches or () for message in messages])
 
     async def _forget(self, pipe: Any, entry_id: str) -> None:
         pipe.xack(self._stream, GROUP, entry_id)
