@@ -21,9 +21,9 @@ from aiohttp import web
 from slack_sdk.web.async_client import AsyncWebClient
 from structlog.testing import capture_logs
 
-from channels.slack_cli import manifest
-from channels.slack_events import Ignored, InboundMessage, normalize
-from channels.slack_users import UserNames
+from channels.slack.cli import manifest
+from channels.slack.events import Ignored, InboundMessage, normalize
+from channels.slack.users import UserNames
 from core.cli import main as cli_main
 from core.errors import ConfigError
 from core.runtime import Runtime

@@ -12,9 +12,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from channels.twilio import TwilioChannel
-from channels.twilio_outbound import segments, sms_part_limit, sms_parts
-from channels.twilio_state import MemoryTwilioState, RedisTwilioState
+from channels.twilio.channel import TwilioChannel
+from channels.twilio.outbound import segments, sms_part_limit, sms_parts
+from channels.twilio.state import MemoryTwilioState, RedisTwilioState
 from core.delivery.records import DeliveryRecord
 from core.envelope import Reply
 from core.errors import DeliveryError

@@ -17,7 +17,7 @@ from datetime import timedelta
 from telegram import Bot, File
 from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError, TimedOut
 
-from channels.telegram_inbound import FileRef
+from channels.telegram.inbound import FileRef
 from core.envelope import Attachment
 from core.errors import AttachmentUnavailable
 

@@ -25,8 +25,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from channels.web_limits import ConnectionRate, EdgeLimits
-from channels.web_tokens import SessionTokens
+from channels.web.limits import ConnectionRate, EdgeLimits
+from channels.web.tokens import SessionTokens
 from core.channel import Capabilities, ChannelContext, DeliveryResult
 from core.envelope import Envelope, Reply, session_id_for
 from core.errors import StoreError
@@ -37,7 +37,7 @@ MAX_CLIENT_ID = 128
 #: frames waiting for one socket at most; a client that falls this far behind is dropped and
 #: resumes with `after=` (its replies are in the history), so it never holds up anyone else
 MAX_QUEUED_FRAMES = 256
-_STATIC = "web_static"
+_STATIC = "static"  # channels/web/static/, shipped as package data
 
 
 @dataclass(eq=False, slots=True)
@@ -118,7 +118,7 @@ class WebChannel:
 
     async def _asset(self, name: str) -> str:
         if name not in self._static:
-            path = resources.files("channels").joinpath(_STATIC, name)
+            path = resources.files("channels.web").joinpath(_STATIC, name)
             self._static[name] = await asyncio.to_thread(path.read_text, encoding="utf-8")
         return self._static[name]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from channels.api import callback_signing_key, key_id
+from channels.api.channel import callback_signing_key, key_id
 from core.secrets import server_secret
 from core.settings import Settings
 

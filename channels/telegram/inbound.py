@@ -1,7 +1,7 @@
 """Telegram updates as relaybot sees them: which messages to answer, and what they say.
 
 Pure functions over python-telegram-bot's typed `Update` (no network): the adapter publishes, with
-files as `telegram-file:` references (see `channels.telegram_files`). A message is answered in a
+files as `telegram-file:` references (see `channels.telegram.files`). A message is answered in a
 private chat always; in a group only when it mentions the bot, replies to it or is a command
 addressed to it (unless groups_require_mention is off). Forum topics are their own conversations
 (`chat_id:thread_id`), so each topic has its own session and its replies go back into the topic.

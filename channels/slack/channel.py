@@ -3,10 +3,10 @@
 Inbound, over HTTP (`POST /slack/events`, the Events API) or Socket Mode (`--polling`, no public URL):
 1. the body's size is checked before it is read, its signature (HMAC of the raw body, 5-minute
    window) before it is parsed: a forged or stale request gets 401 and nothing else happens; a
-   signed body that is not of the shape Bolt reads (channels.slack_events.SlackPayload) gets 400;
+   signed body that is not of the shape Bolt reads (channels.slack.events.SlackPayload) gets 400;
 2. Bolt's `AsyncApp` (real slack-bolt) answers `url_verification` and drops the bot's own events;
    our listener runs *before* the ack (`process_before_response=True`): it normalizes the event
-   (channels/slack_events.py) and publishes the envelope on the bus, then acks. Publishing is quick
+   (channels/slack/events.py) and publishes the envelope on the bus, then acks. Publishing is quick
    (a Redis XADD) and survives a crash of this process, unlike a task Bolt would run after the ack;
 3. Slack retries (at once, after ~1 and ~5 minutes) carry the same `event_id` and the same message:
    the envelope's dedupe key is built from the channel, the thread and the message `ts`, so the
@@ -15,7 +15,7 @@ Inbound, over HTTP (`POST /slack/events`, the Events API) or Socket Mode (`--pol
    alone: if its first delivery never arrived, it is the one that gets processed. If the bus is
    down, the listener raises, Bolt answers 500, and Slack's retry brings the message again.
 
-Outbound, `deliver` posts with `chat.postMessage` in the thread (channels/slack_delivery.py): the
+Outbound, `deliver` posts with `chat.postMessage` in the thread (channels/slack/delivery.py): the
 Markdown reply becomes mrkdwn split at 3,500 characters; a retried split reply resumes after the
 parts already posted (`channels.parts.send_parts`, recorded in the shared stream registry).
 Streamed replies post one message and edit it at most once a second (`chat.update`); the final
@@ -42,9 +42,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from channels.formatting import render_parts
 from channels.parts import send_parts
-from channels.slack_delivery import SlackPoster
-from channels.slack_events import Ignored, InboundMessage, check_request_body, normalize
-from channels.slack_users import UserNames
+from channels.slack.delivery import SlackPoster
+from channels.slack.events import Ignored, InboundMessage, check_request_body, normalize
+from channels.slack.users import UserNames
 from channels.streaming import EditStreamer
 from core.channel import Capabilities, ChannelContext, DeliveryResult
 from core.envelope import Envelope, Reply, session_id_for

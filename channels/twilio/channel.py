@@ -25,7 +25,7 @@ from multidict import MultiDict
 from twilio.request_validator import RequestValidator
 
 from channels.parts import send_parts
-from channels.twilio_inbound import (
+from channels.twilio.inbound import (
     SIGNATURE_HEADER,
     WHATSAPP_PREFIX,
     BadRequest,
@@ -36,7 +36,7 @@ from channels.twilio_inbound import (
     public_url,
     signature_valid,
 )
-from channels.twilio_outbound import (
+from channels.twilio.outbound import (
     OUTSIDE_WINDOW,
     UNSUBSCRIBED,
     TwilioSender,
@@ -45,7 +45,7 @@ from channels.twilio_outbound import (
     sms_parts,
     whatsapp_parts,
 )
-from channels.twilio_state import MemoryTwilioState, RedisTwilioState, TwilioState
+from channels.twilio.state import MemoryTwilioState, RedisTwilioState, TwilioState
 from core.channel import Capabilities, ChannelContext, DeliveryResult
 from core.envelope import Envelope, Reply
 from core.errors import ConfigError, DeliveryError, StoreError

@@ -14,9 +14,9 @@ Duplicates: update ids seen recently are skipped at once (a TTL set: ids are not
 can jump); the authority is the bus, which takes each (chat, message id) once across processes.
 Replies: HTML rendered from the Markdown answer, split at 4,096 characters, streamed by editing one
 message (throttled to about one edit a second), with flood limits and blocked users handled as the
-outbox expects (see `channels.telegram_outbound`).
+outbox expects (see `channels.telegram.outbound`).
 Files users send: envelopes carry `telegram-file:FILE_ID` references, never download URLs (those
-contain the bot token); `file_url` and `download` resolve one at use (see `channels.telegram_files`).
+contain the bot token); `file_url` and `download` resolve one at use (see `channels.telegram.files`).
 """
 
 from __future__ import annotations
@@ -40,12 +40,12 @@ from telegram.ext import Application
 from channels.formatting import render_parts
 from channels.parts import send_parts
 from channels.streaming import EditStreamer
-from channels.telegram_blocks import BlockedChats
-from channels.telegram_drafts import DraftStreamer
-from channels.telegram_files import TelegramFiles, attachment_of
-from channels.telegram_inbound import Inbound, MembershipChange, Skip, classify, parse_address
-from channels.telegram_outbound import ChatBlocked, TelegramSender, call
-from channels.telegram_polling import Poller
+from channels.telegram.blocks import BlockedChats
+from channels.telegram.drafts import DraftStreamer
+from channels.telegram.files import TelegramFiles, attachment_of
+from channels.telegram.inbound import Inbound, MembershipChange, Skip, classify, parse_address
+from channels.telegram.outbound import ChatBlocked, TelegramSender, call
+from channels.telegram.polling import Poller
 from core.channel import Capabilities, ChannelContext, DeliveryResult
 from core.envelope import Attachment, Envelope, Reply, session_id_for
 from core.errors import ConfigError, DeliveryError, StoreError

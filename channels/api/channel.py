@@ -11,7 +11,7 @@ The reply is POSTed to `callback_url` as JSON, signed: `X-Relaybot-Signature: sh
 HEX = HMAC-SHA256(signing secret, "{X-Relaybot-Timestamp}.{raw body}"), with an `Idempotency-Key`
 header that is the same on every retry. Callbacks answering 429 or 5xx are retried with backoff
 (Retry-After honoured); other 4xx answers are recorded as failed. Callbacks never go to loopback,
-private, link-local or multicast addresses unless allowed (see `channels.api_targets`), and
+private, link-local or multicast addresses unless allowed (see `channels.api.targets`), and
 redirects are not followed.
 """
 
@@ -27,7 +27,7 @@ import aiohttp
 from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from channels.api_targets import CallbackTargetRefused, PublicAddressResolver, refusal
+from channels.api.targets import CallbackTargetRefused, PublicAddressResolver, refusal
 from core.channel import Capabilities, ChannelContext, DeliveryResult
 from core.envelope import Envelope, Reply
 from core.errors import DeliveryError, StoreError
