@@ -1,6 +1,6 @@
 """Slack: the Events API over HTTP (or Socket Mode) in, `chat.postMessage` out.
 
-Modules: channel (the adapter), events (which events are answered), delivery (posting and editing),
+Modules: channel (the adapter), inbound (which events are answered), delivery (posting and editing),
 users (display names), cli (`relaybot slack manifest`).
 
 The adapter class is re-exported here for the `relaybot.channels` entry point, on first use, so

@@ -3,10 +3,10 @@
 Inbound, over HTTP (`POST /slack/events`, the Events API) or Socket Mode (`--polling`, no public URL):
 1. the body's size is checked before it is read, its signature (HMAC of the raw body, 5-minute
    window) before it is parsed: a forged or stale request gets 401 and nothing else happens; a
-   signed body that is not of the shape Bolt reads (channels.slack.events.SlackPayload) gets 400;
+   signed body that is not of the shape Bolt reads (channels.slack.inbound.SlackPayload) gets 400;
 2. Bolt's `AsyncApp` (real slack-bolt) answers `url_verification` and drops the bot's own events;
-   our listener runs *before* the ack (`process_before_response=True`): it normalizes the event
-   (channels/slack/events.py) and publishes the envelope on the bus, then acks. Publishing is quick
+   our listener runs *before* the ack (`process_before_response=True`): it parses the event
+   (channels/slack/inbound.py) and publishes the envelope on the bus, then acks. Publishing is quick
    (a Redis XADD) and survives a crash of this process, unlike a task Bolt would run after the ack;
 3. Slack retries (at once, after ~1 and ~5 minutes) carry the same `event_id` and the same message:
    the envelope's dedupe key is built from the channel, the thread and the message `ts`, so the
@@ -41,9 +41,10 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from channels.formatting import render_parts
+from channels.inbound import Ignored
 from channels.parts import send_parts
 from channels.slack.delivery import SlackPoster
-from channels.slack.events import Ignored, InboundMessage, check_request_body, normalize
+from channels.slack.inbound import Inbound, check_request_body, parse
 from channels.slack.users import UserNames
 from channels.streaming import EditStreamer
 from core.channel import Capabilities, ChannelContext, DeliveryResult
@@ -168,7 +169,7 @@ class SlackChannel:
         event = body.get("event") or {}
         event_id = body.get("event_id")
         bot_user_id = context.bot_user_id
-        found = normalize(
+        found = parse(
             event,
             bot_user_id=bot_user_id,
             bot_id=context.bot_id,
@@ -209,7 +210,7 @@ class SlackChannel:
         )
         await ack()
 
-    async def _in_thread(self, bot: str, found: InboundMessage) -> bool:
+    async def _in_thread(self, bot: str, found: Inbound) -> bool:
         """Whether the thread is the bot's: it started it, or it answers there already (a history).
 
         A reply sent while the bot's first answer in the thread is still being written finds no

@@ -16,7 +16,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from channels.slack.events import parse_reply_to
+from channels.slack.inbound import parse_reply_to
 from core.envelope import Reply
 from core.errors import DeliveryError
 

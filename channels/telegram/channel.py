@@ -38,12 +38,13 @@ from telegram.error import BadRequest, InvalidToken, NetworkError, TelegramError
 from telegram.ext import Application
 
 from channels.formatting import render_parts
+from channels.inbound import Ignored
 from channels.parts import send_parts
 from channels.streaming import EditStreamer
 from channels.telegram.blocks import BlockedChats
 from channels.telegram.drafts import DraftStreamer
 from channels.telegram.files import TelegramFiles, attachment_of
-from channels.telegram.inbound import Inbound, MembershipChange, Skip, classify, parse_address
+from channels.telegram.inbound import Inbound, MembershipChange, parse, parse_address
 from channels.telegram.outbound import ChatBlocked, TelegramSender, call
 from channels.telegram.polling import Poller
 from core.channel import Capabilities, ChannelContext, DeliveryResult
@@ -291,12 +292,12 @@ class TelegramChannel:
             return
         _, me = await self._ready()
         try:
-            outcome: Inbound | Skip | MembershipChange = classify(
+            outcome: Inbound | Ignored | MembershipChange = parse(
                 update, me=me, require_mention=self._opts.groups_require_mention
             )
         except Exception as exc:  # an update PTB modelled but we cannot read: never a retry loop
-            outcome = Skip(f"unreadable update: {exc!r}")
-        if isinstance(outcome, Skip):
+            outcome = Ignored(f"unreadable update: {exc!r}")
+        if isinstance(outcome, Ignored):
             await self._log.ainfo("update_ignored", update_id=update.update_id, reason=outcome.reason)
         elif isinstance(outcome, MembershipChange):
             await self._record_membership(outcome)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from telegram import Message, MessageEntity, Update, User
 from telegram.constants import ChatType
 
+from channels.inbound import Ignored
+
 PRIVATE = ChatType.PRIVATE
 GROUPS = (ChatType.GROUP, ChatType.SUPERGROUP)
 
@@ -50,13 +52,6 @@ class Inbound:
 
 
 @dataclass(frozen=True, slots=True)
-class Skip:
-    """An update we acknowledge and do not answer, with the reason (logged)."""
-
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
 class MembershipChange:
     """The bot's own membership in a private chat changed: the user blocked (or unblocked) it."""
 
@@ -73,16 +68,16 @@ def parse_address(reply_to: str) -> tuple[int, int | None]:
         raise ValueError(f"not a Telegram chat address: {reply_to!r}") from exc
 
 
-def classify(update: Update, *, me: User, require_mention: bool) -> Inbound | Skip | MembershipChange:
-    """What to do with one update."""
+def parse(update: Update, *, me: User, require_mention: bool) -> Inbound | Ignored | MembershipChange:
+    """What to do with one update (see `channels.inbound`)."""
     member = update.my_chat_member
     if member is not None:
         if member.chat.type != PRIVATE:
-            return Skip("membership change in a group")
+            return Ignored("membership change in a group")
         return MembershipChange(member.chat.id, blocked=member.new_chat_member.status == "kicked")
     if update.message is None:
         kind = next((k for k in _UPDATE_KINDS if getattr(update, k, None) is not None), "unknown")
-        return Skip(f"update type {kind!r} is not handled")
+        return Ignored(f"update type {kind!r} is not handled")
     return _message(update.message, me=me, require_mention=require_mention)
 
 
@@ -125,35 +120,35 @@ def _wrongly_typed(message: Message) -> str | None:
     return next((name for name, ok in checks.items() if not ok), None)
 
 
-def _message(message: Message, *, me: User, require_mention: bool) -> Inbound | Skip:
+def _message(message: Message, *, me: User, require_mention: bool) -> Inbound | Ignored:
     if (wrong := _wrongly_typed(message)) is not None:
-        return Skip(f"malformed message: {wrong} is not of the Bot API's type")
+        return Ignored(f"malformed message: {wrong} is not of the Bot API's type")
     sender = message.from_user
     if sender is not None and sender.is_bot:
-        return Skip("message from a bot")
+        return Ignored("message from a bot")
     chat = message.chat
     if chat.type not in (PRIVATE, *GROUPS):
-        return Skip(f"chat type {chat.type!r} is not handled")
+        return Ignored(f"chat type {chat.type!r} is not handled")
     text = message.text or message.caption or ""
     entities = message.parse_entities() if message.text else message.parse_caption_entities()
     command = _command(text, entities, me)
     if command == "":
-        return Skip("a command for another bot")
+        return Ignored("a command for another bot")
     if chat.type in GROUPS and require_mention and not (command or _addresses_bot(message, entities, me)):
-        return Skip("group message that neither mentions nor replies to the bot")
+        return Ignored("group message that neither mentions nor replies to the bot")
     text = _without_mention(text, me)
     if command:
         # "/help@our_bot args" → "/help args": the bot's handlers see one spelling of a command.
         text = re.sub(r"^/\w+(@\w+)?", command, text, count=1)
     files = _files(message)
     if not text.strip() and not files:
-        return Skip("message without text or a supported attachment")
+        return Ignored("message without text or a supported attachment")
     if sender is not None:
         user_id, user_name = f"telegram:{sender.id}", sender.full_name or sender.username
     elif message.sender_chat is not None:  # an anonymous group admin, or a channel posting in the group
         user_id, user_name = f"telegram:chat:{message.sender_chat.id}", message.sender_chat.title
     else:
-        return Skip("message without a sender")
+        return Ignored("message without a sender")
     return Inbound(
         chat_id=chat.id,
         thread_id=message.message_thread_id if message.is_topic_message else None,

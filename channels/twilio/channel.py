@@ -29,9 +29,9 @@ from channels.twilio.inbound import (
     SIGNATURE_HEADER,
     WHATSAPP_PREFIX,
     BadRequest,
-    InboundMessage,
+    Inbound,
+    parse,
     parse_form,
-    parse_message,
     parse_status,
     public_url,
     signature_valid,
@@ -167,7 +167,7 @@ class TwilioChannel:
         if isinstance(form, web.Response):
             return form
         try:
-            message = parse_message(form, max_text_chars=self._settings.max_text_chars)
+            message = parse(form, max_text_chars=self._settings.max_text_chars)
         except BadRequest as exc:
             return _refuse(400, str(exc))
         try:
@@ -177,7 +177,7 @@ class TwilioChannel:
             await self._log.aerror("twilio_publish_failed", error=str(exc))
             return _refuse(503, "relaybot cannot take messages right now")
 
-    async def _accept(self, message: InboundMessage) -> web.Response:
+    async def _accept(self, message: Inbound) -> web.Response:
         log = self._log.bind(message_sid=message.message_sid, twilio_channel=message.channel)
         if message.channel == "whatsapp":
             await self._state.wrote_at(message.from_address, time.time())

@@ -35,7 +35,7 @@ class BadRequest(ValueError):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class InboundMessage:
+class Inbound:
     """One SMS or WhatsApp message as Twilio posted it, validated."""
 
     message_sid: str
@@ -109,7 +109,11 @@ def _keyword(body: str, opt_out_type: str | None) -> Keyword | None:
     return None
 
 
-def parse_message(form: MultiDict[str], *, max_text_chars: int) -> InboundMessage:
+def parse(form: MultiDict[str], *, max_text_chars: int) -> Inbound:
+    """The message of a signed webhook (see `channels.inbound`); a form Twilio never sends is a BadRequest.
+
+    Nothing is ignored here: opt-out keywords and opted-out numbers are the adapter's to act on.
+    """
     sid = _one(form, "MessageSid") or ""
     from_address = (_one(form, "From") or "").strip()
     to_address = (_one(form, "To") or "").strip()
@@ -136,7 +140,7 @@ def parse_message(form: MultiDict[str], *, max_text_chars: int) -> InboundMessag
             raise BadRequest(f"MediaUrl{index} is not an http(s) URL")
         attachments.append(Attachment(url=url, mime_type=_one(form, f"MediaContentType{index}", required=False)))
     profile = (_one(form, "ProfileName", required=False) or "").strip() or None
-    return InboundMessage(
+    return Inbound(
         message_sid=sid,
         channel="whatsapp" if whatsapp else "sms",
         number=number,

@@ -1,4 +1,4 @@
-"""Slack events normalized into what an envelope needs: pure functions, no I/O.
+"""Slack events parsed into what an envelope needs (`parse`, see `channels.inbound`): pure functions, no I/O.
 
 Which events become messages:
 - direct messages (`channel_type == "im"`): every user message;
@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from channels.inbound import Ignored
 from core.envelope import Attachment
 
 # Subtypes that are still a person writing to the bot; everything else (message_changed,
@@ -114,8 +115,8 @@ def check_request_body(body: object) -> None:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class InboundMessage:
-    """A Slack message the bot answers, normalized."""
+class Inbound:
+    """A Slack message the bot answers."""
 
     kind: Kind
     channel: str
@@ -132,11 +133,6 @@ class InboundMessage:
     def conversation_id(self) -> str:
         """The channel plus the thread: one conversation per thread (per DM when answered inline)."""
         return f"{self.channel}:{self.thread_ts}" if self.thread_ts else self.channel
-
-
-@dataclass(frozen=True, slots=True)
-class Ignored:
-    reason: str
 
 
 def parse_reply_to(reply_to: str) -> tuple[str, str | None]:
@@ -165,14 +161,14 @@ def attachments_of(files: list[SlackFile]) -> tuple[Attachment, ...]:
     return tuple(out)
 
 
-def normalize(
+def parse(
     event: dict[str, Any],
     *,
     bot_user_id: str | None,
     bot_id: str | None = None,
     ignore_bots: bool = True,
     dm_threads: bool = False,
-) -> InboundMessage | Ignored:
+) -> Inbound | Ignored:
     """What to do with one event: a message to answer, or why it is ignored.
 
     A channel thread reply without a mention comes back with kind "thread"; whether the bot is in
@@ -210,7 +206,7 @@ def normalize(
         kind = "thread"
     else:
         return Ignored("a channel message that does not mention the bot")
-    return InboundMessage(
+    return Inbound(
         kind=kind,
         channel=msg.channel,
         ts=msg.ts,
