@@ -14,7 +14,8 @@ import pytest
 
 from channels.twilio.channel import TwilioChannel
 from channels.twilio.outbound import segments, sms_part_limit, sms_parts
-from channels.twilio.state import MemoryTwilioState, RedisTwilioState
+from channels.twilio.state.memory import MemoryTwilioState
+from channels.twilio.state.redis import RedisTwilioState
 from core.delivery.records import DeliveryRecord
 from core.envelope import Reply
 from core.errors import DeliveryError

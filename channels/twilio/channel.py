@@ -45,7 +45,9 @@ from channels.twilio.outbound import (
     sms_parts,
     whatsapp_parts,
 )
-from channels.twilio.state import MemoryTwilioState, RedisTwilioState, TwilioState
+from channels.twilio.state import TwilioState
+from channels.twilio.state.memory import MemoryTwilioState
+from channels.twilio.state.redis import RedisTwilioState
 from core.channel import Capabilities, ChannelContext, DeliveryResult
 from core.envelope import Envelope, Reply
 from core.errors import ConfigError, DeliveryError, StoreError
