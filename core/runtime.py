@@ -28,7 +28,7 @@ from core.delivery.records.memory import MemoryDeliveryRecords
 from core.delivery.records.redis import RedisDeliveryRecords
 from core.delivery.sender import ReplySender
 from core.delivery.worker import DeliveryWorker
-from core.envelope import Reply
+from core.envelope import Reply, register_channel_names
 from core.errors import ConfigError, StoreError
 from core.fanout.base import Fanout, FanoutHandler
 from core.fanout.memory import MemoryFanout
@@ -241,6 +241,7 @@ class Runtime:
         )
 
     def add_channel(self, adapter: ChannelAdapter) -> ChannelAdapter:
+        register_channel_names(adapter.channel_names)
         for name in adapter.channel_names:
             self.channels[name] = adapter
         return adapter
