@@ -70,7 +70,7 @@ BASELINE_WINDOW = 20
 
 
 def sign(secret: bytes, timestamp: str, body: bytes) -> str:
-    """The API channel's callback signature (channels/api.py): HMAC-SHA256 of "{timestamp}.{body}"."""
+    """The API channel's callback signature (channels/api/channel.py): HMAC-SHA256 of "{timestamp}.{body}"."""
     return "sha256=" + hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 

@@ -1,8 +1,8 @@
 """The channel seam as the core sees it.
 
 The core delivers through `DeliveryTarget` and the runtime drives `ChannelAdapter`s found by
-entry point; both live here because `core/` never imports `channels/`. Adapters build on
-`channels.base`, which re-exports these with shared helpers for the HTTP edge.
+entry point; both live here because `core/` never imports `channels/`. Adapters implement them
+(one package per platform under `channels/`) and import them from here.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ class ChannelContext:
 
 
 class ChannelAdapter(DeliveryTarget, Protocol):
-    """A channel adapter as the runtime drives it (`channels.base` documents the full seam)."""
+    """A channel adapter as the runtime drives it."""
 
     #: the envelope channel names this adapter delivers for (e.g. ("sms", "whatsapp"))
     channel_names: tuple[str, ...]

@@ -9,12 +9,43 @@ from __future__ import annotations
 
 import json
 import random
+import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any, Literal, get_args
+from typing import Any
 
-ChannelName = Literal["slack", "telegram", "sms", "whatsapp", "web", "api", "cli"]
-CHANNEL_NAMES: frozenset[str] = frozenset(get_args(ChannelName))
+#: the envelope channel names in use ("slack", "sms", ...): registered by the channel adapters,
+#: which are found through the `relaybot.channels` entry point, so a package adds a channel (and
+#: its names) without touching core. See `register_channel_names` and `known_channel_names`.
+_channel_names: set[str] = set()
+_installed_registered = False
+_CHANNEL_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+
+
+def register_channel_names(names: Iterable[str]) -> None:
+    """Accept envelopes of these channels (an adapter's `channel_names`, e.g. ("sms", "whatsapp"))."""
+    names = tuple(names)
+    for name in names:
+        if not _CHANNEL_NAME.fullmatch(name):
+            raise ValueError(f"a channel name is a short lowercase word (a-z, 0-9, '-', '_'); got {name!r}")
+    _channel_names.update(names)
+
+
+def known_channel_names() -> frozenset[str]:
+    """The registered names; the first call also registers those of every installed adapter.
+
+    A process registers the adapters it loads (core.plugins); this covers a process that handles an
+    envelope of an adapter it did not load (a test, a script). Core imports no channel for it: the
+    adapters are found through their entry points.
+    """
+    global _installed_registered
+    if not _installed_registered:
+        _installed_registered = True
+        from core.plugins import installed_channel_names  # core.plugins imports this module
+
+        register_channel_names(installed_channel_names())
+    return frozenset(_channel_names)
 
 
 def new_id() -> str:
@@ -76,8 +107,8 @@ class Envelope:
     tenant: str | None = None
 
     def __post_init__(self) -> None:
-        if self.channel not in CHANNEL_NAMES:
-            raise ValueError(f"unknown channel {self.channel!r}; expected one of {sorted(CHANNEL_NAMES)}")
+        if self.channel not in _channel_names and self.channel not in known_channel_names():
+            raise ValueError(f"unknown channel {self.channel!r}; expected one of {sorted(known_channel_names())}")
         if not self.bot or not self.conversation_id or not self.user_id:
             raise ValueError("an envelope needs a bot, a conversation_id and a user_id")
         object.__setattr__(self, "received_at", _utc(self.received_at))

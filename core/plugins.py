@@ -1,4 +1,8 @@
-"""Channel adapters are found by name through entry points (group `relaybot.channels`)."""
+"""Channel adapters are found by name through entry points (group `relaybot.channels`).
+
+Loading an adapter registers its envelope channel names (`core.envelope.register_channel_names`):
+nothing in core lists the channels, so an installed package adds one by declaring its entry point.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from core.channel import Capabilities
+from core.envelope import register_channel_names
 from core.errors import ConfigError
 
 GROUP = "relaybot.channels"
@@ -25,7 +30,9 @@ def load_channel_factory(name: str) -> Any:
             f"no channel adapter named {name!r} (known: {', '.join(channel_names()) or 'none'}); "
             "is relaybot installed (pip install -e .)?"
         )
-    return matches[0].load()
+    factory = matches[0].load()
+    register_channel_names(getattr(factory, "channel_names", ()))
+    return factory
 
 
 def installed_capabilities() -> dict[str, Capabilities]:
@@ -33,15 +40,28 @@ def installed_capabilities() -> dict[str, Capabilities]:
 
     A worker process hosts no adapters but must know, say, which channels stream.
     """
-    capabilities: dict[str, Capabilities] = {}
+    return {
+        name: adapter.capabilities
+        for adapter in _installed_adapters()
+        for name in getattr(adapter, "channel_names", ())
+    }
+
+
+def installed_channel_names() -> list[str]:
+    """The envelope channel names of every installed adapter (registered as they load)."""
+    return [name for adapter in _installed_adapters() for name in getattr(adapter, "channel_names", ())]
+
+
+def _installed_adapters() -> list[Any]:
+    adapters = []
     for ep in entry_points(group=GROUP):
         try:
             adapter = ep.load()
         except ImportError:
             continue  # an adapter whose optional dependency is missing is simply not available
-        for name in getattr(adapter, "channel_names", ()):
-            capabilities[name] = adapter.capabilities
-    return capabilities
+        register_channel_names(getattr(adapter, "channel_names", ()))
+        adapters.append(adapter)
+    return adapters
 
 
 def add_channel_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

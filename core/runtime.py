@@ -23,10 +23,12 @@ from core.dedupe.base import DedupeStore
 from core.dedupe.memory import MemoryDedupeStore
 from core.dedupe.redis import RedisDedupeStore
 from core.delivery.outbox import InlineOutbox, Outbox, QueueOutbox, deliver_topic, fragments_topic
-from core.delivery.records import DeliveryRecords, MemoryDeliveryRecords, RedisDeliveryRecords
+from core.delivery.records import DeliveryRecords
+from core.delivery.records.memory import MemoryDeliveryRecords
+from core.delivery.records.redis import RedisDeliveryRecords
 from core.delivery.sender import ReplySender
 from core.delivery.worker import DeliveryWorker
-from core.envelope import Reply
+from core.envelope import Reply, register_channel_names
 from core.errors import ConfigError, StoreError
 from core.fanout.base import Fanout, FanoutHandler
 from core.fanout.memory import MemoryFanout
@@ -70,7 +72,9 @@ from core.stores.cached import CachedHistoryStore
 from core.stores.memory import MemoryReadCache, MemorySessionStore
 from core.stores.redis import RedisReadCache, RedisSessionStore
 from core.stores.sql import SqlHistoryStore, database_kind
-from core.streams import MemoryStreamRegistry, RedisStreamRegistry, StreamRegistry
+from core.streams import StreamRegistry
+from core.streams.memory import MemoryStreamRegistry
+from core.streams.redis import RedisStreamRegistry
 from core.tools import ToolExecutor
 from core.worker import Worker
 
@@ -239,6 +243,7 @@ class Runtime:
         )
 
     def add_channel(self, adapter: ChannelAdapter) -> ChannelAdapter:
+        register_channel_names(adapter.channel_names)
         for name in adapter.channel_names:
             self.channels[name] = adapter
         return adapter

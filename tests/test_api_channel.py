@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from channels.api import callback_signing_key
-from channels.api_cli import print_signing_key
+from channels.api.channel import callback_signing_key
+from channels.api.cli import print_signing_key
 from core.runtime import Runtime
 from core.secrets import WEB_SESSION_TOKENS, derive_key
 from core.settings import Settings

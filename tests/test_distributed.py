@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from channels.api import key_id
+from channels.api.channel import key_id
 from core.stores.sql import SqlHistoryStore
 from tests.fakes.callback_server import CallbackServer, Scripted
 from tests.fakes.openai_server import FakeOpenAI

@@ -36,7 +36,7 @@ from hypothesis import strategies as st
 from multidict import MultiDict
 from structlog.testing import capture_logs
 
-from channels.telegram import SECRET_HEADER, WEBHOOK_PATH
+from channels.telegram.channel import SECRET_HEADER, WEBHOOK_PATH
 from core.runtime import Runtime
 from core.settings import Settings
 from tests.fakes.callback_server import CallbackServer
@@ -720,7 +720,7 @@ class Frame:
 
 
 def _wanted_code(text: str) -> str:
-    """For arbitrary text: what the protocol answers a frame that is not a message (see channels/web.py)."""
+    """For arbitrary text: what the protocol answers a frame that is not a message (see channels/web/channel.py)."""
     try:
         frame = json.loads(text)
     except ValueError:

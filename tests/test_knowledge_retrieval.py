@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from channels.api import key_id
+from channels.api.channel import key_id
 from core.bots import load_bot
 from core.envelope import Envelope, Reply
 from core.intents import LocalIntentClassifier

@@ -12,8 +12,12 @@ import redis.asyncio as aioredis
 from structlog.testing import capture_logs
 
 from core.errors import StoreError
-from core.llm.breaker import BreakerPolicy, CircuitBreaker, MemoryCircuitBreaker, RedisCircuitBreaker
-from core.llm.cache import CachedAnswer, MemoryResponseCache, RedisResponseCache, ResponseCache
+from core.llm.breaker import BreakerPolicy, CircuitBreaker
+from core.llm.breaker.memory import MemoryCircuitBreaker
+from core.llm.breaker.redis import RedisCircuitBreaker
+from core.llm.cache import CachedAnswer, ResponseCache
+from core.llm.cache.memory import MemoryResponseCache
+from core.llm.cache.redis import RedisResponseCache
 from core.redisio import client_from_url
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.openai_server import FakeOpenAI

@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 
 from core.dedupe.redis import RedisDedupeStore
 from core.delivery.outbox import QueueOutbox, deliver_topic
-from core.delivery.records import RedisDeliveryRecords
+from core.delivery.records.redis import RedisDeliveryRecords
 from core.envelope import Reply
 from core.fanout.redis import RedisFanout
 from core.plugins import installed_capabilities

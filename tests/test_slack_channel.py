@@ -21,9 +21,10 @@ from aiohttp import web
 from slack_sdk.web.async_client import AsyncWebClient
 from structlog.testing import capture_logs
 
-from channels.slack_cli import manifest
-from channels.slack_events import Ignored, InboundMessage, normalize
-from channels.slack_users import UserNames
+from channels.inbound import Ignored
+from channels.slack.cli import manifest
+from channels.slack.inbound import Inbound, parse
+from channels.slack.users import UserNames
 from core.cli import main as cli_main
 from core.errors import ConfigError
 from core.runtime import Runtime
@@ -320,18 +321,18 @@ def test_normalizing_files_mentions_other_bots_and_thread_replies() -> None:
             }
         ],
     }
-    found = normalize(event, bot_user_id=BOT_USER_ID)
-    assert isinstance(found, InboundMessage)
+    found = parse(event, bot_user_id=BOT_USER_ID)
+    assert isinstance(found, Inbound)
     assert found.text == "see this file" and found.kind == "mention"
     (attachment,) = found.attachments
     assert (attachment.name, attachment.mime_type, attachment.size) == ("report.pdf", "application/pdf", 1234)
-    assert isinstance(normalize({**event, "bot_id": "B9"}, bot_user_id=BOT_USER_ID), Ignored)
-    assert isinstance(normalize({**event, "bot_id": "B9"}, bot_user_id=BOT_USER_ID, ignore_bots=False), InboundMessage)
+    assert isinstance(parse({**event, "bot_id": "B9"}, bot_user_id=BOT_USER_ID), Ignored)
+    assert isinstance(parse({**event, "bot_id": "B9"}, bot_user_id=BOT_USER_ID, ignore_bots=False), Inbound)
     reply = {**dm("thanks", ts="1700000000.000900"), "channel": "C1", "channel_type": "channel"}
-    in_bots_thread = normalize({**reply, "thread_ts": "1", "parent_user_id": BOT_USER_ID}, bot_user_id=BOT_USER_ID)
-    in_users_thread = normalize({**reply, "thread_ts": "1", "parent_user_id": "U7"}, bot_user_id=BOT_USER_ID)
-    assert isinstance(in_bots_thread, InboundMessage) and in_bots_thread.in_bot_thread
-    assert isinstance(in_users_thread, InboundMessage) and not in_users_thread.in_bot_thread
+    in_bots_thread = parse({**reply, "thread_ts": "1", "parent_user_id": BOT_USER_ID}, bot_user_id=BOT_USER_ID)
+    in_users_thread = parse({**reply, "thread_ts": "1", "parent_user_id": "U7"}, bot_user_id=BOT_USER_ID)
+    assert isinstance(in_bots_thread, Inbound) and in_bots_thread.in_bot_thread
+    assert isinstance(in_users_thread, Inbound) and not in_users_thread.in_bot_thread
     assert in_users_thread.kind == "thread" and in_users_thread.conversation_id == "C1:1"
 
 

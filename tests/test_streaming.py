@@ -13,7 +13,9 @@ from channels.streaming import CURSOR, EditStreamer
 from core.envelope import Reply
 from core.errors import DeliveryError
 from core.redisio import client_from_url
-from core.streams import MemoryStreamRegistry, RedisStreamRegistry, StreamRegistry
+from core.streams import StreamRegistry
+from core.streams.memory import MemoryStreamRegistry
+from core.streams.redis import RedisStreamRegistry
 
 
 class PlatformMessages:

@@ -23,8 +23,8 @@ from aiohttp import web
 from structlog.testing import capture_logs
 
 from channels.formatting import render
-from channels.telegram import SECRET_HEADER, WEBHOOK_PATH, TelegramChannel, webhook_secret
-from channels.telegram_cli import set_webhook
+from channels.telegram.channel import SECRET_HEADER, WEBHOOK_PATH, TelegramChannel, webhook_secret
+from channels.telegram.cli import set_webhook
 from core.envelope import Attachment, Envelope, Reply, session_id_for
 from core.errors import AttachmentUnavailable
 from core.queue import QueueEntry

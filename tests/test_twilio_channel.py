@@ -12,9 +12,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from channels.twilio import TwilioChannel
-from channels.twilio_outbound import segments, sms_part_limit, sms_parts
-from channels.twilio_state import MemoryTwilioState, RedisTwilioState
+from channels.twilio.channel import TwilioChannel
+from channels.twilio.outbound import segments, sms_part_limit, sms_parts
+from channels.twilio.state.memory import MemoryTwilioState
+from channels.twilio.state.redis import RedisTwilioState
 from core.delivery.records import DeliveryRecord
 from core.envelope import Reply
 from core.errors import DeliveryError

@@ -14,8 +14,8 @@ import aiohttp
 import pytest
 from pydantic import ValidationError
 
-from channels.api import callback_signing_key
-from channels.web_tokens import SessionTokens, WebSession
+from channels.api.channel import callback_signing_key
+from channels.web.tokens import SessionTokens, WebSession
 from core.envelope import Reply
 from core.runtime import Runtime
 from core.secrets import WEB_SESSION_TOKENS, derive_key

@@ -7,8 +7,8 @@
     status.py     HTTP status / error type / Retry-After → core.errors.ProviderError subclasses
     chain.py      the fallback chain: deadlines, budget, retries, breaker, cache, cut streams
     result.py     ChainResult and Attempt, what a run reports to the turn log
-    breaker.py    circuit breakers per provider + model (memory, Redis)
-    cache.py      the optional response cache (memory, Redis)
+    breaker/      circuit breakers per provider + model (base, memory, redis)
+    cache/        the optional response cache (base, memory, redis)
     factory.py    a bot's chain from Settings + [models]; owns the SDK clients
 
 Only `base` is imported here, so importing a type does not load the SDKs.

@@ -19,8 +19,12 @@ import structlog
 
 from core.bots import BotConfig, Models
 from core.llm.base import LLMProvider
-from core.llm.breaker import BreakerPolicy, CircuitBreaker, MemoryCircuitBreaker, RedisCircuitBreaker
-from core.llm.cache import MemoryResponseCache, RedisResponseCache, ResponseCache
+from core.llm.breaker import BreakerPolicy, CircuitBreaker
+from core.llm.breaker.memory import MemoryCircuitBreaker
+from core.llm.breaker.redis import RedisCircuitBreaker
+from core.llm.cache import ResponseCache
+from core.llm.cache.memory import MemoryResponseCache
+from core.llm.cache.redis import RedisResponseCache
 from core.llm.chain import Chain, ChainPolicy, ChainSource, Step, StepPolicy
 from core.llm.offline import OfflineProvider
 from core.settings import Settings
