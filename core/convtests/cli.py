@@ -1,0 +1,112 @@
+"""`relaybot test`: runs conversation tests and reports them (exit 0 all passed, 1 a test failed, 2 a bad file)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from core.bots import BotRegistry
+from core.convtests.loader import Conversation, TestFileError, load_paths
+from core.convtests.report import describe_failure, result_line, summary_line, write_junit
+from core.convtests.runner import ConversationResult, ConversationRunner
+from core.errors import ConfigError
+from core.logging import configure_logging
+from core.settings import Settings
+
+__all__ = ["add_test_command", "select"]
+
+#: where a bot keeps its conversation tests, inside its folder
+TESTS_FOLDER = "tests"
+
+
+def add_test_command(commands: Any) -> None:
+    """Register `relaybot test` on the CLI's subcommands (an argparse `_SubParsersAction`)."""
+    test = commands.add_parser(
+        "test", help="run conversation tests (bots/<name>/tests/*.yaml) through the real pipeline, offline"
+    )
+    test.add_argument(
+        "paths", nargs="*", type=Path, metavar="PATH", help="test files or folders (default: each bot's tests/)"
+    )
+    test.add_argument("--bot", help="the bot under test (default: the bot whose folder holds the file)")
+    test.add_argument("-k", dest="pattern", help="only conversations whose 'file::name' contains this text")
+    test.add_argument("--junit", type=Path, metavar="FILE", help="also write the results as JUnit XML (for CI)")
+    test.set_defaults(handler=_run_tests)
+
+
+def select(conversations: Sequence[Conversation], pattern: str | None) -> list[Conversation]:
+    """The conversations `-k PATTERN` keeps: a case-insensitive substring of "file.yaml::name"."""
+    if not pattern:
+        return list(conversations)
+    needle = pattern.casefold()
+    return [c for c in conversations if needle in c.id.casefold()]
+
+
+async def _run_tests(settings: Settings, args: argparse.Namespace) -> int:
+    # Expected warnings (a tool call a test makes fail) would bury the report; errors still show.
+    configure_logging(settings.log_format, "ERROR")
+    bots = BotRegistry.from_dir(settings.bots_dir, default=settings.default_bot)
+    try:
+        by_bot = _collect(settings, bots, args)
+    except TestFileError as exc:
+        print(f"relaybot: bad test file: {exc}", file=sys.stderr)
+        return 2
+    total = sum(len(c) for c in by_bot.values())
+    if total == 0:
+        where = ", ".join(str(p) for p in args.paths) or f"any bot's {TESTS_FOLDER}/ folder"
+        matching = f" matching -k {args.pattern!r}" if args.pattern else ""
+        print(f"relaybot: no conversation tests{matching} in {where}", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    results: list[ConversationResult] = []
+    async with ConversationRunner.open(settings, bots=list(by_bot), report=_say) as runner:
+        for bot_name, conversations in by_bot.items():
+            bot = bots.require(bot_name)
+            for conversation in conversations:
+                result = await runner.run(conversation, bot)
+                results.append(result)
+                _say(result_line(result))
+    seconds = time.perf_counter() - started
+    failures = [r for r in results if not r.passed]
+    for result in failures:
+        _say("")
+        _say(describe_failure(result))
+    _say("")
+    _say(summary_line(results, seconds))
+    if args.junit is not None:
+        write_junit(results, args.junit, seconds=seconds)
+    return 1 if failures else 0
+
+
+def _collect(settings: Settings, bots: BotRegistry, args: argparse.Namespace) -> dict[str, list[Conversation]]:
+    """The conversations to run, by bot, in file order."""
+    by_bot: dict[str, list[Conversation]] = {}
+    if args.paths:
+        for conversation in load_paths(args.paths):
+            name = args.bot or _bot_of(conversation.path, settings.bots_dir) or bots.default
+            by_bot.setdefault(bots.require(name).name, []).append(conversation)
+    else:
+        chosen = [bots.require(args.bot)] if args.bot else list(bots)
+        for bot in chosen:
+            folder = (bot.path or settings.bots_dir / bot.name) / TESTS_FOLDER
+            if folder.is_dir():
+                by_bot[bot.name] = load_paths([folder])
+            elif args.bot:
+                raise ConfigError(f"bot {bot.name!r} has no conversation tests: create {folder}/ with *.yaml files")
+    return {name: kept for name, convs in by_bot.items() if (kept := select(convs, args.pattern))}
+
+
+def _bot_of(path: Path, bots_dir: Path) -> str | None:
+    """The bot whose folder holds `path` (bots/<name>/...), if any."""
+    try:
+        relative = path.resolve().relative_to(bots_dir.resolve())
+    except ValueError:
+        return None
+    return relative.parts[0] if len(relative.parts) > 1 else None
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
