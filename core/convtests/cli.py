@@ -46,8 +46,9 @@ def select(conversations: Sequence[Conversation], pattern: str | None) -> list[C
 
 
 async def _run_tests(settings: Settings, args: argparse.Namespace) -> int:
-    # Expected warnings (a tool call a test makes fail) would bury the report; errors still show.
-    configure_logging(settings.log_format, "ERROR")
+    # The report says what each turn did, its errors included; the log lines a test provokes on purpose
+    # (a failing tool or model) would only bury it.
+    configure_logging(settings.log_format, "CRITICAL")
     bots = BotRegistry.from_dir(settings.bots_dir, default=settings.default_bot)
     try:
         by_bot = _collect(settings, bots, args)

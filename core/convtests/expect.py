@@ -47,6 +47,16 @@ class TurnOutcome:
     notice: str | None = None
     error: str | None = None
 
+    def describe(self) -> str:
+        """One line of what the turn did, shown above a failure's diff for context."""
+        parts = [f"intent={self.intent}", f"handler={self.handler}"]
+        parts.append("tools=" + ("; ".join(t.describe() for t in self.tools) or "none"))
+        if self.notice:
+            parts.append(f"notice={self.notice}")
+        if self.error:
+            parts.append(f"error={self.error}")
+        return ", ".join(parts)
+
     @property
     def reply(self) -> str | None:
         return "\n\n".join(self.replies) if self.replies else None
@@ -94,6 +104,14 @@ def check_turn(spec: TurnSpec, outcome: TurnOutcome, *, number: int, line: int) 
             found.append(("no_reply", "no reply", "a reply"))
     elif reply is None:
         found.append(("reply", "a reply", "no reply was delivered"))
+    if spec.intent is not None and outcome.intent != spec.intent:
+        found.append(("intent", repr(spec.intent), repr(outcome.intent)))
+    if spec.handler is not None and outcome.handler != spec.handler:
+        found.append(("handler", repr(spec.handler), repr(outcome.handler)))
+    for tool in spec.tool_called:
+        if not any(_called(tool, seen) for seen in outcome.tools):
+            calls = "; ".join(seen.describe() for seen in outcome.tools) or "no tool was called"
+            found.append(("tool_called", _describe_expected_tool(tool), calls))
     text = (reply or "").casefold()
     for expected in spec.reply_contains:
         if expected.casefold() not in text:
@@ -104,14 +122,6 @@ def check_turn(spec: TurnSpec, outcome: TurnOutcome, *, number: int, line: int) 
     for unwanted in spec.reply_not_contains:
         if unwanted.casefold() in text:
             found.append(("reply_not_contains", f"no {unwanted!r}", "it is in the reply"))
-    if spec.intent is not None and outcome.intent != spec.intent:
-        found.append(("intent", repr(spec.intent), repr(outcome.intent)))
-    if spec.handler is not None and outcome.handler != spec.handler:
-        found.append(("handler", repr(spec.handler), repr(outcome.handler)))
-    for tool in spec.tool_called:
-        if not any(_called(tool, seen) for seen in outcome.tools):
-            calls = "; ".join(seen.describe() for seen in outcome.tools) or "no tool was called"
-            found.append(("tool_called", _describe_expected_tool(tool), calls))
     for source in spec.sources_include:
         if not any(s.casefold().startswith(source.casefold()) for s in outcome.sources):
             found.append(("sources_include", repr(source), ", ".join(outcome.sources) or "no sources"))

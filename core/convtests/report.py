@@ -29,6 +29,8 @@ def describe_failure(result: ConversationResult) -> str:
         lines.append(f"  {problem}")
     for (turn, line, say, reply), group in groupby(result.mismatches, key=lambda m: (m.turn, m.line, m.say, m.reply)):
         lines.append(f"  turn {turn} ({conversation.path}:{line}), the user said: {say!r}")
+        if turn <= len(result.turns):
+            lines.append(f"    the bot: {result.turns[turn - 1].describe()}")
         for mismatch in group:
             lines.append(f"    {mismatch.expectation}:")
             lines.append(f"      expected: {mismatch.expected}")
