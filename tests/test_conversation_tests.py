@@ -7,14 +7,17 @@ as a process, knowledge and all.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 
 from core.bots import load_bot
 from core.cli import main
@@ -22,6 +25,8 @@ from core.intents.llm import classification_prompt
 from core.llm.base import ChatMessage, LLMRequest
 from core.llm.scripted import INTENT_PROMPT_OPENING, ScriptedProvider, request_kind
 from core.memory.llm import FACTS_SCHEMA, SUMMARY_PROMPT
+from core.stores.base import StoredMessage
+from core.stores.sql import SqlHistoryStore
 from tests.support.harness import REPO, write_bot
 
 PASSING = """
@@ -225,3 +230,49 @@ def test_the_example_bot_ships_conversation_tests_that_pass(tmp_path: Path) -> N
     assert result.returncode == 0, result.stdout + result.stderr
     root = ET.parse(junit).getroot()
     assert int(root.get("tests", "0")) >= 15 and root.get("failures") == "0"
+
+
+async def test_record_turns_a_session_from_the_history_into_a_test_that_passes(
+    bots_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    session_id = "support:web:w-123"
+    start = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
+    history = SqlHistoryStore.from_url(f"sqlite:///{tmp_path / 'data' / 'relaybot.db'}")
+    await history.create_schema()
+    exchanges = [
+        ("/start", "Hi! I'm the Tasklane support assistant. Ask me about plans, billing, your account or a problem."),
+        ("I'd like to cancel Tasklane", "I can help you cancel your **Tasklane** subscription. Just to be sure: ..."),
+        ("no", "No problem, I've left your subscription as it is. Anything else I can help with?"),
+    ]
+    try:
+        for n, (said, replied) in enumerate(exchanges):
+            at = start + timedelta(seconds=30 * n)
+            await history.append(
+                session_id=session_id,
+                bot="support",
+                channel="web",
+                user_id="web:visitor",
+                messages=[
+                    StoredMessage(role="user", content=said, created_at=at),
+                    StoredMessage(role="assistant", content=replied, created_at=at + timedelta(seconds=1)),
+                ],
+            )
+    finally:
+        await history.close()
+
+    assert await asyncio.to_thread(main, ["test", "record", "--session", session_id]) == 0
+    written = bots_dir / "support" / "tests" / "recorded-web-w-123.yaml"
+    assert f"wrote {written}: 3 turn(s)" in capsys.readouterr().out
+    recorded = yaml.safe_load(written.read_text())["tests"][0]
+    assert recorded["channel"] == "web" and recorded["now"] == "2025-03-03T09:00:00+00:00"
+    assert recorded["turns"][1] == {
+        "wait": "30s",
+        "say": "I'd like to cancel Tasklane",
+        "reply_contains": "I can help you cancel your Tasklane subscription.",
+    }
+    assert recorded["turns"][2]["say"] == "no"  # a string, not YAML's boolean
+    # The bot still answers that way: the recorded conversation passes as a test.
+    assert await asyncio.to_thread(main, ["test", str(written)]) == 0, capsys.readouterr().out
+
+    assert await asyncio.to_thread(main, ["test", "record", "--session", session_id]) == 2
+    assert "exists; choose another file with --out" in capsys.readouterr().err

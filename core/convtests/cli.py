@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from core.bots import BotRegistry
-from core.convtests.loader import Conversation, TestFileError, load_paths
+from core.convtests.loader import Conversation, TestFileError, load_file, load_paths
+from core.convtests.record import MAX_MESSAGES, default_path, recorded_test, render
 from core.convtests.report import describe_failure, result_line, summary_line, write_junit
 from core.convtests.runner import ConversationResult, ConversationRunner
 from core.errors import ConfigError
 from core.logging import configure_logging
 from core.settings import Settings
+from core.stores.sql import SqlHistoryStore
 
 __all__ = ["add_test_command", "select"]
 
@@ -34,7 +36,16 @@ def add_test_command(commands: Any) -> None:
     test.add_argument("--bot", help="the bot under test (default: the bot whose folder holds the file)")
     test.add_argument("-k", dest="pattern", help="only conversations whose 'file::name' contains this text")
     test.add_argument("--junit", type=Path, metavar="FILE", help="also write the results as JUnit XML (for CI)")
-    test.set_defaults(handler=_run_tests)
+    # `relaybot test record --session ID`: "record" arrives as the first PATH (argparse cannot give
+    # a command both positional paths and a subcommand).
+    test.add_argument("--session", metavar="ID", help="with 'record': the session to turn into a test file")
+    test.add_argument(
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help="with 'record': where to write it ('-': print; default: the bot's tests/)",
+    )
+    test.set_defaults(handler=_test_command)
 
 
 def select(conversations: Sequence[Conversation], pattern: str | None) -> list[Conversation]:
@@ -43,6 +54,39 @@ def select(conversations: Sequence[Conversation], pattern: str | None) -> list[C
         return list(conversations)
     needle = pattern.casefold()
     return [c for c in conversations if needle in c.id.casefold()]
+
+
+async def _test_command(settings: Settings, args: argparse.Namespace) -> int:
+    if args.paths and args.paths[0] == Path("record"):
+        if not args.session or len(args.paths) > 1:
+            raise ConfigError("usage: relaybot test record --session ID [--out FILE]")
+        return await _record(settings, args.session, args.out)
+    if args.session or args.out:
+        raise ConfigError("--session and --out go with 'relaybot test record'")
+    return await _run_tests(settings, args)
+
+
+async def _record(settings: Settings, session_id: str, out: Path | None) -> int:
+    history = SqlHistoryStore.from_url(settings.effective_database_url)
+    try:
+        messages = await history.recent(session_id, MAX_MESSAGES)
+    finally:
+        await history.close()
+    if not messages:
+        raise ConfigError(f"no messages of session {session_id!r} in the history ({settings.effective_database_url})")
+    test = recorded_test(session_id, messages)
+    text = render(test, session_id=session_id)
+    if out == Path("-"):
+        print(text, end="")
+        return 0
+    path = out or default_path(settings.bots_dir, session_id)
+    if path.exists():
+        raise ConfigError(f"{path} exists; choose another file with --out")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    load_file(path)  # what was written must be a valid test file
+    _say(f"wrote {path}: {len(test['turns'])} turn(s); edit the reply_contains anchors, then run relaybot test")
+    return 0
 
 
 async def _run_tests(settings: Settings, args: argparse.Namespace) -> int:
