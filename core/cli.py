@@ -16,6 +16,7 @@ import structlog
 from aiohttp import web
 
 from core import __version__
+from core.convtests.cli import add_test_command
 from core.doctor import run_checks
 from core.errors import ConfigError, PortInUse, RelaybotError
 from core.knowledge.cli import add_ingest_command, sync_bot_folders
@@ -58,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("ids", nargs="*", metavar="ID", help="dead letter ids (see list)")
     replay.add_argument("--all", action="store_true", help="replay every dead letter")
     add_ingest_command(commands)
+    add_test_command(commands)
     # Channels add their own commands (`relaybot slack manifest`, `relaybot telegram set-webhook`).
     add_channel_commands(commands)
     return parser

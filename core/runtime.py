@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import redis.asyncio as aioredis
 import structlog
@@ -45,7 +45,7 @@ from core.memory.llm import ChainFactExtractor, ChainSummarizer
 from core.memory.stages import ExtractFactsStage, FoldSummaryStage, LoadMemoryStage, MemoryCommandStage
 from core.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from core.metrics import Metrics
-from core.pipeline.pipeline import Pipeline
+from core.pipeline.pipeline import Pipeline, Stage
 from core.pipeline.stages import (
     AssembleContextStage,
     GenerateStage,
@@ -92,7 +92,11 @@ class Runtime:
         redis: aioredis.Redis | None = None,
         logger: structlog.typing.FilteringBoundLogger | None = None,
         knowledge: KnowledgeService | None = None,
+        limiter: RateLimiter | None = None,
+        observers: Sequence[Stage] = (),
     ) -> None:
+        """`limiter` replaces the one built from settings (conversation tests give one on their own
+        clock); `observers` are closing stages run after the turn is logged (how a test reads each turn)."""
         if settings.bus == "redis" and redis is None:
             raise ConfigError("RELAYBOT_BUS=redis needs REDIS_URL (the Redis that adapters and workers share)")
         self.settings = settings
@@ -113,7 +117,7 @@ class Runtime:
         self.bus = QueueBus(self.queue("bus"))
         # Shared whenever Redis is there, so two `relaybot run` behind one balancer agree too.
         self.dedupe: DedupeStore = RedisDedupeStore(redis) if redis is not None else MemoryDedupeStore()
-        self.limiter: RateLimiter = RedisRateLimiter(redis) if redis is not None else MemoryRateLimiter()
+        self.limiter: RateLimiter = limiter or (RedisRateLimiter(redis) if redis is not None else MemoryRateLimiter())
         self.records: DeliveryRecords = RedisDeliveryRecords(redis) if redis is not None else MemoryDeliveryRecords()
         self.fanout: Fanout = RedisFanout(redis) if self.distributed and redis is not None else MemoryFanout()
         self.streams: StreamRegistry = (
@@ -165,6 +169,7 @@ class Runtime:
                 UsageStage(self.limiter),
                 LogTurnStage(),
                 MetricsStage(self.metrics),
+                *observers,
             ],
             after=[
                 ExtractFactsStage(self.history, ChainFactExtractor(chains.for_bot)),
@@ -184,7 +189,16 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
 
     @classmethod
-    async def from_settings(cls, settings: Settings) -> Runtime:
+    async def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        chains: ChainFactory | None = None,
+        knowledge: KnowledgeService | None = None,
+        limiter: RateLimiter | None = None,
+        observers: Sequence[Stage] = (),
+    ) -> Runtime:
+        """Everything from `settings`; the keyword arguments replace a part (conversation tests do)."""
         bots = BotRegistry.from_dir(settings.bots_dir, default=settings.default_bot)
         redis = client_from_url(settings.redis_url) if settings.redis_url else None
         sessions: SessionStore = (
@@ -202,8 +216,11 @@ class Runtime:
                 sessions=sessions,
                 history=history,
                 secret=secret,
-                chains=ChainFactory(settings, redis=redis, environ=environment()),
+                chains=chains or ChainFactory(settings, redis=redis, environ=environment()),
                 redis=redis,
+                knowledge=knowledge,
+                limiter=limiter,
+                observers=observers,
             )
         except BaseException:
             await history.close()

@@ -130,4 +130,5 @@ class HandlerTurn:
             caller=f"handler:{self.intent}",
         )
         self._turn.tool_calls.append(result.to_log())
+        self._turn.tool_results.append(result)
         return result

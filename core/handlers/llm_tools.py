@@ -54,6 +54,7 @@ class LLMTools:
                 caller="llm",
             )
             turn.tool_calls.append(result.to_log())
+            turn.tool_results.append(result)
             return result.for_model()
 
         return LLMToolBinding(specs=specs, run=run, max_rounds=config.max_rounds)

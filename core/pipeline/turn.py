@@ -12,6 +12,7 @@ from core.knowledge.passage import Passage
 from core.llm.base import ChatMessage
 from core.llm.result import Attempt
 from core.stores.base import Session, StoredMessage, Summary, UserFact
+from core.tools.base import ToolResult
 
 DeltaSink = Callable[[str], Awaitable[None]]
 
@@ -41,6 +42,8 @@ class Turn:
     #: the handler that ran (answered, or fell through to the LLM), and every tool call of the turn
     handler: str | None = None
     tool_calls: list[dict[str, object]] = field(default_factory=list)
+    #: the same calls whole (arguments, output): never logged, they may hold personal data; tests read them
+    tool_results: list[ToolResult] = field(default_factory=list)
     #: what a handler that fell through tells the model (order details, the flow's state)
     handler_notes: list[str] = field(default_factory=list)
     #: the knowledge set to search (an intent may name one); None: the bot's default set

@@ -1,0 +1,154 @@
+"""What one message did (`TurnOutcome`), and its check against the turn's expectations (`check_turn`).
+
+Text expectations are case-insensitive substrings (`reply_contains`, `reply_not_contains`,
+`sources_include`); `reply_matches` is a regular expression searched as written; tool arguments and
+facts compare values exactly. Every turn must get a reply unless it expects `no_reply`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.convtests.spec import ToolExpectation, TurnSpec
+from core.envelope import Envelope, Reply
+from core.pipeline.turn import Turn
+from core.stores.base import UserFact
+
+__all__ = ["Mismatch", "ToolCallSeen", "TurnOutcome", "check_turn"]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallSeen:
+    name: str
+    arguments: Mapping[str, Any]
+    outcome: str
+
+    def describe(self) -> str:
+        args = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in self.arguments.items())
+        return f"{self.name}({args}) -> {self.outcome}"
+
+
+@dataclass(frozen=True, slots=True)
+class TurnOutcome:
+    """What the bot did with one message, read from the turn, the delivered replies and the store."""
+
+    say: str
+    #: the replies delivered for the message (none: it was not answered, e.g. a redelivery)
+    replies: tuple[str, ...]
+    intent: str | None = None
+    handler: str | None = None
+    tools: tuple[ToolCallSeen, ...] = ()
+    sources: tuple[str, ...] = ()
+    facts: Mapping[str, str] = field(default_factory=dict)
+    notice: str | None = None
+    error: str | None = None
+
+    def describe(self) -> str:
+        """One line of what the turn did, shown above a failure's diff for context."""
+        parts = [f"intent={self.intent}", f"handler={self.handler}"]
+        parts.append("tools=" + ("; ".join(t.describe() for t in self.tools) or "none"))
+        if self.notice:
+            parts.append(f"notice={self.notice}")
+        if self.error:
+            parts.append(f"error={self.error}")
+        return ", ".join(parts)
+
+    @property
+    def reply(self) -> str | None:
+        return "\n\n".join(self.replies) if self.replies else None
+
+    @classmethod
+    def of(
+        cls, envelope: Envelope, turn: Turn | None, replies: Sequence[Reply], facts: Sequence[UserFact]
+    ) -> TurnOutcome:
+        final = [r for r in replies if r.final]
+        sources = tuple(re.sub(r"^\[\d+\]\s*", "", s) for r in final for s in r.sources)
+        known = {f.key: f.value for f in facts}
+        if turn is None:  # not run at all (a redelivered message): nothing but the facts to report
+            return cls(say=envelope.text, replies=tuple(r.text for r in final), facts=known)
+        return cls(
+            say=envelope.text,
+            replies=tuple(r.text for r in final),
+            intent=turn.intent,
+            handler=turn.handler,
+            tools=tuple(ToolCallSeen(t.name, dict(t.arguments), t.outcome) for t in turn.tool_results),
+            sources=sources,
+            facts=known,
+            notice=turn.notice,
+            error=turn.error,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Mismatch:
+    """One expectation a turn did not meet."""
+
+    turn: int
+    line: int
+    say: str
+    expectation: str
+    expected: str
+    actual: str
+    reply: str | None
+
+
+def check_turn(spec: TurnSpec, outcome: TurnOutcome, *, number: int, line: int) -> list[Mismatch]:
+    found: list[tuple[str, str, str]] = []
+    reply = outcome.reply
+    if spec.no_reply:
+        if reply is not None:
+            found.append(("no_reply", "no reply", "a reply"))
+    elif reply is None:
+        found.append(("reply", "a reply", "no reply was delivered"))
+    if spec.intent is not None and outcome.intent != spec.intent:
+        found.append(("intent", repr(spec.intent), repr(outcome.intent)))
+    if spec.handler is not None and outcome.handler != spec.handler:
+        found.append(("handler", repr(spec.handler), repr(outcome.handler)))
+    for tool in spec.tool_called:
+        if not any(_called(tool, seen) for seen in outcome.tools):
+            calls = "; ".join(seen.describe() for seen in outcome.tools) or "no tool was called"
+            found.append(("tool_called", _describe_expected_tool(tool), calls))
+    text = (reply or "").casefold()
+    for expected in spec.reply_contains:
+        if expected.casefold() not in text:
+            found.append(("reply_contains", repr(expected), "not in the reply"))
+    for pattern in spec.reply_matches:
+        if re.search(pattern, reply or "") is None:
+            found.append(("reply_matches", f"/{pattern}/", "no match in the reply"))
+    for unwanted in spec.reply_not_contains:
+        if unwanted.casefold() in text:
+            found.append(("reply_not_contains", f"no {unwanted!r}", "it is in the reply"))
+    for source in spec.sources_include:
+        if not any(s.casefold().startswith(source.casefold()) for s in outcome.sources):
+            found.append(("sources_include", repr(source), ", ".join(outcome.sources) or "no sources"))
+    if spec.facts is not None:
+        for key, value in spec.facts.items():
+            actual = outcome.facts.get(key)
+            if actual != value:
+                want = "not stored" if value is None else repr(value)
+                found.append((f"facts.{key}", want, "not stored" if actual is None else repr(actual)))
+    if spec.no_facts and outcome.facts:
+        found.append(("no_facts", "no facts", ", ".join(f"{k}={v!r}" for k, v in outcome.facts.items())))
+    return [Mismatch(number, line, outcome.say, what, expected, actual, reply) for what, expected, actual in found]
+
+
+def _called(expected: ToolExpectation, seen: ToolCallSeen) -> bool:
+    return expected.name == seen.name and _subset(expected.arguments, seen.arguments)
+
+
+def _subset(expected: Any, actual: Any) -> bool:
+    """Every key of `expected` in `actual` with the same value, recursively; other values equal."""
+    if isinstance(expected, Mapping):
+        return isinstance(actual, Mapping) and all(k in actual and _subset(v, actual[k]) for k, v in expected.items())
+    return bool(expected == actual)
+
+
+def _describe_expected_tool(tool: ToolExpectation) -> str:
+    if not tool.arguments:
+        return f"{tool.name}(...)"
+    args = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in tool.arguments.items())
+    return f"{tool.name}({args}, ...)"

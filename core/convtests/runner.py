@@ -1,0 +1,215 @@
+"""Runs conversation tests through the real pipeline, in this process.
+
+One `Runtime` serves the whole run, built from the settings like any other but on embedded stores in
+a temporary data folder (SQLite history, sessions and rate limits in memory), with the model chains
+of `TestChains` and a rate limiter on the test's clock. Each message goes through `Worker.process`,
+as the bus would hand it over: dedupe, the pipeline, the outbox (to `TranscriptChannel`), then the
+memory stages. Conversations are kept apart by their ids (each has its own conversation and user),
+so they share nothing: not a session, a fact, a rate limit or a flow.
+
+The knowledge of each bot under test is ingested into a store kept between runs (DATA_DIR/convtests/
+chroma: unchanged files are skipped, so only the first run pays for embedding the documents).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from core.bots import BotConfig
+from core.convtests.chains import TestChains
+from core.convtests.channel import TranscriptChannel, TurnRecorder
+from core.convtests.expect import Mismatch, TurnOutcome, check_turn
+from core.convtests.loader import Conversation
+from core.convtests.spec import DEFAULT_NOW
+from core.envelope import Envelope
+from core.knowledge.cli import knowledge_folder
+from core.knowledge.service import KnowledgeService
+from core.llm.scripted import ScriptedProvider
+from core.ratelimit.memory import MemoryRateLimiter
+from core.runtime import Runtime
+from core.settings import Settings
+
+__all__ = ["ConversationResult", "ConversationRunner", "TestClock"]
+
+
+class TestClock:
+    """Each conversation's own time: starts at its `now`, moves only when a turn `wait`s."""
+
+    __test__ = False
+
+    def __init__(self) -> None:
+        self._now: ContextVar[datetime] = ContextVar("convtest_now", default=DEFAULT_NOW)
+
+    def now(self) -> datetime:
+        return self._now.get()
+
+    def timestamp(self) -> float:
+        """The rate limiter's clock (seconds since the epoch)."""
+        return self._now.get().timestamp()
+
+    @contextlib.contextmanager
+    def starting_at(self, start: datetime) -> Iterator[None]:
+        token = self._now.set(start)
+        try:
+            yield
+        finally:
+            self._now.reset(token)
+
+    def advance(self, seconds: float) -> None:
+        if seconds:
+            self._now.set(self._now.get() + timedelta(seconds=seconds))
+
+
+@dataclass(slots=True)
+class ConversationResult:
+    conversation: Conversation
+    seconds: float
+    turns: list[TurnOutcome] = field(default_factory=list)
+    mismatches: list[Mismatch] = field(default_factory=list)
+    #: what went wrong outside the expectations: the model script, or an error that ended the run
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.mismatches and not self.problems
+
+
+class ConversationRunner:
+    """Build with `ConversationRunner.open(settings)`; `run` one conversation at a time."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        chains: TestChains,
+        channel: TranscriptChannel,
+        recorder: TurnRecorder,
+        clock: TestClock,
+    ) -> None:
+        self.runtime = runtime
+        self._chains = chains
+        self._channel = channel
+        self._recorder = recorder
+        self._clock = clock
+        self._count = 0
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls, settings: Settings, *, bots: list[str], report: Callable[[str], None] | None = None
+    ) -> AsyncIterator[ConversationRunner]:
+        """A runner for these bots' tests; `report` hears of knowledge being (re)ingested."""
+        with tempfile.TemporaryDirectory(prefix="relaybot-test-") as tmp:
+            data = Path(tmp)
+            test_settings = settings.model_copy(
+                update={
+                    "data_dir": data,
+                    "database_url": None,
+                    "redis_url": None,
+                    "chroma_url": None,
+                    "bus": "memory",
+                    "knowledge": settings.knowledge.model_copy(update={"embeddings": "local"}),
+                }
+            )
+            knowledge = KnowledgeService(
+                options=test_settings.knowledge, store_path=settings.data_dir / "convtests" / "chroma"
+            )
+            clock = TestClock()
+            chains = TestChains(test_settings)
+            recorder = TurnRecorder()
+            try:
+                runtime = await Runtime.from_settings(
+                    test_settings,
+                    chains=chains,
+                    knowledge=knowledge,
+                    limiter=MemoryRateLimiter(clock=clock.timestamp),
+                    observers=[recorder],
+                )
+            except BaseException:
+                await knowledge.close()
+                raise
+            try:
+                channel = TranscriptChannel()
+                runtime.add_channel(channel)
+                for name in bots:
+                    await _sync_knowledge(knowledge, runtime.bots.require(name), report)
+                yield cls(runtime, chains=chains, channel=channel, recorder=recorder, clock=clock)
+            finally:
+                await runtime.close(grace=0)
+
+    async def run(self, conversation: Conversation, bot: BotConfig) -> ConversationResult:
+        spec = conversation.spec
+        self._count += 1
+        # Ids of its own: another test's facts, flow, session or rate limit can never leak in.
+        conversation_id = f"convtest-{self._count}"
+        user_id = f"test:{spec.user}:{self._count}"
+        script = spec.script()
+        provider: ScriptedProvider | None = None
+        if isinstance(script, str):
+            provider = ScriptedProvider.fixed(script)
+        elif script is not None:
+            provider = ScriptedProvider(script)
+        started = time.perf_counter()
+        result = ConversationResult(conversation, 0.0)
+        with self._chains.using(provider), self._clock.starting_at(spec.now):
+            for index, turn in enumerate(spec.turns):
+                self._clock.advance(turn.wait)
+                outcome: TurnOutcome | None = None
+                for repeat in range(turn.repeat):
+                    envelope = Envelope.create(
+                        bot=bot.name,
+                        channel=spec.channel,
+                        channel_message_id=turn.message_id or f"{index + 1}.{repeat + 1}",
+                        conversation_id=conversation_id,
+                        user_id=user_id,
+                        user_name=spec.user_name,
+                        text=turn.say,
+                        received_at=self._clock.now(),
+                    )
+                    try:
+                        outcome = await self._send(envelope)
+                    except Exception as exc:
+                        result.problems.append(f"turn {index + 1}: the run failed: {type(exc).__name__}: {exc}")
+                        break
+                if outcome is None:
+                    break
+                result.turns.append(outcome)
+                result.mismatches.extend(
+                    check_turn(turn, outcome, number=index + 1, line=conversation.turn_lines[index])
+                )
+        if provider is not None:
+            result.problems.extend(f"model script: {problem}" for problem in provider.problems)
+            if provider.unused and not result.problems:
+                unused = ", ".join(_describe_step(step) for step in provider.unused)
+                result.problems.append(f"model script: {len(provider.unused)} step(s) never asked for: {unused}")
+        result.seconds = time.perf_counter() - started
+        return result
+
+    async def _send(self, envelope: Envelope) -> TurnOutcome:
+        await self.runtime.worker.process(envelope)
+        turn = self._recorder.take(envelope.id)
+        replies = self._channel.take(envelope.id)
+        facts = await self.runtime.history.facts(envelope.bot, envelope.user_id)
+        return TurnOutcome.of(envelope, turn, replies, facts)
+
+
+async def _sync_knowledge(knowledge: KnowledgeService, bot: BotConfig, report: Callable[[str], None] | None) -> None:
+    folder = knowledge_folder(bot)
+    if not bot.knowledge.enabled or not folder.is_dir():
+        return
+    # Pruned: the store mirrors the folder, so a document deleted from it cannot still answer a test.
+    summary = await knowledge.ingest(bot.name, [folder], knowledge_set=bot.knowledge.default_set, prune=True)
+    if report is not None and summary.changed:
+        report(f"knowledge of '{bot.name}' for tests: {summary.describe()}")
+
+
+def _describe_step(step: object) -> str:
+    text = repr(step)
+    return text if len(text) <= 80 else text[:79] + "…"
