@@ -10,7 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from core.channel import Capabilities, DeliveryResult
-from core.envelope import CHANNEL_NAMES, Reply
+from core.envelope import Reply, known_channel_names
 from core.pipeline.turn import Turn
 
 __all__ = ["TranscriptChannel", "TurnRecorder"]
@@ -23,10 +23,11 @@ class TranscriptChannel:
     for its platform; nothing streams (`can_stream` is off), so each reply arrives whole.
     """
 
-    channel_names: tuple[str, ...] = tuple(sorted(CHANNEL_NAMES))
     capabilities = Capabilities(max_message_length=1_000_000)
 
     def __init__(self) -> None:
+        # Every channel an installed adapter registers: a test may speak as any of them.
+        self.channel_names: tuple[str, ...] = tuple(sorted(known_channel_names()))
         self._replies: dict[str, list[Reply]] = {}
 
     async def deliver(self, reply: Reply) -> DeliveryResult:

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from core.envelope import CHANNEL_NAMES
+from core.envelope import known_channel_names
 from core.llm.scripted import (
     ScriptedAnswer,
     ScriptedFacts,
@@ -206,8 +206,9 @@ class ConversationSpec(_Strict):
     @field_validator("channel")
     @classmethod
     def _known_channel(cls, channel: str) -> str:
-        if channel not in CHANNEL_NAMES:
-            raise ValueError(f"unknown channel {channel!r}; one of {', '.join(sorted(CHANNEL_NAMES))}")
+        known = known_channel_names()
+        if channel not in known:
+            raise ValueError(f"unknown channel {channel!r}; one of {', '.join(sorted(known))}")
         return channel
 
     @field_validator("now")
