@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, TypeVar
 
@@ -125,20 +125,10 @@ class AsyncEngineExecutor:
         return self._engine.sync_engine
 
     async def read(self, work: Work[T]) -> T:
-        try:
-            return await self._read_once(work)
-        except DBAPIError as exc:
-            if not exc.connection_invalidated:
-                raise
-            return await self._read_once(work)
+        return await _again_if_dropped(self._read_once, work)
 
     async def write(self, work: Work[T]) -> T:
-        try:
-            return await self._write_once(work)
-        except DBAPIError as exc:
-            if not exc.connection_invalidated:
-                raise
-            return await self._write_once(work)
+        return await _again_if_dropped(self._write_once, work)
 
     async def _read_once(self, work: Work[T]) -> T:
         async with self._engine.connect() as conn:
@@ -150,3 +140,13 @@ class AsyncEngineExecutor:
 
     async def close(self) -> None:
         await self._engine.dispose()
+
+
+async def _again_if_dropped(run: Callable[[Work[T]], Awaitable[T]], work: Work[T]) -> T:
+    """`run(work)`, once more on a fresh connection if the pooled one turned out to be dead."""
+    try:
+        return await run(work)
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        return await run(work)
