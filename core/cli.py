@@ -19,6 +19,7 @@ from core import __version__
 from core.convtests.cli import add_test_command
 from core.doctor import run_checks
 from core.errors import ConfigError, PortInUse, RelaybotError
+from core.evals.cli import add_eval_command
 from core.knowledge.cli import add_ingest_command, sync_bot_folders
 from core.logging import configure_logging
 from core.plugins import add_channel_commands, channel_names, load_channel_factory
@@ -60,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--all", action="store_true", help="replay every dead letter")
     add_ingest_command(commands)
     add_test_command(commands)
+    add_eval_command(commands)
     # Channels add their own commands (`relaybot slack manifest`, `relaybot telegram set-webhook`).
     add_channel_commands(commands)
     return parser

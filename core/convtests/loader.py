@@ -3,7 +3,6 @@ the line, the test and what to fix."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,22 +13,9 @@ from pydantic import ValidationError
 
 from core.convtests.spec import ConversationSpec, TestFileSpec
 from core.errors import RelaybotError
+from core.yamlfile import line_of, parse
 
 __all__ = ["Conversation", "TestFileError", "find_test_files", "load_file", "load_paths"]
-
-
-class _Loader(yaml.SafeLoader):
-    """YAML 1.2 booleans: only true and false. In YAML 1.1 (PyYAML's default) `say: yes` or `say: no`, the
-    most common answers in a conversation, would be booleans rather than what the user said."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
 
 
 class TestFileError(RelaybotError):
@@ -98,8 +84,7 @@ def load_file(path: Path) -> list[Conversation]:
     except (OSError, UnicodeDecodeError) as exc:
         raise TestFileError(path, [f"{path}: cannot be read: {exc}"]) from exc
     try:
-        root = yaml.compose(text, Loader=_Loader)
-        data = yaml.load(text, Loader=_Loader)
+        root, data = parse(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
@@ -113,8 +98,8 @@ def load_file(path: Path) -> list[Conversation]:
         raise TestFileError(path, [_describe(path, root, data, error) for error in errors]) from exc
     conversations = []
     for index, test in enumerate(spec.tests):
-        turn_lines = tuple(_line(root, ("tests", index, "turns", n)) for n in range(len(test.turns)))
-        conversations.append(Conversation(test, path, _line(root, ("tests", index)), turn_lines))
+        turn_lines = tuple(line_of(root, ("tests", index, "turns", n)) for n in range(len(test.turns)))
+        conversations.append(Conversation(test, path, line_of(root, ("tests", index)), turn_lines))
     return conversations
 
 
@@ -150,7 +135,7 @@ def _describe(path: Path, root: yaml.Node | None, data: Any, error: Any) -> str:
         message = f"'{loc[-1]}' is required"
     prefix = ", ".join(where)
     subject = f"{prefix}: {field}" if prefix and field else prefix or field
-    return f"{path}:{_line(root, loc)}: {subject + ': ' if subject else ''}{message}"
+    return f"{path}:{line_of(root, loc)}: {subject + ': ' if subject else ''}{message}"
 
 
 def _is_field(part: int | str) -> bool:
@@ -167,24 +152,3 @@ def _get(data: Any, path: tuple[int | str, ...]) -> Any:
         else:
             return None
     return data
-
-
-def _line(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int:
-    """The 1-based line of the deepest node of `loc` found in the YAML tree."""
-    node = root
-    if node is None:
-        return 1
-    line = node.start_mark.line + 1
-    for part in loc:
-        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
-            match = next(((k, v) for k, v in node.value if getattr(k, "value", None) == part), None)
-            if match is None:
-                break
-            line = match[0].start_mark.line + 1
-            node = match[1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            break
-    return line

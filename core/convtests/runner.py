@@ -1,36 +1,30 @@
 """Runs conversation tests through the real pipeline, in this process.
 
-One `Runtime` serves the whole run, built from the settings like any other but on embedded stores in
-a temporary data folder (SQLite history, sessions and rate limits in memory), with the model chains
-of `TestChains` and a rate limiter on the test's clock. Each message goes through `Worker.process`,
-as the bus would hand it over: dedupe, the pipeline, the outbox (to `TranscriptChannel`), then the
-memory stages. Conversations are kept apart by their ids (each has its own conversation and user),
-so they share nothing: not a session, a fact, a rate limit or a flow.
-
-The knowledge of each bot under test is ingested into a store kept between runs (DATA_DIR/convtests/
-chroma: unchanged files are skipped, so only the first run pays for embedding the documents).
+One `Runtime` serves the whole run (`offline_runtime`: embedded stores in a temporary folder, the
+bots' knowledge ingested into a kept store), with the model chains of `TestChains` and a rate limiter
+on the test's clock. Each message goes through `Worker.process`, as the bus would hand it over: dedupe,
+the pipeline, the outbox (to `TranscriptChannel`), then the memory stages. Conversations are kept apart
+by their ids (each has its own conversation and user), so they share nothing: not a session, a fact, a
+rate limit or a flow.
 """
 
 from __future__ import annotations
 
 import contextlib
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 
 from core.bots import BotConfig
 from core.convtests.chains import TestChains
 from core.convtests.channel import TranscriptChannel, TurnRecorder
 from core.convtests.expect import Mismatch, TurnOutcome, check_turn
 from core.convtests.loader import Conversation
+from core.convtests.offline import offline_runtime
 from core.convtests.spec import DEFAULT_NOW
 from core.envelope import Envelope
-from core.knowledge.cli import knowledge_folder
-from core.knowledge.service import KnowledgeService
 from core.llm.scripted import ScriptedProvider
 from core.ratelimit.memory import MemoryRateLimiter
 from core.runtime import Runtime
@@ -106,43 +100,20 @@ class ConversationRunner:
         cls, settings: Settings, *, bots: list[str], report: Callable[[str], None] | None = None
     ) -> AsyncIterator[ConversationRunner]:
         """A runner for these bots' tests; `report` hears of knowledge being (re)ingested."""
-        with tempfile.TemporaryDirectory(prefix="relaybot-test-") as tmp:
-            data = Path(tmp)
-            test_settings = settings.model_copy(
-                update={
-                    "data_dir": data,
-                    "database_url": None,
-                    "redis_url": None,
-                    "chroma_url": None,
-                    "bus": "memory",
-                    "knowledge": settings.knowledge.model_copy(update={"embeddings": "local"}),
-                }
-            )
-            knowledge = KnowledgeService(
-                options=test_settings.knowledge, store_path=settings.data_dir / "convtests" / "chroma"
-            )
-            clock = TestClock()
-            chains = TestChains(test_settings)
-            recorder = TurnRecorder()
-            try:
-                runtime = await Runtime.from_settings(
-                    test_settings,
-                    chains=chains,
-                    knowledge=knowledge,
-                    limiter=MemoryRateLimiter(clock=clock.timestamp),
-                    observers=[recorder],
-                )
-            except BaseException:
-                await knowledge.close()
-                raise
-            try:
-                channel = TranscriptChannel()
-                runtime.add_channel(channel)
-                for name in bots:
-                    await _sync_knowledge(knowledge, runtime.bots.require(name), report)
-                yield cls(runtime, chains=chains, channel=channel, recorder=recorder, clock=clock)
-            finally:
-                await runtime.close(grace=0)
+        clock = TestClock()
+        recorder = TurnRecorder()
+        async with offline_runtime(
+            settings,
+            bots=bots,
+            report=report,
+            limiter=MemoryRateLimiter(clock=clock.timestamp),
+            observers=[recorder],
+        ) as runtime:
+            chains = runtime.chains
+            assert isinstance(chains, TestChains)  # what offline_runtime builds
+            channel = TranscriptChannel()
+            runtime.add_channel(channel)
+            yield cls(runtime, chains=chains, channel=channel, recorder=recorder, clock=clock)
 
     async def run(self, conversation: Conversation, bot: BotConfig) -> ConversationResult:
         spec = conversation.spec
@@ -198,16 +169,6 @@ class ConversationRunner:
         replies = self._channel.take(envelope.id)
         facts = await self.runtime.history.facts(envelope.bot, envelope.user_id)
         return TurnOutcome.of(envelope, turn, replies, facts)
-
-
-async def _sync_knowledge(knowledge: KnowledgeService, bot: BotConfig, report: Callable[[str], None] | None) -> None:
-    folder = knowledge_folder(bot)
-    if not bot.knowledge.enabled or not folder.is_dir():
-        return
-    # Pruned: the store mirrors the folder, so a document deleted from it cannot still answer a test.
-    summary = await knowledge.ingest(bot.name, [folder], knowledge_set=bot.knowledge.default_set, prune=True)
-    if report is not None and summary.changed:
-        report(f"knowledge of '{bot.name}' for tests: {summary.describe()}")
 
 
 def _describe_step(step: object) -> str:
