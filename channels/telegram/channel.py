@@ -40,6 +40,7 @@ from telegram import Bot, InlineKeyboardMarkup, Update, User
 from telegram.error import BadRequest, InvalidToken, NetworkError, TelegramError
 from telegram.ext import Application
 
+from channels.choices import card_text
 from channels.formatting import render_parts
 from channels.inbound import Ignored
 from channels.parts import send_parts
@@ -48,7 +49,7 @@ from channels.telegram.blocks import BlockedChats
 from channels.telegram.drafts import DraftStreamer
 from channels.telegram.files import TelegramFiles, attachment_of
 from channels.telegram.inbound import Click, Inbound, MembershipChange, parse, parse_address
-from channels.telegram.keyboards import card_markdown, keyboard_for, parse_key
+from channels.telegram.keyboards import keyboard_for, parse_key
 from channels.telegram.outbound import ChatBlocked, TelegramSender, call
 from channels.telegram.polling import Poller
 from core.channel import Capabilities, ChannelContext, DeliveryResult
@@ -506,7 +507,7 @@ class TelegramChannel:
             return await self._streamer.fragment(reply)
         if drafts is not None:
             await drafts.finish(reply)
-        text = reply.text if reply.card is None else f"{reply.text}\n\n{card_markdown(reply.card)}"
+        text = reply.text if reply.card is None else f"{reply.text}\n\n{card_text(reply.card)}"
         parts = render_parts(text, "telegram-html", MAX_LENGTH)
         # The buttons go under the last part, where the question usually is.
         keyboard = keyboard_for(reply)

@@ -14,10 +14,10 @@ import re
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
-from core.actions import Button, Card
+from channels.choices import offered
 from core.envelope import Reply
 
-__all__ = ["MAX_CALLBACK_DATA", "card_markdown", "keyboard_for", "parse_key"]
+__all__ = ["MAX_CALLBACK_DATA", "keyboard_for", "parse_key"]
 
 #: the Bot API's limit on callback_data, in bytes
 MAX_CALLBACK_DATA = 64
@@ -25,10 +25,6 @@ MAX_CALLBACK_DATA = 64
 _SHORT_LABEL = 14
 _PER_ROW = 3
 _KEY = re.compile(r"a:(\d{1,18}):(\d{1,2})")
-
-
-def offered(reply: Reply) -> tuple[Button, ...]:
-    return (*reply.actions, *(reply.card.actions if reply.card else ()))
 
 
 def key(seq: int, index: int) -> str:
@@ -55,14 +51,3 @@ def keyboard_for(reply: Reply) -> InlineKeyboardMarkup | None:
     else:
         rows = [[cell] for cell in cells]
     return InlineKeyboardMarkup(rows)
-
-
-def card_markdown(card: Card) -> str:
-    """A card as Markdown under the reply's text (Telegram has no card): title, text, fields, image link."""
-    lines = [f"**{card.title}**"]
-    if card.text:
-        lines.append(card.text)
-    lines += [f"{field.label}: {field.value}" for field in card.fields]
-    if card.image_url:
-        lines.append(card.image_url)
-    return "\n\n".join(lines)
