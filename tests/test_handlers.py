@@ -326,3 +326,18 @@ def test_an_action_handler_needs_a_plain_button_id() -> None:
 
     with pytest.raises(ConfigError, match=r"@bot.action\('no spaces'\).*letters, digits"):
         BotHandlers().action("no spaces")
+
+
+async def test_buttons_a_handler_offers_go_with_the_models_answer_when_it_falls_through(tmp_path: Path) -> None:
+    settings = offline_settings(tmp_path, llm=[])  # this handlers.py declares no tools
+    (settings.bots_dir / "support" / "handlers.py").write_text(
+        "from core.handlers import BotHandlers, Button\nbot = BotHandlers()\n\n"
+        "@bot.intent('cancellation')\n"
+        "async def cancellation(turn):\n"
+        "    turn.note('Offer to connect the user with a person.')\n"
+        "    turn.offer([Button('handoff', 'Talk to a person')])\n"
+    )
+    async with conversation(settings) as chat:
+        answer = await chat.say("I want to cancel my subscription")
+    assert "offline mode" in answer.text  # the model (offline) answered
+    assert [(b.id, b.label) for b in answer.actions] == [("handoff", "Talk to a person")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from core.actions import Action, Button, Card
+from core.actions import Action, Button, Card, check_offer
 from core.handlers.registry import BotHandlers
 from core.intents.base import ACTIVE_FLOW_FIELD
 from core.knowledge.passage import Passage
@@ -27,8 +27,9 @@ class HandlerTurn:
     - `passages`: the knowledge retrieved for the message (best first; empty if none)
     - `action`: the click this message is (None when typed); its text is the button's label
     - `reply(text, buttons=[...], card=None)`: answer the turn, optionally offering buttons
-      (`Button("id", "Label")` or `{"id": ..., "label": ...}`); the LLM is not called. A handler that returns without
-      replying falls through to the LLM, which sees anything passed to `note(text)`.
+      (`Button("id", "Label")` or `{"id": ..., "label": ...}`); the LLM is not called. A handler that
+      returns without replying falls through to the LLM, which sees anything passed to `note(text)`.
+    - `offer(buttons, card=None)`: buttons to go with the LLM's answer when the handler falls through.
     - `state`, `save_state(**values)`, `end_flow()`, `start_flow(intent, **values)`: a multi-step
       flow. While state is saved, the conversation's next message comes back to this handler without classification.
     - `call_tool(name, **arguments)`: run one of the bot's tools; never raises (see ToolResult).
@@ -105,6 +106,16 @@ class HandlerTurn:
         offered = tuple(Button.of(b) for b in buttons)
         shown = card if card is None or isinstance(card, Card) else Card.from_dict(card)
         self._turn.answer(text, actions=offered, card=shown)
+
+    def offer(
+        self, buttons: Sequence[Button | Mapping[str, Any]] = (), *, card: Card | Mapping[str, Any] | None = None
+    ) -> None:
+        """Buttons (and a card) to go with the model's answer, when this handler falls through to it;
+        not shown if every model fails and the bot's static message answers instead."""
+        offered = tuple(Button.of(b) for b in buttons)
+        shown = card if card is None or isinstance(card, Card) else Card.from_dict(card)
+        check_offer(offered, shown)
+        self._turn.offer_actions, self._turn.offer_card = offered, shown
 
     def note(self, text: str) -> None:
         """Context for the model when this handler falls through (e.g. the order it looked up)."""

@@ -220,7 +220,11 @@ class GenerateStage:
         turn.tokens_estimated = result.usage.estimated
         if result.error is not None:
             turn.error = result.error
-        turn.answer(result.text)
+        if result.outcome == "static":
+            turn.answer(result.text)  # every model failed: the buttons were meant for a real answer
+        else:
+            # Buttons a handler offered before falling through go with the model's answer.
+            turn.answer(result.text, actions=turn.offer_actions, card=turn.offer_card)
 
 
 class RecordStage:

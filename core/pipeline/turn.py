@@ -56,6 +56,9 @@ class Turn:
     #: buttons and card offered with the reply (a handler's `turn.reply(text, buttons=...)`)
     reply_actions: tuple[Button, ...] = ()
     reply_card: Card | None = None
+    #: buttons a handler offered for the model's answer (`HandlerTurn.offer`): set on the reply if the model answers
+    offer_actions: tuple[Button, ...] = ()
+    offer_card: Card | None = None
     notice: str | None = None
     done: bool = False
     seq: int | None = None
