@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
+from core.actions import Action, Button, Card, check_offer
+
 #: the envelope channel names in use ("slack", "sms", ...): registered by the channel adapters,
 #: which are found through the `relaybot.channels` entry point, so a package adds a channel (and
 #: its names) without touching core. See `register_channel_names` and `known_channel_names`.
@@ -105,6 +107,8 @@ class Envelope:
     #: the customer organisation the user belongs to, where the channel knows it (documents can be
     #: ingested for one tenant: `relaybot ingest --audience tenant:ID`)
     tenant: str | None = None
+    #: a click on a button the bot offered (its label is `text`); None for a typed message
+    action: Action | None = None
 
     def __post_init__(self) -> None:
         if self.channel not in _channel_names and self.channel not in known_channel_names():
@@ -128,6 +132,7 @@ class Envelope:
         attachments: tuple[Attachment, ...] = (),
         received_at: datetime | None = None,
         tenant: str | None = None,
+        action: Action | None = None,
     ) -> Envelope:
         """Build an envelope, deriving the session id and the dedupe key from the channel's ids."""
         return cls(
@@ -145,6 +150,7 @@ class Envelope:
             received_at=received_at or datetime.now(UTC),
             dedupe_key=f"{bot}:{channel}:{conversation_id}:{channel_message_id}",
             tenant=tenant,
+            action=action,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -152,6 +158,7 @@ class Envelope:
         data = {name: getattr(self, name) for name in _ENVELOPE_FIELDS}
         data["received_at"] = self.received_at.isoformat()
         data["attachments"] = [asdict(a) for a in self.attachments]
+        data["action"] = self.action.to_dict() if self.action is not None else None
         return data
 
     def to_json(self) -> str:
@@ -162,6 +169,9 @@ class Envelope:
         fields = dict(data)
         fields["received_at"] = datetime.fromisoformat(fields["received_at"])
         fields["attachments"] = tuple(Attachment(**a) for a in fields.get("attachments", ()))
+        # Envelopes queued before clicks existed have no "action".
+        action = fields.get("action")
+        fields["action"] = Action.from_dict(action) if action is not None else None
         return cls(**fields)
 
     @classmethod
@@ -174,7 +184,10 @@ class Reply:
     """The core's answer to one envelope, in Markdown; the channel formats and splits it.
 
     `dedupe_key` is the inbound message's: the outbox sends one reply per key, however often the
-    message was processed. `final=False` marks a streamed fragment (`text` is the new delta), which channels that can
+    message was processed. `actions` are buttons offered under the text and `card` a titled block
+    with buttons of its own (core.actions checks them: at most 10 in all, distinct ids); channels
+    render them within their limits or as numbered text.
+    `final=False` marks a streamed fragment (`text` is the new delta), which channels that can
     show streaming display at once; the final reply carries the whole text and, once recorded,
     its sequence number in the conversation.
     """
@@ -189,16 +202,22 @@ class Reply:
     dedupe_key: str = ""
     seq: int | None = None
     parts: tuple[str, ...] = ()
-    quick_replies: tuple[str, ...] = ()
+    actions: tuple[Button, ...] = ()
+    card: Card | None = None
     final: bool = True
     id: str = field(default_factory=new_id)
     #: the knowledge passages the answer was given, numbered as cited ("[1] billing.md (Refunds)")
     sources: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        check_offer(self.actions, self.card)
+
     def to_dict(self) -> dict[str, Any]:
         data = {name: getattr(self, name) for name in _REPLY_FIELDS}
-        for name in ("parts", "quick_replies", "sources"):
+        for name in ("parts", "sources"):
             data[name] = list(data[name])
+        data["actions"] = [b.to_dict() for b in self.actions]
+        data["card"] = self.card.to_dict() if self.card is not None else None
         return data
 
     def to_json(self) -> str:
@@ -208,7 +227,14 @@ class Reply:
     def from_dict(cls, data: dict[str, Any]) -> Reply:
         fields = dict(data)
         fields["parts"] = tuple(fields.get("parts", ()))
-        fields["quick_replies"] = tuple(fields.get("quick_replies", ()))
+        fields["actions"] = tuple(Button.from_dict(b) for b in fields.get("actions", ()))
+        # Replies written before buttons existed may carry `quick_replies` (labels only): each
+        # becomes a button whose click reads as the user typing its label.
+        legacy = fields.pop("quick_replies", None) or ()
+        if legacy and not fields["actions"]:
+            fields["actions"] = tuple(Button(f"quick-{n}", label) for n, label in enumerate(legacy, start=1))
+        card = fields.get("card")
+        fields["card"] = Card.from_dict(card) if card is not None else None
         fields["sources"] = tuple(fields.get("sources", ()))
         return cls(**fields)
 

@@ -5,6 +5,7 @@
     │   ├── BotNotFound        no bots/<name>/bot.toml for a requested bot
     │   └── PortInUse          the port to listen on is taken by another process
     ├── StoreError             a session/history store failed (Redis or SQL down, bad data)
+    ├── InvalidAction          a button, card or click breaks the rules of core.actions (also a ValueError)
     ├── ProviderError          an LLM provider failed; `retryable` says whether trying again can help
     │   ├── ProviderRateLimited    429: retryable, `retry_after` from the Retry-After header
     │   ├── ProviderUnavailable    5xx/529, an error event mid-stream, or the connection failed: retryable
@@ -49,6 +50,13 @@ class PortInUse(ConfigError):
 
 class StoreError(RelaybotError):
     """A store (Redis, SQL) failed to read or write."""
+
+
+class InvalidAction(RelaybotError, ValueError):
+    """A button, card or click that breaks the rules of `core.actions`; the message names the field.
+
+    Also a ValueError, so code that parses envelopes (which raise ValueError for bad data) catches it too.
+    """
 
 
 class ProviderError(RelaybotError):

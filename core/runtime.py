@@ -34,6 +34,7 @@ from core.fanout.base import Fanout, FanoutHandler
 from core.fanout.memory import MemoryFanout
 from core.fanout.redis import RedisFanout
 from core.handlers import HandlerCatalog, HandlerStage
+from core.handlers.actions import ActionStage
 from core.handlers.commands import CommandStage
 from core.handlers.llm_tools import LLMTools
 from core.intents import IntentStage, LLMIntentClassifier, LocalIntentClassifier
@@ -155,6 +156,7 @@ class Runtime:
                 LoadMemoryStage(self.history),
                 MemoryCommandStage(self.history),
                 CommandStage(self.handlers),
+                ActionStage(self.handlers),
                 IntentStage(self.intents, LLMIntentClassifier(chains.for_bot, self.intents)),
                 RetrieveStage(self.knowledge),
                 HandlerStage(self.handlers, sessions, self.tools, data_dir=settings.data_dir),

@@ -260,3 +260,56 @@ async def test_without_a_signing_secret_callbacks_are_signed_with_the_derived_ke
         assert reply["in_reply_to"] == "m1" and receiver.bad_signatures == 0
     finally:
         await receiver.stop()
+
+
+# --- buttons ---------------------------------------------------------------------------------------
+
+
+async def test_buttons_arrive_in_the_callback_and_a_click_is_answered(
+    app: tuple[Runtime, str], callbacks: CallbackServer
+) -> None:
+    runtime, base = app
+    assert (await post(base, message(callbacks.url, text="/start")))[0] == 202
+    (greeting,) = await callbacks.wait_for(1)
+    assert greeting["actions"] == [
+        {"id": "topic.billing", "label": "Billing"},
+        {"id": "topic.problem", "label": "A problem"},
+        {"id": "topic.cancel", "label": "Cancel"},
+    ]
+    assert greeting["card"] is None
+    click = message(callbacks.url, message_id="m2", action={"id": "topic.cancel", "message_id": greeting["seq"]})
+    del click["text"]
+    status, body = await post(base, click)
+    assert status == 202, body
+    confirm = (await callbacks.wait_for(2))[-1]
+    assert confirm["in_reply_to"] == "m2" and "do you want to cancel it?" in confirm["text"]
+    assert [a["id"] for a in confirm["actions"]] == ["cancel.yes", "cancel.no"]
+    history = await runtime.history.after(body["session_id"], 0, role="user")
+    assert (history[-1].content, history[-1].meta.get("action")) == ("Cancel", "topic.cancel")
+
+
+@pytest.mark.parametrize(
+    ("action", "code", "mentions"),
+    [
+        ({"id": "cancel.yes"}, "unknown_action", "it offered: topic.billing, topic.problem, topic.cancel"),
+        ({"id": "topic.billing", "message_id": 1}, "stale_action", "not the newest reply (seq 2)"),
+        ({"id": ""}, "invalid_request", "action.id"),
+        ({"id": "topic.billing", "colour": "red"}, "invalid_request", "action.colour"),
+    ],
+)
+async def test_a_click_on_a_button_not_offered_is_refused_and_nothing_is_queued(
+    app: tuple[Runtime, str], callbacks: CallbackServer, action: dict[str, Any], code: str, mentions: str
+) -> None:
+    runtime, base = app
+    status, accepted = await post(base, message(callbacks.url, text="/start"))
+    assert status == 202
+    await callbacks.wait_for(1)
+    click = message(callbacks.url, message_id="m2", action=action)
+    del click["text"]
+    status, body = await post(base, click)
+    assert (status, body["error"]) == (400, code) and mentions in body["message"]
+    both = message(callbacks.url, message_id="m3", action={"id": "topic.billing"})
+    status, body = await post(base, both)  # text and action together
+    assert (status, body["error"]) == (400, "invalid_request") and "either 'text' or 'action'" in body["message"]
+    assert await runtime.bus.pending() == 0
+    assert len(await runtime.history.after(accepted["session_id"], 0)) == 2  # /start and its reply only

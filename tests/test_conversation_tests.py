@@ -124,6 +124,8 @@ tests:
         reply_contain: offline
       - say: hi
         handoff: true
+      - say: hi
+        click: topic.billing
 """,
     )
     assert main(["test"]) == 2
@@ -131,6 +133,26 @@ tests:
     assert f"{path}:4: test 'typo': channel: unknown channel 'fax'" in err
     assert f"{path}:7: test 'typo', turn 1: unknown key 'reply_contain'" in err
     assert f"{path}:8: test 'typo', turn 2: 'handoff' is not supported yet: handoff state does not exist" in err
+    assert "turn 3: a turn either says something (say: TEXT) or clicks a button (click: ACTION_ID)" in err
+
+
+def test_a_click_on_a_button_the_previous_reply_did_not_offer_fails_the_conversation(
+    bots_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_tests(
+        bots_dir,
+        "click.yaml",
+        """
+tests:
+  - name: forged click
+    turns:
+      - say: /help
+      - click: cancel.yes
+""",
+    )
+    assert main(["test"]) == 1
+    out = capsys.readouterr().out
+    assert "click: 'cancel.yes' is not a button of the previous reply (it offered: none)" in out
 
 
 def test_not_valid_yaml_names_the_line(bots_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from core.actions import Action, Button, Card, CardField
 from core.envelope import Attachment, Envelope, Reply
+from core.errors import InvalidAction
 
 
 def make(**kw: object) -> Envelope:
@@ -70,8 +73,82 @@ def test_reply_json_round_trip() -> None:
         text="**Hello**",
         seq=4,
         parts=("**Hello**",),
-        quick_replies=("Billing", "Something else"),
+        actions=(Button("billing", "Billing"), Button("other", "Something else", value="x", style="primary")),
     )
     assert Reply.from_json(reply.to_json()) == reply
     with pytest.raises(dataclasses.FrozenInstanceError):
         reply.text = "x"  # type: ignore[misc]
+
+
+# --- buttons, cards and clicks (core.actions) -------------------------------------------------------
+
+
+def reply_with(**kw: object) -> Reply:
+    values: dict[str, object] = {
+        "envelope_id": "e1",
+        "session_id": "support:web:abc",
+        "bot": "support",
+        "channel": "web",
+        "reply_to": "abc",
+        "text": "Which topic?",
+    }
+    values.update(kw)
+    return Reply(**values)  # type: ignore[arg-type]
+
+
+def test_a_reply_with_buttons_and_a_card_round_trips_through_json() -> None:
+    card = Card(
+        title="Order TL-10042",
+        text="Team plan",
+        image_url="https://example.com/x.png",
+        fields=(CardField("Seats", "5"),),
+        actions=(Button("invoice", "Invoice", value="TL-10042"),),
+    )
+    reply = reply_with(actions=(Button("yes", "Yes", style="danger"), Button("no", "No")), card=card)
+    again = Reply.from_json(reply.to_json())
+    assert again == reply
+    assert again.card is not None and again.card.actions[0].value == "TL-10042"
+
+
+def test_a_click_round_trips_and_an_envelope_from_before_clicks_still_parses() -> None:
+    envelope = make(text="Yes", action=Action(id="cancel.yes", value="v", message_id="4"))
+    assert Envelope.from_json(envelope.to_json()) == envelope
+    old = envelope.to_dict()
+    del old["action"]  # queued on Redis by a release without buttons
+    assert Envelope.from_dict(old).action is None
+
+
+def test_a_reply_from_before_buttons_with_quick_replies_becomes_buttons() -> None:
+    old = reply_with().to_dict()
+    del old["actions"], old["card"]
+    old["quick_replies"] = ["Billing", "Something else"]
+    reply = Reply.from_dict(old)
+    assert [(b.id, b.label) for b in reply.actions] == [("quick-1", "Billing"), ("quick-2", "Something else")]
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: Button("", "Yes"), "id must not be empty"),
+        (lambda: Button("has space", "Yes"), "letters, digits"),
+        (lambda: Button("x" * 65, "Yes"), "limited to 64 characters"),
+        (lambda: Button("yes", "  "), "label must not be empty"),
+        (lambda: Button("yes", "Yes", style="loud"), "style must be one of"),  # type: ignore[arg-type]
+        (lambda: reply_with(actions=tuple(Button(f"b{n}", "B") for n in range(11))), "at most 10 buttons"),
+        (lambda: reply_with(actions=(Button("a", "A"), Button("a", "B"))), "two buttons with the id 'a'"),
+        (
+            lambda: reply_with(
+                actions=tuple(Button(f"b{n}", "B") for n in range(6)),
+                card=Card(title="t", actions=tuple(Button(f"c{n}", "C") for n in range(5))),
+            ),
+            "card's included",
+        ),
+        (lambda: Card(title="t", image_url="javascript:alert(1)"), "http"),
+        (lambda: Button.from_dict({"id": "a", "label": "A", "colour": "red"}), "unknown: \\['colour'\\]"),
+        (lambda: Action.from_dict({"value": "x"}), "needs|must be an object with an 'id'"),
+    ],
+)
+def test_a_bad_button_card_or_click_is_a_clear_error(build: Callable[[], object], message: str) -> None:
+    with pytest.raises(InvalidAction, match=message):
+        build()
+    assert issubclass(InvalidAction, ValueError)  # envelope parsing callers catch ValueError

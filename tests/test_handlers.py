@@ -87,7 +87,7 @@ async def ticketing() -> AsyncIterator[FakeTicketing]:
         yield fake
 
 
-async def test_slash_commands_go_to_their_handler_and_start_gets_the_welcome(tmp_path: Path) -> None:
+async def test_slash_commands_go_to_their_handler_and_start_gets_the_welcome_with_topics(tmp_path: Path) -> None:
     settings = offline_settings(tmp_path)
     welcome = load_bot(settings.bots_dir / "support").welcome
     async with conversation(settings) as chat:
@@ -95,7 +95,9 @@ async def test_slash_commands_go_to_their_handler_and_start_gets_the_welcome(tmp
         help_ = await chat.say("/help@tasklane_bot")
         other = await chat.say("/unknown thing")
         turns = chat.turns
-    assert welcome and start.text == welcome
+    # The example bot's own /start: the welcome, with the topics as buttons
+    assert welcome and start.text.startswith(welcome)
+    assert [b.label for b in start.actions] == ["Billing", "A problem", "Cancel"]
     assert "order number like TL-10042" in help_.text
     assert (turns[1]["intent"], turns[1]["intent_method"]) == ("/help", "command")
     assert turns[2]["intent_method"] != "command"  # not a registered command: classified like any text
@@ -317,3 +319,25 @@ async def test_a_handler_that_crashes_mid_flow_ends_the_flow_and_the_llm_answers
     assert "offline mode" in answer.text  # the turn still got an answer
     assert "bug in step two" in turns[1]["error"]
     assert fields["flow"] == ""
+
+
+def test_an_action_handler_needs_a_plain_button_id() -> None:
+    from core.handlers import BotHandlers
+
+    with pytest.raises(ConfigError, match=r"@bot.action\('no spaces'\).*letters, digits"):
+        BotHandlers().action("no spaces")
+
+
+async def test_buttons_a_handler_offers_go_with_the_models_answer_when_it_falls_through(tmp_path: Path) -> None:
+    settings = offline_settings(tmp_path, llm=[])  # this handlers.py declares no tools
+    (settings.bots_dir / "support" / "handlers.py").write_text(
+        "from core.handlers import BotHandlers, Button\nbot = BotHandlers()\n\n"
+        "@bot.intent('cancellation')\n"
+        "async def cancellation(turn):\n"
+        "    turn.note('Offer to connect the user with a person.')\n"
+        "    turn.offer([Button('handoff', 'Talk to a person')])\n"
+    )
+    async with conversation(settings) as chat:
+        answer = await chat.say("I want to cancel my subscription")
+    assert "offline mode" in answer.text  # the model (offline) answered
+    assert [(b.id, b.label) for b in answer.actions] == [("handoff", "Talk to a person")]

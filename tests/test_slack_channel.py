@@ -26,16 +26,28 @@ from channels.slack.cli import manifest
 from channels.slack.inbound import Inbound, parse
 from channels.slack.users import UserNames
 from core.cli import main as cli_main
+from core.envelope import session_id_for
 from core.errors import ConfigError
 from core.runtime import Runtime
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.scripted import Answer
-from tests.fakes.slack_api import BOT_USER_ID, TOKEN, FakeSlack, RateLimited, SlackError, Slow, user
-from tests.support.harness import running_app
+from tests.fakes.slack_api import BOT_USER_ID, TOKEN, FakeSlack, Message, RateLimited, SlackError, Slow, user
+from tests.support.harness import running_app, write_bot
 from tests.support.llm import llm_settings
 from tests.support.processes import RelaybotProcess, relaybot_env
 from tests.support.servers import free_port
-from tests.support.slack_requests import EVENTS, SECRET, callback, dm, mention, plain_bot, signed, slack_settings
+from tests.support.slack_requests import (
+    EVENTS,
+    INTERACTIONS,
+    SECRET,
+    block_click,
+    callback,
+    dm,
+    mention,
+    plain_bot,
+    signed,
+    slack_settings,
+)
 
 # --- helpers -----------------------------------------------------------------------------------
 
@@ -450,6 +462,10 @@ def test_manifest_names_the_scopes_events_and_request_url(capsys: pytest.Capture
     assert cli_main(["slack", "manifest", "--url", "https://bot.example.com", "--name", "Tasky"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["settings"]["event_subscriptions"]["request_url"] == "https://bot.example.com/slack/events"
+    assert printed["settings"]["interactivity"] == {
+        "is_enabled": True,
+        "request_url": "https://bot.example.com/slack/interactions",
+    }
     assert {"app_mention", "message.im"} <= set(printed["settings"]["event_subscriptions"]["bot_events"])
     assert {"chat:write", "users:read", "app_mentions:read"} <= set(printed["oauth_config"]["scopes"]["bot"])
     assert printed["display_information"]["name"] == "Tasky"
@@ -621,3 +637,80 @@ async def test_start_up_prints_no_token_warning_when_the_token_comes_from_the_en
         async with running_app(slack_settings(tmp_path, slack)) as (runtime, _):
             assert "slack" in runtime.channels
     assert "will be unused" not in caplog.text
+
+
+# --- buttons --------------------------------------------------------------------------------------
+
+
+async def click(base: str, raw: bytes) -> tuple[int, str]:
+    headers = signed(raw) | {"Content-Type": "application/x-www-form-urlencoded"}
+    async with aiohttp.ClientSession() as http, http.post(base + INTERACTIONS, data=raw, headers=headers) as response:
+        return response.status, await response.text()
+
+
+@pytest.fixture
+async def support_app(tmp_path: Path, slack: FakeSlack) -> AsyncIterator[tuple[Runtime, str]]:
+    # The example bot, whose /start offers topic buttons and whose cancellation flow asks yes/no.
+    settings = slack_settings(tmp_path, slack, bots_dir=write_bot(tmp_path / "support-bots").parent)
+    async with running_app(settings) as started:
+        yield started
+
+
+def as_clicked(message: Message) -> dict[str, Any]:
+    body: dict[str, Any] = {"type": "message", "channel": message.channel, "ts": message.ts, "text": message.text}
+    if message.thread_ts:
+        body["thread_ts"] = message.thread_ts
+    body["blocks"] = message.blocks
+    return body
+
+
+async def test_buttons_are_an_actions_block_and_a_click_is_handled_and_shown(
+    support_app: tuple[Runtime, str], slack: FakeSlack
+) -> None:
+    runtime, base = support_app
+    assert (await send(base, callback(dm("/start"))))[0] == 200
+    await slack.wait_for(lambda s: len(s.messages) == 1)
+    (greeting,) = slack.messages
+    assert greeting.blocks is not None and [b["type"] for b in greeting.blocks] == ["section", "actions"]
+    buttons = greeting.blocks[1]["elements"]
+    assert [(b["text"]["text"], b["action_id"], b["value"]) for b in buttons] == [
+        ("Billing", "relaybot:0", "2:0"),
+        ("A problem", "relaybot:1", "2:1"),
+        ("Cancel", "relaybot:2", "2:2"),
+    ]
+    status, _ = await click(base, block_click(as_clicked(greeting), "2:2"))
+    assert status == 200
+    await slack.wait_for(lambda s: len(s.messages) == 2 and s.messages[0].edits != [])
+    confirm = slack.messages[1]
+    assert "do you want to cancel it?" in confirm.text
+    assert confirm.blocks is not None and confirm.blocks[1]["elements"][0]["style"] == "danger"
+    # The clicked message shows the choice instead of its buttons
+    assert greeting.blocks is not None and [b["type"] for b in greeting.blocks] == ["section", "context"]
+    assert greeting.blocks[1]["elements"][0]["text"] == "<@U1> chose *Cancel*"
+    history = await runtime.history.after(session_id_for("support", "slack", "D1"), 0, role="user")
+    assert (history[-1].content, history[-1].meta.get("action")) == ("Cancel", "topic.cancel")
+
+
+async def test_a_click_on_an_older_message_or_a_forged_value_is_acked_and_not_handled(
+    support_app: tuple[Runtime, str], slack: FakeSlack
+) -> None:
+    runtime, base = support_app
+    assert (await send(base, callback(dm("/start"))))[0] == 200
+    await slack.wait_for(lambda s: len(s.messages) == 1)
+    greeting = as_clicked(slack.messages[0])
+    assert (await send(base, callback(dm("I'd like to cancel Tasklane", ts="1700000000.000200"), "Ev2")))[0] == 200
+    await slack.wait_for(lambda s: len(s.messages) == 2)
+    for n, value in enumerate(("2:0", "4:9", "nonsense")):
+        status, _ = await click(base, block_click(greeting, value, action_ts=f"1800000002.00000{n}"))
+        assert status == 200  # acked: Slack shows no error, nothing is handled
+    await settle(slack, runtime)
+    assert len(slack.messages) == 2 and slack.messages[0].edits == []
+    assert len(await runtime.history.after(session_id_for("support", "slack", "D1"), 0)) == 4
+
+
+async def test_a_click_with_a_bad_signature_is_refused(support_app: tuple[Runtime, str]) -> None:
+    _, base = support_app
+    raw = block_click({"type": "message", "channel": "D1", "ts": "1.2"}, "2:0")
+    headers = signed(raw, secret="wrong") | {"Content-Type": "application/x-www-form-urlencoded"}
+    async with aiohttp.ClientSession() as http, http.post(base + INTERACTIONS, data=raw, headers=headers) as response:
+        assert response.status == 401

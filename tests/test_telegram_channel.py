@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import subprocess
@@ -25,16 +26,18 @@ from structlog.testing import capture_logs
 from channels.formatting import render
 from channels.telegram.channel import SECRET_HEADER, WEBHOOK_PATH, TelegramChannel, webhook_secret
 from channels.telegram.cli import set_webhook
+from core.actions import Button, offer_to_meta
 from core.envelope import Attachment, Envelope, Reply, session_id_for
 from core.errors import AttachmentUnavailable
 from core.queue import QueueEntry
 from core.runtime import Runtime
 from core.settings import Settings
+from core.stores.base import StoredMessage
 from tests.fakes.telegram_api import BOT_ID, BOT_USERNAME, Failure, FakeTelegram
 from tests.support.harness import REPO, running_app
 from tests.support.raw_http import raw_post
 from tests.support.servers import free_port, start_redis
-from tests.support.telegram_updates import CHAT, GROUP, SECRET, message_update, telegram_settings
+from tests.support.telegram_updates import CHAT, GROUP, SECRET, click_update, message_update, telegram_settings
 
 
 @pytest.fixture(autouse=True)
@@ -628,3 +631,85 @@ async def test_an_unreachable_api_is_not_blamed_on_the_token(tmp_path: Path, fak
         (event,) = [e for e in logs if e["event"] == "telegram_unreachable"]
         assert expected in event["hint"], event
         assert ("TELEGRAM_BOT_TOKEN" in event["hint"]) == (api_url == fake.base_url)
+
+
+# --- buttons --------------------------------------------------------------------------------------
+
+START_ENTITY = {"type": "bot_command", "offset": 0, "length": 6}
+
+
+async def test_buttons_are_an_inline_keyboard_and_a_press_is_answered_and_handled(
+    app: tuple[Runtime, str], fake: FakeTelegram
+) -> None:
+    runtime, base = app
+    assert await post(base, message_update("/start", message_id=1, entities=[START_ENTITY])) == 200
+    await settled(fake, CHAT, 1)
+    greeting = fake.chat(CHAT)[0]
+    # Short labels share a row; callback_data is the short key (reply seq 2, button 0..2)
+    assert greeting.keyboard == [
+        [
+            {"text": "Billing", "callback_data": "a:2:0"},
+            {"text": "A problem", "callback_data": "a:2:1"},
+            {"text": "Cancel", "callback_data": "a:2:2"},
+        ]
+    ]
+    assert await post(base, click_update("a:2:2", message_id=greeting.message_id, query_id="q-cancel")) == 200
+    await settled(fake, CHAT, 2)
+    confirm = fake.chat(CHAT)[1]
+    assert "do you want to cancel it?" in fake.shown(CHAT)[1]
+    assert confirm.keyboard == [
+        [{"text": "Yes, cancel it", "callback_data": "a:4:0"}, {"text": "No, keep it", "callback_data": "a:4:1"}]
+    ]
+    await fake.wait_for(lambda: fake.callback_answers == [("q-cancel", None)])
+    history = await runtime.history.after(session_id_for("support", "telegram", str(CHAT)), 0, role="user")
+    assert (history[-1].content, history[-1].meta.get("action")) == ("Cancel", "topic.cancel")
+
+
+async def test_a_press_on_an_older_keyboard_or_foreign_data_is_answered_and_not_handled(
+    app: tuple[Runtime, str], fake: FakeTelegram
+) -> None:
+    runtime, base = app
+    assert await post(base, message_update("/start", message_id=1, entities=[START_ENTITY])) == 200
+    await settled(fake, CHAT, 1)
+    greeting = fake.chat(CHAT)[0].message_id
+    assert await post(base, message_update("I'd like to cancel Tasklane", message_id=2)) == 200
+    await settled(fake, CHAT, 2)
+    for query, data in (("q-old", "a:2:0"), ("q-index", "a:4:7"), ("q-foreign", "something-else")):
+        assert await post(base, click_update(data, message_id=greeting, query_id=query)) == 200
+    stale = "That choice is no longer available: please type your answer."
+    await fake.wait_for(lambda: len(fake.callback_answers) == 3)
+    assert sorted(fake.callback_answers) == [("q-foreign", stale), ("q-index", stale), ("q-old", stale)]
+    assert await runtime.bus.pending() == 0
+    assert len(await runtime.history.after(session_id_for("support", "telegram", str(CHAT)), 0)) == 4
+
+
+async def test_callback_data_stays_within_64_bytes_whatever_the_button_id_and_value(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    long_id, long_value = "x" * 64, "ü" * 1000  # 64 characters of id, 2,000 bytes of value
+    buttons = (Button(long_id, "Ünïcödé label " * 5, value=long_value), Button("short", "Short"))
+    async with adapter_only(telegram_settings(tmp_path, fake)) as (runtime, base):
+        session = session_id_for("support", "telegram", str(CHAT))
+        recorded = await runtime.history.append(
+            session_id=session,
+            bot="support",
+            channel="telegram",
+            user_id="telegram:99",
+            messages=[
+                StoredMessage(role="user", content="/start"),
+                StoredMessage(role="assistant", content="Pick one", meta=offer_to_meta(buttons, None)),
+            ],
+        )
+        reply = dataclasses.replace(reply_for("Pick one"), actions=buttons, seq=recorded[-1].seq)
+        await telegram_of(runtime).deliver(reply)
+        (sent,) = fake.chat(CHAT)
+        # A long label gets a row of its own
+        assert sent.keyboard is not None and [len(row) for row in sent.keyboard] == [1, 1]
+        data = [cell["callback_data"] for row in sent.keyboard for cell in row]
+        assert all(len(d.encode()) <= 64 for d in data)  # the fake refuses more, as Telegram does
+        assert await post(base, click_update(data[0], message_id=sent.message_id)) == 200
+        (entry,) = await on_the_bus(runtime, 1)
+    envelope = Envelope.from_json(entry.payload)
+    assert envelope.action is not None
+    assert (envelope.action.id, envelope.action.value, envelope.action.message_id) == (long_id, long_value, "2")
+    assert envelope.text == buttons[0].label

@@ -546,3 +546,40 @@ async def test_behind_a_trusted_proxy_the_public_url_comes_from_x_forwarded_head
         assert status == 403
         (sent,) = await twilio.wait_for(1)
         assert sent.status_callback is None  # no public base URL to give Twilio for callbacks
+
+
+# --- buttons: the numbered text fallback ------------------------------------------------------------
+
+
+async def test_sms_buttons_are_numbered_and_a_number_or_a_label_answers_them(
+    app: tuple[Runtime, str], twilio: FakeTwilio
+) -> None:
+    runtime, base = app
+    assert await inbound(twilio, base, sms("/start")) == 200
+    (greeting,) = await twilio.wait_for(1)
+    assert greeting.body.endswith("Reply 1 for Billing, 2 for A problem, 3 for Cancel.")
+    assert await inbound(twilio, base, sms(" 3. ")) == 200  # the number of a choice
+    confirm = (await twilio.wait_for(2))[-1]
+    assert "do you want to cancel it?" in confirm.body
+    assert confirm.body.endswith("Reply 1 for Yes, cancel it, 2 for No, keep it.")
+    assert await inbound(twilio, base, sms("no, keep it")) == 200  # a label, in any case
+    kept = (await twilio.wait_for(3))[-1]
+    assert "I've left your subscription as it is" in kept.body and "Reply 1" not in kept.body
+    history = await runtime.history.after(f"support:sms:{USER}", 0, role="user")
+    assert [(m.content, m.meta.get("action")) for m in history] == [
+        ("/start", None),
+        ("Cancel", "topic.cancel"),
+        ("No, keep it", "cancel.no"),
+    ]
+
+
+async def test_a_number_without_a_choice_to_answer_is_an_ordinary_message(
+    app: tuple[Runtime, str], twilio: FakeTwilio
+) -> None:
+    runtime, base = app
+    assert await inbound(twilio, base, sms("/start")) == 200
+    await twilio.wait_for(1)
+    assert await inbound(twilio, base, sms("7")) == 200  # there is no seventh choice
+    await twilio.wait_for(2)
+    history = await runtime.history.after(f"support:sms:{USER}", 0, role="user")
+    assert (history[-1].content, history[-1].meta.get("action")) == ("7", None)

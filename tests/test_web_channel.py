@@ -569,3 +569,79 @@ async def test_in_production_metrics_are_closed_until_a_token_is_set(
 def test_a_trusted_proxy_that_is_no_address_is_a_clear_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match=r"'proxy\.example\.com' is not an IP address or network"):
         make_settings(tmp_path, web={"trusted_proxies": ["10.0.0.0/8", "proxy.example.com"]})
+
+
+# --- buttons ---------------------------------------------------------------------------------------
+
+
+async def test_a_click_on_an_offered_button_is_acked_and_answered_like_a_message(
+    app: tuple[Runtime, str], http: aiohttp.ClientSession
+) -> None:
+    runtime, base = app
+    async with http.ws_connect(f"{base}/ws") as ws:
+        session = await ws.receive_json()
+        greeting = await answered(ws, "c1", "/start")
+        assert greeting["actions"] == [
+            {"id": "topic.billing", "label": "Billing"},
+            {"id": "topic.problem", "label": "A problem"},
+            {"id": "topic.cancel", "label": "Cancel"},
+        ]
+        await ws.send_json({"type": "action", "id": "c2", "action": "topic.cancel"})
+        frames = await frames_until_reply(ws)
+        assert [f["type"] for f in frames] == ["ack", "reply"] and frames[0] == {"type": "ack", "id": "c2"}
+        confirm = frames[-1]
+        assert "do you want to cancel it?" in confirm["text"] and confirm["reply_to"] == "c2"
+        assert confirm["actions"] == [
+            {"id": "cancel.yes", "label": "Yes, cancel it", "style": "danger"},
+            {"id": "cancel.no", "label": "No, keep it"},
+        ]
+        # The same client id again is a resend: acknowledged, not answered twice
+        await ws.send_json({"type": "action", "id": "c2", "action": "topic.cancel"})
+        assert await ws.receive_json(timeout=5) == {"type": "ack", "id": "c2", "duplicate": True}
+        kept = await answered_click(ws, "c3", "cancel.no")
+        assert "I've left your subscription as it is" in kept["text"] and "actions" not in kept
+    history = await runtime.history.after(f"support:web:{session['session_id']}", 0)
+    # The click is recorded as the user saying the label, with the button's id alongside
+    assert (history[4].content, history[4].meta.get("action")) == ("No, keep it", "cancel.no")
+
+
+async def answered_click(ws: aiohttp.ClientWebSocketResponse, client_id: str, action: str) -> dict[str, Any]:
+    await ws.send_json({"type": "action", "id": client_id, "action": action})
+    return (await frames_until_reply(ws))[-1]
+
+
+async def test_a_forged_or_stale_action_id_is_an_error_frame_and_nothing_is_queued(
+    app: tuple[Runtime, str], http: aiohttp.ClientSession
+) -> None:
+    runtime, base = app
+    async with http.ws_connect(f"{base}/ws") as ws:
+        session = await ws.receive_json()
+        forged = await answered_click(ws, "f1", "cancel.yes")  # nothing was offered yet
+        assert forged["type"] == "error" and forged["code"] == "unknown_action" and forged["id"] == "f1"
+        assert "it offered: none" in forged["message"]
+        await answered(ws, "c1", "/start")
+        stale = await answered_click(ws, "f2", "cancel.yes")  # a button of another reply
+        assert stale["code"] == "unknown_action" and "topic.billing, topic.problem, topic.cancel" in stale["message"]
+        for frame, code in (
+            ({"type": "action", "id": "f3"}, "bad_action"),
+            ({"type": "action", "id": "f4", "action": 7}, "bad_action"),
+            ({"type": "action", "id": "f5", "action": "x" * 65}, "bad_action"),
+        ):
+            await ws.send_json(frame)
+            error = await ws.receive_json(timeout=5)
+            assert error["type"] == "error" and error["code"] == code and error["id"] == frame["id"]
+        await assert_silent(ws)
+    # Only /start and its reply were stored; nothing else reached the bus
+    assert len(await runtime.history.after(f"support:web:{session['session_id']}", 0)) == 2
+    assert await runtime.bus.pending() == 0
+
+
+async def test_a_resume_replays_a_reply_with_its_buttons(app: tuple[Runtime, str], http: aiohttp.ClientSession) -> None:
+    _, base = app
+    async with http.ws_connect(f"{base}/ws") as ws:
+        session = await ws.receive_json()
+        greeting = await answered(ws, "c1", "/start")
+    async with http.ws_connect(f"{base}/ws?token={session['token']}&after=0") as ws:
+        await ws.receive_json()
+        replayed = await ws.receive_json(timeout=5)
+        assert replayed["seq"] == greeting["seq"] and replayed["actions"] == greeting["actions"]

@@ -263,3 +263,41 @@ async def test_a_closed_panel_stays_closed_across_page_loads(browser: Browser, s
     await page.reload()
     await expect(panel).to_be_visible()
     assert errors == []
+
+
+async def test_buttons_are_real_buttons_used_by_keyboard_and_mouse_then_disabled(
+    browser: Browser, server_url: str
+) -> None:
+    page, errors = await _open_page(browser, server_url, {"width": 1280, "height": 800})
+    await _send(page, "/start")
+    topics = page.get_by_role("group", name="Suggested answers").first  # the greeting's
+    await expect(topics.get_by_role("button")).to_have_count(3, timeout=REPLY_TIMEOUT_MS)
+    await expect(topics.get_by_role("button")).to_have_text(["Billing", "A problem", "Cancel"])
+
+    # Keyboard: focus the Cancel topic and press Enter; the click is sent as an action frame.
+    cancel = topics.get_by_role("button", name="Cancel", exact=True)
+    await cancel.focus()
+    await page.keyboard.press("Enter")
+    await expect(page.locator(USER_MSG).last).to_have_text("Cancel")
+    await expect(page.locator(FINAL_BOT_MSG)).to_have_count(2, timeout=REPLY_TIMEOUT_MS)
+    await expect(page.locator(FINAL_BOT_MSG).last).to_contain_text("do you want to cancel it?")
+    await expect(cancel).to_have_attribute("aria-pressed", "true")
+    for button in await topics.get_by_role("button").all():
+        await expect(button).to_be_disabled()  # an older offer: the server would refuse it
+    await expect(page.get_by_test_id("rb-input")).to_be_focused()
+
+    # Mouse: the confirmation's own buttons are live; No keeps the subscription.
+    await page.get_by_role("button", name="No, keep it").click()
+    await expect(page.locator(FINAL_BOT_MSG)).to_have_count(3, timeout=REPLY_TIMEOUT_MS)
+    await expect(page.locator(FINAL_BOT_MSG).last).to_contain_text("I've left your subscription as it is")
+    await expect(page.get_by_test_id("rb-choice")).to_have_count(5)
+    for button in await page.get_by_test_id("rb-choice").all():
+        await expect(button).to_be_disabled()
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "widget-buttons.png"))
+    await page.reload()  # drawn from the stored transcript: still used, still disabled
+    await expect(page.get_by_test_id("rb-choice")).to_have_count(5)
+    for button in await page.get_by_test_id("rb-choice").all():
+        await expect(button).to_be_disabled()
+    assert errors == []

@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 
-from core.handlers import BotHandlers, HandlerTurn
+from core.handlers import BotHandlers, Button, HandlerTurn
 from core.tools import ToolContext, ToolError
 
 bot = BotHandlers()
@@ -130,21 +130,27 @@ def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
 # --- handlers --------------------------------------------------------------------------------------
 
 
+CONFIRM_CANCEL = (
+    "I can help you cancel your Tasklane subscription. Just to be sure: "
+    "do you want to cancel it? Please answer **yes** or **no**."
+)
+YES_NO = (Button("cancel.yes", "Yes, cancel it", style="danger"), Button("cancel.no", "No, keep it"))
+TOPICS = (Button("topic.billing", "Billing"), Button("topic.problem", "A problem"), Button("topic.cancel", "Cancel"))
+
+
 @bot.intent("cancellation")
 async def cancellation(turn: HandlerTurn) -> None:
-    """Confirm, ask why, then record the request as a ticket. Three messages; state in the session."""
+    """Confirm (yes/no buttons, or typed), ask why, then record the request as a ticket. State in the session."""
     step = turn.state.get("step")
+    clicked = turn.action.id if turn.action is not None else None
     if step is None:
         await turn.save_state(step="confirm")
-        turn.reply(
-            "I can help you cancel your Tasklane subscription. Just to be sure: "
-            "do you want to cancel it? Please answer **yes** or **no**."
-        )
+        turn.reply(CONFIRM_CANCEL, buttons=YES_NO)
     elif step == "confirm":
-        if YES.match(turn.message):
+        if clicked == "cancel.yes" or (clicked is None and YES.match(turn.message)):
             await turn.save_state(step="reason")
             turn.reply("Sorry to see you go. Could you tell me in a sentence why you're cancelling?")
-        elif NO.match(turn.message):
+        elif clicked == "cancel.no" or (clicked is None and NO.match(turn.message)):
             await turn.end_flow()
             turn.reply("No problem, I've left your subscription as it is. Anything else I can help with?")
         else:
@@ -205,7 +211,36 @@ async def technical(turn: HandlerTurn) -> None:
     turn.note("If the steps in the knowledge do not solve it, offer to hand the conversation to a person.")
 
 
+# --- buttons: the greeting's topics ----------------------------------------------------------------
+
+
+@bot.action("topic.billing")
+async def topic_billing(turn: HandlerTurn) -> None:
+    turn.reply(
+        "Happy to help with billing. What would you like to know? If it's about a payment, "
+        "send me the order number (it looks like TL-10042)."
+    )
+
+
+@bot.action("topic.problem")
+async def topic_problem(turn: HandlerTurn) -> None:
+    turn.reply("Sorry to hear that. What's going wrong? Tell me what you did and what you saw.")
+
+
+@bot.action("topic.cancel")
+async def topic_cancel(turn: HandlerTurn) -> None:
+    # The same confirmation the cancellation intent starts with: its flow takes the answer.
+    await turn.start_flow("cancellation", step="confirm")
+    turn.reply(CONFIRM_CANCEL, buttons=YES_NO)
+
+
 # --- slash commands (Telegram's menu; any channel's users can type them) ------------------------
+
+
+@bot.command("start")
+async def start_command(turn: HandlerTurn) -> None:
+    """The greeting: the bot's welcome, with the three topics as buttons."""
+    turn.reply(f"{turn.welcome} What can I help you with?", buttons=TOPICS)
 
 
 @bot.command("help")

@@ -7,8 +7,14 @@
     → 202 {"status": "accepted", "envelope_id": ..., "session_id": ...}
     → 200 {"status": "duplicate"} for a message_id already accepted (it is not answered twice)
 
+Instead of "text", a click on a button of the conversation's newest reply:
+    {..., "action": {"id": "cancel.yes", "message_id": "4"}}   (message_id, optional: that reply's seq)
+    → 400 "unknown_action" for an id the newest reply did not offer (nothing is queued)
+The message's text is then the button's label and its value the one the button was offered with.
+
 The reply is POSTed to `callback_url` as JSON, signed: `X-Relaybot-Signature: sha256=HEX` where
-HEX = HMAC-SHA256(signing secret, "{X-Relaybot-Timestamp}.{raw body}"), with an `Idempotency-Key`
+HEX = HMAC-SHA256(signing secret, "{X-Relaybot-Timestamp}.{raw body}"); it carries the reply's
+`actions` (buttons: id, label, value?, style?) and `card` (or null); with an `Idempotency-Key`
 header that is the same on every retry. Callbacks answering 429 or 5xx are retried with backoff
 (Retry-After honoured); other 4xx answers are recorded as failed. Callbacks never go to loopback,
 private, link-local or multicast addresses unless allowed (see `channels.api.targets`), and
@@ -25,12 +31,14 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from channels.api.targets import CallbackTargetRefused, PublicAddressResolver, refusal
+from core.actions import Action
 from core.channel import Capabilities, ChannelContext, DeliveryResult
-from core.envelope import Envelope, Reply
+from core.envelope import Envelope, Reply, session_id_for
 from core.errors import DeliveryError, StoreError
+from core.offers import last_offer
 from core.secrets import API_CALLBACKS, derive_key
 from core.settings import Settings
 
@@ -38,12 +46,22 @@ SIGNATURE_HEADER = "X-Relaybot-Signature"
 TIMESTAMP_HEADER = "X-Relaybot-Timestamp"
 
 
+class ApiAction(BaseModel):
+    """A click: the button's id, and optionally the seq of the reply that offered it."""
+
+    model_config = {"extra": "forbid"}
+
+    id: str = Field(min_length=1, max_length=64)
+    message_id: str | int | None = None
+
+
 class ApiMessage(BaseModel):
     model_config = {"extra": "forbid", "str_strip_whitespace": False}
 
     conversation_id: str = Field(min_length=1, max_length=200)
     user_id: str = Field(min_length=1, max_length=200)
-    text: str = Field(min_length=1)
+    text: str | None = Field(None, min_length=1)
+    action: ApiAction | None = None
     message_id: str = Field(min_length=1, max_length=200)
     callback_url: str = Field(min_length=1, max_length=2000)
     bot: str | None = None
@@ -52,10 +70,16 @@ class ApiMessage(BaseModel):
 
     @field_validator("text")
     @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
             raise ValueError("text must not be empty or only whitespace")
         return value
+
+    @model_validator(mode="after")
+    def _text_or_action(self) -> ApiMessage:
+        if (self.text is None) == (self.action is None):
+            raise ValueError("send either 'text' or 'action' ({\"id\": BUTTON_ID}), not both or neither")
+        return self
 
     @field_validator("callback_url")
     @classmethod
@@ -88,6 +112,22 @@ def callback_signing_key(settings: Settings, server_secret: bytes) -> bytes:
 def sign(secret: bytes, timestamp: str, body: bytes) -> str:
     """The callback signature; receivers recompute it and compare with hmac.compare_digest."""
     return "sha256=" + hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+
+
+class _Refused(Exception):
+    """A request answered with an error response before anything is queued."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.text)
+        self.response = response
+
+
+def _unavailable() -> web.Response:
+    return web.json_response(
+        {"error": "unavailable", "message": "relaybot cannot take messages right now; retry shortly"},
+        status=503,
+        headers={"Retry-After": "5"},
+    )
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
@@ -153,7 +193,7 @@ class ApiChannel:
         bot = message.bot or self._ctx.bots.default
         if bot not in self._ctx.bots:
             return _error(404, "unknown_bot", f"no bot named {bot!r}")
-        if len(message.text) > self._settings.max_text_chars:
+        if message.text is not None and len(message.text) > self._settings.max_text_chars:
             return _error(400, "text_too_long", f"text is limited to {self._settings.max_text_chars} characters")
         if not self._callback_allowed(message.callback_url):
             return _error(
@@ -174,32 +214,64 @@ class ApiChannel:
                 f"this API key (id {client}) may not act for tenant {message.tenant!r}; "
                 f"list it under RELAYBOT_API__TENANTS for the key",
             )
+        conversation_id = f"{client}:{message.conversation_id}"
+        text, action = message.text or "", None
+        if message.action is not None:
+            try:
+                text, action = await self._click(bot, conversation_id, message.action)
+            except _Refused as refused:
+                return refused.response
         envelope = Envelope.create(
             bot=bot,
             channel="api",
             channel_message_id=message.message_id,
-            conversation_id=f"{client}:{message.conversation_id}",
+            conversation_id=conversation_id,
             user_id=f"api:{client}:{message.user_id}",
             user_name=message.user_name,
-            text=message.text,
+            text=text,
             reply_to=message.callback_url,
             tenant=message.tenant,
+            action=action,
         )
         try:
             accepted = await self._ctx.bus.publish(envelope)
         except StoreError as exc:
             # Not accepted (claim and publish are one atomic step): the caller keeps it and retries.
             await self._log.aerror("publish_failed", error=str(exc))
-            return web.json_response(
-                {"error": "unavailable", "message": "relaybot cannot take messages right now; retry shortly"},
-                status=503,
-                headers={"Retry-After": "5"},
-            )
+            return _unavailable()
         if not accepted:
             return web.json_response({"status": "duplicate", "message_id": message.message_id})
         return web.json_response(
             {"status": "accepted", "envelope_id": envelope.id, "session_id": envelope.session_id}, status=202
         )
+
+    async def _click(self, bot: str, conversation_id: str, clicked: ApiAction) -> tuple[str, Action]:
+        """The click's text (the label) and action, if its button is one of the newest reply's."""
+        try:
+            offer = await last_offer(self._ctx.history, session_id_for(bot, "api", conversation_id))
+        except StoreError as exc:
+            await self._log.aerror("offer_lookup_failed", error=str(exc))
+            raise _Refused(_unavailable()) from exc
+        button = offer.find(clicked.id)
+        if button is None:
+            offered = ", ".join(offer.ids) or "none"
+            raise _Refused(
+                _error(
+                    400,
+                    "unknown_action",
+                    f"action.id {clicked.id!r} is not a button of the newest reply (it offered: {offered})",
+                )
+            )
+        if clicked.message_id is not None and str(clicked.message_id) != str(offer.seq):
+            raise _Refused(
+                _error(
+                    400,
+                    "stale_action",
+                    f"action.message_id {clicked.message_id!r} is not the newest reply (seq {offer.seq}); "
+                    "its buttons can no longer be used",
+                )
+            )
+        return button.label, offer.click(button)
 
     async def deliver(self, reply: Reply) -> DeliveryResult:
         if not reply.final:
@@ -220,6 +292,8 @@ class ApiChannel:
                 "bot": reply.bot,
                 "seq": reply.seq,
                 "text": reply.text,
+                "actions": [b.to_dict() for b in reply.actions],
+                "card": reply.card.to_dict() if reply.card is not None else None,
             }
         ).encode()
         timestamp = str(int(time.time()))

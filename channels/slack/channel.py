@@ -15,6 +15,11 @@ Inbound, over HTTP (`POST /slack/events`, the Events API) or Socket Mode (`--pol
    alone: if its first delivery never arrived, it is the one that gets processed. If the bus is
    down, the listener raises, Bolt answers 500, and Slack's retry brings the message again.
 
+Buttons (channels/slack/blocks.py): a reply's buttons are a Block Kit actions block under its last
+part; a click comes to `POST /slack/interactions` (signed and checked like events), is published as
+the button's label before the ack, and the clicked message is then updated to show the choice (its
+buttons removed). A click on an older reply's buttons is acked and not handled.
+
 Outbound, `deliver` posts with `chat.postMessage` in the thread (channels/slack/delivery.py): the
 Markdown reply becomes mrkdwn split at 3,500 characters; a retried split reply resumes after the
 parts already posted (`channels.parts.send_parts`, recorded in the shared stream registry).
@@ -24,8 +29,10 @@ reply edits it with the complete text.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+from collections.abc import Coroutine
 from typing import Any
 
 import aiohttp
@@ -40,20 +47,25 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
+from channels.choices import card_text, offered
 from channels.formatting import render_parts
 from channels.inbound import Ignored
 from channels.parts import send_parts
+from channels.slack.blocks import ACTION_ID, MAX_SECTION_CHARS, SlackClick, blocks_for, chosen_blocks, parse_click
 from channels.slack.delivery import SlackPoster
 from channels.slack.inbound import Inbound, check_request_body, parse
 from channels.slack.users import UserNames
 from channels.streaming import EditStreamer
+from core.actions import Button
 from core.channel import Capabilities, ChannelContext, DeliveryResult
 from core.envelope import Envelope, Reply, session_id_for
 from core.errors import ConfigError, DeliveryError, StoreError
+from core.offers import last_offer
 from core.settings import Settings
 
 MAX_MESSAGE_CHARS = 3500  # Slack truncates at 40,000; shorter parts read better in a thread
 EVENTS_PATH = "/slack/events"
+INTERACTIONS_PATH = "/slack/interactions"
 
 
 class SlackChannel:
@@ -100,6 +112,8 @@ class SlackChannel:
         self._app.event("message")(self._on_message)
         self._app.event("app_mention")(self._on_message)
         self._app.event(re.compile(".*"))(self._on_other_event)
+        self._app.action(ACTION_ID)(self._on_click)
+        self._tasks: set[asyncio.Task[None]] = set()
         self._users = UserNames(
             self.client,
             size=self._options.user_cache_size,
@@ -132,6 +146,8 @@ class SlackChannel:
     def register(self, app: web.Application) -> None:
         if self._verifier is not None:
             app.router.add_post(EVENTS_PATH, self._events)
+            # Interactivity's Request URL: signed like events, read by the same Bolt app.
+            app.router.add_post(INTERACTIONS_PATH, self._events)
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         limit = self._options.max_body_bytes
@@ -222,6 +238,57 @@ class SlackChannel:
             return True
         return bool(await self._ctx.history.recent(session_id_for(bot, "slack", found.conversation_id), 1))
 
+    async def _on_click(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        """A click on a relaybot button: published (before the ack, like a message) if it is one of the
+        conversation's newest offer, then the clicked message shows the choice."""
+        click = parse_click(body)
+        if isinstance(click, Ignored):
+            await self._log.ainfo("slack_click_ignored", reason=click.reason)
+            await ack()
+            return
+        bot = self._bot
+        try:
+            offer = await last_offer(self._ctx.history, session_id_for(bot, "slack", click.conversation_id))
+        except StoreError as exc:
+            await self._log.aerror("slack_offer_lookup_failed", error=str(exc))
+            raise  # Bolt answers 500: the user sees the click fail and can click again
+        button = offer.buttons[click.index] if offer.seq == click.seq and click.index < len(offer.buttons) else None
+        if button is None:
+            await self._log.ainfo("slack_click_not_offered", seq=click.seq, offered_seq=offer.seq)
+            await ack()
+            return
+        envelope = Envelope.create(
+            bot=bot,
+            channel="slack",
+            channel_message_id=f"action:{click.action_ts}:{click.user}",
+            conversation_id=click.conversation_id,
+            user_id=f"slack:{click.user}",
+            user_name=await self._users.get(click.user),
+            text=button.label,
+            action=offer.click(button),
+        )
+        try:
+            accepted = await self._ctx.bus.publish(envelope)
+        except StoreError as exc:
+            await self._log.aerror("slack_publish_failed", error=str(exc))
+            raise
+        await self._log.ainfo("slack_click" if accepted else "slack_duplicate", action=button.id)
+        await ack()
+        if accepted:
+            self._spawn(self._show_choice(click, button.label))
+
+    async def _show_choice(self, click: SlackClick, label: str) -> None:
+        try:
+            blocks = chosen_blocks(click.blocks, label, click.user)
+            await self._poster.update(click.channel, click.message_ts, f"You chose {label}", blocks=blocks)
+        except DeliveryError as exc:  # cosmetic: the click was taken either way
+            await self._log.ainfo("slack_choice_not_shown", error=str(exc))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work, name="slack-show-choice")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def _on_other_event(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         # Acked, so Slack does not retry (or disable the subscription) over events we do not use.
         event = body.get("event") or {}
@@ -257,10 +324,17 @@ class SlackChannel:
     async def deliver(self, reply: Reply) -> DeliveryResult:
         if not reply.final:
             return await self._streamer.fragment(reply)
-        parts = render_parts(reply.text, "mrkdwn", MAX_MESSAGE_CHARS)
+        buttons = offered(reply)
+        text = reply.text if reply.card is None else f"{reply.text}\n\n{card_text(reply.card)}"
+        # With buttons the last part is a section block, which holds 3,000 characters.
+        parts = render_parts(text, "mrkdwn", MAX_SECTION_CHARS if buttons else MAX_MESSAGE_CHARS)
+        blocks = await self._blocks(reply, buttons, parts[-1])
 
-        async def post(_: int, text: str) -> str:
-            return await self._poster.post(reply, text)
+        pending = parts  # the parts left to post: all, or those after a streamed first one
+
+        async def post(index: int, text: str) -> str:
+            last = index == len(pending) - 1
+            return await self._poster.post(reply, text, blocks=blocks if last else None)
 
         try:
             ref = await self._streamer.finish(reply, parts[0])
@@ -268,7 +342,7 @@ class SlackChannel:
                 ids = await send_parts(self._ctx.streams, reply.id, parts, post)
                 return DeliveryResult(delivered=True, channel_message_ids=ids)
             try:
-                await self._poster.edit(reply, ref, parts[0])
+                await self._poster.edit(reply, ref, parts[0], blocks=blocks if len(parts) == 1 else None)
             except DeliveryError as exc:
                 if exc.retryable:
                     raise
@@ -276,7 +350,8 @@ class SlackChannel:
                 await self._log.ainfo("slack_stream_edit_failed", reply_id=reply.id, error=str(exc))
                 ids = await send_parts(self._ctx.streams, reply.id, parts, post)
                 return DeliveryResult(delivered=True, channel_message_ids=ids)
-            rest = await send_parts(self._ctx.streams, reply.id, parts[1:], post)
+            pending = parts[1:]
+            rest = await send_parts(self._ctx.streams, reply.id, pending, post)
             return DeliveryResult(delivered=True, channel_message_ids=(ref, *rest))
         except StoreError as exc:
             raise DeliveryError(f"cannot record the reply's progress: {exc}", retryable=True) from exc
@@ -285,7 +360,17 @@ class SlackChannel:
                 await self._log.aerror("slack_delivery_dropped", reply_id=reply.id, error=str(exc))
             raise
 
+    async def _blocks(self, reply: Reply, buttons: tuple[Button, ...], text: str) -> list[dict[str, Any]] | None:
+        if not buttons or reply.seq is None:
+            return None
+        blocks, cut = blocks_for(text, buttons, reply.seq)
+        if cut:
+            await self._log.awarning("slack_button_labels_truncated", buttons=cut, limit=75, reply_id=reply.id)
+        return blocks
+
     async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
         if self._socket is not None:
             await self._socket.close_async()
             self._socket = None

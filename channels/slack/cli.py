@@ -24,8 +24,12 @@ BOT_EVENTS = ("app_mention", "message.im", "message.channels", "message.groups")
 def manifest(*, name: str, request_url: str | None, socket_mode: bool) -> dict[str, Any]:
     """The manifest of a Slack app that relaybot serves (Events API over HTTP, or Socket Mode)."""
     events: dict[str, Any] = {"bot_events": list(BOT_EVENTS)}
+    # Buttons: clicks come to /slack/interactions (over the socket in Socket Mode).
+    interactivity: dict[str, Any] = {"is_enabled": True}
     if not socket_mode:
         events["request_url"] = request_url
+        if request_url is not None:
+            interactivity["request_url"] = request_url.removesuffix("/slack/events") + "/slack/interactions"
     return {
         "display_information": {"name": name, "description": "An assistant served by relaybot"},
         "features": {
@@ -35,6 +39,7 @@ def manifest(*, name: str, request_url: str | None, socket_mode: bool) -> dict[s
         "oauth_config": {"scopes": {"bot": list(BOT_SCOPES)}},
         "settings": {
             "event_subscriptions": events,
+            "interactivity": interactivity,
             "org_deploy_enabled": False,
             "socket_mode_enabled": socket_mode,
             "token_rotation_enabled": False,

@@ -12,6 +12,8 @@ The outbox (core/delivery/sender.py) retries; this module only says how:
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -66,11 +68,12 @@ class SlackPoster:
     def __init__(self, client: AsyncWebClient) -> None:
         self._client = client
 
-    async def post(self, reply: Reply, text: str) -> str:
+    async def post(self, reply: Reply, text: str, *, blocks: list[dict[str, Any]] | None = None) -> str:
         channel, thread_ts = parse_reply_to(reply.reply_to)
         try:
+            # With blocks, `text` is what notifications and screen readers without Block Kit show.
             response = await self._client.chat_postMessage(
-                channel=channel, thread_ts=thread_ts, text=text, mrkdwn=True, unfurl_links=False
+                channel=channel, thread_ts=thread_ts, text=text, mrkdwn=True, unfurl_links=False, blocks=blocks
             )
         except SlackApiError as exc:
             raise classify(exc, "chat.postMessage") from exc
@@ -85,10 +88,15 @@ class SlackPoster:
             raise DeliveryError(f"slack chat.postMessage failed: {exc}", retryable=True, outcome_unknown=True) from exc
         return str(response.get("ts"))
 
-    async def edit(self, reply: Reply, message_ref: str, text: str) -> None:
+    async def edit(
+        self, reply: Reply, message_ref: str, text: str, *, blocks: list[dict[str, Any]] | None = None
+    ) -> None:
         channel, _ = parse_reply_to(reply.reply_to)
+        await self.update(channel, message_ref, text, blocks=blocks)
+
+    async def update(self, channel: str, ts: str, text: str, *, blocks: list[dict[str, Any]] | None = None) -> None:
         try:
-            await self._client.chat_update(channel=channel, ts=message_ref, text=text)
+            await self._client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
         except SlackApiError as exc:
             raise classify(exc, "chat.update") from exc
         except (TimeoutError, aiohttp.ClientError) as exc:

@@ -15,6 +15,9 @@ can jump); the authority is the bus, which takes each (chat, message id) once ac
 Replies: HTML rendered from the Markdown answer, split at 4,096 characters, streamed by editing one
 message (throttled to about one edit a second), with flood limits and blocked users handled as the
 outbox expects (see `channels.telegram.outbound`).
+Buttons: an inline keyboard under the reply's last part; a press (callback query) is answered at
+once with answerCallbackQuery and becomes an envelope whose text is the button's label (see
+`channels.telegram.keyboards` for the 64-byte callback_data and the short key it carries).
 Files users send: envelopes carry `telegram-file:FILE_ID` references, never download URLs (those
 contain the bot token); `file_url` and `download` resolve one at use (see `channels.telegram.files`).
 """
@@ -33,10 +36,11 @@ from collections.abc import Coroutine
 from typing import Any
 
 from aiohttp import web
-from telegram import Bot, Update, User
+from telegram import Bot, InlineKeyboardMarkup, Update, User
 from telegram.error import BadRequest, InvalidToken, NetworkError, TelegramError
 from telegram.ext import Application
 
+from channels.choices import card_text
 from channels.formatting import render_parts
 from channels.inbound import Ignored
 from channels.parts import send_parts
@@ -44,19 +48,23 @@ from channels.streaming import EditStreamer
 from channels.telegram.blocks import BlockedChats
 from channels.telegram.drafts import DraftStreamer
 from channels.telegram.files import TelegramFiles, attachment_of
-from channels.telegram.inbound import Inbound, MembershipChange, parse, parse_address
+from channels.telegram.inbound import Click, Inbound, MembershipChange, parse, parse_address
+from channels.telegram.keyboards import keyboard_for, parse_key
 from channels.telegram.outbound import ChatBlocked, TelegramSender, call
 from channels.telegram.polling import Poller
 from core.channel import Capabilities, ChannelContext, DeliveryResult
 from core.envelope import Attachment, Envelope, Reply, session_id_for
 from core.errors import ConfigError, DeliveryError, StoreError
+from core.offers import last_offer
 from core.settings import Settings
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 WEBHOOK_PATH = "/telegram/webhook"
 MAX_LENGTH = 4096
 #: the updates relaybot handles; set-webhook and long polling ask Telegram for these only
-ALLOWED_UPDATES = ("message", "my_chat_member")
+ALLOWED_UPDATES = ("message", "my_chat_member", "callback_query")
+#: what a press on a button of an older reply shows (Telegram keeps old keyboards in the chat)
+STALE_CLICK = "That choice is no longer available: please type your answer."
 _SEEN_TTL_SECONDS = 24 * 3600  # Telegram gives up re-sending an update after about a day
 _SEEN_MAX = 100_000
 _TYPING_REFRESH_SECONDS = 4.5
@@ -292,7 +300,7 @@ class TelegramChannel:
             return
         _, me = await self._ready()
         try:
-            outcome: Inbound | Ignored | MembershipChange = parse(
+            outcome: Inbound | Click | Ignored | MembershipChange = parse(
                 update, me=me, require_mention=self._opts.groups_require_mention
             )
         except Exception as exc:  # an update PTB modelled but we cannot read: never a retry loop
@@ -301,6 +309,8 @@ class TelegramChannel:
             await self._log.ainfo("update_ignored", update_id=update.update_id, reason=outcome.reason)
         elif isinstance(outcome, MembershipChange):
             await self._record_membership(outcome)
+        elif isinstance(outcome, Click):
+            await self._accept_click(outcome)
         else:
             # Published before the ack: a message held in a task after it would die with the process.
             await self._publish(outcome, tuple(attachment_of(ref) for ref in outcome.files))
@@ -323,7 +333,47 @@ class TelegramChannel:
         await self._log.ainfo("message_accepted", envelope_id=envelope.id, session_id=envelope.session_id)
         self._spawn(self._typing(inbound), f"telegram-typing-{inbound.chat_id}")
 
-    async def _typing(self, inbound: Inbound) -> None:
+    async def _accept_click(self, click: Click) -> None:
+        """A button press: published as the button's label with the click, if it is one of the newest
+        reply's buttons; else only answered. Raises StoreError when the offer cannot be read (503:
+        Telegram sends the press again)."""
+        session = session_id_for(self._bot_name, "telegram", click.conversation_id)
+        offer = await last_offer(self._ctx.history, session)
+        found = parse_key(click.data)
+        button = None
+        if found is not None and found[0] == offer.seq and found[1] < len(offer.buttons):
+            button = offer.buttons[found[1]]
+        if button is None:
+            await self._log.ainfo("click_not_offered", data=click.data, offered_seq=offer.seq)
+            self._spawn(self._answer_click(click.query_id, STALE_CLICK), f"telegram-click-{click.query_id}")
+            return
+        envelope = Envelope.create(
+            bot=self._bot_name,
+            channel="telegram",
+            # A press has no message of its own: the callback query's id is its id, once.
+            channel_message_id=f"callback:{click.query_id}",
+            conversation_id=click.conversation_id,
+            user_id=click.user_id,
+            user_name=click.user_name,
+            text=button.label,
+            action=offer.click(button),
+        )
+        accepted = await self._ctx.bus.publish(envelope)
+        # Answered in any case (a re-sent update too): until it is, the user's button shows a spinner.
+        self._spawn(self._answer_click(click.query_id, None), f"telegram-click-{click.query_id}")
+        if not accepted:
+            await self._log.ainfo("duplicate_message", dedupe_key=envelope.dedupe_key)
+            return
+        await self._log.ainfo("click_accepted", envelope_id=envelope.id, action=button.id)
+        self._spawn(self._typing(click), f"telegram-typing-{click.chat_id}")
+
+    async def _answer_click(self, query_id: str, notice: str | None) -> None:
+        try:
+            await (await self.sender()).answer_click(query_id, notice)
+        except DeliveryError as exc:  # an old query (answered already, or past Telegram's window): harmless
+            await self._log.ainfo("click_not_answered", error=str(exc))
+
+    async def _typing(self, inbound: Inbound | Click) -> None:
         """Show "typing…" until the answer starts arriving in this chat (Telegram shows it for 5 s a time).
 
         Streamed fragments reach every Telegram process, so whichever took the message stops here.
@@ -432,7 +482,9 @@ class TelegramChannel:
         if blocked:
             raise DeliveryError("the user blocked the bot on Telegram; not sent", retryable=False)
 
-    async def post_part(self, reply: Reply, text_html: str, *, first: bool) -> int:
+    async def post_part(
+        self, reply: Reply, text_html: str, *, first: bool, keyboard: InlineKeyboardMarkup | None = None
+    ) -> int:
         chat_id, thread_id = _address(reply)
         if first:
             await self._check_not_blocked(reply)
@@ -441,7 +493,7 @@ class TelegramChannel:
         quote = int(original) if first and chat_id < 0 and original.isdigit() else None
         sender = await self.sender()
         message_id: int = await self.guard_blocked(
-            reply, sender.send(chat_id, thread_id, text_html, reply_to_message=quote)
+            reply, sender.send(chat_id, thread_id, text_html, reply_to_message=quote, keyboard=keyboard)
         )
         return message_id
 
@@ -455,7 +507,10 @@ class TelegramChannel:
             return await self._streamer.fragment(reply)
         if drafts is not None:
             await drafts.finish(reply)
-        parts = render_parts(reply.text, "telegram-html", MAX_LENGTH)
+        text = reply.text if reply.card is None else f"{reply.text}\n\n{card_text(reply.card)}"
+        parts = render_parts(text, "telegram-html", MAX_LENGTH)
+        # The buttons go under the last part, where the question usually is.
+        keyboard = keyboard_for(reply)
         try:
             streamed = await self._streamer.finish(reply, parts[0])
         except StoreError as exc:
@@ -465,7 +520,8 @@ class TelegramChannel:
         if streamed is not None:
             sender = await self.sender()
             try:
-                await self.guard_blocked(reply, sender.edit(chat_id, int(streamed), parts[0]))
+                under = keyboard if len(parts) == 1 else None
+                await self.guard_blocked(reply, sender.edit(chat_id, int(streamed), parts[0], keyboard=under))
                 ids.append(streamed)
                 start = 1
             except DeliveryError as exc:
@@ -476,7 +532,8 @@ class TelegramChannel:
         rest = parts[start:]
 
         async def post(index: int, text_html: str) -> str:
-            return str(await self.post_part(reply, text_html, first=start == 0 and index == 0))
+            under = keyboard if index == len(rest) - 1 else None
+            return str(await self.post_part(reply, text_html, first=start == 0 and index == 0, keyboard=under))
 
         try:
             ids.extend(await send_parts(self._ctx.streams, reply.id, rest, post))

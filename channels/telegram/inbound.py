@@ -52,6 +52,24 @@ class Inbound:
 
 
 @dataclass(frozen=True, slots=True)
+class Click:
+    """A press on an inline keyboard button (a callback query): `data` is the button's callback_data."""
+
+    query_id: str
+    chat_id: int
+    thread_id: int | None
+    #: the message that carries the keyboard
+    message_id: int
+    user_id: str
+    user_name: str | None
+    data: str
+
+    @property
+    def conversation_id(self) -> str:
+        return f"{self.chat_id}:{self.thread_id}" if self.thread_id is not None else str(self.chat_id)
+
+
+@dataclass(frozen=True, slots=True)
 class MembershipChange:
     """The bot's own membership in a private chat changed: the user blocked (or unblocked) it."""
 
@@ -68,8 +86,10 @@ def parse_address(reply_to: str) -> tuple[int, int | None]:
         raise ValueError(f"not a Telegram chat address: {reply_to!r}") from exc
 
 
-def parse(update: Update, *, me: User, require_mention: bool) -> Inbound | Ignored | MembershipChange:
+def parse(update: Update, *, me: User, require_mention: bool) -> Inbound | Click | Ignored | MembershipChange:
     """What to do with one update (see `channels.inbound`)."""
+    if update.callback_query is not None:
+        return _click(update)
     member = update.my_chat_member
     if member is not None:
         if member.chat.type != PRIVATE:
@@ -85,7 +105,6 @@ _UPDATE_KINDS = (
     "edited_message",
     "channel_post",
     "edited_channel_post",
-    "callback_query",
     "inline_query",
     "chosen_inline_result",
     "message_reaction",
@@ -94,6 +113,30 @@ _UPDATE_KINDS = (
     "poll",
     "poll_answer",
 )
+
+
+def _click(update: Update) -> Click | Ignored:
+    query = update.callback_query
+    assert query is not None
+    message = query.message
+    if not isinstance(query.data, str) or not isinstance(query.id, str):
+        return Ignored("callback query without data (a game or an inline message)")
+    if message is None or not _is_int(message.chat.id) or not _is_int(message.message_id):
+        return Ignored("callback query on a message too old for Telegram to send")
+    sender = query.from_user
+    if sender.is_bot or not _is_int(sender.id):
+        return Ignored("callback query from a bot")
+    thread = getattr(message, "message_thread_id", None)
+    topic = bool(getattr(message, "is_topic_message", False))
+    return Click(
+        query_id=query.id,
+        chat_id=message.chat.id,
+        thread_id=thread if topic and _is_int(thread) else None,
+        message_id=message.message_id,
+        user_id=f"telegram:{sender.id}",
+        user_name=sender.full_name or sender.username,
+        data=query.data,
+    )
 
 
 def _is_int(value: object) -> bool:

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TypeVar
 
-from telegram import Bot, LinkPreviewOptions, Message, ReplyParameters
+from telegram import Bot, InlineKeyboardMarkup, LinkPreviewOptions, Message, ReplyParameters
 from telegram.constants import ChatAction, ParseMode
 from telegram.error import (
     BadRequest,
@@ -99,7 +99,13 @@ class TelegramSender:
         self._bot = bot
 
     async def send(
-        self, chat_id: int, thread_id: int | None, text_html: str, *, reply_to_message: int | None = None
+        self,
+        chat_id: int,
+        thread_id: int | None,
+        text_html: str,
+        *,
+        reply_to_message: int | None = None,
+        keyboard: InlineKeyboardMarkup | None = None,
     ) -> int:
         """sendMessage; returns the new message's id."""
         reply = (
@@ -118,6 +124,7 @@ class TelegramSender:
                     message_thread_id=thread_id,
                     reply_parameters=reply,
                     link_preview_options=no_preview,
+                    reply_markup=keyboard,
                 )
             except BadRequest as exc:
                 if not _parse_error(exc):
@@ -130,29 +137,42 @@ class TelegramSender:
                     message_thread_id=thread_id,
                     reply_parameters=reply,
                     link_preview_options=no_preview,
+                    reply_markup=keyboard,
                 )
 
         message = await call("sendMessage", html_first)
         return message.message_id
 
-    async def edit(self, chat_id: int, message_id: int, text_html: str) -> None:
+    async def edit(
+        self, chat_id: int, message_id: int, text_html: str, *, keyboard: InlineKeyboardMarkup | None = None
+    ) -> None:
         """editMessageText; an edit to the same text is a success."""
 
         async def html_first() -> None:
             try:
                 try:
                     await self._bot.edit_message_text(
-                        text_html, chat_id=chat_id, message_id=message_id, parse_mode=ParseMode.HTML
+                        text_html,
+                        chat_id=chat_id,
+                        message_id=message_id,
+                        parse_mode=ParseMode.HTML,
+                        reply_markup=keyboard,
                     )
                 except BadRequest as exc:
                     if not _parse_error(exc):
                         raise
-                    await self._bot.edit_message_text(as_plain(text_html), chat_id=chat_id, message_id=message_id)
+                    await self._bot.edit_message_text(
+                        as_plain(text_html), chat_id=chat_id, message_id=message_id, reply_markup=keyboard
+                    )
             except BadRequest as exc:
                 if not _not_modified(exc):
                     raise
 
         await call("editMessageText", html_first)
+
+    async def answer_click(self, query_id: str, notice: str | None = None) -> None:
+        """answerCallbackQuery: stops the button's spinner; `notice` is shown to the user briefly."""
+        await call("answerCallbackQuery", lambda: self._bot.answer_callback_query(query_id, text=notice))
 
     async def draft(self, chat_id: int, thread_id: int | None, draft_id: int, text_html: str) -> None:
         """sendMessageDraft: the animated preview of an answer being written (private chats)."""

@@ -9,6 +9,10 @@ slow model never runs into Twilio's 15-second webhook timeout. Duplicates (same 
 dropped by the bus's atomic claim. SMS STOP/START/HELP are recorded and never reach the bot;
 Twilio's own opt-out handling answers them. The channel ("sms" or "whatsapp") is the sender
 address's prefix, not part of the user id: one phone number is one user (`tel:+1555...`).
+
+Buttons: neither SMS nor (without content templates) WhatsApp shows them, so a reply's buttons are
+numbered under its text ("Reply 1 for Billing, 2 for A problem, 3 for Cancel."), and an answer that
+is one of those numbers or a label is the click on that button of the conversation's newest offer.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from aiohttp import web
 from multidict import MultiDict
 from twilio.request_validator import RequestValidator
 
+from channels.choices import choice_for, with_choices
 from channels.parts import send_parts
 from channels.twilio.inbound import (
     SIGNATURE_HEADER,
@@ -48,9 +53,11 @@ from channels.twilio.outbound import (
 from channels.twilio.state import TwilioState
 from channels.twilio.state.memory import MemoryTwilioState
 from channels.twilio.state.redis import RedisTwilioState
+from core.actions import MAX_LABEL_CHARS, Action
 from core.channel import Capabilities, ChannelContext, DeliveryResult
-from core.envelope import Envelope, Reply
+from core.envelope import Envelope, Reply, session_id_for
 from core.errors import ConfigError, DeliveryError, StoreError
+from core.offers import last_offer
 from core.redisio import client_from_url
 from core.settings import Settings
 
@@ -200,8 +207,10 @@ class TwilioChannel:
         if not text:
             return _twiml()  # nothing to answer (e.g. an empty SMS)
         to_number = message.to_address.removeprefix(WHATSAPP_PREFIX)
+        bot = self._bot_for.get(to_number, self._ctx.bots.default)
+        text, action = await self._choice(bot, message, text)
         envelope = Envelope.create(
-            bot=self._bot_for.get(to_number, self._ctx.bots.default),
+            bot=bot,
             channel=message.channel,
             channel_message_id=message.message_sid,
             conversation_id=message.number,
@@ -210,10 +219,21 @@ class TwilioChannel:
             text=text,
             attachments=message.attachments,
             reply_to=reply_address(message.from_address, message.to_address),
+            action=action,
         )
         accepted = await self._ctx.bus.publish(envelope)
         await log.ainfo("twilio_message" if accepted else "twilio_duplicate", envelope_id=envelope.id)
         return _twiml()
+
+    async def _choice(self, bot: str, message: Inbound, text: str) -> tuple[str, Action | None]:
+        """An answer naming a numbered choice of the newest reply ("2", or its label) is that click."""
+        if message.attachments or len(text) > MAX_LABEL_CHARS + 5:
+            return text, None  # not a choice: no history read for an ordinary message
+        offer = await last_offer(self._ctx.history, session_id_for(bot, message.channel, message.number))
+        button = choice_for(text, offer.buttons)
+        if button is None:
+            return text, None
+        return button.label, offer.click(button)
 
     async def _status(self, request: web.Request) -> web.Response:
         form = await self._verified_form(request)
@@ -301,9 +321,9 @@ class TwilioChannel:
             wrote = await self._state.last_wrote(to)
             if wrote is not None and time.time() - wrote > WHATSAPP_WINDOW_SECONDS:
                 return await self._send_template(reply, to, from_, callback)
-            parts = whatsapp_parts(reply.text)
+            parts = whatsapp_parts(with_choices(reply))
         else:
-            parts = sms_parts(reply.text)
+            parts = sms_parts(with_choices(reply))
 
         async def post(_: int, body: str) -> str:
             return await self._sender.create(to=to, from_=from_, body=body, status_callback=callback)

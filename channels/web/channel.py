@@ -3,10 +3,13 @@
 Protocol (docs/widget.md documents it for widget authors):
   server → {"type":"session","session_id","token"}    first frame; keep the token to resume
   client → {"type":"message","id":CLIENT_ID,"text"}   a resent CLIENT_ID is not answered twice
+  client → {"type":"action","id":CLIENT_ID,"action"}  a click on a button of the session's last offer;
+                                                      answered like a message (its text: the label)
   server → {"type":"ack","id"}                        at once (with "duplicate": true for a resend)
   server → {"type":"delta","reply_to","text"}         streamed text, where the provider streams
-  server → {"type":"reply","reply_to","seq","text"[,"sources"]}   the whole reply, numbered within the session;
-                                                      sources: the knowledge passages it was given
+  server → {"type":"reply","reply_to","seq","text"[,"sources"][,"actions"][,"card"]}   the whole reply,
+                                                      numbered within the session; sources: the knowledge
+                                                      passages it was given; actions: buttons {id,label,style?}
   server → {"type":"error","code","message"[,"id"]}   bad input (id: the message it concerns); still usable
 Reconnecting with `?token=…&after=SEQ` keeps the session and replays the replies above SEQ (the newest
 RELAYBOT_WEB__RESUME_REPLIES of them).
@@ -27,13 +30,18 @@ from aiohttp import WSMsgType, web
 
 from channels.web.limits import ConnectionRate, EdgeLimits
 from channels.web.tokens import SessionTokens
+from core.actions import Action, Button, Card, offer_from_meta
 from core.channel import Capabilities, ChannelContext, DeliveryResult
 from core.envelope import Envelope, Reply, session_id_for
 from core.errors import StoreError
+from core.offers import last_offer
 from core.secrets import WEB_SESSION_TOKENS, derive_key
 from core.settings import Settings
 
 MAX_CLIENT_ID = 128
+MAX_ACTION_ID = 64  # core.actions: a button id is at most 64 characters
+#: a resent click is looked for among the session's newest user messages (a client resends only its last few)
+_RESEND_LOOK_BACK = 10
 #: frames waiting for one socket at most; a client that falls this far behind is dropped and
 #: resumes with `after=` (its replies are in the history), so it never holds up anyone else
 MAX_QUEUED_FRAMES = 256
@@ -57,6 +65,29 @@ class _Connection:
     #: the client's address (see EdgeLimits.client_address) and this socket's recent messages
     address: str = ""
     rate: ConnectionRate = field(default_factory=ConnectionRate)
+
+
+def _offer_frame(buttons: tuple[Button, ...], card: Card | None) -> dict[str, Any]:
+    """A reply frame's buttons and card. A button's `value` stays on the server: a click names only the id."""
+    frame: dict[str, Any] = {}
+    if buttons:
+        frame["actions"] = [_button_frame(b) for b in buttons]
+    if card is not None:
+        frame["card"] = {
+            "title": card.title,
+            "text": card.text,
+            "image_url": card.image_url,
+            "fields": [{"label": f.label, "value": f.value} for f in card.fields],
+            "actions": [_button_frame(b) for b in card.actions],
+        }
+    return frame
+
+
+def _button_frame(button: Button) -> dict[str, str]:
+    data = {"id": button.id, "label": button.label}
+    if button.style is not None:
+        data["style"] = button.style
+    return data
 
 
 class FrameError(Exception):
@@ -220,10 +251,9 @@ class WebChannel:
                 conn.session_id, after, role="assistant", last=self._web.resume_replies
             )
             for message in missed:
-                self._send(
-                    conn,
-                    {"type": "reply", "reply_to": message.ref, "seq": message.seq, "text": message.content},
-                )
+                buttons, card = offer_from_meta(message.meta)
+                frame = {"type": "reply", "reply_to": message.ref, "seq": message.seq, "text": message.content}
+                self._send(conn, {**frame, **_offer_frame(buttons, card)})
                 conn.last_seq = max(conn.last_seq, message.seq or 0)
 
     async def _on_text(self, conn: _Connection, data: str) -> None:
@@ -231,6 +261,9 @@ class WebChannel:
             frame = self._parse(data)
             if frame["type"] == "ping":
                 self._send(conn, {"type": "pong"})
+                return
+            if frame["type"] == "action":
+                await self._accept_action(conn, frame["id"], frame["action"])
                 return
             await self._accept_message(conn, frame["id"], frame["text"])
         except FrameError as exc:
@@ -246,11 +279,18 @@ class WebChannel:
         kind = frame.get("type")
         if kind == "ping":
             return frame
-        if kind != "message":
-            raise FrameError("unknown_type", f"unknown frame type {kind!r}; send type 'message'")
+        if kind not in ("message", "action"):
+            raise FrameError("unknown_type", f"unknown frame type {kind!r}; send type 'message' or 'action'")
         client_id, text = frame.get("id"), frame.get("text")
         if not isinstance(client_id, str) or not 0 < len(client_id) <= MAX_CLIENT_ID:
             raise FrameError("bad_id", f"'id' must be a string of 1 to {MAX_CLIENT_ID} characters")
+        if kind == "action":
+            action = frame.get("action")
+            if not isinstance(action, str) or not 0 < len(action) <= MAX_ACTION_ID:
+                raise FrameError(
+                    "bad_action", f"'action' must be a button id of 1 to {MAX_ACTION_ID} characters", id=client_id
+                )
+            return frame
         if not isinstance(text, str):
             raise FrameError("bad_type", f"'text' must be a string, not {type(text).__name__}", id=client_id)
         if not text.strip():
@@ -263,12 +303,48 @@ class WebChannel:
             )
         return frame
 
-    async def _accept_message(self, conn: _Connection, client_id: str, text: str) -> None:
+    async def _accept_action(self, conn: _Connection, client_id: str, action_id: str) -> None:
+        """A click: only on a button of the session's last offer; a forged or stale id queues nothing."""
+        await self._check_limits(conn, client_id)  # counted first: a flood of forged clicks never reads the history
+        try:
+            offer = await last_offer(self._ctx.history, conn.session_id)
+            button = offer.find(action_id)
+            # A resend of a click already answered (the widget resends unacked frames on reconnect):
+            # its reply changed the offer, but it is a duplicate, not a forgery.
+            resent = button is None and await self._recorded(conn, client_id)
+        except StoreError as exc:
+            await self._log.aerror("offer_lookup_failed", error=str(exc))
+            raise FrameError(
+                "unavailable", "the assistant cannot take messages right now; send it again shortly", id=client_id
+            ) from exc
+        if resent:
+            self._send(conn, {"type": "ack", "id": client_id, "duplicate": True})
+            return
+        if button is None:
+            offered = ", ".join(offer.ids) or "none"
+            raise FrameError(
+                "unknown_action",
+                f"{action_id!r} is not a button of the last reply (it offered: {offered}); type your answer instead",
+                id=client_id,
+            )
+        await self._accept_message(conn, client_id, button.label, action=offer.click(button))
+
+    async def _recorded(self, conn: _Connection, client_id: str) -> bool:
+        recent = await self._ctx.history.after(conn.session_id, 0, role="user", last=_RESEND_LOOK_BACK)
+        return any(message.ref == client_id for message in recent)
+
+    async def _check_limits(self, conn: _Connection, client_id: str) -> None:
         decision = await self._limits.message(conn.address, conn.rate, self._ctx.bots.require(conn.bot))
         if not decision.allowed:
             # Refused before anything is queued or stored.
             what = "today's usage of this assistant" if decision.window == "day" else "messages"
             raise FrameError.rate_limited(what, decision.retry_after, id=client_id)
+
+    async def _accept_message(
+        self, conn: _Connection, client_id: str, text: str, *, action: Action | None = None
+    ) -> None:
+        if action is None:  # a click was counted before its offer was read
+            await self._check_limits(conn, client_id)
         envelope = Envelope.create(
             bot=conn.bot,
             channel="web",
@@ -277,6 +353,7 @@ class WebChannel:
             user_id=f"web:{conn.conversation_id}",
             text=text,
             reply_to=conn.conversation_id,
+            action=action,
         )
         try:
             accepted = await self._ctx.bus.publish(envelope)
@@ -301,6 +378,7 @@ class WebChannel:
         frame = {"type": "reply", "reply_to": reply.in_reply_to, "seq": reply.seq, "text": reply.text}
         if reply.sources:
             frame["sources"] = list(reply.sources)
+        frame.update(_offer_frame(reply.actions, reply.card))
         sent = 0
         for conn in peers:
             async with conn.replay_lock:

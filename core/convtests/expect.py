@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.actions import Button
 from core.convtests.spec import ToolExpectation, TurnSpec
 from core.envelope import Envelope, Reply
 from core.pipeline.turn import Turn
@@ -46,6 +47,9 @@ class TurnOutcome:
     facts: Mapping[str, str] = field(default_factory=dict)
     notice: str | None = None
     error: str | None = None
+    #: the buttons the reply offered (its card's included), and the reply's seq (a click names it)
+    offered: tuple[Button, ...] = ()
+    offered_in: str | None = None
 
     def describe(self) -> str:
         """One line of what the turn did, shown above a failure's diff for context."""
@@ -80,6 +84,8 @@ class TurnOutcome:
             facts=known,
             notice=turn.notice,
             error=turn.error,
+            offered=tuple(b for r in final for b in (*r.actions, *(r.card.actions if r.card else ()))),
+            offered_in=str(final[-1].seq) if final and final[-1].seq is not None else None,
         )
 
 
@@ -122,6 +128,10 @@ def check_turn(spec: TurnSpec, outcome: TurnOutcome, *, number: int, line: int) 
     for unwanted in spec.reply_not_contains:
         if unwanted.casefold() in text:
             found.append(("reply_not_contains", f"no {unwanted!r}", "it is in the reply"))
+    offered = [b.id for b in outcome.offered]
+    for button in spec.buttons:
+        if button not in offered:
+            found.append(("buttons", repr(button), ", ".join(offered) or "no buttons were offered"))
     for source in spec.sources_include:
         if not any(s.casefold().startswith(source.casefold()) for s in outcome.sources):
             found.append(("sources_include", repr(source), ", ".join(outcome.sources) or "no sources"))

@@ -17,13 +17,14 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from core.actions import Action
 from core.bots import BotConfig
 from core.convtests.chains import TestChains
 from core.convtests.channel import TranscriptChannel, TurnRecorder
 from core.convtests.expect import Mismatch, TurnOutcome, check_turn
 from core.convtests.loader import Conversation
 from core.convtests.offline import offline_runtime
-from core.convtests.spec import DEFAULT_NOW
+from core.convtests.spec import DEFAULT_NOW, TurnSpec
 from core.envelope import Envelope
 from core.llm.scripted import ScriptedProvider
 from core.ratelimit.memory import MemoryRateLimiter
@@ -129,10 +130,16 @@ class ConversationRunner:
             provider = ScriptedProvider(script)
         started = time.perf_counter()
         result = ConversationResult(conversation, 0.0)
+        last: TurnOutcome | None = None
         with self._chains.using(provider), self._clock.starting_at(spec.now):
             for index, turn in enumerate(spec.turns):
                 self._clock.advance(turn.wait)
                 outcome: TurnOutcome | None = None
+                try:
+                    text, action = _message(turn, last)
+                except ValueError as exc:
+                    result.problems.append(f"turn {index + 1}: {exc}")
+                    break
                 for repeat in range(turn.repeat):
                     envelope = Envelope.create(
                         bot=bot.name,
@@ -141,8 +148,9 @@ class ConversationRunner:
                         conversation_id=conversation_id,
                         user_id=user_id,
                         user_name=spec.user_name,
-                        text=turn.say,
+                        text=text,
                         received_at=self._clock.now(),
+                        action=action,
                     )
                     try:
                         outcome = await self._send(envelope)
@@ -152,6 +160,7 @@ class ConversationRunner:
                 if outcome is None:
                     break
                 result.turns.append(outcome)
+                last = outcome
                 result.mismatches.extend(
                     check_turn(turn, outcome, number=index + 1, line=conversation.turn_lines[index])
                 )
@@ -169,6 +178,18 @@ class ConversationRunner:
         replies = self._channel.take(envelope.id)
         facts = await self.runtime.history.facts(envelope.bot, envelope.user_id)
         return TurnOutcome.of(envelope, turn, replies, facts)
+
+
+def _message(turn: TurnSpec, last: TurnOutcome | None) -> tuple[str, Action | None]:
+    """The turn's text, and its click: a `click` names a button of the previous reply, as a channel checks."""
+    if turn.click is None:
+        return turn.say or "", None
+    offered = last.offered if last is not None else ()
+    for button in offered:
+        if button.id == turn.click:
+            return button.label, Action(id=button.id, value=button.value, message_id=last.offered_in if last else None)
+    ids = ", ".join(b.id for b in offered) or "none"
+    raise ValueError(f"click: {turn.click!r} is not a button of the previous reply (it offered: {ids})")
 
 
 def _describe_step(step: object) -> str:

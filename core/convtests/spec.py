@@ -32,9 +32,6 @@ DEFAULT_NOW = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
 #: keys the issue names for features relaybot does not have yet: refused, never silently ignored
 NOT_YET = {
     "handoff": "handoff state does not exist in relaybot yet (a person taking over a conversation)",
-    "click": "buttons do not exist in relaybot yet, so a turn cannot click one",
-    "button": "buttons do not exist in relaybot yet, so a turn cannot click one",
-    "buttons": "buttons do not exist in relaybot yet, so a turn cannot expect them",
 }
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|seconds?|m|min|minutes?|h|hours?|d|days?)?\s*$")
@@ -88,7 +85,10 @@ class ToolExpectation(_Strict):
 class TurnSpec(_Strict):
     """One message and what must hold once the bot has answered it (every expectation is optional)."""
 
-    say: str
+    #: what the user types; or `click`: the id of a button the previous reply offered (the message is
+    #: then that button's label, with the click attached, as a channel would send it)
+    say: str | None = None
+    click: str | None = None
     #: advance the test's clock by this much before the message (rate limit windows, dates)
     wait: Seconds = 0.0
     #: send the message this many times (expectations apply to the last): filling a rate limit
@@ -102,6 +102,8 @@ class TurnSpec(_Strict):
     reply_contains: StrList = Field(default_factory=list)
     reply_matches: StrList = Field(default_factory=list)
     reply_not_contains: StrList = Field(default_factory=list)
+    #: the reply offers buttons with these ids (others may be offered too)
+    buttons: StrList = Field(default_factory=list)
     sources_include: StrList = Field(default_factory=list)
     #: the user's stored facts after the turn: each key with its value, or null for "not stored"
     facts: dict[str, str | None] | None = None
@@ -126,6 +128,10 @@ class TurnSpec(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> TurnSpec:
+        if (self.say is None) == (self.click is None):
+            raise ValueError("a turn either says something (say: TEXT) or clicks a button (click: ACTION_ID)")
+        if self.no_reply and self.buttons:
+            raise ValueError("no_reply contradicts buttons")
         if self.no_reply and (self.reply_contains or self.reply_matches or self.sources_include):
             raise ValueError("no_reply contradicts reply_contains / reply_matches / sources_include")
         if self.no_facts and self.facts:

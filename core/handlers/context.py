@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from core.actions import Action, Button, Card, check_offer
 from core.handlers.registry import BotHandlers
 from core.intents.base import ACTIVE_FLOW_FIELD
 from core.knowledge.passage import Passage
@@ -24,10 +25,13 @@ class HandlerTurn:
     - `message`, `intent`, `confidence`, `user_id`, `user_name`, `channel`, `session`
     - `facts`: what the user told the bot about themselves (key → value)
     - `passages`: the knowledge retrieved for the message (best first; empty if none)
-    - `reply(text)`: answer the turn; the LLM is not called. A handler that returns without
-      replying falls through to the LLM, which sees anything passed to `note(text)`.
-    - `state`, `save_state(**values)`, `end_flow()`: a multi-step flow. While state is saved, the
-      conversation's next message comes back to this handler without classification.
+    - `action`: the click this message is (None when typed); its text is the button's label
+    - `reply(text, buttons=[...], card=None)`: answer the turn, optionally offering buttons
+      (`Button("id", "Label")` or `{"id": ..., "label": ...}`); the LLM is not called. A handler that
+      returns without replying falls through to the LLM, which sees anything passed to `note(text)`.
+    - `offer(buttons, card=None)`: buttons to go with the LLM's answer when the handler falls through.
+    - `state`, `save_state(**values)`, `end_flow()`, `start_flow(intent, **values)`: a multi-step
+      flow. While state is saved, the conversation's next message comes back to this handler without classification.
     - `call_tool(name, **arguments)`: run one of the bot's tools; never raises (see ToolResult).
     """
 
@@ -82,8 +86,36 @@ class HandlerTurn:
     def answered(self) -> bool:
         return self._turn.done
 
-    def reply(self, text: str) -> None:
-        self._turn.answer(text)
+    @property
+    def welcome(self) -> str:
+        """The bot's `welcome` from bot.toml (what /start answers without a handler of its own)."""
+        return self._turn.bot.welcome
+
+    @property
+    def action(self) -> Action | None:
+        return self._turn.envelope.action
+
+    def reply(
+        self,
+        text: str,
+        *,
+        buttons: Sequence[Button | Mapping[str, Any]] = (),
+        card: Card | Mapping[str, Any] | None = None,
+    ) -> None:
+        """Answer; raises core.errors.InvalidAction for a bad button or card (the message says which)."""
+        offered = tuple(Button.of(b) for b in buttons)
+        shown = card if card is None or isinstance(card, Card) else Card.from_dict(card)
+        self._turn.answer(text, actions=offered, card=shown)
+
+    def offer(
+        self, buttons: Sequence[Button | Mapping[str, Any]] = (), *, card: Card | Mapping[str, Any] | None = None
+    ) -> None:
+        """Buttons (and a card) to go with the model's answer, when this handler falls through to it;
+        not shown if every model fails and the bot's static message answers instead."""
+        offered = tuple(Button.of(b) for b in buttons)
+        shown = card if card is None or isinstance(card, Card) else Card.from_dict(card)
+        check_offer(offered, shown)
+        self._turn.offer_actions, self._turn.offer_card = offered, shown
 
     def note(self, text: str) -> None:
         """Context for the model when this handler falls through (e.g. the order it looked up)."""
@@ -107,6 +139,14 @@ class HandlerTurn:
         """Start or continue this intent's flow, merging `values` into its state."""
         fields = {ACTIVE_FLOW_FIELD: self.intent, **{_STATE_PREFIX + k: str(v) for k, v in values.items()}}
         await self._set_fields(fields)
+
+    async def start_flow(self, intent: str, **values: str) -> None:
+        """Start `intent`'s flow from another handler (a button's, a command's): the conversation's next
+        message goes to that intent's handler, which finds `values` in its `state`."""
+        if intent not in self._turn.bot.intents.items:
+            raise ValueError(f"start_flow({intent!r}): bot.toml has no [intents.{intent}]")
+        self.intent = intent
+        await self.save_state(**values)
 
     async def end_flow(self) -> None:
         """Leave the flow: its state is cleared, the next message is classified again."""

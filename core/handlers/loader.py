@@ -13,6 +13,8 @@ from core.handlers.registry import BotHandlers, Handler
 __all__ = ["HANDLERS_FILE", "HandlerCatalog", "load_handlers"]
 
 HANDLERS_FILE = "handlers.py"
+#: core.handlers.actions.ACTION_INTENT_PREFIX (that module imports this one)
+_ACTION = "action:"
 
 
 def load_handlers(bot: BotConfig) -> BotHandlers:
@@ -81,6 +83,9 @@ class HandlerCatalog:
 
     def handler_for(self, bot: BotConfig, intent: str) -> tuple[str, Handler] | None:
         """The handler of `intent`: the one bot.toml names, else the one registered under the intent."""
+        if intent.startswith(_ACTION):  # a click (ActionStage)
+            handler = self.for_bot(bot).actions.get(intent.removeprefix(_ACTION))
+            return (intent, handler) if handler is not None else None
         if intent.startswith("/"):  # a slash command (CommandStage)
             command = self.for_bot(bot).commands.get(intent[1:])
             return (intent, command) if command is not None else None

@@ -7,7 +7,8 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from core.errors import ConfigError
+from core.actions import Action
+from core.errors import ConfigError, InvalidAction
 from core.tools.base import Tool, ToolFunction
 from core.tools.registry import ToolRegistry
 
@@ -25,13 +26,16 @@ class BotHandlers:
 
     `@bot.intent("cancellation")` registers an async handler for that intent (bot.toml's
     `[intents.cancellation] handler` may name another registration). `@bot.tool(description=...,
-    parameters={...})` declares a tool: `async def name(ctx: ToolContext, **arguments)`.
+    parameters={...})` declares a tool; `@bot.action("cancel.yes")` handles a click on the button
+    with that id, whatever the conversation was doing: `async def name(ctx: ToolContext, **arguments)`.
     """
 
     def __init__(self) -> None:
         self.handlers: dict[str, Handler] = {}
         #: slash commands by name without the slash ("start" for /start)
         self.commands: dict[str, Handler] = {}
+        #: clicks by button id (core.actions.Button.id)
+        self.actions: dict[str, Handler] = {}
         self.tools = ToolRegistry()
 
     def command(self, name: str) -> Callable[[Handler], Handler]:
@@ -45,6 +49,23 @@ class BotHandlers:
             if name in self.commands:
                 raise ConfigError(f"two handlers registered for command /{name}")
             self.commands[name] = handler
+            return handler
+
+        return register
+
+    def action(self, id: str) -> Callable[[Handler], Handler]:
+        """Register an async handler for a click on the button `id` (it runs before any waiting flow)."""
+        try:
+            Action(id=id)
+        except InvalidAction as exc:
+            raise ConfigError(f"@bot.action({id!r}): {exc}") from exc
+
+        def register(handler: Handler) -> Handler:
+            if not inspect.iscoroutinefunction(handler):
+                raise ConfigError(f"handler for action {id!r} must be an async function (async def)")
+            if id in self.actions:
+                raise ConfigError(f"two handlers registered for action {id!r}")
+            self.actions[id] = handler
             return handler
 
         return register

@@ -143,6 +143,8 @@ class Pipeline:
             dedupe_key=envelope.dedupe_key,
             text=turn.reply_text or bot.models.static_fallback,
             seq=turn.seq,
+            actions=turn.reply_actions,
+            card=turn.reply_card,
             # Only for a real answer: a notice or the static fallback was not given the passages.
             sources=tuple(f"[{n}] {p.label}" for n, p in enumerate(turn.passages or (), start=1))
             if turn.reply_text and not turn.notice and turn.llm_outcome != "static"

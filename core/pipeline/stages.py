@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from core.actions import offer_from_meta, offer_to_meta
+from core.envelope import Envelope
 from core.knowledge.context import format_passages
 from core.llm.base import ChatMessage, LLMProvider, LLMRequest
 from core.llm.chain import ChainSource
@@ -218,7 +220,11 @@ class GenerateStage:
         turn.tokens_estimated = result.usage.estimated
         if result.error is not None:
             turn.error = result.error
-        turn.answer(result.text)
+        if result.outcome == "static":
+            turn.answer(result.text)  # every model failed: the buttons were meant for a real answer
+        else:
+            # Buttons a handler offered before falling through go with the model's answer.
+            turn.answer(result.text, actions=turn.offer_actions, card=turn.offer_card)
 
 
 class RecordStage:
@@ -231,10 +237,14 @@ class RecordStage:
     async def __call__(self, turn: Turn) -> None:
         env = turn.envelope
         meta = {"kind": "notice", "notice": turn.notice} if turn.notice else {}
+        user_meta = {**meta, **_click_meta(env)}
         user = StoredMessage(
-            role="user", content=env.text, created_at=env.received_at, ref=env.channel_message_id, meta=meta
+            role="user", content=env.text, created_at=env.received_at, ref=env.channel_message_id, meta=user_meta
         )
-        reply = StoredMessage(role="assistant", content=turn.reply_text or "", ref=env.channel_message_id, meta=meta)
+        reply_meta = {**meta, **offer_to_meta(turn.reply_actions, turn.reply_card)}
+        reply = StoredMessage(
+            role="assistant", content=turn.reply_text or "", ref=env.channel_message_id, meta=reply_meta
+        )
         saved = await self._history.append(
             session_id=env.session_id,
             bot=env.bot,
@@ -250,11 +260,17 @@ class RecordStage:
             # This message was recorded by an earlier run of the turn: the answer is the one on record
             # (it may already have been shown), and the session window already has it.
             turn.reply_text = saved[-1].content
+            turn.reply_actions, turn.reply_card = offer_from_meta(saved[-1].meta)
             turn.rerun = True
             return
         if turn.session is not None and not turn.notice:
             # Trimmed to the window the bot reads: the list stays the same size however long the talk.
             await self._sessions.append(env.session_id, saved, keep=max(1, turn.bot.history.max_messages))
+
+
+def _click_meta(envelope: Envelope) -> dict[str, str]:
+    # The history says which button a message was (its text is the label the user saw).
+    return {"action": envelope.action.id} if envelope.action is not None else {}
 
 
 class LogTurnStage:

@@ -6,6 +6,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from core.actions import Button, Card, check_offer
 from core.bots import BotConfig
 from core.envelope import Envelope
 from core.knowledge.passage import Passage
@@ -52,6 +53,12 @@ class Turn:
     passages: list[Passage] | None = None
 
     reply_text: str | None = None
+    #: buttons and card offered with the reply (a handler's `turn.reply(text, buttons=...)`)
+    reply_actions: tuple[Button, ...] = ()
+    reply_card: Card | None = None
+    #: buttons a handler offered for the model's answer (`HandlerTurn.offer`): set on the reply if the model answers
+    offer_actions: tuple[Button, ...] = ()
+    offer_card: Card | None = None
     notice: str | None = None
     done: bool = False
     seq: int | None = None
@@ -75,12 +82,18 @@ class Turn:
     #: answered | interrupted (stream cut after text was shown) | static | cached
     llm_outcome: str | None = None
 
-    def answer(self, text: str, *, notice: str | None = None) -> None:
+    def answer(
+        self, text: str, *, notice: str | None = None, actions: tuple[Button, ...] = (), card: Card | None = None
+    ) -> None:
         """End the turn with this reply; later stages are skipped.
 
         `notice` names a reply that is not a conversation answer (e.g. "rate_limited"): it is shown
         and recorded, but the message was not processed and neither enters the model's context.
+        `actions` and `card` are offered with it (checked here: a bad offer fails in the code that made it).
         """
+        check_offer(actions, card)
+        self.reply_actions = actions
+        self.reply_card = card
         self.reply_text = text
         self.notice = notice
         self.done = True

@@ -68,6 +68,8 @@ class Message:
     text: str
     thread_ts: str | None
     edits: list[str] = field(default_factory=list)
+    #: Block Kit blocks (None: a text message)
+    blocks: list[dict[str, Any]] | None = None
 
 
 class FakeSlack(LocalServer):
@@ -166,16 +168,23 @@ class FakeSlack(LocalServer):
         text = str(params.get("text") or "")
         if not text:
             return {"ok": False, "error": "no_text"}
+        blocks, problem = _blocks(params.get("blocks"))
+        if problem:
+            return {"ok": False, "error": "invalid_blocks", "errors": [problem]}
         self._ts += 1
         ts = f"1800000000.{self._ts:06d}"
         thread = params.get("thread_ts") or None
-        self.messages.append(Message(channel=channel, ts=ts, text=text, thread_ts=thread))
+        self.messages.append(Message(channel=channel, ts=ts, text=text, thread_ts=thread, blocks=blocks))
         message = {"type": "message", "user": BOT_USER_ID, "bot_id": BOT_ID, "text": text, "ts": ts}
         return {"ok": True, "channel": channel, "ts": ts, "message": message}
 
     def _chat_update(self, params: dict[str, Any]) -> dict[str, Any]:
         for message in self.messages:
             if message.channel == params.get("channel") and message.ts == params.get("ts"):
+                blocks, problem = _blocks(params.get("blocks"))
+                if problem:
+                    return {"ok": False, "error": "invalid_blocks", "errors": [problem]}
+                message.blocks = blocks
                 message.text = str(params.get("text") or "")
                 message.edits.append(message.text)
                 return {"ok": True, "channel": message.channel, "ts": message.ts, "text": message.text}
@@ -235,6 +244,30 @@ class FakeSlack(LocalServer):
     async def stopping(self) -> None:
         for ws in list(self.sockets):
             await ws.close()
+
+
+def _blocks(raw: object) -> tuple[list[dict[str, Any]] | None, str | None]:
+    """Block Kit as Slack checks it, for the blocks relaybot sends: section text ≤ 3,000; an actions
+    block ≤ 25 buttons, each text ≤ 75, action_id ≤ 255, value ≤ 2,000."""
+    if raw is None or raw == "":
+        return None, None
+    blocks = json.loads(raw) if isinstance(raw, str) else raw
+    if not isinstance(blocks, list):
+        return None, "blocks must be a list"
+    for block in blocks:
+        kind = block.get("type")
+        if kind == "section" and len(block.get("text", {}).get("text", "")) > 3000:
+            return None, "section text must be at most 3000 characters"
+        if kind == "actions":
+            elements = block.get("elements", [])
+            if not 1 <= len(elements) <= 25:
+                return None, "an actions block holds 1 to 25 elements"
+            for element in elements:
+                if len(element["text"]["text"]) > 75 or len(element.get("action_id", "")) > 255:
+                    return None, "button text must be at most 75 characters, action_id 255"
+                if len(element.get("value", "")) > 2000:
+                    return None, "button value must be at most 2000 characters"
+    return blocks, None
 
 
 async def _params(request: web.Request) -> dict[str, Any]:

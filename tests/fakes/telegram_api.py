@@ -63,6 +63,8 @@ class Sent:
     parse_mode: str | None
     thread_id: int | None = None
     versions: list[str] = field(default_factory=list)
+    #: the inline keyboard under the message: rows of {"text", "callback_data"} (None: none)
+    keyboard: list[list[dict[str, Any]]] | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,8 @@ class FakeTelegram(LocalServer):
         self.files: dict[str, tuple[str, bytes]] = {}
         #: the paths downloaded, in order
         self.downloads: list[str] = []
+        #: answerCallbackQuery calls: (callback query id, text shown or None)
+        self.callback_answers: list[tuple[str, str | None]] = []
         self._failures: dict[str, deque[Failure | None]] = {}
         self._blocked: set[int] = set()
         self._hanging: set[str] = set()
@@ -316,11 +320,29 @@ class FakeTelegram(LocalServer):
             "text": visible_text(sent.text, sent.parse_mode),
         }
 
+    def _keyboard(self, params: dict[str, Any]) -> list[list[dict[str, Any]]] | None:
+        """The Bot API's checks on an inline keyboard: callback_data is 1-64 bytes, button text not empty."""
+        markup = params.get("reply_markup")
+        if markup is None:
+            return None
+        rows = markup.get("inline_keyboard") if isinstance(markup, dict) else None
+        if not isinstance(rows, list):
+            raise _Refused(Failure(400, "Bad Request: can't parse reply keyboard markup JSON object"))
+        for row in rows:
+            for button in row:
+                data = button.get("callback_data")
+                if not str(button.get("text", "")).strip():
+                    raise _Refused(Failure(400, "Bad Request: text buttons are unallowed in the inline keyboard"))
+                if data is not None and not 1 <= len(str(data).encode()) <= 64:
+                    raise _Refused(Failure(400, "Bad Request: BUTTON_DATA_INVALID"))
+        return rows
+
     def _m_sendMessage(self, params: dict[str, Any]) -> dict[str, Any]:
         chat_id = self._chat(params)
         text, parse_mode = self._checked_text(params)
         thread = params.get("message_thread_id")
         sent = Sent(chat_id, next(self._message_ids), text, parse_mode, int(thread) if thread else None, [text])
+        sent.keyboard = self._keyboard(params)
         self.messages.append(sent)
         return self._message(sent)
 
@@ -340,8 +362,24 @@ class FakeTelegram(LocalServer):
                     )
                 sent.text, sent.parse_mode = text, parse_mode
                 sent.versions.append(text)
+                sent.keyboard = self._keyboard(params)
                 return self._message(sent)
         raise _Refused(Failure(400, "Bad Request: message to edit not found"))
+
+    def _m_editMessageReplyMarkup(self, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id, message_id = self._chat(params), int(params["message_id"])
+        for sent in self.messages:
+            if sent.chat_id == chat_id and sent.message_id == message_id:
+                sent.keyboard = self._keyboard(params)
+                return self._message(sent)
+        raise _Refused(Failure(400, "Bad Request: message to edit not found"))
+
+    def _m_answerCallbackQuery(self, params: dict[str, Any]) -> bool:
+        text = params.get("text")
+        if text is not None and len(str(text)) > 200:
+            raise _Refused(Failure(400, "Bad Request: MESSAGE_TOO_LONG"))
+        self.callback_answers.append((str(params["callback_query_id"]), None if text is None else str(text)))
+        return True
 
     def _m_sendMessageDraft(self, params: dict[str, Any]) -> bool:
         chat_id = self._chat(params)

@@ -9,6 +9,7 @@ import json
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from slack_sdk.signature import SignatureVerifier
 
@@ -74,3 +75,34 @@ def slack_settings(tmp_path: Path, fake: FakeSlack, **overrides: Any) -> Setting
         "bots_dir": plain_bot(tmp_path / "bots"),
     }
     return make_settings(tmp_path, **(values | overrides))
+
+
+INTERACTIONS = "/slack/interactions"
+
+
+def block_click(
+    message: dict[str, Any], value: str, *, user: str = "U1", action_ts: str = "1800000001.000001"
+) -> bytes:
+    """A `block_actions` interaction as Slack posts it: form-encoded, the JSON in `payload`."""
+    payload = {
+        "type": "block_actions",
+        "team": {"id": "T1", "domain": "t"},
+        "user": {"id": user, "username": "ada", "team_id": "T1"},
+        "api_app_id": "A1",
+        "token": "legacy",
+        "container": {"type": "message", "message_ts": message["ts"], "channel_id": message["channel"]},
+        "trigger_id": "1.2.3",
+        "channel": {"id": message["channel"], "name": "directmessage"},
+        "message": {k: v for k, v in message.items() if k != "channel"},
+        "actions": [
+            {
+                "type": "button",
+                "action_id": "relaybot:0",
+                "block_id": "relaybot-actions",
+                "text": {"type": "plain_text", "text": "…"},
+                "value": value,
+                "action_ts": action_ts,
+            }
+        ],
+    }
+    return urlencode({"payload": json.dumps(payload)}).encode()

@@ -60,3 +60,24 @@ def message_update(
         body["text"] = text
     body.update(message)
     return {"update_id": update_id if update_id is not None else next(_update_ids), "message": body}
+
+
+def click_update(data: str, *, message_id: int, chat_id: int = CHAT, query_id: str = "q1") -> dict[str, Any]:
+    """A press on an inline keyboard button of the bot's message `message_id` (a callback query)."""
+    chat = {"id": chat_id, "type": "private", "first_name": "Ada"}
+    return {
+        "update_id": next(_update_ids),
+        "callback_query": {
+            "id": query_id,
+            "chat_instance": "ci-1",
+            "from": {"id": 99, "is_bot": False, "first_name": "Ada", "username": "ada"},
+            "data": data,
+            "message": {
+                "message_id": message_id,
+                "date": 1_700_000_000,
+                "chat": chat,
+                "from": {"id": 1, "is_bot": True, "first_name": "Relay", "username": "relay_bot"},
+                "text": "…",
+            },
+        },
+    }

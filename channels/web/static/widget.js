@@ -10,10 +10,14 @@
  * Wire protocol (JSON text frames on ws(s)://HOST/ws?bot=NAME[&token=T&after=SEQ]):
  *   server → {type:"session", session_id, token}        first frame; the token resumes the session later
  *   client → {type:"message", id, text}                 id: client-generated, re-sent unchanged until acked
+ *   client → {type:"action", id, action}                a click on a button of the newest reply (same acks/replies)
  *   server → {type:"ack", id, duplicate?}
  *   server → {type:"delta", reply_to, text}             streamed text, appended to a live bubble
- *   server → {type:"reply", reply_to, seq, text, sources?}  final Markdown; replaces the live bubble;
- *                                                       sources (knowledge passages) are listed under it
+ *   server → {type:"reply", reply_to, seq, text, sources?, actions?, card?}  final Markdown; replaces the
+ *                                                       live bubble; sources (knowledge passages) are listed
+ *                                                       under it; actions: buttons [{id,label,style?}] shown as
+ *                                                       real <button>s under it, disabled once one is used or a
+ *                                                       newer reply arrives (the server takes only the newest offer)
  *   server → {type:"error", code, message, id?}
  *
  * Safety: message text only ever reaches the DOM through textContent / text nodes built by the small
@@ -328,6 +332,14 @@
     ".msg[data-state=pending]::after{content:'Sending\\2026';font-size:12px;color:#475569;margin-top:3px}",
     ".msg[data-state=failed]::after{content:'Not delivered';font-size:12px;color:#b91c1c;margin-top:3px}",
     ".bubble .sources{font-size:12px;color:#475569}",
+    ".choices{display:flex;flex-wrap:wrap;gap:6px;margin-top:6px}",
+    ".choice{min-height:36px;padding:6px 12px;border:1px solid #4338ca;border-radius:18px;background:#fff;color:#3730a3;font:inherit;font-size:14px;cursor:pointer}",
+    ".choice:hover:not(:disabled){background:#eef2ff}.choice.primary{background:#4338ca;color:#fff}.choice.danger{border-color:#b91c1c;color:#b91c1c}",
+    ".choice:disabled{cursor:default;opacity:.55}.choice[aria-pressed=true]{opacity:1;background:#e0e7ff;color:#1e1b4b;border-color:#1e1b4b}",
+    ".choice:focus-visible{outline:3px solid #4338ca;outline-offset:2px}",
+    ".card{margin-top:6px;padding:10px 12px;border:1px solid #e2e8f0;border-radius:12px;background:#fff;max-width:100%}",
+    ".card .card-title{margin:0;font-weight:650}.card img{max-width:100%;border-radius:8px}.card dl{margin:6px 0 0;display:grid;grid-template-columns:auto 1fr;gap:2px 10px;font-size:14px}",
+    ".card dt{color:#475569}.card dd{margin:0}",
     ".bubble>*{margin:0}.bubble>*+*{margin-top:8px}.bubble ul,.bubble ol{padding-left:22px}.bubble li+li{margin-top:2px}",
     ".bubble code{font:13px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;background:rgba(15,23,42,.07);padding:1px 5px;border-radius:5px}",
     ".bubble pre{padding:10px 12px;background:#0f172a;color:#e2e8f0;border-radius:10px;overflow-x:auto}",
@@ -445,8 +457,87 @@
     return el("div", { class: "msg " + role, "data-testid": "rb-msg", "data-role": role, "data-state": stateAttr || null }, bubble);
   }
 
+  /* Buttons the bot offered. Only the newest reply's are live (the server checks a click against its
+     session's newest offer): older ones are disabled, and so are all once one is used. */
+  function validButtons(list) {
+    return Array.isArray(list) ? list.filter(function (b) {
+      return b && typeof b.id === "string" && typeof b.label === "string";
+    }).slice(0, 10) : [];
+  }
+
+  function choicesNode(buttons, entry) {
+    const group = el("div", { class: "choices", role: "group", "aria-label": "Suggested answers" });
+    buttons.forEach(function (b) {
+      const chosen = entry.chose === b.id;
+      const button = el("button", {
+        type: "button",
+        class: "choice" + (b.style === "primary" || b.style === "danger" ? " " + b.style : ""),
+        "data-testid": "rb-choice",
+        "data-action": b.id,
+        "aria-pressed": chosen ? "true" : null,
+        disabled: entry.used ? true : null,
+        text: b.label,
+      });
+      button.addEventListener("click", function () { choose(entry, b); });
+      group.append(button);
+    });
+    return group;
+  }
+
+  function cardNode(card, entry) {
+    if (!card || typeof card !== "object" || typeof card.title !== "string") return null;
+    const box = el("section", { class: "card", "data-testid": "rb-card", "aria-label": card.title },
+      el("p", { class: "card-title", text: card.title }));
+    if (typeof card.image_url === "string" && /^https?:\/\//.test(card.image_url)) {
+      box.append(el("img", { src: card.image_url, alt: card.title, loading: "lazy" }));
+    }
+    if (typeof card.text === "string" && card.text) {
+      const text = el("div");
+      renderMarkdown(card.text, text);
+      box.append(text);
+    }
+    const fields = Array.isArray(card.fields) ? card.fields.filter(function (f) {
+      return f && typeof f.label === "string" && typeof f.value === "string";
+    }) : [];
+    if (fields.length) {
+      const list = el("dl");
+      fields.forEach(function (f) { list.append(el("dt", { text: f.label }), el("dd", { text: f.value })); });
+      box.append(list);
+    }
+    const buttons = validButtons(card.actions);
+    if (buttons.length) box.append(choicesNode(buttons, entry));
+    return box;
+  }
+
+  function decorate(node, entry) {
+    if (entry.r !== "bot") return node;
+    const card = cardNode(entry.card, entry);
+    if (card) node.append(card);
+    const buttons = validButtons(entry.a);
+    if (buttons.length) node.append(choicesNode(buttons, entry));
+    return node;
+  }
+
+  function retireChoices() {
+    state.transcript.forEach(function (e) { if (e.a || e.card) e.used = true; });
+    Array.prototype.slice.call(log.querySelectorAll(".choice")).forEach(function (b) { b.disabled = true; });
+  }
+
+  function choose(entry, button) {
+    if (entry.used) return;
+    retireChoices();
+    entry.chose = button.id;
+    const pressed = log.querySelectorAll(".choice");
+    Array.prototype.forEach.call(pressed, function (b) {
+      if (b.getAttribute("data-action") === button.id && b.closest(".msg") === entry.node) b.setAttribute("aria-pressed", "true");
+    });
+    send(button.label, button.id);
+    input.focus(); // the pressed button is disabled now: keep keyboard focus somewhere useful
+  }
+
   function addEntry(entry, stateAttr, force) {
-    const node = messageNode(entry.r, entry.t, stateAttr, entry.src);
+    const node = decorate(messageNode(entry.r, entry.t, stateAttr, entry.src), entry);
+    if (entry.r === "bot") Object.defineProperty(entry, "node", { value: node, enumerable: false, configurable: true });
     if (entry.r === "user" && entry.id) userBubbles.set(entry.id, node);
     appendToLog(node, force);
     return node;
@@ -566,10 +657,11 @@
     if (!ws && retryTimer) connect();
   }
 
-  function transmit(id, text) {
+  function transmit(id, text, action) {
     if (!ws || !ready) return; // stays pending; sent again after the next session frame
     try {
-      ws.send(JSON.stringify({ type: "message", id: id, text: text }));
+      const frame = typeof action === "string" ? { type: "action", id: id, action: action } : { type: "message", id: id, text: text };
+      ws.send(JSON.stringify(frame));
       inflight.add(id);
     } catch (e) { /* socket closing */ }
   }
@@ -599,7 +691,7 @@
     everOnline = true;
     onlineSince = Date.now();
     setConnection("online");
-    state.pending.forEach(function (p) { transmit(p.id, p.text); }); // same ids: the server dedupes
+    state.pending.forEach(function (p) { transmit(p.id, p.text, p.action); }); // same ids: the server dedupes
   }
 
   function settle(id, stateAttr) {
@@ -661,6 +753,10 @@
     const entry = { r: "bot", t: f.text, re: id, s: typeof f.seq === "number" ? f.seq : null };
     const sources = Array.isArray(f.sources) ? f.sources.filter(function (x) { return typeof x === "string"; }) : [];
     if (sources.length) entry.src = sources;
+    const buttons = validButtons(f.actions);
+    if (buttons.length) entry.a = buttons;
+    if (f.card && typeof f.card === "object") entry.card = f.card;
+    retireChoices(); // a newer reply: the server no longer takes the older offers
     if (id) {
       stopWaiting(id);
       settle(id, null); // a reply implies the message arrived, even if its ack was lost
@@ -668,7 +764,8 @@
     const bubble = id && live.get(id);
     if (bubble) {
       live.delete(id);
-      const fresh = messageNode("bot", f.text, null, entry.src);
+      const fresh = decorate(messageNode("bot", f.text, null, entry.src), entry);
+      Object.defineProperty(entry, "node", { value: fresh, enumerable: false, configurable: true });
       const stick = nearBottom();
       bubble.node.replaceWith(fresh);
       if (stick) log.scrollTop = log.scrollHeight;
@@ -691,17 +788,19 @@
 
   /* ------------------------------------------------------------------ user actions */
 
-  function send(raw) {
+  function send(raw, action) {
     const text = String(raw).replace(/\s+$/, "");
     if (!text.trim()) return false;
     const id = newId();
     const entry = { r: "user", t: text, id: id };
-    state.pending.push({ id: id, text: text });
+    const pending = { id: id, text: text };
+    if (typeof action === "string") pending.action = action;
+    state.pending.push(pending);
     if (state.pending.length > MAX_PENDING) state.pending.shift();
     remember(entry);
     addEntry(entry, "pending", true);
     startWaiting(id);
-    if (ws && ready) transmit(id, text);
+    if (ws && ready) transmit(id, text, pending.action);
     else reconnectNow(); // queued; sent when the socket is back
     return true;
   }
@@ -807,7 +906,7 @@
     open: function () { open(true); },
     close: function () { close(false); },
     toggle: function () { if (isOpen()) close(false); else open(true); },
-    send: send,
+    send: function (text) { return send(text); },
     /** Forget this conversation (token, transcript, queue) and start a new session. */
     reset: function () {
       try { window.localStorage.removeItem(STORE_KEY); } catch (e) { /* ignore */ }
