@@ -50,7 +50,6 @@ from core.stores.sql_schema import (
     SummaryRecord,
     Upserts,
     both_inserts,
-    both_inserts_params,
     last_seq_query,
     to_message,
     utc,
@@ -474,7 +473,7 @@ def _insert_rows(
             for m in saved
         )
     if one_statement and rows and turns:
-        conn.execute(both_inserts(len(rows), len(turns)), both_inserts_params(rows, turns))
+        conn.execute(both_inserts(rows, turns))
         return results, last
     if rows:
         conn.execute(INSERT_MESSAGES, rows)

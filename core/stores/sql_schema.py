@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -48,7 +47,6 @@ __all__ = [
     "SummaryRecord",
     "Upserts",
     "both_inserts",
-    "both_inserts_params",
     "last_seq_query",
     "to_message",
     "utc",
@@ -220,30 +218,9 @@ class Upserts:
         return cls(remember=remember, save_summary=save)
 
 
-@functools.lru_cache(maxsize=64)
-def both_inserts(messages: int, turns: int) -> Select[Any]:
-    """`messages` messages and `turns` recorded turns inserted by one statement (PostgreSQL runs
-    data-modifying WITH clauses whether or not the main statement reads them), atomic without a
-    transaction. Parameters: `m{i}_{column}` and `t{i}_{column}` (see `both_inserts_params`).
-
-    Built once per shape and bound by name: a statement with the values written into it would be
-    compiled again on every turn, which cost more CPU than the two round trips it saves."""
-    message_columns = ("session_id", "seq", "bot", "channel", "user_id", "role", "content", "ref", "meta", "created_at")
-    turn_columns = ("session_id", "turn_key", "first_seq", "count")
-    # Typed like their columns, so each value is bound as the column would bind it (JSON, timestamps).
-    message_rows: list[dict[str, Any]] = [
-        {c: bindparam(f"m{i}_{c}", type_=MESSAGES[c].type) for c in message_columns} for i in range(messages)
-    ]
-    turn_rows: list[dict[str, Any]] = [
-        {c: bindparam(f"t{i}_{c}", type_=RECORDED[c].type) for c in turn_columns} for i in range(turns)
-    ]
-    inserted_messages = insert(MessageRecord).values(message_rows).returning(MESSAGES.id).cte("inserted_messages")
-    inserted_turns = insert(RecordedTurn).values(turn_rows).returning(RECORDED.turn_key).cte("inserted_turns")
+def both_inserts(messages: list[dict[str, Any]], turns: list[dict[str, Any]]) -> Select[Any]:
+    """The messages and the recorded turns inserted by one statement (PostgreSQL: data-modifying
+    WITH clauses run whether or not the main statement reads them), atomic without a transaction."""
+    inserted_messages = insert(MessageRecord).values(messages).returning(MESSAGES.id).cte("inserted_messages")
+    inserted_turns = insert(RecordedTurn).values(turns).returning(RECORDED.turn_key).cte("inserted_turns")
     return select(literal(1)).add_cte(inserted_messages, inserted_turns)
-
-
-def both_inserts_params(messages: list[dict[str, Any]], turns: list[dict[str, Any]]) -> dict[str, Any]:
-    """The parameters of `both_inserts(len(messages), len(turns))`."""
-    params = {f"m{i}_{column}": value for i, row in enumerate(messages) for column, value in row.items()}
-    params.update({f"t{i}_{column}": value for i, row in enumerate(turns) for column, value in row.items()})
-    return params
