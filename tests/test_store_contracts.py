@@ -732,29 +732,6 @@ async def test_postgres_connections_the_server_dropped_are_replaced_without_an_e
         await store.close()
 
 
-@pytest.mark.postgres
-async def test_postgres_appends_a_turn_in_one_statement_without_a_transaction(postgres_server: PostgresServer) -> None:
-    store = SqlHistoryStore.from_url(postgres_server.url)
-    statements: list[str] = []
-    event.listen(store.sync_engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
-    turn: dict[str, Any] = {"session_id": "one-trip", "bot": "b", "channel": "api", "user_id": "u"}
-    try:
-        await store.create_schema()
-        await store.append(**turn, messages=make_messages(2))
-        statements.clear()
-        # The session's last seq is known now: the next turn's messages and its key go in together,
-        # as one statement sent in autocommit (no BEGIN and COMMIT): one round trip.
-        saved = await store.append(**turn, messages=make_messages(2, start=3), turn_key="k2")
-        assert [m.seq for m in saved] == [3, 4]
-        assert len(statements) == 1 and statements[0].lstrip().upper().startswith("WITH"), statements
-        # A re-run of that turn is refused by its key, then found and answered from what was stored.
-        again = await store.append(**turn, messages=make_messages(2, start=9), turn_key="k2")
-        assert [(m.seq, m.content) for m in again] == [(m.seq, m.content) for m in saved]
-        assert [m.seq for m in await store.recent("one-trip", 10)] == [1, 2, 3, 4]
-    finally:
-        await store.close()
-
-
 async def test_unsupported_database_url_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="DATABASE_URL"):
         SqlHistoryStore.from_url("mysql://root@127.0.0.1/relaybot")

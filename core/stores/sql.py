@@ -49,7 +49,6 @@ from core.stores.sql_schema import (
     RecordedTurn,
     SummaryRecord,
     Upserts,
-    both_inserts,
     last_seq_query,
     to_message,
     utc,
@@ -288,14 +287,8 @@ class SqlHistoryStore:
         """
         sessions = list(dict.fromkeys(r.session_id for r in batch))
         known = {s: self._last_seqs[s] for s in sessions if s in self._last_seqs}
-        # On PostgreSQL an append whose seqs are known and that looks nothing up is one statement
-        # (both inserts in one WITH), sent without BEGIN and COMMIT: one round trip, not four.
-        one_statement = self._dialect == "postgresql" and not check_recorded and len(known) == len(sessions)
         try:
-            results, last = await self._db.write(
-                lambda conn: _insert_rows(conn, batch, known, check_recorded, one_statement=one_statement),
-                single_statement=one_statement,
-            )
+            results, last = await self._db.write(lambda conn: _insert_rows(conn, batch, known, check_recorded))
         except BaseException:
             for session_id in sessions:
                 self._last_seqs.pop(session_id, None)
@@ -417,7 +410,7 @@ class SqlHistoryStore:
 
 
 def _insert_rows(
-    conn: Connection, batch: Sequence[_Append], known: dict[str, int], check_recorded: bool, *, one_statement: bool
+    conn: Connection, batch: Sequence[_Append], known: dict[str, int], check_recorded: bool
 ) -> tuple[list[list[StoredMessage]], dict[str, int]]:
     """`SqlHistoryStore._insert`'s work in the transaction: each request's stored messages, and
     each session's last seq after the batch. `known`: the last seqs the store remembers."""
@@ -472,9 +465,6 @@ def _insert_rows(
             }
             for m in saved
         )
-    if one_statement and rows and turns:
-        conn.execute(both_inserts(rows, turns))
-        return results, last
     if rows:
         conn.execute(INSERT_MESSAGES, rows)
     if turns:

@@ -37,12 +37,8 @@ class SqlExecutor(Protocol):
         """Run `work` on a connection and return what it returned."""
         ...
 
-    async def write(self, work: Work[T], *, single_statement: bool = False) -> T:
-        """Run `work` in one transaction, committed if it returns, rolled back if it raises.
-
-        `single_statement`: `work` runs exactly one statement, atomic on its own, so the executor
-        may send it without BEGIN and COMMIT (two round trips fewer on a server database).
-        """
+    async def write(self, work: Work[T]) -> T:
+        """Run `work` in one transaction, committed if it returns, rolled back if it raises."""
         ...
 
     async def close(self) -> None: ...
@@ -102,8 +98,7 @@ class SqliteThread:
     async def read(self, work: Work[T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, self._read_now, work)
 
-    async def write(self, work: Work[T], *, single_statement: bool = False) -> T:
-        # SQLite has no round trips to save: the transaction is the same work either way.
+    async def write(self, work: Work[T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, self._write_now, work)
 
     async def close(self) -> None:
@@ -132,17 +127,12 @@ class AsyncEngineExecutor:
     async def read(self, work: Work[T]) -> T:
         return await _again_if_dropped(self._read_once, work)
 
-    async def write(self, work: Work[T], *, single_statement: bool = False) -> T:
-        return await _again_if_dropped(self._autocommit_once if single_statement else self._write_once, work)
+    async def write(self, work: Work[T]) -> T:
+        return await _again_if_dropped(self._write_once, work)
 
     async def _read_once(self, work: Work[T]) -> T:
         async with self._engine.connect() as conn:
             return await conn.run_sync(work)
-
-    async def _autocommit_once(self, work: Work[T]) -> T:
-        async with self._engine.connect() as conn:
-            autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            return await autocommit.run_sync(work)
 
     async def _write_once(self, work: Work[T]) -> T:
         async with self._engine.begin() as conn:

@@ -21,7 +21,6 @@ from sqlalchemy import (
     UniqueConstraint,
     bindparam,
     insert,
-    literal,
     select,
     tuple_,
 )
@@ -46,7 +45,6 @@ __all__ = [
     "RecordedTurn",
     "SummaryRecord",
     "Upserts",
-    "both_inserts",
     "last_seq_query",
     "to_message",
     "utc",
@@ -216,11 +214,3 @@ class Upserts:
             where=summaries.c.through_seq < save.excluded.through_seq,
         )
         return cls(remember=remember, save_summary=save)
-
-
-def both_inserts(messages: list[dict[str, Any]], turns: list[dict[str, Any]]) -> Select[Any]:
-    """The messages and the recorded turns inserted by one statement (PostgreSQL: data-modifying
-    WITH clauses run whether or not the main statement reads them), atomic without a transaction."""
-    inserted_messages = insert(MessageRecord).values(messages).returning(MESSAGES.id).cte("inserted_messages")
-    inserted_turns = insert(RecordedTurn).values(turns).returning(RECORDED.turn_key).cte("inserted_turns")
-    return select(literal(1)).add_cte(inserted_messages, inserted_turns)
