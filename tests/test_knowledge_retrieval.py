@@ -178,6 +178,36 @@ async def test_hybrid_retrieval_puts_first_the_document_bm25_and_the_embedding_a
     assert await knowledge.search("support", question) == hybrid
 
 
+async def test_the_offline_answer_to_what_it_costs_gives_the_prices(knowledge: KnowledgeService) -> None:
+    question = "How much does Tasklane cost?"  # the demo page's suggestion
+    answer = ask(question, await knowledge.search("support", question))
+    body = answer.split("\n\nSources: ")[0]
+    assert "$8 per user per month" in body and "$15 per user per month" in body
+    assert cited_sources(answer)[0] == "plans-and-pricing.md"
+    assert len(body) < 500  # short: the prices, not the page
+
+
+async def test_the_offline_answer_to_which_plans_names_the_four(knowledge: KnowledgeService) -> None:
+    question = "what plans do you have?"
+    answer = ask(question, await knowledge.search("support", question))
+    body = answer.split("\n\nSources: ")[0]
+    for plan in ("Free", "Team", "Business", "Enterprise"):
+        assert f"**{plan}**" in body
+    assert "one plan" not in body and cited_sources(answer)[0] == "plans-and-pricing.md"
+
+
+async def test_an_offline_answer_quotes_a_table_row_under_its_header(knowledge: KnowledgeService) -> None:
+    question = "what's the response time on the Team plan?"
+    answer = ask(question, await knowledge.search("support", question))
+    table = [line for line in answer.splitlines() if line.startswith("|")]
+    # The header, its separator, then the row: "| Team | Within 1 business day |" says what it is about.
+    assert table[0].replace(" ", "") == "|Plan|Firstreply|" and set(table[1]) <= set("|-: ")
+    assert any(line.startswith("| Team |") and "1 business day" in line for line in table[2:])
+    assert "contacting-support.md" in cited_sources(answer)
+    # The citation is a paragraph of its own, not read as one more row of the table.
+    assert "\n\n[1]" in answer
+
+
 async def test_a_query_longer_than_the_model_input_is_truncated(knowledge: KnowledgeService) -> None:
     question = "how do I export my projects to CSV? " + "please help me with this " * 600
     passages = await knowledge.search("support", question, min_score=-1)

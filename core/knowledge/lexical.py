@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import uuid
 from collections.abc import Sequence
@@ -25,41 +24,13 @@ import bm25s
 import numpy as np
 
 from core.knowledge.errors import KnowledgeStoreError
+from core.knowledge.terms import tokens
 
 __all__ = ["LexicalIndex", "LexicalRow", "tokens"]
 
-_FORMAT = 1
-# Words and numbers; "$12.50" -> "12.50", "10,000" -> "10000" (joined before splitting), "ios16" stays whole.
-_TOKEN = re.compile(r"[a-z0-9]+(?:\.[0-9]+)?")
-_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
-# Function words and question words: they match every chunk and would drown the rare terms.
-_STOPWORD_TEXT = (
-    "a an and are as at be but by can could did do does for from had has have how i if in into is it its me my "
-    "of on or our so than that the their them then there these they this to was we were what when where which "
-    "who why will with would you your yours i'm im it's there's can't don't cannot"
-)
-_STOPWORDS = frozenset(_STOPWORD_TEXT.split())
-
-
-def _stem(word: str) -> str:
-    """A light plural/verb-form fold ("plans" -> "plan", "exporting" -> "export"), enough for support text
-    (a full stemmer would be one more dependency for little gain on short chunks)."""
-    if word.isdigit() or len(word) <= 3:
-        return word
-    for suffix, keep in (("ies", "y"), ("ing", ""), ("es", ""), ("s", "")):
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            if suffix == "es" and not word.endswith(("ches", "shes", "sses", "xes", "zes")):
-                continue  # "prices" -> "price" via "s" below, not "pric"
-            if suffix == "s" and word.endswith("ss"):
-                return word
-            return word[: -len(suffix)] + keep
-    return word
-
-
-def tokens(text: str) -> list[str]:
-    """The terms BM25 sees: lower case, numbers kept whole, stop words dropped, lightly stemmed."""
-    text = _THOUSANDS.sub("", text.lower())
-    return [_stem(word) for word in _TOKEN.findall(text) if word not in _STOPWORDS]
+#: the saved files' format, and the version of `core.knowledge.terms.tokens`: a change to either must bump
+#: it (indexes saved before are then rebuilt)
+_FORMAT = 3
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,8 @@ RRF_K = 10
 LEXICAL_WEIGHT = 0.5
 #: how many candidates each retriever contributes to the fusion (at least; more when k is large)
 CANDIDATES = 20
+#: how far below the threshold a passage may be and still accompany one that reaches it (never alone)
+COMPANION_MARGIN = 0.05
 #: the revision of a collection written before revisions existed (its BM25 index is built on first use)
 UNVERSIONED = "0"
 
@@ -218,8 +220,8 @@ class KnowledgeCollection:
         reject_unknown_names: bool = False,
         retrieval: Retrieval = "hybrid",
     ) -> list[Passage]:
-        """The `k` best chunks that one of `audiences` may see and whose cosine similarity to the query is at
-        least `min_score`.
+        """The `k` best chunks that one of `audiences` may see, when at least one has a cosine similarity to
+        the query of `min_score` or more (the others may be up to COMPANION_MARGIN below it); else nothing.
 
         "hybrid" ranks by reciprocal rank fusion of the embedding's ranking and BM25's; "dense" and
         "lexical" by one of them (to measure each). The threshold is on the cosine in every mode, so "I don't
@@ -253,10 +255,16 @@ class KnowledgeCollection:
                 fused[chunk_id] = fused.get(chunk_id, 0.0) + weight / (RRF_K + rank)
         # Ties (one retriever's r-th against the other's r-th) go to the closer chunk.
         order = sorted(fused, key=lambda chunk_id: (-fused[chunk_id], -rows[chunk_id][3]))
+        # The decision to answer at all is the threshold's: some candidate must reach `min_score`. Once one
+        # does, a passage slightly below it may come along (COMPANION_MARGIN): the overview of a document
+        # ("Tasklane has four plans: ...") often scores just under a question's own best section.
+        if not any(rows[chunk_id][3] >= min_score for chunk_id in order):
+            return []
+        floor = min_score - COMPANION_MARGIN
         passages: list[Passage] = []
         for chunk_id in order:
             _, text, meta, score = rows[chunk_id]
-            if score < min_score:
+            if score < floor:
                 continue
             passages.append(
                 Passage(
