@@ -208,6 +208,20 @@ async def test_an_offline_answer_quotes_a_table_row_under_its_header(knowledge: 
     assert "\n\n[1]" in answer
 
 
+async def test_a_near_miss_is_answered_i_dont_know_not_with_a_passage_that_lacks_its_key_term(
+    knowledge: KnowledgeService,
+) -> None:
+    # Close to the password pages (change, password), and retrieved, but about another product's password.
+    question = "how do I change my Gmail password"
+    passages = await knowledge.search("support", question)
+    assert passages and passages[0].source == "account-and-passwords.md"
+    answer = ask(question, passages)
+    assert answer.startswith("I don't know that yet") and "gmail" in answer and "Sources:" not in answer
+    # A name the passage does contain is answered as before.
+    okta = "how do we connect Okta so people log in with their company account"
+    assert "account-and-passwords.md" in cited_sources(ask(okta, await knowledge.search("support", okta)))
+
+
 async def test_a_query_longer_than_the_model_input_is_truncated(knowledge: KnowledgeService) -> None:
     question = "how do I export my projects to CSV? " + "please help me with this " * 600
     passages = await knowledge.search("support", question, min_score=-1)

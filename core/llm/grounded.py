@@ -61,6 +61,17 @@ def grounded_answer(question: str, passages: Sequence[Passage], *, excerpt: str)
             f"I don't know that yet: I found nothing about “{excerpt}” in what I've been given.\n\n"
             "_(I'm running in offline mode, answering only from the knowledge base.)_"
         )
+    names = _names(question)
+    # A passage is quoted only if it names what the question names ("my Gmail password" is not answered
+    # by the page about Tasklane passwords, however close the two are otherwise).
+    quotable = [p for p in passages if names <= _words(f"{p.title} {p.heading} {p.text}")]
+    if not quotable:
+        return (
+            f"I don't know that yet: what I have about “{excerpt}” does not mention "
+            f"{', '.join(sorted(names))}.\n\n"
+            "_(I'm running in offline mode, answering only from the knowledge base.)_"
+        )
+    passages = quotable
     chosen = _choose(question, passages)
     # Group by passage, the passage of the best unit first; within a passage, in the passage's order.
     groups: dict[int, list[_Unit]] = {}
@@ -73,6 +84,29 @@ def grounded_answer(question: str, passages: Sequence[Passage], *, excerpt: str)
         parts.append(f"{text}\n\n[{number}]" if text.endswith("|") else f"{text} [{number}]")
     sources = " · ".join(f"[{n}] {passages[index].label}" for n, index in enumerate(groups, start=1))
     return "\n\n".join([*parts, f"Sources: {sources}", OFFLINE_GROUNDED_NOTE])
+
+
+_NAME_WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
+# Nationalities and languages (German, Italian, Japanese, Spanish, French) describe; they do not name a thing.
+_DEMONYM = ("an", "ese", "ish", "ch")
+
+
+def _names(question: str) -> set[str]:
+    """The question's key terms that a quote must contain: the names in it (a capitalised or camel-case word
+    not at a sentence start, not "I", not an acronym, not a nationality), lower-cased. Numbers are not among
+    them: "iOS 15?" is answered by "iOS 16 or later"."""
+    names: set[str] = set()
+    for sentence in re.split(r"[.!?]\s+", question):
+        for position, word in enumerate(_NAME_WORD.findall(sentence)):
+            if position == 0 or word == "I" or word.isupper() or word.endswith(_DEMONYM):
+                continue  # "a German company" asks about VAT in the EU, not about a thing called German
+            if word[0].isupper() or any(c.isupper() for c in word[1:]):
+                names.add(word.lower())
+    return names
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", text.lower()))
 
 
 def _choose(question: str, passages: Sequence[Passage]) -> list[_Unit]:
