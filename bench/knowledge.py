@@ -1,4 +1,5 @@
-"""Knowledge: embedding throughput, ingest time for 1,000 chunks, query latency at 1,000 and 10,000 chunks.
+"""Knowledge: retrieval quality of each retriever, embedding throughput, ingest time for 1,000 chunks, query
+latency at 1,000 and 10,000 chunks.
 
 Everything is real: the packaged all-MiniLM-L6-v2 int8 ONNX model on onnxruntime, a chromadb PersistentClient
 in a temp dir, relaybot's Ingestor and KnowledgeCollection.search. Each figure comes with a baseline measured in
@@ -15,7 +16,13 @@ The 9,000 extra chunks of the 10,000-chunk store get random unit vectors (embedd
 minutes on a small machine; HNSW query time depends on the number and dimension of vectors, not their meaning).
 Never fails on timing; exits 1 only when something is wrong (a second ingest that writes, a count that is off).
 
-    python bench/knowledge.py [--chunks 1000] [--large 10000] [--queries 200]
+Quality (first, and alone with --quality-only): the example bot's documents ingested into a real chromadb, and
+for two labelled sets (tests/data/retrieval_questions.json, the one the threshold was tuned on, and the held-out
+bench/data/support_questions.json) recall@1 and recall@4 of the embedding alone ("dense"), BM25 alone and the
+two fused by reciprocal rank fusion, in the same run: once ranking only (no threshold) and once as served (the
+cosine threshold applied), with the share of unanswerable questions that find nothing.
+
+    python bench/knowledge.py [--chunks 1000] [--large 10000] [--queries 200] [--quality-only]
 """
 
 from __future__ import annotations
@@ -37,7 +44,8 @@ from benchkit import REPO, percentile
 
 from core.knowledge.embeddings import OnnxMiniLMEmbedder, packaged_tokenizer_path
 from core.knowledge.ingest import Ingestor
-from core.knowledge.store import KnowledgeBase, StoredChunk
+from core.knowledge.store import KnowledgeBase, KnowledgeCollection, Retrieval, StoredChunk
+from core.settings import KnowledgeSettings
 
 KNOWLEDGE = REPO / "bots" / "support" / "knowledge"
 
@@ -194,6 +202,54 @@ async def query_latencies(kb: KnowledgeBase, embedder: OnnxMiniLMEmbedder, quest
     )
 
 
+def labelled_sets() -> dict[str, list[dict[str, Any]]]:
+    import json
+
+    tuned = json.loads((REPO / "tests" / "data" / "retrieval_questions.json").read_text())
+    held_out = json.loads((REPO / "bench" / "data" / "support_questions.json").read_text())["questions"]
+    return {"tuned (tests/data)": tuned, "held-out (bench/data)": held_out}
+
+
+async def recall(
+    collection: KnowledgeCollection, questions: list[dict[str, Any]], retrieval: Retrieval, min_score: float
+) -> tuple[float, float, float | None]:
+    """recall@1, recall@4 over the answerable questions; share of unanswerable ones that find nothing."""
+    at1 = at4 = nothing = 0
+    answerable = [q for q in questions if q["source"]]
+    unanswerable = [q for q in questions if not q["source"]]
+    for q in answerable:
+        sources = [p.source for p in await collection.search(q["question"], k=4, min_score=min_score,
+                                                            retrieval=retrieval)]  # fmt: skip
+        at1 += sources[:1] == [q["source"]]
+        at4 += q["source"] in sources
+    for q in unanswerable:
+        nothing += not await collection.search(
+            q["question"], k=4, min_score=min_score, retrieval=retrieval, reject_unknown_names=True
+        )
+    return at1 / len(answerable), at4 / len(answerable), nothing / len(unanswerable) if unanswerable else None
+
+
+async def bench_quality(embedder: OnnxMiniLMEmbedder, root: Path) -> None:
+    kb = await KnowledgeBase.open(embedder=embedder, path=root / "quality" / "chroma")
+    collection = await kb.collection("support")
+    options = KnowledgeSettings()
+    await Ingestor(collection, max_chars=options.chunk_chars, overlap_chars=options.overlap_chars).ingest([KNOWLEDGE])
+    threshold = KnowledgeSettings().min_score
+    print(f"\nretrieval quality on the example bot's {len(list(KNOWLEDGE.glob('*.md')))} documents "
+          f"({await collection.count()} chunks); threshold: cosine >= {threshold}")  # fmt: skip
+    print(f"{'set':<27}{'retriever':<10}{'ranking only':>16}{'as served (threshold)':>28}")
+    print(f"{'':<27}{'':<10}{'@1':>8}{'@4':>8}{'@1':>9}{'@4':>8}{'no-answer':>11}")
+    for name, questions in labelled_sets().items():
+        n = sum(1 for q in questions if q["source"])
+        for retrieval in ("dense", "lexical", "hybrid"):
+            r1, r4, _ = await recall(collection, questions, retrieval, -1.0)
+            s1, s4, none = await recall(collection, questions, retrieval, threshold)
+            label = {"dense": "dense", "lexical": "BM25", "hybrid": "fused"}[retrieval]
+            shown = "" if none is None else f"{none:>11.2f}"
+            print(f"{name + f' n={n}':<27}{label:<10}{r1:>8.2f}{r4:>8.2f}{s1:>9.2f}{s4:>8.2f}{shown}")
+    await kb.close()
+
+
 async def fill(kb_path: Path, total: int) -> None:
     filler_kb = await KnowledgeBase.open(embedder=RandomEmbedder(11), path=kb_path)
     collection = await filler_kb.collection("bench")
@@ -225,11 +281,19 @@ async def main() -> None:
     parser.add_argument("--chunks", type=int, default=1000)
     parser.add_argument("--large", type=int, default=10000)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--quality-only", action="store_true", help="only the retrieval quality figures")
     args = parser.parse_args()
 
     t = time.perf_counter()
     embedder = OnnxMiniLMEmbedder.load()
     print(f"model load: {time.perf_counter() - t:.2f} s (all-MiniLM-L6-v2 int8, onnxruntime CPU)")
+    quality_root = Path(tempfile.mkdtemp(prefix="relaybot-bench-quality-"))
+    try:
+        await bench_quality(embedder, quality_root)
+    finally:
+        shutil.rmtree(quality_root, ignore_errors=True)
+    if args.quality_only:
+        return
     pool = sentences()
     await bench_embedding(embedder, pool)
 

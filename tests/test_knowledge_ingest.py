@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from core.knowledge.chunking import chunk_text, title_of
 from core.knowledge.embeddings import MAX_TOKENS, Embedder, OnnxMiniLMEmbedder
 from core.knowledge.errors import KnowledgeStoreError
 from core.knowledge.ingest import Ingestor
+from core.knowledge.lexical import LexicalIndex
 from core.knowledge.store import KnowledgeBase, KnowledgeCollection, collection_name
 
 REFUNDS = """# Refunds
@@ -291,3 +293,81 @@ async def test_an_unreachable_chroma_server_names_the_url_and_the_fix(embedder: 
     with pytest.raises(KnowledgeStoreError) as caught:
         await KnowledgeBase.open(embedder=embedder, url=f"http://127.0.0.1:{port}")
     assert f"http://127.0.0.1:{port}" in str(caught.value) and "CHROMA_URL" in str(caught.value)
+
+
+# --------------------------------------------------------------------------------------------------
+# The BM25 index: saved next to the chroma store, in step with the collection
+
+
+def lexical_sources(index: LexicalIndex, query: str, sources: dict[str, str]) -> set[str]:
+    return {sources[chunk_id] for chunk_id, _ in index.search(query, 10, ("*",))}
+
+
+async def ids_to_sources(collection: KnowledgeCollection) -> dict[str, str]:
+    rows = await collection._call(lambda: collection._collection.get(include=["metadatas"]))
+    return {i: str(m["source"]) for i, m in zip(rows["ids"], rows["metadatas"], strict=True)}
+
+
+async def test_the_bm25_index_is_saved_next_to_the_store_and_follows_ingest_reingest_and_pruning(
+    tmp_path: Path, embedder: OnnxMiniLMEmbedder, docs: Path
+) -> None:
+    kb = await KnowledgeBase.open(embedder=embedder, path=tmp_path / "chroma")
+    collection = await kb.collection("support")
+    folder = tmp_path / "lexical" / collection.name
+    await Ingestor(collection).ingest([docs])
+    first = await collection.revision()
+    # Built and saved by the ingest, under the collection's revision.
+    assert (folder / "current").read_text() == first and (folder / first / "rows.json").is_file()
+    sources = await ids_to_sources(collection)
+    index = await collection.lexical_index()
+    assert index.revision == first and len(index) == await collection.count()
+    # Titles and headings are indexed with the text: "Annual plans" is a heading, not in its paragraph's words.
+    assert lexical_sources(index, "annual", sources) == {"refunds.md"}
+    assert lexical_sources(index, "CSV JSON", sources) == {"export.md"}
+
+    # A run that changes nothing writes nothing: same revision, same files.
+    await Ingestor(collection).ingest([docs])
+    assert await collection.revision() == first
+
+    # A changed file: a new revision, and the index has the new words and not the old ones.
+    (docs / "export.md").write_text("# Exporting data\n\nExports are now available as XLSX spreadsheets only.\n")
+    await Ingestor(collection).ingest([docs])
+    second = await collection.revision()
+    assert second != first and (folder / "current").read_text() == second
+    assert not (folder / first).exists()  # the old revision's files are gone
+    index = await collection.lexical_index()
+    sources = await ids_to_sources(collection)
+    assert lexical_sources(index, "XLSX", sources) == {"export.md"}
+    assert lexical_sources(index, "CSV JSON", sources) == set()
+
+    # Pruning a deleted file removes its chunks from the index too.
+    (docs / "refunds.md").unlink()
+    await Ingestor(collection).ingest([docs], prune=True)
+    index = await collection.lexical_index()
+    assert index.revision == await collection.revision() != second
+    assert lexical_sources(index, "annual refund", await ids_to_sources(collection)) == set()
+    await kb.close()
+
+    # Another process opening the store finds the saved index at the collection's revision: no rebuild.
+    again = await KnowledgeBase.open(embedder=embedder, path=tmp_path / "chroma")
+    reopened = await again.collection("support")
+    saved = LexicalIndex.load(folder, await reopened.revision())
+    assert saved is not None and saved.ids == (await reopened.lexical_index()).ids
+    await again.close()
+
+
+async def test_an_index_out_of_step_with_the_collection_is_rebuilt_from_chromadb(
+    tmp_path: Path, embedder: OnnxMiniLMEmbedder, docs: Path
+) -> None:
+    kb = await KnowledgeBase.open(embedder=embedder, path=tmp_path / "chroma")
+    collection = await kb.collection("support")
+    await Ingestor(collection).ingest([docs])
+    folder = tmp_path / "lexical" / collection.name
+    await kb.close()
+    shutil.rmtree(folder)  # lost (or never written by an older version): derived data, rebuilt on first use
+    kb = await KnowledgeBase.open(embedder=embedder, path=tmp_path / "chroma")
+    collection = await kb.collection("support")
+    found = await collection.search("refund for annual plans", k=1, retrieval="lexical")
+    assert found and found[0].source == "refunds.md"
+    assert (folder / "current").read_text() == await collection.revision()
+    await kb.close()

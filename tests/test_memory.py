@@ -58,6 +58,15 @@ BOT = "support"
         ("text me at 0612345678", {"phone": "0612345678"}),
         ("My order number is #a-12345", {"order_number": "A-12345"}),
         ("Where is order 98765?", {"order_number": "98765"}),
+        # Statements of change: the new value (stored under the same key, so it replaces the old one).
+        ("Actually I moved to Lisbon.", {"location": "Lisbon"}),
+        ("We've just relocated to Lyon, France", {"location": "Lyon, France"}),
+        ("I now live in Rome", {"location": "Rome"}),
+        ("I upgraded to Pro.", {"plan": "Pro"}),
+        ("we switched to the Business plan last week", {"plan": "Business"}),
+        ("my new email is New@Example.com", {"email": "new@example.com"}),
+        ("My new phone number is 555 123 4567", {"phone": "555 123 4567"}),
+        ("Actually, call me Bob.", {"name": "Bob"}),
         (
             "Hello, my name is Alice, I\u2019m based in Lyon, France. I'm on the Team+ plan; my email is a@b.co",
             {"name": "Alice", "location": "Lyon, France", "plan": "Team+", "email": "a@b.co"},
@@ -84,6 +93,9 @@ def test_local_extractor_finds_the_common_facts(text: str, expected: dict[str, s
         "What is the Pro plan?",
         "my name is not important",
         "The order is late",
+        "I moved to a new house",
+        "I upgraded to Windows 11",
+        "I switched to Chrome",
     ],
 )
 def test_local_extractor_takes_nothing_that_is_not_a_statement_about_the_user(text: str) -> None:
@@ -122,6 +134,13 @@ def test_an_llm_answer_is_read_only_in_the_agreed_json_shape() -> None:
         ("Forget my phone number", MemoryCommand("forget_key", key="phone", named="phone number")),
         ("please forget my email address", MemoryCommand("forget_key", key="email", named="email address")),
         ("forget my company", MemoryCommand("forget_key", key="company", named="company")),
+        ("forget my new email", MemoryCommand("forget_key", key="email", named="email")),
+        # Natural phrasings map to the key the extractor stores the fact under.
+        ("Forget where I live", MemoryCommand("forget_key", key="location", named="location")),
+        ("please forget where I'm based", MemoryCommand("forget_key", key="location", named="location")),
+        ("forget which plan we're on", MemoryCommand("forget_key", key="plan", named="plan")),
+        ("forget what you call me", MemoryCommand("forget_key", key="name", named="name")),
+        ("forget what my phone number is", MemoryCommand("forget_key", key="phone", named="phone")),
     ],
 )
 def test_memory_commands_are_recognised(text: str, command: MemoryCommand) -> None:
@@ -263,6 +282,52 @@ async def test_offline_the_bot_says_what_it_remembers_and_forgets_on_request(tmp
     assert "I don't remember anything about you yet" in nothing_left.text
     # The commands are part of the conversation like any other exchange.
     assert [m.content for m in saved if m.role == "user"][-1] == "what do you remember about me"
+
+
+@pytest.mark.parametrize(
+    ("before", "change", "key", "old", "new"),
+    [
+        ("I live in Paris", "Actually I moved to Lisbon.", "location", "Paris", "Lisbon"),
+        ("I'm based in Tokyo", "I moved to Osaka last month", "location", "Tokyo", "Osaka"),
+        ("I'm on the Basic plan", "I'm now on the Pro plan", "plan", "Basic", "Pro"),
+        ("I'm on the Basic plan", "We upgraded to Business.", "plan", "Basic", "Business"),
+        ("My email is a@example.com", "my new email is b@example.com", "email", "a@example.com", "b@example.com"),
+        ("My name is Alice", "Actually, call me Al.", "name", "Alice", "Al"),
+    ],
+)
+async def test_offline_a_statement_of_change_replaces_the_remembered_value(
+    tmp_path: Path, before: str, change: str, key: str, old: str, new: str
+) -> None:
+    async with running(make_settings(tmp_path)) as (runtime, channel):
+        chat = Conversation(runtime, channel)
+        await chat.say(before)
+        await chat.say(change)
+        recall = await chat.say("What do you remember about me?")
+
+    assert await stored_facts(make_settings(tmp_path)) == {key: new}
+    assert f"{new} (you told me" in recall.text and f"{old} (you told me" not in recall.text
+
+
+async def test_offline_forget_in_natural_words_forgets_that_fact_and_the_commands_still_work(tmp_path: Path) -> None:
+    async with running(make_settings(tmp_path)) as (runtime, channel):
+        chat = Conversation(runtime, channel)
+        await chat.say("My name is Alice, I live in Paris and I'm on the Pro plan. My phone number is 0612345678")
+        await chat.say("Actually I moved to Lisbon.")
+        where = await chat.say("Forget where I live")
+        plan = await chat.say("please forget which plan I'm on")
+        again = await chat.say("forget where I live")
+        recall = await chat.say("What do you remember about me?")
+        phone = await chat.say("forget what my phone number is")
+        last = await chat.say("what do you know about me?")
+
+    assert where.text == "Done: I've forgotten your location (Lisbon)."
+    assert plan.text == "Done: I've forgotten your plan (Pro)."
+    assert again.text == "I don't have your location stored, so there's nothing to forget."
+    assert "**Name:** Alice" in recall.text and "**Phone:** 0612345678" in recall.text
+    assert "Location" not in recall.text and "Plan" not in recall.text
+    assert phone.text == "Done: I've forgotten your phone (0612345678)."
+    assert "**Name:** Alice" in last.text and "Phone" not in last.text
+    assert await stored_facts(make_settings(tmp_path)) == {"name": "Alice"}
 
 
 async def test_offline_facts_follow_the_user_into_a_new_session_but_not_to_another_user(tmp_path: Path) -> None:

@@ -104,6 +104,9 @@ class Ingestor:
             for source in sorted(set(stored) - present):
                 await self._collection.delete_source(source)
                 summary.pruned.append(source)
+        # The BM25 index follows the collection's revision: built (and saved) here, once per ingest that
+        # changed something, rather than on the first question; a no-op run finds it in step and loads it.
+        await self._collection.lexical_index()
         return summary
 
     async def _ingest_file(self, file: SourceFile, stored: dict[str, str], summary: IngestSummary) -> None:

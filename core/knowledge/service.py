@@ -93,7 +93,14 @@ class KnowledgeService:
             embedder = await self.embedder()
             async with self._lock:
                 if self._base is None:
-                    self._base = await KnowledgeBase.open(embedder=embedder, path=self.store_path, url=self.chroma_url)
+                    # The BM25 indexes live next to the embedded store; with a Chroma server, the same
+                    # folder is this machine's copy of them (rebuilt from the server when out of step).
+                    self._base = await KnowledgeBase.open(
+                        embedder=embedder,
+                        path=self.store_path,
+                        url=self.chroma_url,
+                        lexical_path=self.store_path.parent / "lexical",
+                    )
         return self._base
 
     async def collection(self, bot: str, knowledge_set: str = DEFAULT_SET) -> KnowledgeCollection:

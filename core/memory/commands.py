@@ -40,7 +40,38 @@ _ALL = re.compile(
     re.IGNORECASE,
 )
 _THAT = re.compile(r"^(?:that|it|this|what\s+i\s+(?:just\s+)?said|the\s+last\s+(?:one|thing))$", re.IGNORECASE)
-_MY = re.compile(r"^(?:my|the)\s+(?P<thing>[\w\s-]{1,40}?)$", re.IGNORECASE)
+_MY = re.compile(
+    r"^(?:my|the)\s+(?:(?:new|old|current|previous|updated|last)\s+)?(?P<thing>[\w\s-]{1,40}?)$", re.IGNORECASE
+)
+_IM = r"(?:i\s*am|i['\u2019]m|im)"
+_WERE = r"(?:we\s*are|we['\u2019]re)"
+# Natural ways to point at a fact without naming its key: "forget where I live", "forget which plan
+# I'm on", "forget what you call me". Each maps to the key the extractor stores it under; the
+# phrase is what the answer repeats ("I don't have where you live stored" would read badly, so the
+# answer uses the key's label).
+_PHRASED: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern, re.IGNORECASE), key)
+    for pattern, key in (
+        (
+            r"^where\s+(?:i|we)\s+(?:live|reside|stay|moved(?:\s+to)?|(?:am|are|['\u2019]m|['\u2019]re)"
+            r"(?:\s+(?:based|located|living|from))?)$"
+            rf"|^where\s+{_IM}(?:\s+(?:based|located|living|from))?$",
+            "location",
+        ),
+        (
+            rf"^(?:what|which)\s+(?:plan|subscription|tier)\s+(?:(?:{_IM}|{_WERE})\s+on|(?:i|we)\s+(?:have|use|pay\s+for))$",
+            "plan",
+        ),
+        (
+            rf"^(?:what|how)\s+(?:{_IM}\s+called|my\s+name\s+is|to\s+call\s+me|you\s+(?:should\s+)?call\s+me)$"
+            r"|^who\s+i\s+am$",
+            "name",
+        ),
+        (r"^(?:what\s+)?my\s+(?:e-?mail|email\s+address)\s+is$", "email"),
+        (r"^(?:what\s+)?my\s+(?:phone\s+|mobile\s+)?(?:number|phone)\s+is$", "phone"),
+        (r"^(?:what|which)\s+(?:is\s+)?my\s+order(?:\s+number)?(?:\s+is)?$", "order_number"),
+    )
+)
 
 # How people name the common facts; anything else is matched against the stored keys themselves.
 _SYNONYMS = {
@@ -90,6 +121,9 @@ def parse_command(text: str) -> MemoryCommand | None:
         return MemoryCommand("forget_all")
     if _THAT.match(what):
         return MemoryCommand("forget_last")
+    for pattern, key in _PHRASED:
+        if pattern.match(what):
+            return MemoryCommand("forget_key", key=key, named=label(key).lower())
     thing = _MY.match(what)
     if thing is None:
         return None

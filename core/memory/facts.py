@@ -69,14 +69,14 @@ _WE_ARE = r"(?:we\s*are|we['\u2019]re)"
 _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (key, re.compile(pattern))
     for key, pattern in (
-        ("name", r"(?i:\bmy\s+(?:full\s+)?name\s*(?:is|['\u2019]s)\s+)" + _NAME),
+        ("name", r"(?i:\bmy\s+(?:new\s+|full\s+)?name\s*(?:is|['\u2019]s)\s+(?:now\s+)?)" + _NAME),
         ("name", r"(?i:\b(?:call\s+me|" + _I_AM + r"\s+called)\s+)" + _NAME),
         # Typed in lower case ("my name is alice"): one word, taken only after "my name is".
         ("name", r"(?i:\bmy\s+name\s*(?:is|['\u2019]s)\s+)(?P<lower>[a-zà-ÿ][\w'\u2019-]+)\b"),
         ("email", r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"),
         (
             "phone",
-            r"(?i:\b(?:my\s+(?:(?:phone|mobile|cell|telephone|contact)\s+)?(?:number|phone|mobile|cell)\s+is"
+            r"(?i:\b(?:my\s+(?:new\s+)?(?:(?:phone|mobile|cell|telephone|contact)\s+)?(?:number|phone|mobile|cell)\s+is(?:\s+now)?"
             r"|(?:call|text|reach)\s+me\s+(?:at|on))\s+)(?P<value>\+?\d[\d\s().-]{5,}\d)",
         ),
         (
@@ -84,6 +84,21 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             r"(?i:\b(?:(?:" + _I_AM + r"|" + _WE_ARE + r")\s+(?:currently\s+|still\s+|now\s+)?on"
             r"|(?:my|our)\s+(?:current\s+)?(?:plan|subscription|tier)\s+is)\s+(?:the\s+|a\s+|an\s+)?)"
             r"(?P<value>[A-Za-z][\w+-]*)(?P<noun>(?i:\s+(?:plan|subscription|tier)\b))?",
+        ),
+        (
+            # A change of plan: "I upgraded to Pro", "we downgraded to the Free plan"; after "switched to"
+            # or "moved to" only with the noun ("I switched to Chrome" is not a plan).
+            "plan",
+            r"(?i:\b(?:i|we)(?:\s+have|['\u2019]ve)?\s+(?:just\s+|now\s+)?(?:upgraded|downgraded)\s+(?:to|our\s+plan\s+to)\s+"
+            r"(?:the\s+|a\s+|an\s+)?)"
+            # Without the noun, only a name that ends the clause ("I upgraded to Windows 11" is no plan).
+            r"(?P<value>[A-Za-z][\w+-]*)(?:(?P<noun>(?i:\s+(?:plan|subscription|tier)\b))|(?=\s*(?:[.,;!?]|$)))",
+        ),
+        (
+            "plan",
+            r"(?i:\b(?:i|we)(?:\s+have|['\u2019]ve)?\s+(?:just\s+|now\s+)?(?:switched|moved|changed)\s+(?:over\s+)?to\s+"
+            r"(?:the\s+|a\s+|an\s+)?)"
+            r"(?P<value>[A-Za-z][\w+-]*)(?P<noun>(?i:\s+(?:plan|subscription|tier)\b))",
         ),
         (
             # "I have the Pro plan", "we pay for the business subscription": here the noun is required,
@@ -95,7 +110,15 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         (
             "location",
             r"(?i:\b(?:(?:" + _I_AM + r"|" + _WE_ARE + r")\s+(?:currently\s+|now\s+)?(?:based|located|living)\s+in"
-            r"|(?:i|we)\s+(?:live|reside)\s+in|(?:my|our)\s+(?:location|city)\s+is)\s+)" + _PLACE,
+            r"|(?:i|we)\s+(?:now\s+|currently\s+)?(?:live|reside)\s+in|(?:my|our)\s+(?:new\s+)?(?:location|city)\s+is)\s+)"
+            + _PLACE,
+        ),
+        (
+            # A statement of change: "(Actually) I moved to Lisbon", "we've just relocated to Lyon, France".
+            # The new value replaces the stored one (facts are kept one per key).
+            "location",
+            r"(?i:\b(?:i|we)(?:\s+have|['\u2019]ve)?\s+(?:just\s+|recently\s+|now\s+)?(?:moved|relocated)\s+"
+            r"(?:to|over\s+to)\s+)" + _PLACE + r"(?!\s+(?i:plan|subscription|tier)\b)",
         ),
         (
             "order_number",
@@ -106,7 +129,7 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
 
 # An email address counts only when the user says it is theirs ("my email is", "reach me at").
 _EMAIL_OWNER = re.compile(
-    r"\b(?:my\s+(?:e-?mail|email\s+address|address|contact)|(?:e-?mail|reach|contact|write\s+to)\s+me|me\s+at|"
+    r"\b(?:my\s+(?:new\s+|updated\s+|current\s+)?(?:e-?mail|email\s+address|address|contact)|(?:e-?mail|reach|contact|write\s+to)\s+me|me\s+at|"
     r"(?:i\s*am|i['\u2019]m)\s+at)\b",
     re.IGNORECASE,
 )

@@ -1,0 +1,196 @@
+"""The offline answer from knowledge passages: the few sentences that answer, cited, and nothing else.
+
+Without a model the answer is quoted, so the work is in choosing what to quote. Each passage is cut into
+units (sentences, list items, table rows, and a section heading that carries a figure: "Team — $8 per user
+per month"); each unit is scored by the question's terms it shares (stemmed and with the same synonyms as BM25,
+see core.knowledge.terms), by the terms its document and section titles share, and by whether it has
+a figure (a price, a limit, a duration), which counts most when the question asks for an amount ("how much",
+"how many", "cost", "limit"). The best three units at most, from any of the passages, make the answer, in the
+order they appear in their passage; a table row is quoted under its header, so "| Team | 1 business day |"
+still says what the columns are.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from core.knowledge.passage import Passage
+from core.knowledge.terms import tokens
+
+__all__ = ["OFFLINE_GROUNDED_NOTE", "grounded_answer"]
+
+OFFLINE_GROUNDED_NOTE = "_(Offline mode: quoted from the knowledge base, without a language model.)_"
+#: at most this many units, and about this many characters, make an answer: short enough to read on a phone
+_MAX_UNITS = 3
+_ANSWER_CHARS = 480
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[-A-Z0-9*\"'(])")
+_LIST_MARKER = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
+_TABLE_SEPARATOR = re.compile(r"^\|?[\s:|-]+\|?$")
+# A figure: digits, a currency sign, or a number word ("four plans", "unlimited projects").
+_FIGURE = re.compile(
+    r"\d|[$€£]|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|twelve|twenty|thirty|hundred|thousand|"
+    r"unlimited)\b",
+    re.IGNORECASE,
+)
+# A question that asks for an amount, a limit, a duration or a version.
+_ASKS_FIGURE = re.compile(
+    r"\b(?:how\s+(?:much|many|long|often|soon|fast|big|large|old)|cost|costs|price|prices|pricing|fee|fees|"
+    r"charge|pay|limit|limits|max|maximum|min|minimum|up\s+to|size|version|number\s+of|plans?)\b",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Unit:
+    passage: int
+    order: int
+    text: str
+    terms: frozenset[str]
+    figure: bool
+    #: a table row's header and separator lines, so it is quoted under them
+    table: tuple[str, str] | None = None
+
+
+def grounded_answer(question: str, passages: Sequence[Passage], *, excerpt: str) -> str:
+    """The units of `passages` that answer `question`, cited, then the sources; or "I don't know that yet"
+    when there are no passages."""
+    if not passages:
+        return (
+            f"I don't know that yet: I found nothing about “{excerpt}” in what I've been given.\n\n"
+            "_(I'm running in offline mode, answering only from the knowledge base.)_"
+        )
+    names = _names(question)
+    # A passage is quoted only if it names what the question names ("my Gmail password" is not answered
+    # by the page about Tasklane passwords, however close the two are otherwise).
+    quotable = [p for p in passages if names <= _words(f"{p.title} {p.heading} {p.text}")]
+    if not quotable:
+        return (
+            f"I don't know that yet: what I have about “{excerpt}” does not mention "
+            f"{', '.join(sorted(names))}.\n\n"
+            "_(I'm running in offline mode, answering only from the knowledge base.)_"
+        )
+    passages = quotable
+    chosen = _choose(question, passages)
+    # Group by passage, the passage of the best unit first; within a passage, in the passage's order.
+    groups: dict[int, list[_Unit]] = {}
+    for unit in chosen:
+        groups.setdefault(unit.passage, []).append(unit)
+    parts: list[str] = []
+    for number, units in enumerate(groups.values(), start=1):
+        text = _render(sorted(units, key=lambda u: u.order))
+        # After a table the citation needs a paragraph of its own, or Markdown reads it as one more row.
+        parts.append(f"{text}\n\n[{number}]" if text.endswith("|") else f"{text} [{number}]")
+    sources = " · ".join(f"[{n}] {passages[index].label}" for n, index in enumerate(groups, start=1))
+    return "\n\n".join([*parts, f"Sources: {sources}", OFFLINE_GROUNDED_NOTE])
+
+
+_NAME_WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
+# Nationalities and languages (German, Italian, Japanese, Spanish, French) describe; they do not name a thing.
+_DEMONYM = ("an", "ese", "ish", "ch")
+
+
+def _names(question: str) -> set[str]:
+    """The question's key terms that a quote must contain: the names in it (a capitalised or camel-case word
+    not at a sentence start, not "I", not an acronym, not a nationality), lower-cased. Numbers are not among
+    them: "iOS 15?" is answered by "iOS 16 or later"."""
+    names: set[str] = set()
+    for sentence in re.split(r"[.!?]\s+", question):
+        for position, word in enumerate(_NAME_WORD.findall(sentence)):
+            if position == 0 or word == "I" or word.isupper() or word.endswith(_DEMONYM):
+                continue  # "a German company" asks about VAT in the EU, not about a thing called German
+            if word[0].isupper() or any(c.isupper() for c in word[1:]):
+                names.add(word.lower())
+    return names
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def _choose(question: str, passages: Sequence[Passage]) -> list[_Unit]:
+    terms = set(tokens(question))
+    figure_weight = 3.0 if _ASKS_FIGURE.search(question) else 0.5
+    scored: list[tuple[float, _Unit]] = []
+    for index, passage in enumerate(passages):
+        context = terms & set(tokens(f"{passage.title} {passage.heading}"))
+        for unit in _units(index, passage):
+            shared = len(terms & unit.terms)
+            if not shared and not (figure_weight > 1 and unit.figure and context):
+                continue  # a unit must answer the question's words, or give the figure a titled section asks
+            # The passage's own closeness counts too: a row of the "Response times" table beats a sentence
+            # that happens to say "time" and "team" in a section about time tracking.
+            score = 2.0 * shared + 1.0 * len(context) + figure_weight * unit.figure + 4.0 * passage.score
+            scored.append((score, unit))
+    if not scored:
+        # Nothing shares a word with the question: the best passage's opening, as before.
+        return _units(0, passages[0])[:1]
+    scored.sort(key=lambda item: (-item[0], item[1].passage, item[1].order))
+    best, top = scored[0]
+    chosen: list[_Unit] = []
+    used = 0
+    for score, unit in scored:
+        if len(chosen) == _MAX_UNITS:
+            break
+        # More of the best unit's passage if it is half as good; another passage only if nearly as good.
+        if score < best * (0.5 if unit.passage == top.passage else 0.8):
+            continue
+        if chosen and used + len(unit.text) > _ANSWER_CHARS:
+            continue
+        chosen.append(unit)
+        used += len(unit.text)
+    return chosen
+
+
+def _units(index: int, passage: Passage) -> list[_Unit]:
+    """The passage as quotable units: sentences, list items, table rows (with their table's header) and the
+    section heading when it carries a figure. Heading lines inside the text are dropped."""
+    units: list[_Unit] = []
+
+    def add(text: str, table: tuple[str, str] | None = None) -> None:
+        words = text if table is None else f"{table[0]} {text}"
+        units.append(_Unit(index, len(units), text, frozenset(tokens(words)), bool(_FIGURE.search(text)), table))
+
+    if passage.heading and passage.heading != passage.title and _FIGURE.search(passage.heading):
+        add(f"**{passage.heading}**")
+    header: str | None = None
+    separator = "|---|"
+    for raw in passage.text.splitlines():
+        line = raw.strip()
+        if line.startswith("|"):
+            if _TABLE_SEPARATOR.match(line):
+                separator = line
+            elif header is None:
+                header = line  # a table's first row names its columns
+            else:
+                add(line, (header, separator))
+            continue
+        header = None
+        if not line or line.startswith("#"):
+            continue
+        for sentence in _SENTENCE.split(_LIST_MARKER.sub("", line)):
+            sentence = _LIST_MARKER.sub("", sentence).strip()  # "... refunded. - **Annual plans**: ..."
+            if sentence:
+                add(sentence)
+    return units
+
+
+def _render(units: list[_Unit]) -> str:
+    """Sentences joined into a paragraph; table rows as a table under their header (once per table); blocks
+    apart by a blank line, which is what ends a table in Markdown."""
+    blocks: list[list[str]] = []
+    table: tuple[str, str] | None = None
+    for unit in units:
+        if unit.table is None:
+            text = unit.text if unit.text.endswith((".", "!", "?", ":", "**")) else f"{unit.text}."
+            if not blocks or table is not None:
+                blocks.append([])
+                table = None
+            blocks[-1].append(text)
+            continue
+        if unit.table != table:
+            blocks.append(list(unit.table))
+            table = unit.table
+        blocks[-1].append(unit.text)
+    return "\n\n".join("\n".join(b) if b[0].startswith("|") else " ".join(b) for b in blocks)
