@@ -182,22 +182,18 @@ class OrderedConsumer:
         """Handle the entry, or dead-letter it: past its last attempt, or if it can never be handled
         (while its partition is still held, so the next entry waits for this one to be settled)."""
         if entry.attempt > self._queue.max_attempts:
-            await self._dead_letter(entry)
+            await self._dead_letter(entry, f"gave up after {entry.attempt - 1} attempts")
             return
         try:
             await self._handler(entry)
         except PoisonMessage as exc:
-            reason = f"unprocessable: {exc}"
-            await self._queue.dead_letter(entry, reason)
-            if self._on_dead_letter is not None:
-                self._on_dead_letter()
-            await self._log.aerror("entry_dead_lettered", entry_id=entry.id, partition=entry.partition, error=reason)
+            await self._dead_letter(entry, f"unprocessable: {exc}")
 
-    async def _dead_letter(self, entry: QueueEntry) -> None:
-        await self._queue.dead_letter(entry, f"gave up after {entry.attempt - 1} attempts")
+    async def _dead_letter(self, entry: QueueEntry, reason: str) -> None:
+        await self._queue.dead_letter(entry, reason)
         if self._on_dead_letter is not None:
             self._on_dead_letter()
-        await self._log.aerror("entry_dead_lettered", entry_id=entry.id, partition=entry.partition)
+        await self._log.aerror("entry_dead_lettered", entry_id=entry.id, partition=entry.partition, error=reason)
 
     async def _keep_visible(self, consumed: asyncio.Event) -> None:
         """Touch every entry in hand once per third of the visibility timeout, so none is taken
