@@ -15,6 +15,7 @@ ratios to the baseline, CPU per message by process and Redis calls per message. 
 timing; exits 1 only if a message was not answered exactly once, in order, or a process failed.
 
     python bench/distributed_throughput.py [--conversations 50] [--messages 10] [--workers 1,2,4] [--keep]
+                                           [--profile DIR]   # py-spy raw stacks of each measured process
     python bench/distributed_throughput.py --baseline-server PORT REDIS_URL   # the baseline (used internally)
 """
 
@@ -473,17 +474,64 @@ class Meter:
         return self._cpu(), await self._calls(), await self._round_trips()
 
 
+class Profiler:
+    """py-spy on the relaybot processes of a measured run (`--profile DIR`): one raw collapsed-stack
+    file per process, for flamegraph.pl or speedscope; off the measured processes' CPU, not the machine's."""
+
+    def __init__(self, out: Path, groups: dict[str, list[int]], kinds: tuple[str, ...] = ("run", "serve", "worker")):
+        self._out = out
+        self._groups = groups
+        self._kinds = kinds
+        self._spies: list[subprocess.Popen[bytes]] = []
+
+    def start(self, tag: str) -> None:
+        self._out.mkdir(parents=True, exist_ok=True)
+        py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        for kind in self._kinds:
+            for pid in self._groups.get(kind, []):
+                target = self._out / f"{tag}-{kind}-{pid}.txt"
+                argv = [py_spy, "record", "--format", "raw", "--rate", "250", "--nonblocking"]
+                self._spies.append(
+                    subprocess.Popen(
+                        [*argv, "--pid", str(pid), "--output", str(target)],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
+
+    def stop(self) -> None:
+        for spy in self._spies:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        for spy in self._spies:
+            try:
+                spy.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+        self._spies.clear()
+
+
 async def measure(
-    tag: str, title: str, base: str, receiver: Receiver, meter: Meter, conversations: int, messages: int
+    tag: str,
+    title: str,
+    base: str,
+    receiver: Receiver,
+    meter: Meter,
+    conversations: int,
+    messages: int,
+    profiler: Profiler | None = None,
 ) -> Mode:
     warm = await drive(base, receiver, f"{tag}-warm", min(conversations, WARMUP_CONVERSATIONS), WARMUP_MESSAGES)
     if not warm.latencies:  # nothing answers: record it and move on instead of waiting out every timeout
         run = Run(errors=[f"no reply during the warm-up; mode skipped ({'; '.join(warm.errors[:2])})"])
         print(f"  {title:<28} skipped: nothing answered the warm-up", flush=True)
         return Mode(tag, title, run, {}, None, warm.errors)
+    if profiler is not None:
+        profiler.start(tag)
     cpu_before, calls_before, trips_before = await meter.sample()
     run = await drive(base, receiver, tag, conversations, messages)
     cpu_after, calls_after, trips_after = await meter.sample()
+    if profiler is not None:
+        profiler.stop()
     trips = {group: trips_after[group] - trips_before.get(group, 0.0) for group in trips_after}
     cpu = {group: cpu_after[group] - cpu_before.get(group, 0.0) for group in cpu_after}
     commands = {name: calls_after[name] - calls_before.get(name, 0) for name in calls_after}
@@ -618,6 +666,7 @@ async def bench(
     bare: bool,
     model_delay: float,
     worker_concurrency: int | None,
+    profile: Path | None = None,
 ) -> int:
     procs: list[Proc] = []
     redis_server: RedisServer | None = None
@@ -747,6 +796,7 @@ async def bench(
             "postgres": [postgres_pid(postgres)] if postgres is not None else [],
         }
         meter = Meter(redis_client, groups)
+        profiler = Profiler(profile, groups) if profile is not None else None
         url = {p.kind: f"http://127.0.0.1:{p.port}" for p in (baseline, embedded, serve)}
         meter.metrics["serve"].append(url["serve"])
         measured: list[Mode] = []
@@ -756,7 +806,9 @@ async def bench(
             "baseA", "baseline (first)", url["baseline"], receiver, meter, conversations, messages
         )
         measured.append(
-            await measure("emb", "embedded: relaybot run", url["run"], receiver, meter, conversations, messages)
+            await measure(
+                "emb", "embedded: relaybot run", url["run"], receiver, meter, conversations, messages, profiler
+            )
         )
         await asyncio.to_thread(stop_all, [embedded])  # idle from here on; the Redis-bus modes get both cores
 
@@ -782,7 +834,9 @@ async def bench(
             workers.extend(new)
             groups["worker"] = [w.pid for w in workers]
             title = f"redis bus: serve + {count} worker{'s' if count > 1 else ''}"
-            measured.append(await measure(f"r{count}", title, url["serve"], receiver, meter, conversations, messages))
+            measured.append(
+                await measure(f"r{count}", title, url["serve"], receiver, meter, conversations, messages, profiler)
+            )
             print(f"    worker pids: {', '.join(str(w.pid) for w in workers)}; serve pid {serve.pid}", flush=True)
 
         baseline_b = await measure(
@@ -845,6 +899,9 @@ def main() -> int:
     parser.add_argument(
         "--worker-concurrency", type=int, help="RELAYBOT_WORKER_CONCURRENCY of every relaybot process (default 16)"
     )
+    parser.add_argument(
+        "--profile", type=Path, metavar="DIR", help="py-spy the relaybot processes of each measured run into DIR"
+    )
     parser.add_argument("--baseline-server", nargs=2, metavar=("PORT", "REDIS_URL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.baseline_server:
@@ -869,6 +926,7 @@ def main() -> int:
                 bare=args.bare,
                 model_delay=args.model_delay,
                 worker_concurrency=args.worker_concurrency,
+                profile=args.profile,
             )
         )
     except RuntimeError as exc:  # a server that did not start (its log tail is in the message)

@@ -1,0 +1,1 @@
+"""Human handoff: the per-conversation state machine and the desk operators work from."""
