@@ -43,18 +43,16 @@ from core.knowledge.service import KnowledgeService
 from core.knowledge.stage import RetrieveStage
 from core.llm.factory import ChainFactory
 from core.memory.llm import ChainFactExtractor, ChainSummarizer
-from core.memory.stages import ExtractFactsStage, FoldSummaryStage, LoadMemoryStage, MemoryCommandStage
+from core.memory.stages import ExtractFactsStage, FoldSummaryStage, MemoryCommandStage
 from core.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from core.metrics import Metrics
+from core.pipeline.opening import OpenTurnStage
 from core.pipeline.pipeline import Pipeline, Stage
 from core.pipeline.stages import (
     AssembleContextStage,
     GenerateStage,
-    HistoryWindowStage,
-    LoadSessionStage,
     LogTurnStage,
     MetricsStage,
-    RateLimitStage,
     RecordStage,
     UsageStage,
 )
@@ -150,10 +148,7 @@ class Runtime:
         self.intents = LocalIntentClassifier(self.knowledge.embedder)
         self.pipeline = Pipeline(
             stages=[
-                RateLimitStage(self.limiter),
-                LoadSessionStage(sessions, self.history),
-                HistoryWindowStage(sessions),
-                LoadMemoryStage(self.history),
+                OpenTurnStage(self.limiter, sessions, self.history),
                 MemoryCommandStage(self.history),
                 CommandStage(self.handlers),
                 ActionStage(self.handlers),
