@@ -46,6 +46,7 @@ from core.memory.llm import ChainFactExtractor, ChainSummarizer
 from core.memory.stages import ExtractFactsStage, FoldSummaryStage, MemoryCommandStage
 from core.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from core.metrics import Metrics
+from core.pipeline.closing import SaveTurnStage
 from core.pipeline.opening import OpenTurnStage
 from core.pipeline.pipeline import Pipeline, Stage
 from core.pipeline.stages import (
@@ -53,8 +54,6 @@ from core.pipeline.stages import (
     GenerateStage,
     LogTurnStage,
     MetricsStage,
-    RecordStage,
-    UsageStage,
 )
 from core.plugins import channel_names, installed_capabilities, load_channel_factory
 from core.queue.base import OrderedQueue
@@ -162,8 +161,7 @@ class Runtime:
                 ),
             ],
             closing=[
-                RecordStage(sessions, self.history),
-                UsageStage(self.limiter),
+                SaveTurnStage(sessions, self.history, self.limiter),
                 LogTurnStage(),
                 MetricsStage(self.metrics),
                 *observers,

@@ -247,6 +247,12 @@ class RecordStage:
         self._history = history
 
     async def __call__(self, turn: Turn) -> None:
+        window = await self.record(turn)
+        if window:
+            await self._sessions.append(turn.envelope.session_id, window, keep=window_kept(turn))
+
+    async def record(self, turn: Turn) -> list[StoredMessage]:
+        """Append the exchange to the durable history; what the session window gets ([]: nothing)."""
         env = turn.envelope
         meta = {"kind": "notice", "notice": turn.notice} if turn.notice else {}
         user_meta = {**meta, **_click_meta(env)}
@@ -274,10 +280,14 @@ class RecordStage:
             turn.reply_text = saved[-1].content
             turn.reply_actions, turn.reply_card = offer_from_meta(saved[-1].meta)
             turn.rerun = True
-            return
-        if turn.session is not None and not turn.notice:
-            # Trimmed to the window the bot reads: the list stays the same size however long the talk.
-            await self._sessions.append(env.session_id, saved, keep=max(1, turn.bot.history.max_messages))
+            return []
+        return saved if turn.session is not None and not turn.notice else []
+
+
+def window_kept(turn: Turn) -> int:
+    """The session window's length: trimmed to what the bot reads, the list stays the same size
+    however long the talk."""
+    return max(1, turn.bot.history.max_messages)
 
 
 def _click_meta(envelope: Envelope) -> dict[str, str]:

@@ -107,3 +107,10 @@ class RedisRateLimiter:
         keys = [self._keys(each)[1] for each in (key, *also)]
         with redis_errors(self._where, "counting tokens", prefix=self._prefix):
             return int(await self._add(keys=keys, args=[max(0, tokens)]))
+
+    def queue_add_tokens(
+        self, batch: RedisBatch, key: str, tokens: int, *, also: Sequence[str] = ()
+    ) -> Callable[[], int]:
+        """`add_tokens` as part of `batch`: the first key's new total, once the batch has run."""
+        index = batch.script(self._add, [self._keys(each)[1] for each in (key, *also)], [max(0, tokens)])
+        return lambda: int(batch.result(index))

@@ -192,10 +192,26 @@ class RedisSessionStore:
                 await pipe.execute()
 
     async def append(self, session_id: str, messages: Sequence[StoredMessage], *, keep: int | None = None) -> None:
-        hkey, lkey = self._keys(session_id)
-        items = [json.dumps(m.to_dict(), ensure_ascii=False) for m in messages]
+        keys, args = self._append_call(session_id, messages, keep)
         with self._errors("appending messages"):
-            found = await self._append_script(keys=[hkey, lkey], args=[self._ttl, keep or 0, *items])
+            found = await self._append_script(keys=keys, args=args)
+        self._appended(session_id, found)
+
+    def queue_append(
+        self, batch: RedisBatch, session_id: str, messages: Sequence[StoredMessage], *, keep: int | None = None
+    ) -> Callable[[], None]:
+        """`append` as part of `batch`: the check that the session existed, once the batch has run."""
+        index = batch.script(self._append_script, *self._append_call(session_id, messages, keep))
+        return lambda: self._appended(session_id, batch.result(index))
+
+    def _append_call(
+        self, session_id: str, messages: Sequence[StoredMessage], keep: int | None
+    ) -> tuple[list[str], list[Any]]:
+        items = [json.dumps(m.to_dict(), ensure_ascii=False) for m in messages]
+        return list(self._keys(session_id)), [self._ttl, keep or 0, *items]
+
+    @staticmethod
+    def _appended(session_id: str, found: Any) -> None:
         if not found:
             raise StoreError(f"session {session_id!r} does not exist or has expired; create it first")
 

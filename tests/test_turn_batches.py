@@ -1,5 +1,6 @@
-"""The reads that open a turn (rate limit, session and window, facts and summary) in one Redis
-round trip, against a real Redis and SQLite: same decisions as the stages one by one."""
+"""The reads that open a turn (rate limit, session and window, facts and summary) and the writes
+that close it (session window, token totals) in one Redis round trip each, against a real Redis and
+SQLite: same decisions and the same data as the stages one by one."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import redis.asyncio as aioredis
 from core.bots import load_bot
 from core.envelope import Envelope
 from core.errors import StoreError
+from core.pipeline.closing import SaveTurnStage
 from core.pipeline.opening import OpenTurnStage
 from core.pipeline.turn import Turn
 from core.ratelimit.memory import MemoryRateLimiter
@@ -170,3 +172,43 @@ async def test_redis_down_while_opening_a_turn_is_a_store_error_that_says_where(
             await stage(turn_for(bot_dir, "hello", "m1"))
     finally:
         await dead.aclose()
+
+
+async def test_on_one_redis_a_turn_saves_its_window_and_tokens_in_one_round_trip(
+    tmp_path: Path, client: aioredis.Redis, history: SqlHistoryStore
+) -> None:
+    bot_dir = write_bot(tmp_path / "bots", history={"max_messages": 3})
+    sessions = RedisSessionStore(client, ttl_seconds=60)
+    limiter = RedisRateLimiter(client)
+    cached = CachedHistoryStore(history, RedisReadCache(client), ttl_seconds=60)
+    opening, saving = OpenTurnStage(limiter, sessions, cached), SaveTurnStage(sessions, cached, limiter)
+    assert saving.batched
+
+    for n in range(3):
+        turn = turn_for(bot_dir, f"question {n}", f"m{n}")
+        await opening(turn)
+        turn.answer(f"answer {n}")
+        turn.tokens_in, turn.tokens_out = 10, 5
+        before = round_trips(client)
+        await saving(turn)
+        if n > 0:  # the first loaded the scripts (Redis had not seen them: EVALSHA, SCRIPT LOAD, EVALSHA)
+            assert round_trips(client) - before == 1
+        assert turn.seq == 2 * n + 2
+
+    # The window keeps the 3 newest; the durable history all 6; both totals got 3 x 15 tokens.
+    assert [m.content for m in await sessions.recent(SESSION, 10)] == ["answer 1", "question 2", "answer 2"]
+    assert len(await history.after(SESSION, 0)) == 6
+    assert await limiter.tokens_today("support:api:conv-1") == 45
+    assert await limiter.tokens_today("bot:support") == 45
+
+    # The session expired mid-turn: the history keeps the exchange, the tokens are counted, and
+    # the window's refusal is an error (as the one-by-one stages raised it).
+    turn = turn_for(bot_dir, "question 3", "m3")
+    await opening(turn)
+    turn.answer("answer 3")
+    turn.tokens_in = 1
+    await client.delete(f"relaybot:session:{SESSION}")
+    with pytest.raises(StoreError, match="does not exist or has expired"):
+        await saving(turn)
+    assert [m.content for m in await history.after(SESSION, 6)] == ["question 3", "answer 3"]
+    assert await limiter.tokens_today("support:api:conv-1") == 46
