@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
@@ -30,7 +30,7 @@ from redis.typing import EncodableT, FieldT
 
 from core.errors import StoreError
 from core.redisio import RedisBatch, client_from_url, describe, redis_errors, text
-from core.stores.base import Session, StoredMessage
+from core.stores.base import Session, StoredMessage, SwapOutcome
 
 __all__ = ["RedisReadCache", "RedisSessionStore"]
 
@@ -59,6 +59,24 @@ redis.call('EXPIRE', KEYS[2], ARGV[1])
 return 1
 """
 
+# Compare and set: ARGV[2] is a JSON object {field: [allowed values]} ("" matches an unset field).
+_SWAP_FIELDS_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local expect = cjson.decode(ARGV[2])
+for name, allowed in pairs(expect) do
+  local current = redis.call('HGET', KEYS[1], name) or ''
+  local ok = false
+  for _, value in ipairs(allowed) do
+    if value == current then ok = true end
+  end
+  if not ok then return 2 end
+end
+if #ARGV > 2 then redis.call('HSET', KEYS[1], unpack(ARGV, 3)) end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return 1
+"""
+
 
 class RedisSessionStore:
     """`SessionStore` on Redis. Takes an existing client (its owner closes it, since other
@@ -76,6 +94,7 @@ class RedisSessionStore:
         self._where = describe(client)
         self._append_script = client.register_script(_APPEND_LUA)
         self._set_fields_script = client.register_script(_SET_FIELDS_LUA)
+        self._swap_fields_script = client.register_script(_SWAP_FIELDS_LUA)
         self._decoded: OrderedDict[bytes | str, StoredMessage] = OrderedDict()
 
     @classmethod
@@ -237,6 +256,18 @@ class RedisSessionStore:
             found = await self._set_fields_script(keys=[hkey, lkey], args=[self._ttl, *pairs])
         if not found:
             raise StoreError(f"session {session_id!r} does not exist or has expired; create it first")
+
+    async def swap_fields(
+        self, session_id: str, expect: Mapping[str, Collection[str]], fields: Mapping[str, str]
+    ) -> SwapOutcome:
+        hkey, lkey = self._keys(session_id)
+        expected = json.dumps({_FIELD + name: list(allowed) for name, allowed in expect.items()})
+        pairs = [part for k, v in fields.items() for part in (_FIELD + k, v)]
+        with self._errors("swapping session fields"):
+            outcome = await self._swap_fields_script(keys=[hkey, lkey], args=[self._ttl, expected, *pairs])
+        if int(outcome) == 0:
+            return "missing"
+        return "swapped" if int(outcome) == 1 else "mismatch"
 
     async def delete(self, session_id: str) -> None:
         with self._errors("deleting a session"):
