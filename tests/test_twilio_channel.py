@@ -440,6 +440,11 @@ async def test_redis_state_round_trip(redis_url: str) -> None:
         await state.set_status("r1", "SM1", "sent")
         await state.set_status("r1", "SM1", "delivered")
         assert await state.statuses("r1") == {"SM1": "delivered"}
+        assert await state.content_sid("k1") is None
+        await state.remember_content("k1", TEMPLATE)
+        assert await state.content_sid("k1") == TEMPLATE
+        await state.forget_content("k1")
+        assert await state.content_sid("k1") is None
     finally:
         await state.close()
 
