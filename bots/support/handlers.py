@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 
 from core.handlers import BotHandlers, Button, HandlerTurn
-from core.tools import ToolContext, ToolError
+from core.tools import ToolContext, ToolError, WithButtons
 
 bot = BotHandlers()
 
@@ -41,7 +41,7 @@ SUPPORT_EMAIL = "support@tasklane.example"
         "additionalProperties": False,
     },
 )
-async def lookup_order(ctx: ToolContext, order_id: str) -> dict[str, Any]:
+async def lookup_order(ctx: ToolContext, order_id: str) -> WithButtons:
     if ctx.bot_dir is None:
         raise ToolError("the order list is not available")
     orders = await asyncio.to_thread(_read_orders, ctx.bot_dir / "tools" / "orders.json")
@@ -49,7 +49,8 @@ async def lookup_order(ctx: ToolContext, order_id: str) -> dict[str, Any]:
     order = orders.get(key)
     if order is None:
         raise ToolError(f"there is no order {order_id!r}; order numbers look like TL-10042")
-    return order
+    # When the model looked the order up, its answer comes with this button (see order_invoice below).
+    return WithButtons(order, buttons=[Button("order.invoice", "Get the invoice", value=key)])
 
 
 def _read_orders(path: Path) -> dict[str, dict[str, Any]]:
@@ -232,6 +233,18 @@ async def topic_cancel(turn: HandlerTurn) -> None:
     # The same confirmation the cancellation intent starts with: its flow takes the answer.
     await turn.start_flow("cancellation", step="confirm")
     turn.reply(CONFIRM_CANCEL, buttons=YES_NO)
+
+
+@bot.action("order.invoice")
+async def order_invoice(turn: HandlerTurn) -> None:
+    """The button lookup_order offers with the model's answer: the order's invoice link."""
+    order_id = turn.action.value if turn.action is not None and turn.action.value else ""
+    result = await turn.call_tool("lookup_order", order_id=order_id)
+    if not result.ok:
+        turn.reply(f"I couldn't find that order's invoice, sorry: {result.error}.")
+        return
+    order = result.output
+    turn.reply(f"Here is the invoice for order **{order['order_id']}**: {order['invoice_url']}")
 
 
 # --- slash commands (Telegram's menu; any channel's users can type them) ------------------------
