@@ -235,6 +235,13 @@ KEYS: tuple[KeyLayout, ...] = (
         module="channels/twilio/state/redis.py",
         what="Twilio's latest status per MessageSid sent for the reply",
     ),
+    KeyLayout(
+        pattern="P:twilio:content:<offer key>",
+        type="STRING",
+        ttl=None,
+        module="channels/twilio/state/redis.py",
+        what="the Content SID of a WhatsApp button offer created through Twilio's Content API",
+    ),
 )
 
 
