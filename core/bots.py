@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from core.errors import BotNotFound, ConfigError
 
@@ -190,6 +190,16 @@ class Handoff(BaseModel):
             r"\bhuman\s+agent\b",
         ]
     )
+
+    @field_validator("user_phrases")
+    @classmethod
+    def _check_phrases(cls, phrases: list[str]) -> list[str]:
+        for phrase in phrases:
+            try:
+                re.compile(phrase)
+            except re.error as exc:
+                raise ValueError(f"[handoff] user_phrases: {phrase!r} is not a regular expression: {exc}") from exc
+        return phrases
 
 
 class BotConfig(BaseModel):

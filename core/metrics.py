@@ -23,7 +23,7 @@ class Metrics:
         r = self.registry = registry or CollectorRegistry()
         self.turns = Counter(
             "relaybot_turns",
-            "Replies produced, by outcome (answered, fallback, rate_limited, token_limit)",
+            "Turns, by outcome (answered, fallback, rate_limited, token_limit; held: no reply, a person has it)",
             ["bot", "channel", "outcome"],
             registry=r,
         )

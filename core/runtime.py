@@ -42,6 +42,7 @@ from core.handoff.events import DeskEventHub
 from core.handoff.index import HandoffIndex, MemoryHandoffIndex
 from core.handoff.redis import RedisHandoffIndex
 from core.handoff.service import SessionHandoffDesk
+from core.handoff.stages import DeskNoticeStage, HeldStage, RequestStage, UserAsksStage
 from core.intents import IntentStage, LLMIntentClassifier, LocalIntentClassifier
 from core.knowledge.errors import KnowledgeError
 from core.knowledge.service import KnowledgeService
@@ -51,6 +52,7 @@ from core.memory.llm import ChainFactExtractor, ChainSummarizer
 from core.memory.stages import ExtractFactsStage, FoldSummaryStage, MemoryCommandStage
 from core.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from core.metrics import Metrics
+from core.outbound import OutboundSender
 from core.pipeline.closing import SaveTurnStage
 from core.pipeline.opening import OpenTurnStage
 from core.pipeline.pipeline import Pipeline, Stage
@@ -60,7 +62,7 @@ from core.pipeline.stages import (
     LogTurnStage,
     MetricsStage,
 )
-from core.plugins import channel_names, installed_capabilities, load_channel_factory
+from core.plugins import channel_names, installed_capabilities, installed_reply_windows, load_channel_factory
 from core.queue.base import OrderedQueue
 from core.queue.memory import MemoryQueue
 from core.queue.redis import RedisQueue
@@ -155,6 +157,14 @@ class Runtime:
             bots=bots,
             metrics=self.metrics,
         )
+        self.outbound = OutboundSender(
+            sessions=sessions,
+            history=self.history,
+            outbox=self.outbox,
+            bots=bots,
+            settings=settings,
+            windows=installed_reply_windows(),
+        )
         self.chains = chains
         # Opens chromadb and loads the embedding model on first use only; shared with the intent classifier.
         self.knowledge = knowledge or KnowledgeService.from_settings(settings)
@@ -165,12 +175,15 @@ class Runtime:
         self.pipeline = Pipeline(
             stages=[
                 OpenTurnStage(self.limiter, sessions, self.history),
+                # While a person is asked for or holds the conversation, the bot stays silent.
+                HeldStage(self.desk),
                 MemoryCommandStage(self.history),
                 CommandStage(self.handlers),
                 ActionStage(self.handlers),
                 IntentStage(self.intents, LLMIntentClassifier(chains.for_bot, self.intents)),
                 RetrieveStage(self.knowledge),
                 HandlerStage(self.handlers, sessions, self.tools, data_dir=settings.data_dir),
+                UserAsksStage(),
                 AssembleContextStage(),
                 GenerateStage(
                     chain_for=chains.for_bot,
@@ -178,7 +191,9 @@ class Runtime:
                 ),
             ],
             closing=[
+                RequestStage(self.desk),
                 SaveTurnStage(sessions, self.history, self.limiter),
+                DeskNoticeStage(self.desk),
                 LogTurnStage(),
                 MetricsStage(self.metrics),
                 *observers,
@@ -275,6 +290,7 @@ class Runtime:
             streams=self.streams,
             records=self.records,
             limiter=self.limiter,
+            outbound=self.outbound,
         )
 
     def add_channel(self, adapter: ChannelAdapter) -> ChannelAdapter:

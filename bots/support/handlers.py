@@ -121,6 +121,9 @@ async def handoff_to_human(ctx: ToolContext, reason: str) -> dict[str, Any]:
         "created_at": datetime.now(UTC).isoformat(),
     }
     await asyncio.to_thread(_append_jsonl, ctx.data_dir / "handoffs.jsonl", record)
+    if ctx.ask_for_person is not None:
+        # The conversation goes to the operators' queue when the turn ends; the bot stays silent until handed back.
+        ctx.ask_for_person(reason)
     return {"status": "queued", "follow_up": "a person from the support team will reply in this conversation"}
 
 

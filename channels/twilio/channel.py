@@ -25,7 +25,7 @@ import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -61,7 +61,7 @@ from channels.twilio.state import TwilioState
 from channels.twilio.state.memory import MemoryTwilioState
 from channels.twilio.state.redis import RedisTwilioState
 from core.actions import MAX_LABEL_CHARS, Action
-from core.channel import Capabilities, ChannelContext, DeliveryResult
+from core.channel import Capabilities, ChannelContext, DeliveryResult, ReplyWindow
 from core.envelope import Envelope, Reply, session_id_for
 from core.errors import ConfigError, DeliveryError, StoreError
 from core.offers import last_offer
@@ -101,6 +101,14 @@ class TwilioChannel:
     channel_names: tuple[str, ...] = ("sms", "whatsapp")
     # One adapter for both channels; deliver() formats by reply.channel (plain for SMS, WhatsApp's own).
     capabilities = Capabilities(max_message_length=1600, markdown="plain")
+    #: proactive WhatsApp messages past 24 hours: the bot's approved template, or refused (core.outbound)
+    reply_windows: ClassVar[dict[str, ReplyWindow]] = {
+        "whatsapp": ReplyWindow(
+            seconds=WHATSAPP_WINDOW_SECONDS,
+            template=lambda settings, bot: settings.twilio.whatsapp_templates.get(bot),
+            setting="RELAYBOT_TWILIO__WHATSAPP_TEMPLATES",
+        )
+    }
 
     def __init__(self, ctx: ChannelContext, *, state: TwilioState | None = None) -> None:
         settings = ctx.settings

@@ -41,7 +41,7 @@ class LLMTools:
             return None
         handlers = self._catalog.for_bot(turn.bot)
         specs = handlers.tools.specs(config.llm)
-        context = tool_context(turn, self._executor, self._data_dir)
+        context = tool_context(turn, self._executor, self._data_dir, caller="model")
         offered = set(config.llm)
 
         async def run(call: ToolCall) -> str:

@@ -34,7 +34,7 @@ from core.handoff.index import HandoffIndex
 from core.metrics import Metrics
 from core.stores.base import HistoryStore, Session, SessionStore, StoredMessage
 
-__all__ = ["SessionHandoffDesk", "author_of"]
+__all__ = ["SessionHandoffDesk", "author_of", "last_address"]
 
 #: what the history's system line says of each transition
 _LINES: dict[DeskEventKind, str] = {
@@ -44,6 +44,12 @@ _LINES: dict[DeskEventKind, str] = {
     "closed": "{operator} closed the conversation",
     "timed_out": "Nobody took the conversation in time: the bot answers again",
 }
+
+
+async def last_address(history: HistoryStore, session_id: str) -> str:
+    """The reply address of the user's newest message ("" if none is on record)."""
+    newest = await history.after(session_id, 0, role="user", last=1)
+    return newest[-1].meta.get("reply_to", "") if newest else ""
 
 
 def author_of(message: StoredMessage) -> str:
@@ -202,20 +208,25 @@ class SessionHandoffDesk:
 
     # --- what the pipeline tells the desk -------------------------------------------------------
 
-    async def user_message(self, session: Session, message: StoredMessage) -> None:
-        """A user's message while a person was asked for or holds the conversation: to every console."""
-        shown = DeskMessage(
-            session_id=session.session_id,
-            author="user",
-            text=message.content,
-            created_at=message.created_at,
-            seq=message.seq,
-        )
-        await self._events.publish(DeskEvent(kind="message", session_id=session.session_id, message=shown))
+    async def recorded(self, session: Session, messages: Sequence[StoredMessage]) -> None:
+        """Messages a turn recorded while a person was asked for or holds the conversation: to every console."""
+        for message in messages:
+            shown = DeskMessage(
+                session_id=session.session_id,
+                author=author_of(message),
+                text=message.content,
+                created_at=message.created_at,
+                seq=message.seq,
+            )
+            await self._events.publish(DeskEvent(kind="message", session_id=session.session_id, message=shown))
 
     async def acknowledged(self, session_id: str) -> None:
         """The user was told a person will reply: later messages get no acknowledgement."""
         await self._sessions.swap_fields(session_id, {f.STATE: ["pending_human", "human"]}, {f.ACKED: "1"})
+
+    async def keep_address(self, session_id: str, reply_to: str) -> None:
+        """Where the person's replies go, from the user's latest message."""
+        await self._sessions.swap_fields(session_id, {}, {f.REPLY_TO: reply_to})
 
     # --- helpers --------------------------------------------------------------------------------
 
@@ -301,11 +312,11 @@ class SessionHandoffDesk:
 
     async def _say(self, session: Session, text: str, *, author: str) -> DeskMessage:
         """Send `text` to the user through the conversation's channel and keep it in the history."""
-        reply_to = session.fields.get(f.REPLY_TO, "")
+        reply_to = session.fields.get(f.REPLY_TO, "") or await last_address(self._history, session.session_id)
         if not reply_to:
             raise HandoffError(
-                f"conversation {session.session_id!r} has no reply address yet: it is kept when the user asks for "
-                "a person, or writes while one is asked for"
+                f"conversation {session.session_id!r} has no reply address on record: it is kept with each of "
+                "the user's messages, so the person can reply once the user writes again"
             )
         meta = {"author": author, "kind": "operator"} if author != "bot" else {"kind": "handoff"}
         saved = await self._history.append(

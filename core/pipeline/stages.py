@@ -255,7 +255,8 @@ class RecordStage:
         """Append the exchange to the durable history; what the session window gets ([]: nothing)."""
         env = turn.envelope
         meta = {"kind": "notice", "notice": turn.notice} if turn.notice else {}
-        user_meta = {**meta, **_click_meta(env)}
+        # The reply address rides with the user's message: where a person's or a proactive message goes later.
+        user_meta = {**meta, **_click_meta(env), "reply_to": env.reply_to}
         user = StoredMessage(
             role="user", content=env.text, created_at=env.received_at, ref=env.channel_message_id, meta=user_meta
         )
@@ -263,23 +264,29 @@ class RecordStage:
         reply = StoredMessage(
             role="assistant", content=turn.reply_text or "", ref=env.channel_message_id, meta=reply_meta
         )
+        # A held turn (a person was asked for or holds the conversation) has no reply to record.
+        messages = [user] if turn.silent else [user, reply]
         saved = await self._history.append(
             session_id=env.session_id,
             bot=env.bot,
             channel=env.channel,
             user_id=env.user_id,
-            messages=[user, reply],
+            messages=messages,
             # Once per inbound message: a turn run again (after a crash or a store error) stores nothing.
             turn_key=env.dedupe_key,
         )
         turn.seq = saved[-1].seq
         turn.recorded = saved
-        if saved[-1].created_at != reply.created_at:
+        if len(saved) != len(messages) or saved[-1].created_at != messages[-1].created_at:
             # This message was recorded by an earlier run of the turn: the answer is the one on record
             # (it may already have been shown), and the session window already has it.
+            turn.rerun = True
+            if saved[-1].role != "assistant":
+                turn.hold()  # the first run was held: it stays without a reply
+                return []
+            turn.silent = False
             turn.reply_text = saved[-1].content
             turn.reply_actions, turn.reply_card = offer_from_meta(saved[-1].meta)
-            turn.rerun = True
             return []
         return saved if turn.session is not None and not turn.notice else []
 
@@ -315,6 +322,7 @@ class LogTurnStage:
             intent_method=turn.intent_method,
             intent_candidate=turn.intent_candidate,
             handler=turn.handler,
+            handoff=turn.handoff,
             tool_calls=turn.tool_calls,
             model=turn.model,
             provider=turn.provider,
@@ -342,7 +350,7 @@ class MetricsStage:
 
     async def __call__(self, turn: Turn) -> None:
         m, env = self._metrics, turn.envelope
-        outcome = turn.notice or ("fallback" if turn.fallback_used else "answered")
+        outcome = turn.notice or ("held" if turn.silent else "fallback" if turn.fallback_used else "answered")
         m.turns.labels(env.bot, env.channel, outcome).inc()
         m.turn_latency.labels(env.channel).observe(turn.latency_ms / 1000)
         if turn.notice in ("rate_limited", "token_limit"):

@@ -42,6 +42,9 @@ class ToolContext:
     data_dir: Path
     settings: Mapping[str, str]
     http: aiohttp.ClientSession
+    #: `ask_for_person(reason)`: hand the conversation to a person when the turn ends (the user gets
+    #: the bot's acknowledgement as the turn's reply); None where there is no conversation (a test)
+    ask_for_person: Callable[[str], None] | None = None
 
 
 #: `async def tool(ctx, **arguments) -> JSON-serializable result` (or `WithButtons(result, buttons=...)`)
