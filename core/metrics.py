@@ -54,6 +54,12 @@ class Metrics:
             "relaybot_rate_limited", "Messages refused by a rate limit, by window", ["bot", "window"], registry=r
         )
         self.tokens = Counter("relaybot_tokens", "LLM tokens, by direction", ["bot", "direction"], registry=r)
+        self.handoffs = Counter(
+            "relaybot_handoffs",
+            "Handoff transitions (requested, taken, handed_back, closed, timed_out), by who caused them",
+            ["bot", "transition", "cause"],
+            registry=r,
+        )
         self.deliveries = Counter(
             "relaybot_deliveries", "Replies handed to a channel, by final status", ["channel", "status"], registry=r
         )

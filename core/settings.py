@@ -278,6 +278,9 @@ class Settings(BaseSettings):
     session_ttl_seconds: int = Field(
         3600, ge=1, description="idle time after which a session leaves the session store (its history stays in SQL)"
     )
+    handoff_sweep_seconds: float = Field(
+        10.0, gt=0, description="how often a worker returns conversations nobody took in time to the bot"
+    )
     bus: Literal["memory", "redis"] = Field(
         "memory", description="memory: one process (relaybot run); redis: adapters and workers as separate processes"
     )

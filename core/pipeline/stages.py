@@ -20,7 +20,7 @@ from core.memory.context import memory_block
 from core.memory.summary import window
 from core.metrics import Metrics
 from core.pipeline.turn import Turn
-from core.ratelimit.base import RateLimiter, RateLimits
+from core.ratelimit.base import RateDecision, RateLimiter, RateLimits
 from core.stores.base import HistoryStore, Session, SessionStore, StoredMessage
 
 if TYPE_CHECKING:
@@ -48,12 +48,11 @@ class RateLimitStage:
         self._limiter = limiter
 
     async def __call__(self, turn: Turn) -> None:
-        limits = RateLimits(
-            per_minute=turn.bot.limits.messages_per_minute,
-            per_hour=turn.bot.limits.messages_per_hour,
-            tokens_per_day=turn.bot.limits.tokens_per_day,
-        )
-        decision = await self._limiter.hit(usage_key(turn), limits)
+        self.apply(turn, await self._limiter.hit(usage_key(turn), turn_limits(turn)))
+
+    @staticmethod
+    def apply(turn: Turn, decision: RateDecision) -> None:
+        """Answer the turn with the notice `decision` calls for, if any."""
         if decision.window == "day":
             turn.answer(
                 "You've reached today's usage limit for this assistant. "
@@ -66,6 +65,14 @@ class RateLimitStage:
                 f"Please try again in {describe_wait(decision.retry_after)}.",
                 notice="rate_limited",
             )
+
+
+def turn_limits(turn: Turn) -> RateLimits:
+    return RateLimits(
+        per_minute=turn.bot.limits.messages_per_minute,
+        per_hour=turn.bot.limits.messages_per_hour,
+        tokens_per_day=turn.bot.limits.tokens_per_day,
+    )
 
 
 def usage_key(turn: Turn) -> str:
@@ -99,9 +106,14 @@ class LoadSessionStage:
         self._history = history
 
     async def __call__(self, turn: Turn) -> None:
+        loaded = await self._sessions.load_with_recent(turn.envelope.session_id, turn.bot.history.max_messages)
+        await self.apply(turn, *loaded)
+
+    async def apply(self, turn: Turn, session: Session | None, recent: list[StoredMessage]) -> None:
+        """Put the loaded session and its window on the turn, creating the session if there was none."""
         env = turn.envelope
         window = turn.bot.history.max_messages
-        session, turn.session_messages = await self._sessions.load_with_recent(env.session_id, window)
+        turn.session_messages = recent
         if session is None:
             session = Session(
                 session_id=env.session_id,
@@ -235,6 +247,12 @@ class RecordStage:
         self._history = history
 
     async def __call__(self, turn: Turn) -> None:
+        window = await self.record(turn)
+        if window:
+            await self._sessions.append(turn.envelope.session_id, window, keep=window_kept(turn))
+
+    async def record(self, turn: Turn) -> list[StoredMessage]:
+        """Append the exchange to the durable history; what the session window gets ([]: nothing)."""
         env = turn.envelope
         meta = {"kind": "notice", "notice": turn.notice} if turn.notice else {}
         user_meta = {**meta, **_click_meta(env)}
@@ -262,10 +280,14 @@ class RecordStage:
             turn.reply_text = saved[-1].content
             turn.reply_actions, turn.reply_card = offer_from_meta(saved[-1].meta)
             turn.rerun = True
-            return
-        if turn.session is not None and not turn.notice:
-            # Trimmed to the window the bot reads: the list stays the same size however long the talk.
-            await self._sessions.append(env.session_id, saved, keep=max(1, turn.bot.history.max_messages))
+            return []
+        return saved if turn.session is not None and not turn.notice else []
+
+
+def window_kept(turn: Turn) -> int:
+    """The session window's length: trimmed to what the bot reads, the list stays the same size
+    however long the talk."""
+    return max(1, turn.bot.history.max_messages)
 
 
 def _click_meta(envelope: Envelope) -> dict[str, str]:
