@@ -236,11 +236,11 @@ KEYS: tuple[KeyLayout, ...] = (
         what="Twilio's latest status per MessageSid sent for the reply",
     ),
     KeyLayout(
-        pattern="P:twilio:content:<offer key>",
+        pattern="P:twilio:content:<buttons key>",
         type="STRING",
         ttl=None,
         module="channels/twilio/state/redis.py",
-        what="the Content SID of a WhatsApp button offer created through Twilio's Content API",
+        what="the Content SID made for one set of WhatsApp buttons (until Twilio no longer knows it)",
     ),
 )
 

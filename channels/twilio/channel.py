@@ -227,7 +227,8 @@ class TwilioChannel:
         if message.channel == "sms" and await self._state.is_opted_out(message.number):
             await log.ainfo("sms_from_opted_out_number_ignored")
             return _twiml()
-        text = message.body.strip() or " ".join(f"[attachment: {a.mime_type or 'file'}]" for a in message.attachments)
+        attached = " ".join(f"[attachment: {a.mime_type or 'file'}]" for a in message.attachments)
+        text = message.body.strip() or (message.button_text or "").strip() or attached
         if not text:
             return _twiml()  # nothing to answer (e.g. an empty SMS)
         to_number = message.to_address.removeprefix(WHATSAPP_PREFIX)
