@@ -54,8 +54,9 @@ class _Unit:
 
 
 def grounded_answer(question: str, passages: Sequence[Passage], *, excerpt: str) -> str:
-    """The units of `passages` that answer `question`, cited, then the sources; or "I don't know that yet"
-    when there are no passages."""
+    """The units of `passages` that answer `question`, each cited [n] by its passage's number in `passages`;
+    or "I don't know that yet" when there are no passages, or none names what the question names. The list of
+    sources is the caller's (core.knowledge.sources.cite), as for a model's answer."""
     if not passages:
         return (
             f"I don't know that yet: I found nothing about “{excerpt}” in what I've been given.\n\n"
@@ -64,26 +65,28 @@ def grounded_answer(question: str, passages: Sequence[Passage], *, excerpt: str)
     names = _names(question)
     # A passage is quoted only if it names what the question names ("my Gmail password" is not answered
     # by the page about Tasklane passwords, however close the two are otherwise).
-    quotable = [p for p in passages if names <= _words(f"{p.title} {p.heading} {p.text}")]
+    # Each kept with its number among all the passages given: it is cited by that number, as a model cites
+    # it; core.knowledge.sources numbers the cited ones again and lists them.
+    numbers = [n for n, p in enumerate(passages, start=1) if names <= _words(f"{p.title} {p.heading} {p.text}")]
+    quotable = [passages[n - 1] for n in numbers]
     if not quotable:
         return (
             f"I don't know that yet: what I have about “{excerpt}” does not mention "
             f"{', '.join(sorted(names))}.\n\n"
             "_(I'm running in offline mode, answering only from the knowledge base.)_"
         )
-    passages = quotable
-    chosen = _choose(question, passages)
+    chosen = _choose(question, quotable)
     # Group by passage, the passage of the best unit first; within a passage, in the passage's order.
     groups: dict[int, list[_Unit]] = {}
     for unit in chosen:
         groups.setdefault(unit.passage, []).append(unit)
     parts: list[str] = []
-    for number, units in enumerate(groups.values(), start=1):
+    for index, units in groups.items():
         text = _render(sorted(units, key=lambda u: u.order))
+        number = numbers[index]
         # After a table the citation needs a paragraph of its own, or Markdown reads it as one more row.
         parts.append(f"{text}\n\n[{number}]" if text.endswith("|") else f"{text} [{number}]")
-    sources = " · ".join(f"[{n}] {passages[index].label}" for n, index in enumerate(groups, start=1))
-    return "\n\n".join([*parts, f"Sources: {sources}", OFFLINE_GROUNDED_NOTE])
+    return "\n\n".join([*parts, OFFLINE_GROUNDED_NOTE])
 
 
 _NAME_WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
