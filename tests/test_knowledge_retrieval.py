@@ -234,6 +234,33 @@ async def test_a_near_miss_is_answered_i_dont_know_not_with_a_passage_that_lacks
     assert "account-and-passwords.md" in cited_sources(ask(okta, await knowledge.search("support", okta)))
 
 
+def test_a_passage_that_shares_no_word_with_the_question_is_not_quoted() -> None:
+    overview = Passage(
+        text="Tasklane is a project-management app for small teams. It organises work in boards and tasks.",
+        source="getting-started.md",
+        title="Getting Started with Tasklane",
+        score=0.36,  # close enough in meaning to pass the threshold, as such overviews often are
+    )
+    answer = ask("do you cater weddings or office lunches?", [overview])
+    assert answer.text.startswith("I don't know that yet") and answer.sources == ()
+    # One shared word is enough to quote, as before.
+    assert ask("what are boards?", [overview]).sources == ("[1] Getting Started with Tasklane",)
+
+
+def test_a_day_or_a_month_in_the_question_is_not_a_name_the_passage_must_contain() -> None:
+    cutoff = Passage(
+        text="If you cancel after the cutoff, the box that is already being packed is still delivered and charged.",
+        source="cancelling.md",
+        title="Cancelling",
+        heading="Cancelling after the cutoff",
+        score=0.6,
+    )
+    answer = ask("I cancelled on Thursday, will I still get a box?", [cutoff])
+    assert "still delivered and charged" in answer.text and answer.passages == (cutoff,)
+    # A real name the passage lacks still means "I don't know".
+    assert ask("I cancelled my Netflix box, will I still get it?", [cutoff]).sources == ()
+
+
 async def test_a_query_longer_than_the_model_input_is_truncated(knowledge: KnowledgeService) -> None:
     question = "how do I export my projects to CSV? " + "please help me with this " * 600
     passages = await knowledge.search("support", question, min_score=-1)

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from core.knowledge.passage import Passage
+from core.knowledge.relevance import CALENDAR_WORDS
 from core.knowledge.terms import tokens
 
 __all__ = ["OFFLINE_GROUNDED_NOTE", "grounded_answer"]
@@ -76,6 +77,11 @@ def grounded_answer(question: str, passages: Sequence[Passage], *, excerpt: str)
             "_(I'm running in offline mode, answering only from the knowledge base.)_"
         )
     chosen = _choose(question, quotable)
+    if not chosen:
+        return (
+            f"I don't know that yet: what I found about “{excerpt}” does not answer it.\n\n"
+            "_(I'm running in offline mode, answering only from the knowledge base.)_"
+        )
     # Group by passage, the passage of the best unit first; within a passage, in the passage's order.
     groups: dict[int, list[_Unit]] = {}
     for unit in chosen:
@@ -96,13 +102,15 @@ _DEMONYM = ("an", "ese", "ish", "ch")
 
 def _names(question: str) -> set[str]:
     """The question's key terms that a quote must contain: the names in it (a capitalised or camel-case word
-    not at a sentence start, not "I", not an acronym, not a nationality), lower-cased. Numbers are not among
-    them: "iOS 15?" is answered by "iOS 16 or later"."""
+    not at a sentence start, not "I", not an acronym, a nationality, a day or a month), lower-cased. Numbers
+    are not among them: "iOS 15?" is answered by "iOS 16 or later"."""
     names: set[str] = set()
     for sentence in re.split(r"[.!?]\s+", question):
         for position, word in enumerate(_NAME_WORD.findall(sentence)):
             if position == 0 or word == "I" or word.isupper() or word.endswith(_DEMONYM):
                 continue  # "a German company" asks about VAT in the EU, not about a thing called German
+            if word.lower() in CALENDAR_WORDS:
+                continue  # "cancelled on Thursday": a day, not a thing the passage must name
             if word[0].isupper() or any(c.isupper() for c in word[1:]):
                 names.add(word.lower())
     return names
@@ -127,8 +135,9 @@ def _choose(question: str, passages: Sequence[Passage]) -> list[_Unit]:
             score = 2.0 * shared + 1.0 * len(context) + figure_weight * unit.figure + 4.0 * passage.score
             scored.append((score, unit))
     if not scored:
-        # Nothing shares a word with the question: the best passage's opening, as before.
-        return _units(0, passages[0])[:1]
+        # Nothing in the passages shares a word with the question: close in meaning, but quoting one would
+        # not answer it ("do you cater weddings?" and a product's overview), so the answer is "I don't know".
+        return []
     scored.sort(key=lambda item: (-item[0], item[1].passage, item[1].order))
     best, top = scored[0]
     chosen: list[_Unit] = []
