@@ -13,6 +13,7 @@ import structlog
 from core.actions import offer_from_meta, offer_to_meta
 from core.envelope import Envelope
 from core.knowledge.context import format_passages
+from core.knowledge.sources import cite
 from core.llm.base import ChatMessage, LLMProvider, LLMRequest
 from core.llm.chain import ChainSource
 from core.llm.factory import single_provider_chains
@@ -235,8 +236,12 @@ class GenerateStage:
         if result.outcome == "static":
             turn.answer(result.text)  # every model failed: the buttons were meant for a real answer
         else:
+            # The passages the answer cites become its sources, listed the same way in the text and in
+            # the reply's `sources`; an answer that cites none lists none.
+            cited = cite(result.text, turn.passages or ())
             # Buttons a handler offered before falling through go with the model's answer.
-            turn.answer(result.text, actions=turn.offer_actions, card=turn.offer_card)
+            turn.answer(cited.text, actions=turn.offer_actions, card=turn.offer_card)
+            turn.reply_sources = cited.sources
 
 
 class RecordStage:
