@@ -235,6 +235,13 @@ KEYS: tuple[KeyLayout, ...] = (
         module="channels/twilio/state/redis.py",
         what="Twilio's latest status per MessageSid sent for the reply",
     ),
+    KeyLayout(
+        pattern="P:twilio:content:<buttons key>",
+        type="STRING",
+        ttl=None,
+        module="channels/twilio/state/redis.py",
+        what="the Content SID made for one set of WhatsApp buttons (until Twilio no longer knows it)",
+    ),
 )
 
 

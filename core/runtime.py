@@ -49,21 +49,18 @@ from core.knowledge.service import KnowledgeService
 from core.knowledge.stage import RetrieveStage
 from core.llm.factory import ChainFactory
 from core.memory.llm import ChainFactExtractor, ChainSummarizer
-from core.memory.stages import ExtractFactsStage, FoldSummaryStage, LoadMemoryStage, MemoryCommandStage
+from core.memory.stages import ExtractFactsStage, FoldSummaryStage, MemoryCommandStage
 from core.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from core.metrics import Metrics
 from core.outbound import OutboundSender
+from core.pipeline.closing import SaveTurnStage
+from core.pipeline.opening import OpenTurnStage
 from core.pipeline.pipeline import Pipeline, Stage
 from core.pipeline.stages import (
     AssembleContextStage,
     GenerateStage,
-    HistoryWindowStage,
-    LoadSessionStage,
     LogTurnStage,
     MetricsStage,
-    RateLimitStage,
-    RecordStage,
-    UsageStage,
 )
 from core.plugins import channel_names, installed_capabilities, installed_reply_windows, load_channel_factory
 from core.queue.base import OrderedQueue
@@ -177,12 +174,9 @@ class Runtime:
         self.intents = LocalIntentClassifier(self.knowledge.embedder)
         self.pipeline = Pipeline(
             stages=[
-                RateLimitStage(self.limiter),
-                LoadSessionStage(sessions, self.history),
+                OpenTurnStage(self.limiter, sessions, self.history),
                 # While a person is asked for or holds the conversation, the bot stays silent.
                 HeldStage(self.desk),
-                HistoryWindowStage(sessions),
-                LoadMemoryStage(self.history),
                 MemoryCommandStage(self.history),
                 CommandStage(self.handlers),
                 ActionStage(self.handlers),
@@ -198,9 +192,8 @@ class Runtime:
             ],
             closing=[
                 RequestStage(self.desk),
-                RecordStage(sessions, self.history),
+                SaveTurnStage(sessions, self.history, self.limiter),
                 DeskNoticeStage(self.desk),
-                UsageStage(self.limiter),
                 LogTurnStage(),
                 MetricsStage(self.metrics),
                 *observers,

@@ -146,8 +146,7 @@ class Pipeline:
             seq=turn.seq,
             actions=turn.reply_actions,
             card=turn.reply_card,
-            # Only for a real answer: a notice or the static fallback was not given the passages.
-            sources=tuple(f"[{n}] {p.label}" for n, p in enumerate(turn.passages or (), start=1))
-            if turn.reply_text and not turn.notice and turn.llm_outcome != "static"
-            else (),
+            # Only the knowledge the model's answer cites (GenerateStage): a handler's prompt, a notice or the
+            # static fallback lists none.
+            sources=turn.reply_sources if turn.reply_text and not turn.notice else (),
         )

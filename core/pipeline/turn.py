@@ -68,6 +68,9 @@ class Turn:
     #: buttons and card offered with the reply (a handler's `turn.reply(text, buttons=...)`)
     reply_actions: tuple[Button, ...] = ()
     reply_card: Card | None = None
+    #: the knowledge the answer cites, as listed at its end ("[1] Title (Section)"); set only with a model's
+    #: (or the offline provider's) answer, never with a handler's own reply
+    reply_sources: tuple[str, ...] = ()
     #: buttons a handler offered for the model's answer (`HandlerTurn.offer`): set on the reply if the model answers
     offer_actions: tuple[Button, ...] = ()
     offer_card: Card | None = None
@@ -112,6 +115,7 @@ class Turn:
         check_offer(actions, card)
         self.reply_actions = actions
         self.reply_card = card
+        self.reply_sources = ()
         self.reply_text = text
         self.notice = notice
         self.done = True
