@@ -109,6 +109,25 @@ def test_a_failing_expectation_fails_with_a_readable_diff(bots_dir: Path, capsys
     assert "0 passed, 1 failed" in out
 
 
+def test_a_handoff_expectation_that_does_not_hold_fails_with_the_state(
+    bots_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_tests(
+        bots_dir,
+        "handoff-wrong.yaml",
+        """
+tests:
+  - name: expects the bot to keep a conversation the user wants a person for
+    turns:
+      - say: let me talk to a real person
+        handoff: bot
+""",
+    )
+    assert main(["test", "-k", "expects the bot"]) == 1
+    out = capsys.readouterr().out
+    assert "    handoff:\n      expected: bot\n      actual:   pending_human" in out
+
+
 def test_a_bad_file_is_a_clear_error_with_file_line_test_and_turn(
     bots_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -123,7 +142,7 @@ tests:
       - say: hello
         reply_contain: offline
       - say: hi
-        handoff: true
+        handoff: maybe
       - say: hi
         click: topic.billing
 """,
@@ -132,7 +151,7 @@ tests:
     err = capsys.readouterr().err
     assert f"{path}:4: test 'typo': channel: unknown channel 'fax'" in err
     assert f"{path}:7: test 'typo', turn 1: unknown key 'reply_contain'" in err
-    assert f"{path}:8: test 'typo', turn 2: 'handoff' is not supported yet: handoff state does not exist" in err
+    assert f"{path}:9: test 'typo', turn 2: handoff: Input should be 'bot', 'pending_human' or 'human'" in err
     assert "turn 3: a turn either says something (say: TEXT) or clicks a button (click: ACTION_ID)" in err
 
 

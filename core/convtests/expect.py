@@ -50,6 +50,8 @@ class TurnOutcome:
     #: the buttons the reply offered (its card's included), and the reply's seq (a click names it)
     offered: tuple[Button, ...] = ()
     offered_in: str | None = None
+    #: the conversation's handoff state after the turn (bot, pending_human, human)
+    handoff: str | None = None
 
     def describe(self) -> str:
         """One line of what the turn did, shown above a failure's diff for context."""
@@ -59,6 +61,8 @@ class TurnOutcome:
             parts.append(f"notice={self.notice}")
         if self.error:
             parts.append(f"error={self.error}")
+        if self.handoff and self.handoff != "bot":
+            parts.append(f"handoff={self.handoff}")
         return ", ".join(parts)
 
     @property
@@ -141,6 +145,8 @@ def check_turn(spec: TurnSpec, outcome: TurnOutcome, *, number: int, line: int) 
             if actual != value:
                 want = "not stored" if value is None else repr(value)
                 found.append((f"facts.{key}", want, "not stored" if actual is None else repr(actual)))
+    if spec.handoff is not None and outcome.handoff != spec.handoff:
+        found.append(("handoff", spec.handoff, str(outcome.handoff)))
     if spec.no_facts and outcome.facts:
         found.append(("no_facts", "no facts", ", ".join(f"{k}={v!r}" for k, v in outcome.facts.items())))
     return [Mismatch(number, line, outcome.say, what, expected, actual, reply) for what, expected, actual in found]

@@ -14,7 +14,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from core.actions import Action
@@ -177,7 +177,8 @@ class ConversationRunner:
         turn = self._recorder.take(envelope.id)
         replies = self._channel.take(envelope.id)
         facts = await self.runtime.history.facts(envelope.bot, envelope.user_id)
-        return TurnOutcome.of(envelope, turn, replies, facts)
+        handoff = await self.runtime.handoff_desk.state(envelope.session_id)
+        return replace(TurnOutcome.of(envelope, turn, replies, facts), handoff=str(handoff))
 
 
 def _message(turn: TurnSpec, last: TurnOutcome | None) -> tuple[str, Action | None]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
@@ -30,9 +30,7 @@ __all__ = ["DEFAULT_NOW", "ConversationSpec", "ScriptEntry", "TestFileSpec", "To
 DEFAULT_NOW = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
 
 #: keys the issue names for features relaybot does not have yet: refused, never silently ignored
-NOT_YET = {
-    "handoff": "handoff state does not exist in relaybot yet (a person taking over a conversation)",
-}
+NOT_YET: dict[str, str] = {}
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|seconds?|m|min|minutes?|h|hours?|d|days?)?\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -110,6 +108,8 @@ class TurnSpec(_Strict):
     #: no fact at all is stored after the turn
     no_facts: bool = False
     no_reply: bool = False
+    #: who holds the conversation after the turn: the bot, or a person asked for (pending_human) or holding it (human)
+    handoff: Literal["bot", "pending_human", "human"] | None = None
 
     @model_validator(mode="before")
     @classmethod
