@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +45,13 @@ from benchkit import REPO, percentile
 
 from core.knowledge.embeddings import OnnxMiniLMEmbedder, packaged_tokenizer_path
 from core.knowledge.ingest import Ingestor
+from core.knowledge.sources import cite
 from core.knowledge.store import KnowledgeBase, KnowledgeCollection, Retrieval, StoredChunk
+from core.llm.grounded import grounded_answer
 from core.settings import KnowledgeSettings
 
 KNOWLEDGE = REPO / "bots" / "support" / "knowledge"
+HELD_OUT = REPO / "bench" / "data" / "heldout" / "bots"
 
 
 def sentences() -> list[str]:
@@ -202,12 +206,43 @@ async def query_latencies(kb: KnowledgeBase, embedder: OnnxMiniLMEmbedder, quest
     )
 
 
-def labelled_sets() -> dict[str, list[dict[str, Any]]]:
+@dataclass(frozen=True)
+class Product:
+    """A bot's documents with its labelled sets: questions (file or None) and utterances (intent or None)."""
+
+    name: str
+    bot_dir: Path
+    question_sets: dict[str, list[dict[str, Any]]]
+    utterances: Sequence[Any]
+
+
+def products() -> list[Product]:
+    """The example bot (a set the threshold was tuned on, and a held-out one that the fusion's constants were
+    then chosen on) and Forkful, a second product nobody tuned anything on (bench/data/heldout)."""
     import json
 
+    from core.bots import load_bot
+    from core.evals.sets import load_sets
+
+    support = REPO / "bots" / "support"
+    forkful = HELD_OUT / "forkful"
+    forkful_sets = load_sets(load_bot(forkful))
     tuned = json.loads((REPO / "tests" / "data" / "retrieval_questions.json").read_text())
     held_out = json.loads((REPO / "bench" / "data" / "support_questions.json").read_text())["questions"]
-    return {"tuned (tests/data)": tuned, "held-out (bench/data)": held_out}
+    return [
+        Product(
+            "support",
+            support,
+            {"support tuned (tests/data)": tuned, "support held-out (bench/data)": held_out},
+            load_sets(load_bot(support)).utterances,
+        ),
+        Product(
+            "forkful",
+            forkful,
+            {"forkful held-out": [{"question": q.text, "source": q.document} for q in forkful_sets.questions]},
+            forkful_sets.utterances,
+        ),
+    ]
 
 
 async def recall(
@@ -229,25 +264,134 @@ async def recall(
     return at1 / len(answerable), at4 / len(answerable), nothing / len(unanswerable) if unanswerable else None
 
 
+async def cited_files(collection: KnowledgeCollection, question: str, min_score: float, top_k: int) -> list[str]:
+    """The files the bot's offline answer cites, as it is served: the fused search with the threshold and the
+    name guard, the grounded answer (which refuses passages lacking the question's names), its sources.
+    Empty: the bot answers "I don't know"."""
+    passages = await collection.search(question, k=top_k, min_score=min_score, reject_unknown_names=True)
+    text = grounded_answer(question, passages, excerpt=question)
+    return [p.source for p in cite(text, passages).passages]
+
+
+@dataclass(frozen=True)
+class AnswerFigures:
+    grounded: float  # answerable questions whose answer cites the labelled file
+    refused: float  # answerable questions answered "I don't know"
+    dont_know: float | None  # unanswerable questions answered "I don't know"
+    dont_know_precision: float | None  # of all "I don't know" answers, the share that were right
+
+
+async def answer_figures(
+    collection: KnowledgeCollection, questions: list[dict[str, Any]], min_score: float, top_k: int
+) -> AnswerFigures:
+    answerable = [q for q in questions if q["source"]]
+    unanswerable = [q for q in questions if not q["source"]]
+    grounded = refused = dont_know = 0
+    for q in answerable:
+        files = await cited_files(collection, q["question"], min_score, top_k)
+        grounded += q["source"] in files
+        refused += not files
+    for q in unanswerable:
+        dont_know += not await cited_files(collection, q["question"], min_score, top_k)
+    said = refused + dont_know
+    return AnswerFigures(
+        grounded / len(answerable),
+        refused / len(answerable),
+        dont_know / len(unanswerable) if unanswerable else None,
+        dont_know / said if said and unanswerable else None,
+    )
+
+
+async def untitled_copy(kb: KnowledgeBase, source: KnowledgeCollection, name: str) -> KnowledgeCollection:
+    """The same chunks without their document and section titles (neither embedded nor indexed by BM25), to
+    measure what the titles add."""
+    raw = await asyncio.to_thread(lambda: source._collection.get(include=["documents", "metadatas"]))
+    by_source: dict[str, list[StoredChunk]] = {}
+    for chunk_id, text, meta in zip(raw["ids"], raw["documents"], raw["metadatas"], strict=True):
+        by_source.setdefault(str(meta["source"]), []).append(
+            StoredChunk(
+                id=chunk_id,
+                text=text,
+                source=str(meta["source"]),
+                title="",
+                heading="",
+                index=int(meta["chunk"]),
+                content_hash=str(meta["content_hash"]),
+            )
+        )
+    copy = await kb.collection(name)
+    for file, chunks in by_source.items():
+        await copy.replace_source(file, chunks)
+    return copy
+
+
 async def bench_quality(embedder: OnnxMiniLMEmbedder, root: Path) -> None:
-    kb = await KnowledgeBase.open(embedder=embedder, path=root / "quality" / "chroma")
-    collection = await kb.collection("support")
+    from core.evals.metrics import intent_figures
+    from core.evals.runner import classify_utterances
+    from core.intents import LocalIntentClassifier
+
     options = KnowledgeSettings()
-    await Ingestor(collection, max_chars=options.chunk_chars, overlap_chars=options.overlap_chars).ingest([KNOWLEDGE])
-    threshold = KnowledgeSettings().min_score
-    print(f"\nretrieval quality on the example bot's {len(list(KNOWLEDGE.glob('*.md')))} documents "
-          f"({await collection.count()} chunks); threshold: cosine >= {threshold}")  # fmt: skip
-    print(f"{'set':<27}{'retriever':<10}{'ranking only':>16}{'as served (threshold)':>28}")
-    print(f"{'':<27}{'':<10}{'@1':>8}{'@4':>8}{'@1':>9}{'@4':>8}{'no-answer':>11}")
-    for name, questions in labelled_sets().items():
-        n = sum(1 for q in questions if q["source"])
-        for retrieval in ("dense", "lexical", "hybrid"):
-            r1, r4, _ = await recall(collection, questions, retrieval, -1.0)
-            s1, s4, none = await recall(collection, questions, retrieval, threshold)
-            label = {"dense": "dense", "lexical": "BM25", "hybrid": "fused"}[retrieval]
-            shown = "" if none is None else f"{none:>11.2f}"
-            print(f"{name + f' n={n}':<27}{label:<10}{r1:>8.2f}{r4:>8.2f}{s1:>9.2f}{s4:>8.2f}{shown}")
+    threshold, top_k = options.min_score, options.top_k
+    kb = await KnowledgeBase.open(embedder=embedder, path=root / "quality" / "chroma")
+    classifier = LocalIntentClassifier(embedder)
+    answers: list[tuple[str, AnswerFigures]] = []
+    curves: list[tuple[str, list[tuple[float, AnswerFigures]]]] = []
+    intents: list[tuple[str, int, int]] = []
+    print(f"\nretrieval quality; threshold: cosine >= {threshold}, top {top_k}")
+    print(f"{'set':<36}{'retriever':<18}{'ranking only':>16}{'as served (threshold)':>28}")
+    print(f"{'':<36}{'':<18}{'@1':>8}{'@4':>8}{'@1':>9}{'@4':>8}{'no-answer':>11}")
+    for product in products():
+        from core.bots import load_bot
+
+        bot = load_bot(product.bot_dir)
+        collection = await kb.collection(product.name)
+        await Ingestor(collection, max_chars=options.chunk_chars, overlap_chars=options.overlap_chars).ingest(
+            [product.bot_dir / "knowledge"]
+        )
+        untitled = await untitled_copy(kb, collection, f"{product.name}-untitled")
+        for name, questions in product.question_sets.items():
+            n = sum(1 for q in questions if q["source"])
+            for titles, target in (("", collection), (", no titles", untitled)):
+                for retrieval in ("dense", "lexical", "hybrid"):
+                    r1, r4, _ = await recall(target, questions, retrieval, -1.0)
+                    s1, s4, none = await recall(target, questions, retrieval, threshold)
+                    label = {"dense": "dense", "lexical": "BM25", "hybrid": "fused"}[retrieval] + titles
+                    shown = "" if none is None else f"{none:>11.2f}"
+                    print(f"{name + f' n={n}':<36}{label:<18}{r1:>8.2f}{r4:>8.2f}{s1:>9.2f}{s4:>8.2f}{shown}")
+            answers.append((name, await answer_figures(collection, questions, threshold, top_k)))
+            curve = [
+                (t, await answer_figures(collection, questions, t, top_k))
+                for t in (0.20, 0.25, 0.28, 0.30, 0.33, 0.36, 0.40, 0.45, 0.50)
+            ]
+            curves.append((name, curve))
+        if product.utterances:
+            outcomes = await classify_utterances(classifier, bot, product.utterances)
+            figures = intent_figures(bot.intents, outcomes)
+            intents.append((product.name, figures.correct, figures.total))
     await kb.close()
+
+    def rate(value: float | None) -> str:
+        return "   -" if value is None else f"{value:.2f}"
+
+    print("\noffline answers as served (fused, threshold, name guard, grounded answer and its sources)")
+    print("  targets: grounded >= 0.95, I don't know on unanswerable >= 0.90, wrongly refused <= 0.05")
+    print(f"{'set':<36}{'grounded':>10}{'refused':>9}{'dont-know':>11}")
+    for name, a in answers:
+        print(f"{name:<36}{a.grounded:>10.2f}{a.refused:>9.2f}{rate(a.dont_know):>11}")
+    print("\nthe don't-know threshold: precision and recall of 'I don't know' (recall = unanswerable refused),")
+    print("answerable wrongly refused, and grounded answers, by min_score")
+    for name, curve in curves:
+        print(f"  {name}")
+        print(f"  {'min_score':>11}{'precision':>11}{'recall':>8}{'refused':>9}{'grounded':>10}")
+        for t, a in curve:
+            star = "*" if abs(t - threshold) < 1e-9 else " "
+            print(
+                f"  {t:>10.2f}{star}{rate(a.dont_know_precision):>11}{rate(a.dont_know):>8}"
+                f"{a.refused:>9.2f}{a.grounded:>10.2f}"
+            )
+    print("\nintents (local classifier, each bot's eval/intents.yaml; target >= 0.93)")
+    for name, correct, total in intents:
+        print(f"  {name:<12}{correct / total:.3f} ({correct}/{total})")
 
 
 async def fill(kb_path: Path, total: int) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from core.errors import BotNotFound, ConfigError
 
@@ -169,6 +169,39 @@ class BotKnowledge(BaseModel):
     min_score: float | None = Field(None, ge=-1, le=1)
 
 
+class Handoff(BaseModel):
+    """`[handoff]`: handing a conversation to a person (core/handoff) and what the user is told."""
+
+    #: a request nobody took for this long goes back to the bot (the user is told `timeout_message`)
+    timeout_seconds: float = Field(900.0, gt=0)
+    #: the one reply a user gets when a person is asked for; later messages get none until a person answers
+    acknowledgement: str = "A person will reply here shortly."
+    timeout_message: str = (
+        "Sorry, nobody from the team is free right now. I'm back to help in the meantime; "
+        "ask for a person again later if you need one."
+    )
+    #: told to the user when an operator hands the conversation back ("" says nothing)
+    handed_back_message: str = ""
+    #: the user asking for a person in their own words (regular expressions, case-insensitive)
+    user_phrases: list[str] = Field(
+        default_factory=lambda: [
+            r"\b(talk|speak|chat)\s+(to|with)\s+(a|an|some|the)?\s*(real\s+)?(person|human|agent|someone|operator)\b",
+            r"\b(real|live)\s+(person|human|agent)\b",
+            r"\bhuman\s+agent\b",
+        ]
+    )
+
+    @field_validator("user_phrases")
+    @classmethod
+    def _check_phrases(cls, phrases: list[str]) -> list[str]:
+        for phrase in phrases:
+            try:
+                re.compile(phrase)
+            except re.error as exc:
+                raise ValueError(f"[handoff] user_phrases: {phrase!r} is not a regular expression: {exc}") from exc
+        return phrases
+
+
 class BotConfig(BaseModel):
     name: str
     display_name: str = ""
@@ -181,6 +214,7 @@ class BotConfig(BaseModel):
     intents: Intents = Field(default_factory=Intents)
     tools: Tools = Field(default_factory=Tools)
     knowledge: BotKnowledge = Field(default_factory=BotKnowledge)
+    handoff: Handoff = Field(default_factory=Handoff)
     path: Path | None = Field(None, exclude=True)
 
     @model_validator(mode="after")

@@ -7,6 +7,7 @@ entry point; both live here because `core/` never imports `channels/`. Adapters 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -21,8 +22,9 @@ from core.settings import Settings
 from core.stores.base import HistoryStore
 from core.streams import StreamRegistry
 
-if TYPE_CHECKING:  # core.delivery imports this module
+if TYPE_CHECKING:  # core.delivery and core.outbound import this module
     from core.delivery.records import DeliveryRecords
+    from core.outbound import OutboundSender
 
 MarkdownDialect = Literal["commonmark", "mrkdwn", "telegram-html", "whatsapp", "plain"]
 
@@ -39,6 +41,19 @@ class Capabilities:
     broadcast: bool = False
     #: the platform drops a repeated send (an idempotency key), so a send that timed out may be retried
     idempotent_sends: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplyWindow:
+    """A channel that takes free-form messages only within `seconds` of the user's last message
+    (WhatsApp: 24 hours). An adapter declares its windows as `reply_windows = {channel name: window}`;
+    proactive messages (core.outbound) outside it send the bot's approved template, or are refused."""
+
+    seconds: float
+    #: the bot's approved template (an id the adapter sends instead), read from the settings; None: refuse
+    template: Callable[[Settings, str], str | None]
+    #: the setting that names the templates, for the refusal's message
+    setting: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +94,8 @@ class ChannelContext:
     records: DeliveryRecords
     #: limits checked at the edge, before a message is queued (shared by every process on Redis)
     limiter: RateLimiter
+    #: proactive messages to known users (POST /api/outbound); None where the process sends none
+    outbound: OutboundSender | None = None
 
 
 class ChannelAdapter(DeliveryTarget, Protocol):

@@ -206,7 +206,9 @@ class Reply:
     card: Card | None = None
     final: bool = True
     id: str = field(default_factory=new_id)
-    #: the knowledge passages the answer was given, numbered as cited ("[1] billing.md (Refunds)")
+    #: the knowledge the answer cites, as listed at the end of `text`: "[1] Billing and invoices (Refunds)",
+    #: the title a Markdown link when the document has a URL ("[2] [Plans](https://...)"); empty when the
+    #: answer used no knowledge
     sources: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:

@@ -23,7 +23,7 @@ class Metrics:
         r = self.registry = registry or CollectorRegistry()
         self.turns = Counter(
             "relaybot_turns",
-            "Replies produced, by outcome (answered, fallback, rate_limited, token_limit)",
+            "Turns, by outcome (answered, fallback, rate_limited, token_limit; held: no reply, a person has it)",
             ["bot", "channel", "outcome"],
             registry=r,
         )
@@ -54,6 +54,12 @@ class Metrics:
             "relaybot_rate_limited", "Messages refused by a rate limit, by window", ["bot", "window"], registry=r
         )
         self.tokens = Counter("relaybot_tokens", "LLM tokens, by direction", ["bot", "direction"], registry=r)
+        self.handoffs = Counter(
+            "relaybot_handoffs",
+            "Handoff transitions (requested, taken, handed_back, closed, timed_out), by who caused them",
+            ["bot", "transition", "cause"],
+            registry=r,
+        )
         self.deliveries = Counter(
             "relaybot_deliveries", "Replies handed to a channel, by final status", ["channel", "status"], registry=r
         )

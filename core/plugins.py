@@ -10,7 +10,7 @@ import argparse
 from importlib.metadata import entry_points
 from typing import Any
 
-from core.channel import Capabilities
+from core.channel import Capabilities, ReplyWindow
 from core.envelope import register_channel_names
 from core.errors import ConfigError
 
@@ -44,6 +44,15 @@ def installed_capabilities() -> dict[str, Capabilities]:
         name: adapter.capabilities
         for adapter in _installed_adapters()
         for name in getattr(adapter, "channel_names", ())
+    }
+
+
+def installed_reply_windows() -> dict[str, ReplyWindow]:
+    """The reply windows installed adapters declare (`reply_windows`), by envelope channel name."""
+    return {
+        name: window
+        for adapter in _installed_adapters()
+        for name, window in getattr(adapter, "reply_windows", {}).items()
     }
 
 

@@ -205,6 +205,14 @@ KEYS: tuple[KeyLayout, ...] = (
         module="core/llm/cache/redis.py",
         what="a cached complete answer (JSON: text, provider, model)",
     ),
+    # --- human handoff (core/handoff/redis.py; the state itself is in the session's fields) ---
+    KeyLayout(
+        pattern="P:handoff:open",
+        type="ZSET",
+        ttl=None,
+        module="core/handoff/redis.py",
+        what="conversations waiting for or held by a person, scored by when one was asked for",
+    ),
     # --- Twilio (channels/twilio/state/redis.py) ---
     KeyLayout(
         pattern="P:twilio:optout",
@@ -226,6 +234,13 @@ KEYS: tuple[KeyLayout, ...] = (
         ttl=WEEK,
         module="channels/twilio/state/redis.py",
         what="Twilio's latest status per MessageSid sent for the reply",
+    ),
+    KeyLayout(
+        pattern="P:twilio:content:<buttons key>",
+        type="STRING",
+        ttl=None,
+        module="channels/twilio/state/redis.py",
+        what="the Content SID made for one set of WhatsApp buttons (until Twilio no longer knows it)",
     ),
 )
 

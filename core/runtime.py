@@ -37,28 +37,32 @@ from core.handlers import HandlerCatalog, HandlerStage
 from core.handlers.actions import ActionStage
 from core.handlers.commands import CommandStage
 from core.handlers.llm_tools import LLMTools
+from core.handoff.desk import HandoffDesk
+from core.handoff.events import DeskEventHub
+from core.handoff.index import HandoffIndex, MemoryHandoffIndex
+from core.handoff.redis import RedisHandoffIndex
+from core.handoff.service import SessionHandoffDesk
+from core.handoff.stages import DeskNoticeStage, HeldStage, RequestStage, UserAsksStage
 from core.intents import IntentStage, LLMIntentClassifier, LocalIntentClassifier
 from core.knowledge.errors import KnowledgeError
 from core.knowledge.service import KnowledgeService
 from core.knowledge.stage import RetrieveStage
 from core.llm.factory import ChainFactory
 from core.memory.llm import ChainFactExtractor, ChainSummarizer
-from core.memory.stages import ExtractFactsStage, FoldSummaryStage, LoadMemoryStage, MemoryCommandStage
+from core.memory.stages import ExtractFactsStage, FoldSummaryStage, MemoryCommandStage
 from core.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from core.metrics import Metrics
+from core.outbound import OutboundSender
+from core.pipeline.closing import SaveTurnStage
+from core.pipeline.opening import OpenTurnStage
 from core.pipeline.pipeline import Pipeline, Stage
 from core.pipeline.stages import (
     AssembleContextStage,
     GenerateStage,
-    HistoryWindowStage,
-    LoadSessionStage,
     LogTurnStage,
     MetricsStage,
-    RateLimitStage,
-    RecordStage,
-    UsageStage,
 )
-from core.plugins import channel_names, installed_capabilities, load_channel_factory
+from core.plugins import channel_names, installed_capabilities, installed_reply_windows, load_channel_factory
 from core.queue.base import OrderedQueue
 from core.queue.memory import MemoryQueue
 from core.queue.redis import RedisQueue
@@ -141,6 +145,26 @@ class Runtime:
             if self.distributed
             else InlineOutbox(self.channels, self.sender)
         )
+        # Desk events reach every process sharing the Redis (the console may run apart from the workers).
+        self._desk_fanout: Fanout | None = RedisFanout(redis) if redis is not None and not self.distributed else None
+        handoff_index: HandoffIndex = RedisHandoffIndex(redis) if redis is not None else MemoryHandoffIndex()
+        self.desk = SessionHandoffDesk(
+            sessions=sessions,
+            history=self.history,
+            index=handoff_index,
+            events=DeskEventHub(self._desk_fanout or self.fanout),
+            outbox=self.outbox,
+            bots=bots,
+            metrics=self.metrics,
+        )
+        self.outbound = OutboundSender(
+            sessions=sessions,
+            history=self.history,
+            outbox=self.outbox,
+            bots=bots,
+            settings=settings,
+            windows=installed_reply_windows(),
+        )
         self.chains = chains
         # Opens chromadb and loads the embedding model on first use only; shared with the intent classifier.
         self.knowledge = knowledge or KnowledgeService.from_settings(settings)
@@ -150,16 +174,16 @@ class Runtime:
         self.intents = LocalIntentClassifier(self.knowledge.embedder)
         self.pipeline = Pipeline(
             stages=[
-                RateLimitStage(self.limiter),
-                LoadSessionStage(sessions, self.history),
-                HistoryWindowStage(sessions),
-                LoadMemoryStage(self.history),
+                OpenTurnStage(self.limiter, sessions, self.history),
+                # While a person is asked for or holds the conversation, the bot stays silent.
+                HeldStage(self.desk),
                 MemoryCommandStage(self.history),
                 CommandStage(self.handlers),
                 ActionStage(self.handlers),
                 IntentStage(self.intents, LLMIntentClassifier(chains.for_bot, self.intents)),
                 RetrieveStage(self.knowledge),
                 HandlerStage(self.handlers, sessions, self.tools, data_dir=settings.data_dir),
+                UserAsksStage(),
                 AssembleContextStage(),
                 GenerateStage(
                     chain_for=chains.for_bot,
@@ -167,8 +191,9 @@ class Runtime:
                 ),
             ],
             closing=[
-                RecordStage(sessions, self.history),
-                UsageStage(self.limiter),
+                RequestStage(self.desk),
+                SaveTurnStage(sessions, self.history, self.limiter),
+                DeskNoticeStage(self.desk),
                 LogTurnStage(),
                 MetricsStage(self.metrics),
                 *observers,
@@ -189,6 +214,7 @@ class Runtime:
         )
         self.delivery: DeliveryWorker | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
 
     @classmethod
     async def from_settings(
@@ -231,6 +257,11 @@ class Runtime:
                 await redis.aclose()
             raise
 
+    @property
+    def handoff_desk(self) -> HandoffDesk:
+        """Where operators take conversations over (the console mounts on it)."""
+        return self.desk
+
     def queue(self, name: str) -> OrderedQueue:
         """The named queue ("bus", "outbox:<channel>"), one instance per process."""
         if name not in self._queues:
@@ -259,6 +290,7 @@ class Runtime:
             streams=self.streams,
             records=self.records,
             limiter=self.limiter,
+            outbound=self.outbound,
         )
 
     def add_channel(self, adapter: ChannelAdapter) -> ChannelAdapter:
@@ -358,10 +390,23 @@ class Runtime:
         if worker:
             await self._warm_intents()
             self._tasks.append(asyncio.create_task(self.worker.run(), name="relaybot-worker"))
+            self._tasks.append(asyncio.create_task(self._sweep_handoffs(), name="relaybot-handoff-timeouts"))
         if delivery and self.distributed:
             await self._start_delivery()
         for adapter in self._adapters():
             await adapter.start()
+
+    async def _sweep_handoffs(self) -> None:
+        """Return conversations nobody took within their bot's timeout to the bot (every worker
+        sweeps; each conversation moves once, whoever gets there first)."""
+        interval = self.settings.handoff_sweep_seconds
+        while not self._stopping.is_set():
+            try:
+                await self.desk.expire_waiting()
+            except Exception as exc:
+                await self.log.awarning("handoff_sweep_failed", error=f"{type(exc).__name__}: {exc}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), interval)
 
     async def _warm_intents(self) -> None:
         """Load the embedding model and embed every bot's intent examples now, not on a user's first message."""
@@ -404,6 +449,7 @@ class Runtime:
     async def close(self, *, grace: float | None = None) -> None:
         """Stop taking work, let turns and deliveries in flight finish within `grace`, release everything."""
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
+        self._stopping.set()
         await self.worker.stop(grace)
         if self.delivery is not None:
             await self.delivery.stop(grace)
@@ -419,6 +465,8 @@ class Runtime:
             except Exception as exc:
                 await self.log.aexception("task_failed_on_close", error=str(exc))
         await self.fanout.close()
+        if self._desk_fanout is not None:
+            await self._desk_fanout.close()
         for adapter in self._adapters():
             await adapter.close()
         await self.sessions.close()

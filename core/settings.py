@@ -186,6 +186,12 @@ class TwilioSettings(BaseModel):
         description='per bot, the approved WhatsApp template (Content SID "HX...") sent instead of a reply '
         "outside WhatsApp's 24-hour window; without one such a reply is recorded as not sent",
     )
+    whatsapp_buttons: bool = Field(
+        False,
+        description="show a reply's buttons on WhatsApp as quick replies (up to 3) or a list (up to 10), made "
+        "through Twilio's Content API (one resource per distinct set of buttons, created on first use); "
+        "off: numbered choices in the text, as on SMS",
+    )
     status_callbacks: bool = Field(True, description="ask Twilio for delivery status callbacks (needs public_base_url)")
     send_timeout_seconds: float = Field(
         15.0, gt=0, description="a send with no answer by then is recorded 'unknown', never resent (SMS would repeat)"
@@ -292,6 +298,9 @@ class Settings(BaseSettings):
     )
     session_ttl_seconds: int = Field(
         3600, ge=1, description="idle time after which a session leaves the session store (its history stays in SQL)"
+    )
+    handoff_sweep_seconds: float = Field(
+        10.0, gt=0, description="how often a worker returns conversations nobody took in time to the bot"
     )
     bus: Literal["memory", "redis"] = Field(
         "memory", description="memory: one process (relaybot run); redis: adapters and workers as separate processes"

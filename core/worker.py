@@ -71,8 +71,9 @@ class Worker:
             # Until the last attempt, a store outage is retried rather than answered with an apology.
             await self.process(envelope, retryable=entry.attempt < self._max_attempts)
 
-    async def process(self, envelope: Envelope, *, retryable: bool = False) -> Reply:
-        """Answer one envelope (the caller holds its conversation).
+    async def process(self, envelope: Envelope, *, retryable: bool = False) -> Reply | None:
+        """Answer one envelope (the caller holds its conversation); None when the bot stays silent
+        (a person was asked for or holds the conversation: the message is recorded, not answered).
 
         A message answered before (the worker died before acknowledging it, or a copy reached the
         queue after the bus's dedupe window) runs again, and is still answered once: the history
@@ -90,7 +91,8 @@ class Worker:
             if stream is not None:
                 # The last piece of streamed text goes out before the reply, never after it.
                 await stream.close()
-        await self._outbox.submit(reply)
+        if reply is not None:
+            await self._outbox.submit(reply)
         # Memory (facts, summary) once the reply is on its way: still under the conversation's lock,
         # so the next message of this conversation sees what this one taught.
         await self._pipeline.follow_up(turn)

@@ -52,6 +52,19 @@ def test_chat_answers_lines_from_stdin_and_remembers_the_conversation(tmp_path: 
     assert len(sessions) == 1 and next(iter(sessions)).startswith("support:cli:terminal:")
 
 
+def test_chat_shows_buttons_as_numbered_choices_and_a_number_or_a_label_clicks_them(tmp_path: Path) -> None:
+    done = relaybot(tmp_path, "chat", stdin="/start\n3\nno, keep it\n")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[1] == "     [1] Billing  [2] A problem  [3] Cancel"
+    assert "do you want to cancel it?" in lines[2] and lines[3] == "     [1] Yes, cancel it  [2] No, keep it"
+    assert "I've left your subscription as it is" in lines[4] and len(lines) == 5  # no choices offered
+    with sqlite3.connect(tmp_path / "data" / "relaybot.db") as db:
+        query = "select content, json_extract(meta, '$.action') from messages where role = 'user' order by seq"
+        said = db.execute(query)
+        assert said.fetchall() == [("/start", None), ("Cancel", "topic.cancel"), ("No, keep it", "cancel.no")]
+
+
 def test_an_unknown_bot_is_a_clear_configuration_error(tmp_path: Path) -> None:
     result = relaybot(tmp_path, "chat", "--bot", "nope")
     assert result.returncode == 2

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from core.actions import Button
 from core.bots import load_bot
 from core.envelope import Envelope, Reply
 from core.errors import ConfigError
@@ -267,7 +268,10 @@ async def test_the_model_calls_a_declared_tool_through_each_provider(tmp_path: P
     assert names == ["lookup_order", "create_ticket", "handoff_to_human"]
     last = second.body["messages"][-1]  # the tool's result went back, in the provider's format
     result = last["content"] if provider == "openai" else last["content"][0]["content"]
-    assert json.loads(result)["plan"] == "Team"
+    # lookup_order offers a button with its result: the model is told what the user sees.
+    assert json.loads(result)["result"]["plan"] == "Team"
+    assert json.loads(result)["buttons_shown_to_user"] == ["Get the invoice"]
+    assert reply.actions == (Button("order.invoice", "Get the invoice", value="TL-10042"),)
     assert turn["tokens_in"] > 0 and len(turn["attempts"]) == 2
 
 

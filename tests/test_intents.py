@@ -91,6 +91,33 @@ async def test_the_index_follows_changed_examples(embedder: OnnxMiniLMEmbedder) 
     assert (await classifier.classify(bot(["the weather is nice"]), "my dog keeps barking")).scores["dogs"] < 0.3
 
 
+async def test_small_talk_goes_to_the_intent_made_for_it_not_to_one_it_happens_to_resemble(
+    embedder: OnnxMiniLMEmbedder,
+) -> None:
+    def bot(greeting_examples: list[str]) -> BotConfig:
+        intents = {
+            "threshold": 0.25,
+            "default": "other",
+            "cancellation": {"examples": ["cancel my subscription", "I'm leaving, end my plan", "close my account"]},
+            "greeting": {"examples": greeting_examples},
+            "other": {"description": "anything else"},
+        }
+        return BotConfig(name="shop", intents=Intents.model_validate(intents))
+
+    classifier = LocalIntentClassifier(embedder)
+    with_greetings = bot(["hello there", "thanks a lot", "what can you do"])
+    for text in ("goodbye", "ok bye", "thanks, that's all!", "have a good one"):
+        result = await classifier.classify(with_greetings, text)
+        assert result.intent == "greeting", (text, result)
+    # A bot with no small-talk examples sends it to its default intent, above the threshold or not.
+    without = bot(["what can you do", "who are you"])
+    assert (await classifier.classify(without, "goodbye")).intent == "other"
+    # More than small talk is classified as usual.
+    assert (await classifier.classify(with_greetings, "thanks, and how do I cancel my subscription?")).intent == (
+        "cancellation"
+    )
+
+
 @pytest.fixture
 async def openai_fake() -> AsyncIterator[FakeOpenAI]:
     async with FakeOpenAI() as fake:

@@ -170,6 +170,39 @@ async def test_each_chunk_keeps_its_source_title_and_heading(kb: KnowledgeBase, 
     assert pdf.source == "guides/sso.pdf" and "Okta" in pdf.text
 
 
+async def test_front_matter_names_the_document_and_gives_its_link(kb: KnowledgeBase, tmp_path: Path) -> None:
+    folder = tmp_path / "fm"
+    folder.mkdir()
+    (folder / "refund-policy.md").write_text(
+        "---\ntitle: Refunds, explained\nurl: https://help.example.com/refunds\nlayout: page\n---\n\n"
+        "# Refunds\n\n## Annual plans\n\nAnnual plans are refunded in full within 30 days.\n"
+    )
+    (folder / "no_heading.txt").write_text("Monthly plans are never refunded.\n")
+    (folder / "bad-url.md").write_text("---\nurl: javascript:alert(1)\n---\n\n# Bad\n\nText.\n")
+    (folder / "bad-yaml.md").write_text("---\ntitle: [unclosed\n---\n\n# Bad\n\nText.\n")
+    collection = await kb.collection("support")
+    summary = await Ingestor(collection).ingest([folder])
+    assert sorted(summary.added) == ["no_heading.txt", "refund-policy.md"]
+    reasons = dict(summary.skipped)
+    assert "must be an absolute http(s) URL" in reasons["bad-url.md"]
+    assert "front matter is not valid YAML" in reasons["bad-yaml.md"]
+
+    (best,) = await collection.search("are annual plans refunded?", k=1)
+    # The front matter's title, not the file name or the first heading; the block itself is not content.
+    assert (best.title, best.heading, best.url) == (
+        "Refunds, explained",
+        "Annual plans",
+        "https://help.example.com/refunds",
+    )
+    assert best.label == "Refunds, explained (Annual plans)"
+    assert best.markdown_label == "[Refunds, explained](https://help.example.com/refunds) (Annual plans)"
+    found = await collection.search("layout page url", k=5, min_score=-1)
+    assert not any("layout" in p.text or "https://" in p.text for p in found)
+    # Without front matter or heading: the file name, made readable; no link.
+    (plain,) = await collection.search("are monthly plans refunded?", k=1)
+    assert (plain.title, plain.url, plain.markdown_label) == ("No heading", "", "No heading")
+
+
 async def test_a_changed_file_replaces_its_old_chunks(kb: KnowledgeBase, docs: Path) -> None:
     collection = await kb.collection("support")
     await Ingestor(collection).ingest([docs])

@@ -195,6 +195,20 @@ async def test_set_fields_merges(session_store: SessionStore) -> None:
     assert loaded.bot == "support"
 
 
+async def test_swap_fields_writes_only_over_the_expected_values(session_store: SessionStore) -> None:
+    await session_store.create(make_session(state="waiting"))
+
+    assert await session_store.swap_fields("s1", {"state": ["", "waiting"], "owner": [""]}, {"state": "held"}) == (
+        "swapped"
+    )
+    assert await session_store.swap_fields("s1", {"state": ["waiting"]}, {"state": "stolen"}) == "mismatch"
+    assert await session_store.swap_fields("nope", {}, {"state": "held"}) == "missing"
+
+    loaded = await session_store.load("s1")
+    assert loaded is not None and loaded.fields == {"state": "held"}
+    assert await session_store.load("nope") is None
+
+
 async def test_writes_to_an_absent_session_fail_loudly_and_do_not_resurrect_it(
     session_store: SessionStore,
 ) -> None:

@@ -15,14 +15,18 @@ import openai
 import pytest
 from structlog.testing import capture_logs
 
+from core.actions import Button
 from core.bots import load_bot
+from core.envelope import Envelope
 from core.errors import ConfigError
 from core.handlers import BotHandlers, load_handlers
+from core.handlers.llm_tools import offer_with_answer
 from core.llm.anthropic import AnthropicProvider, split_system
 from core.llm.base import ChatMessage, LLMRequest, ToolCall, ToolSpec
 from core.llm.factory import ChainFactory
 from core.llm.openai import OpenAIProvider
-from core.tools import ToolContext, ToolError, ToolExecutor, ToolRegistry
+from core.pipeline.turn import Turn
+from core.tools import ToolContext, ToolError, ToolExecutor, ToolRegistry, WithButtons
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.scripted import Answer, Fail, ToolUse
@@ -401,3 +405,43 @@ async def test_lookup_order_reads_the_demo_orders(tmp_path: Path, executor: Tool
     missing = await executor.call(tools, "lookup_order", {"order_id": "TL-99999"}, context=ctx)
     assert found.ok and found.output["status"] == "payment_failed"
     assert missing.outcome == "error" and "no order 'TL-99999'" in (missing.error or "")
+
+
+# --- tools that offer buttons ------------------------------------------------------------------------
+
+
+async def test_a_tool_offers_buttons_with_its_result_and_they_join_the_answers_within_the_limit(
+    tmp_path: Path, executor: ToolExecutor
+) -> None:
+    handlers = BotHandlers()
+
+    @handlers.tool(description="a menu", parameters={"type": "object", "properties": {}})
+    async def menu(ctx: ToolContext) -> WithButtons:
+        return WithButtons({"items": 4}, buttons=[{"id": f"m{n}", "label": f"Item {n}"} for n in range(4)])
+
+    @handlers.tool(description="a bad button", parameters={"type": "object", "properties": {}})
+    async def broken(ctx: ToolContext) -> WithButtons:
+        return WithButtons(1, buttons=[{"id": "not an id", "label": "x"}])
+
+    ctx = context(executor, tmp_path)
+    result = await executor.call(handlers.tools, "menu", {}, context=ctx, caller="llm")
+    # The model reads the result and what the user is shown, so its answer can point at the buttons.
+    assert (result.outcome, result.output) == ("ok", {"items": 4})
+    assert json.loads(result.for_model()) == {
+        "result": {"items": 4},
+        "buttons_shown_to_user": ["Item 0", "Item 1", "Item 2", "Item 3"],
+    }
+    assert result.to_log()["buttons"] == ["m0", "m1", "m2", "m3"]
+    bad = await executor.call(handlers.tools, "broken", {}, context=ctx)
+    assert bad.outcome == "error" and "InvalidAction" in (bad.error or "") and bad.buttons == ()
+
+    # With what a handler offered first: a repeated id once, nothing beyond the reply's ten buttons.
+    envelope = Envelope.create(
+        bot="support", channel="api", channel_message_id="m1", conversation_id="c1", user_id="api:c1", text="menu"
+    )
+    turn = Turn(envelope=envelope, bot=bot())
+    turn.offer_actions = (*(Button(id=f"h{n}", label=f"Handler {n}") for n in range(7)), Button("m0", "Item 0"))
+    dropped = offer_with_answer(turn, result)
+    assert [b.id for b in turn.offer_actions] == [*(f"h{n}" for n in range(7)), "m0", "m1", "m2"]
+    assert dropped == ["m3"]
+    turn.answer("Here is the menu.", actions=turn.offer_actions, card=turn.offer_card)  # a valid offer

@@ -11,11 +11,14 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from structlog.testing import capture_logs
 
 from channels.twilio.channel import TwilioChannel
+from channels.twilio.content import interactive_content
 from channels.twilio.outbound import segments, sms_part_limit, sms_parts
 from channels.twilio.state.memory import MemoryTwilioState
 from channels.twilio.state.redis import RedisTwilioState
+from core.actions import Button
 from core.delivery.records import DeliveryRecord
 from core.envelope import Reply
 from core.errors import DeliveryError
@@ -437,6 +440,11 @@ async def test_redis_state_round_trip(redis_url: str) -> None:
         await state.set_status("r1", "SM1", "sent")
         await state.set_status("r1", "SM1", "delivered")
         assert await state.statuses("r1") == {"SM1": "delivered"}
+        assert await state.content_sid("k1") is None
+        await state.remember_content("k1", TEMPLATE)
+        assert await state.content_sid("k1") == TEMPLATE
+        await state.forget_content("k1")
+        assert await state.content_sid("k1") is None
     finally:
         await state.close()
 
@@ -583,3 +591,180 @@ async def test_a_number_without_a_choice_to_answer_is_an_ordinary_message(
     await twilio.wait_for(2)
     history = await runtime.history.after(f"support:sms:{USER}", 0, role="user")
     assert (history[-1].content, history[-1].meta.get("action")) == ("7", None)
+
+
+# --- buttons: WhatsApp quick replies and lists through the Content API ---------------------------------
+
+
+def whatsapp(body: str, **fields: str) -> dict[str, str]:
+    return sms(body, From=WA_USER, To=WA_NUMBER, ProfileName="Ada", WaId=USER.removeprefix("+"), **fields)
+
+
+def tap(label: str, button_id: str) -> dict[str, str]:
+    """A tap on a quick reply, as Twilio posts it: the shown text as Body and ButtonText, the id as ButtonPayload."""
+    return whatsapp(label, ButtonText=label, ButtonPayload=button_id, MessageType="button")
+
+
+@pytest.fixture
+async def wa_app(tmp_path: Path, twilio: FakeTwilio, openai: FakeOpenAI) -> AsyncIterator[tuple[Runtime, str]]:
+    bots = tmp_path / "bots"
+    target = write_bot(bots)
+    # A menu of five choices, one label too long for a list item: the list picker and its limits.
+    (target / "handlers.py").write_text(
+        (target / "handlers.py").read_text()
+        + """
+
+@bot.command("plans")
+async def plans_command(turn: HandlerTurn) -> None:
+    turn.reply("Which plan?", buttons=[
+        Button(id=f"plan.{n}", label=label) for n, label in enumerate(
+            ["Free", "Starter", "Team", "Business", "Enterprise with a dedicated manager"])
+    ])
+"""
+    )
+    settings = settings_for(tmp_path, twilio, openai, twilio={"whatsapp_buttons": True}, bots_dir=bots)
+    async with running_app(settings) as started:
+        yield started
+
+
+def content_of(twilio: FakeTwilio, sent: Sent) -> dict[str, Any]:
+    """What WhatsApp shows for a message sent with a ContentSid: its content type's fields."""
+    assert sent.body is None and sent.content_sid is not None
+    (types,) = [twilio.contents[sent.content_sid]["types"]]
+    return dict(types)
+
+
+async def test_whatsapp_buttons_are_quick_replies_and_a_tap_is_the_click(
+    wa_app: tuple[Runtime, str], twilio: FakeTwilio
+) -> None:
+    runtime, base = wa_app
+    assert await inbound(twilio, base, whatsapp("/start"), route="whatsapp") == 200
+    (greeting,) = await twilio.wait_for(1)
+    assert content_of(twilio, greeting) == {
+        "twilio/quick-reply": {
+            "body": "{{1}}",
+            "actions": [
+                {"title": "Billing", "id": "topic.billing"},
+                {"title": "A problem", "id": "topic.problem"},
+                {"title": "Cancel", "id": "topic.cancel"},
+            ],
+        }
+    }
+    # The reply's text is the body, without the numbered line (the buttons are there to tap).
+    text = greeting.variables["1"]
+    assert text.startswith("Hi! I'm the Tasklane support assistant") and "Reply 1" not in text
+
+    assert await inbound(twilio, base, tap("Cancel", "topic.cancel"), route="whatsapp") == 200
+    confirm = (await twilio.wait_for(2))[-1]
+    assert "do you want to cancel it?" in confirm.variables["1"]
+    assert content_of(twilio, confirm)["twilio/quick-reply"]["actions"] == [
+        {"title": "Yes, cancel it", "id": "cancel.yes"},
+        {"title": "No, keep it", "id": "cancel.no"},
+    ]
+    assert await inbound(twilio, base, tap("No, keep it", "cancel.no"), route="whatsapp") == 200
+    kept = (await twilio.wait_for(3))[-1]
+    assert kept.content_sid is None and kept.body is not None and "I've left your subscription" in kept.body
+
+    # The same offer again reuses its content: created once per distinct set of buttons.
+    assert await inbound(twilio, base, whatsapp("/start"), route="whatsapp") == 200
+    again = (await twilio.wait_for(4))[-1]
+    assert again.content_sid == greeting.content_sid and twilio.content_requests == 2
+
+    history = await runtime.history.after(f"support:whatsapp:{USER}", 0, role="user")
+    assert [(m.content, m.meta.get("action")) for m in history] == [
+        ("/start", None),
+        ("Cancel", "topic.cancel"),
+        ("No, keep it", "cancel.no"),
+        ("/start", None),
+    ]
+    # SMS is unchanged by the setting: numbered text.
+    assert await inbound(twilio, base, sms("/start")) == 200
+    texted = (await twilio.wait_for(5))[-1]
+    assert texted.body is not None and texted.body.endswith("Reply 1 for Billing, 2 for A problem, 3 for Cancel.")
+
+
+async def test_more_than_three_buttons_are_a_list_and_long_labels_are_cut_and_logged(
+    wa_app: tuple[Runtime, str], twilio: FakeTwilio
+) -> None:
+    runtime, base = wa_app
+    with capture_logs() as logs:
+        assert await inbound(twilio, base, whatsapp("/plans"), route="whatsapp") == 200
+        (menu,) = await twilio.wait_for(1)
+        await settled(runtime, reply_id_of(menu))
+    picker = content_of(twilio, menu)["twilio/list-picker"]
+    assert (picker["body"], picker["button"], menu.variables) == ("{{1}}", "Choose", {"1": "Which plan?"})
+    assert [i["item"] for i in picker["items"]] == ["Free", "Starter", "Team", "Business", "Enterprise with a dedic…"]
+    assert picker["items"][4] == {
+        "item": "Enterprise with a dedic…",
+        "id": "plan.4",
+        "description": "Enterprise with a dedicated manager",
+    }
+    (cut,) = [e for e in logs if e["event"] == "whatsapp_button_label_cut"]
+    assert (cut["button_id"], cut["limit"], cut["label_chars"]) == ("plan.4", 24, 35)
+    # A pick from the list comes back as ListId / ListTitle: the click, with the whole label as its text.
+    pick = whatsapp("Enterprise with a dedic…", ListId="plan.4", ListTitle="Enterprise with a dedic…")
+    assert await inbound(twilio, base, pick, route="whatsapp") == 200
+    await twilio.wait_for(2)
+    history = await runtime.history.after(f"support:whatsapp:{USER}", 0, role="user")
+    assert (history[-1].content, history[-1].meta.get("action")) == ("Enterprise with a dedicated manager", "plan.4")
+
+
+def test_button_content_respects_whatsapp_limits_whatever_the_labels() -> None:
+    quick = interactive_content([Button(id="a", label="x" * 80), Button(id="b", label="Fine")])
+    actions = quick.types["twilio/quick-reply"]["actions"]
+    assert [len(a["title"]) for a in actions] == [20, 4] and actions[0]["title"].endswith("…")
+    assert [(c.button_id, c.limit) for c in quick.cuts] == [("a", 20)]
+    many = interactive_content([Button(id=f"b{n}", label=f"{n} " + "y" * 78) for n in range(10)])
+    items = many.types["twilio/list-picker"]["items"]
+    assert len(items) == 10 and all(len(i["item"]) <= 24 and len(i["description"]) <= 72 for i in items)
+    assert len(many.cuts) == 10
+    # The key names the buttons, not the text: one resource per distinct offer.
+    assert quick.key == interactive_content([Button(id="a", label="x" * 80), Button(id="b", label="Fine")]).key
+    assert quick.key != interactive_content([Button(id="a", label="x" * 80)]).key
+
+
+async def test_a_tap_on_an_older_replys_button_is_read_as_its_text(
+    wa_app: tuple[Runtime, str], twilio: FakeTwilio
+) -> None:
+    runtime, base = wa_app
+    assert await inbound(twilio, base, whatsapp("/start"), route="whatsapp") == 200
+    await twilio.wait_for(1)
+    assert await inbound(twilio, base, tap("Cancel", "topic.cancel"), route="whatsapp") == 200
+    await twilio.wait_for(2)
+    # The greeting's "A problem", tapped while the yes/no is the newest offer: not a click, but its text.
+    assert await inbound(twilio, base, tap("A problem", "topic.problem"), route="whatsapp") == 200
+    await twilio.wait_for(3)
+    history = await runtime.history.after(f"support:whatsapp:{USER}", 0, role="user")
+    assert (history[-1].content, history[-1].meta.get("action")) == ("A problem", None)
+
+
+async def test_without_the_content_api_whatsapp_buttons_are_numbered(
+    wa_app: tuple[Runtime, str], twilio: FakeTwilio
+) -> None:
+    runtime, base = wa_app
+    twilio.queue_content(Fail(403, 20403, "Content API not enabled for this account"))
+    with capture_logs() as logs:
+        assert await inbound(twilio, base, whatsapp("/start"), route="whatsapp") == 200
+        (greeting,) = await twilio.wait_for(1)
+        await settled(runtime, reply_id_of(greeting))
+    assert greeting.content_sid is None and greeting.body is not None
+    assert greeting.body.endswith("Reply 1 for Billing, 2 for A problem, 3 for Cancel.")
+    assert any(e["event"] == "whatsapp_buttons_numbered" and "20403" in e["error"] for e in logs)
+    # The numbers still answer; the next offer tries the Content API again (and gets it).
+    assert await inbound(twilio, base, whatsapp("3"), route="whatsapp") == 200
+    confirm = (await twilio.wait_for(2))[-1]
+    assert confirm.content_sid is not None and "do you want to cancel it?" in confirm.variables["1"]
+
+
+async def test_a_content_deleted_in_twilio_is_created_again(wa_app: tuple[Runtime, str], twilio: FakeTwilio) -> None:
+    runtime, base = wa_app
+    assert await inbound(twilio, base, whatsapp("/start"), route="whatsapp") == 200
+    (first,) = await twilio.wait_for(1)
+    assert first.content_sid is not None
+    twilio.delete_content(first.content_sid)
+    assert await inbound(twilio, base, whatsapp("/start"), route="whatsapp") == 200
+    second = (await twilio.wait_for(2, within=30))[-1]
+    assert second.content_sid not in (None, first.content_sid)
+    assert twilio.contents[second.content_sid]["types"]["twilio/quick-reply"]["actions"][0]["id"] == "topic.billing"
+    record = await settled(runtime, reply_id_of(second))
+    assert record.status == "sent"

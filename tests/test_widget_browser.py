@@ -7,6 +7,7 @@ The widget lives in an open shadow root; Playwright's CSS and test-id locators p
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -70,9 +71,15 @@ def _healthz_ok(url: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the server keeps its data and writes its output (server.out, server.err)."""
+    return tmp_path_factory.mktemp("widget-server")
+
+
+@pytest.fixture(scope="module")
+def server_url(server_tmp: Path) -> Iterator[str]:
     """The real app on a free port, stopped by its PID when the module's tests are done."""
-    tmp = tmp_path_factory.mktemp("widget-server")
+    tmp = server_tmp
     port = _free_port()
     env = {key: value for key, value in os.environ.items() if key not in SCRUBBED_ENV}
     env.update(RELAYBOT_DATA_DIR=str(tmp / "data"), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
@@ -300,4 +307,47 @@ async def test_buttons_are_real_buttons_used_by_keyboard_and_mouse_then_disabled
     await expect(page.get_by_test_id("rb-choice")).to_have_count(5)
     for button in await page.get_by_test_id("rb-choice").all():
         await expect(button).to_be_disabled()
+    assert errors == []
+
+
+async def test_an_answer_from_the_knowledge_shows_its_sources_once_as_a_line_with_links(
+    browser: Browser, server_url: str, server_tmp: Path
+) -> None:
+    # `relaybot run` ingests the bot's knowledge folder in the background: wait for it to be searchable.
+    deadline = time.monotonic() + 120
+    while not any(
+        "knowledge_ingested" in (server_tmp / f).read_text(errors="replace") for f in ("server.out", "server.err")
+    ):
+        assert time.monotonic() < deadline, "the knowledge folder was not ingested within 120 s"
+        await asyncio.sleep(0.5)
+    page, errors = await _open_page(browser, server_url, {"width": 1280, "height": 800})
+    await _send(page, "Which payment methods do you accept?")
+    reply = page.locator(FINAL_BOT_MSG)
+    await expect(reply).to_have_count(1, timeout=REPLY_TIMEOUT_MS)
+    sources = reply.get_by_test_id("rb-sources")
+    # One small line under the answer; the text's own copy of the list is not shown a second time.
+    await expect(sources).to_have_count(1)
+    await expect(sources).to_contain_text("Sources: [1] Billing and Invoices (")
+    assert (await reply.inner_text()).count("Sources") == 1
+    # The title is a link to the document's address from its front matter, opened in a new tab.
+    first = sources.get_by_role("link").first
+    await expect(first).to_have_text("Billing and Invoices")
+    await expect(first).to_have_attribute("href", "https://help.tasklane.example/billing-and-invoices")
+    await expect(first).to_have_attribute("target", "_blank")
+    font = await sources.evaluate("node => getComputedStyle(node).fontSize")
+    assert font == "12px"
+
+    # A handler's question (the cancellation flow's yes/no) lists no sources.
+    await _send(page, "I'd like to cancel my subscription")
+    await expect(reply).to_have_count(2, timeout=REPLY_TIMEOUT_MS)
+    await expect(reply.nth(1)).to_contain_text("yes")
+    await expect(reply.nth(1).get_by_test_id("rb-sources")).to_have_count(0)
+
+    # Kept across a reload, drawn the same way from the stored transcript.
+    await page.reload()
+    await expect(
+        page.locator(FINAL_BOT_MSG).first.get_by_test_id("rb-sources").get_by_role("link").first
+    ).to_have_attribute("href", "https://help.tasklane.example/billing-and-invoices")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "widget-sources.png"))
     assert errors == []

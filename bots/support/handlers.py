@@ -18,13 +18,15 @@ from typing import Any
 import aiohttp
 
 from core.handlers import BotHandlers, Button, HandlerTurn
-from core.tools import ToolContext, ToolError
+from core.tools import ToolContext, ToolError, WithButtons
 
 bot = BotHandlers()
 
 ORDER_ID = re.compile(r"\bTL-?\d{5}\b", re.IGNORECASE)
 YES = re.compile(r"^\s*(yes|y|yeah|yep|yup|sure|ok|okay|confirm(ed)?|please do|do it|go ahead|correct)\b", re.I)
 NO = re.compile(r"^\s*(no|n|nope|nah|don'?t|do not|never ?mind|keep( it)?|stop|wait|not now)\b", re.I)
+#: a message that only greets ("hi", "Hello there!", "good morning"): answered with the topics as buttons
+GREETING = re.compile(r"^\s*(hi|hello|hey|hiya|howdy|good (morning|afternoon|evening))( there)?[\s!.,]*$", re.I)
 WANTS_HUMAN = re.compile(r"\b(human|real person|a person|someone|agent|representative|operator)\b", re.I)
 SUPPORT_EMAIL = "support@tasklane.example"
 
@@ -41,7 +43,7 @@ SUPPORT_EMAIL = "support@tasklane.example"
         "additionalProperties": False,
     },
 )
-async def lookup_order(ctx: ToolContext, order_id: str) -> dict[str, Any]:
+async def lookup_order(ctx: ToolContext, order_id: str) -> WithButtons:
     if ctx.bot_dir is None:
         raise ToolError("the order list is not available")
     orders = await asyncio.to_thread(_read_orders, ctx.bot_dir / "tools" / "orders.json")
@@ -49,7 +51,8 @@ async def lookup_order(ctx: ToolContext, order_id: str) -> dict[str, Any]:
     order = orders.get(key)
     if order is None:
         raise ToolError(f"there is no order {order_id!r}; order numbers look like TL-10042")
-    return order
+    # When the model looked the order up, its answer comes with this button (see order_invoice below).
+    return WithButtons(order, buttons=[Button("order.invoice", "Get the invoice", value=key)])
 
 
 def _read_orders(path: Path) -> dict[str, dict[str, Any]]:
@@ -118,6 +121,9 @@ async def handoff_to_human(ctx: ToolContext, reason: str) -> dict[str, Any]:
         "created_at": datetime.now(UTC).isoformat(),
     }
     await asyncio.to_thread(_append_jsonl, ctx.data_dir / "handoffs.jsonl", record)
+    if ctx.ask_for_person is not None:
+        # The conversation goes to the operators' queue when the turn ends; the bot stays silent until handed back.
+        ctx.ask_for_person(reason)
     return {"status": "queued", "follow_up": "a person from the support team will reply in this conversation"}
 
 
@@ -211,6 +217,13 @@ async def technical(turn: HandlerTurn) -> None:
     turn.note("If the steps in the knowledge do not solve it, offer to hand the conversation to a person.")
 
 
+@bot.intent("general")
+async def general(turn: HandlerTurn) -> None:
+    """A greeting gets the model's answer with the three topics as buttons; anything else, the model alone."""
+    if GREETING.match(turn.message):
+        turn.offer(TOPICS)
+
+
 # --- buttons: the greeting's topics ----------------------------------------------------------------
 
 
@@ -232,6 +245,18 @@ async def topic_cancel(turn: HandlerTurn) -> None:
     # The same confirmation the cancellation intent starts with: its flow takes the answer.
     await turn.start_flow("cancellation", step="confirm")
     turn.reply(CONFIRM_CANCEL, buttons=YES_NO)
+
+
+@bot.action("order.invoice")
+async def order_invoice(turn: HandlerTurn) -> None:
+    """The button lookup_order offers with the model's answer: the order's invoice link."""
+    order_id = turn.action.value if turn.action is not None and turn.action.value else ""
+    result = await turn.call_tool("lookup_order", order_id=order_id)
+    if not result.ok:
+        turn.reply(f"I couldn't find that order's invoice, sorry: {result.error}.")
+        return
+    order = result.output
+    turn.reply(f"Here is the invoice for order **{order['order_id']}**: {order['invoice_url']}")
 
 
 # --- slash commands (Telegram's menu; any channel's users can type them) ------------------------

@@ -7,6 +7,12 @@
     → 202 {"status": "accepted", "envelope_id": ..., "session_id": ...}
     → 200 {"status": "duplicate"} for a message_id already accepted (it is not answered twice)
 
+Proactive messages, to a user who wrote to the bot before, on any channel (docs/handoff.md):
+    POST /api/outbound   Authorization: Bearer API_KEY
+    {"channel": "whatsapp", "conversation_id": "+15550001111", "text": "...", "bot": "support"}
+    → 202 {"status": "queued", "reply_id", "session_id", "seq", "template"}  (template: sent instead of
+      the text outside WhatsApp's 24-hour window); 404 unknown_conversation; 409 outside_window
+
 Instead of "text", a click on a button of the conversation's newest reply:
     {..., "action": {"id": "cancel.yes", "message_id": "4"}}   (message_id, optional: that reply's seq)
     → 400 "unknown_action" for an id the newest reply did not offer (nothing is queued)
@@ -39,6 +45,7 @@ from core.channel import Capabilities, ChannelContext, DeliveryResult
 from core.envelope import Envelope, Reply, session_id_for
 from core.errors import DeliveryError, StoreError
 from core.offers import last_offer
+from core.outbound import OutboundRefused
 from core.secrets import API_CALLBACKS, derive_key
 from core.settings import Settings
 
@@ -53,6 +60,24 @@ class ApiAction(BaseModel):
 
     id: str = Field(min_length=1, max_length=64)
     message_id: str | int | None = None
+
+
+class OutboundMessage(BaseModel):
+    """POST /api/outbound: text to a conversation relaybot has had, on its channel."""
+
+    model_config = {"extra": "forbid"}
+
+    channel: str = Field(min_length=1, max_length=32)
+    conversation_id: str = Field(min_length=1, max_length=400)
+    text: str = Field(min_length=1)
+    bot: str | None = None
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("text must not be empty or only whitespace")
+        return value
 
 
 class ApiMessage(BaseModel):
@@ -152,6 +177,7 @@ class ApiChannel:
 
     def register(self, app: web.Application) -> None:
         app.router.add_post("/api/messages", self._receive)
+        app.router.add_post("/api/outbound", self._outbound)
 
     def _client_id(self, request: web.Request) -> str | None:
         """A short id of the API key used (namespaces conversations per client), or None if not valid."""
@@ -243,6 +269,48 @@ class ApiChannel:
             return web.json_response({"status": "duplicate", "message_id": message.message_id})
         return web.json_response(
             {"status": "accepted", "envelope_id": envelope.id, "session_id": envelope.session_id}, status=202
+        )
+
+    async def _outbound(self, request: web.Request) -> web.Response:
+        """A proactive message to a known user (core.outbound): 202 once it is with the outbox."""
+        client = self._client_id(request)
+        if client is None:
+            return _error(401, "unauthorized", "send a valid API key as 'Authorization: Bearer KEY'")
+        outbound = self._ctx.outbound
+        if outbound is None:
+            return _error(503, "unavailable", "this process does not send proactive messages")
+        try:
+            message = OutboundMessage.model_validate_json(await request.read())
+        except web.HTTPRequestEntityTooLarge:
+            raise
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
+            return _error(400, "invalid_request", problems)
+        bot = message.bot or self._ctx.bots.default
+        if bot not in self._ctx.bots:
+            return _error(404, "unknown_bot", f"no bot named {bot!r}")
+        if len(message.text) > self._settings.max_text_chars:
+            return _error(400, "text_too_long", f"text is limited to {self._settings.max_text_chars} characters")
+        conversation = message.conversation_id
+        if message.channel == "api":
+            conversation = f"{client}:{conversation}"  # a key reaches only its own API conversations
+        try:
+            sent = await outbound.send(session_id_for(bot, message.channel, conversation), message.text)
+        except OutboundRefused as exc:
+            return _error(exc.status, exc.code, str(exc))
+        except StoreError as exc:
+            await self._log.aerror("outbound_failed", error=str(exc))
+            return _unavailable()
+        await self._log.ainfo("outbound_queued", session_id=sent.session_id, reply_id=sent.reply_id, key=client)
+        return web.json_response(
+            {
+                "status": "queued",
+                "reply_id": sent.reply_id,
+                "session_id": sent.session_id,
+                "seq": sent.seq,
+                "template": sent.template,
+            },
+            status=202,
         )
 
     async def _click(self, bot: str, conversation_id: str, clicked: ApiAction) -> tuple[str, Action]:

@@ -3,6 +3,10 @@
 It goes through the same bus, worker, pipeline and outbox as every other channel, so what you
 see here is what a Slack or web user would get. On a terminal, replies are rendered Markdown (rich),
 wrapped to the terminal's width; piped, they stay plain text with a `bot> ` prefix, for scripts.
+
+Buttons are shown as numbered choices under the reply ("[1] Billing  [2] A problem  [3] Cancel",
+a card as text above them); typing a number or a label (any case) is the click on that button of
+the conversation's newest reply, as on SMS (channels.choices).
 """
 
 from __future__ import annotations
@@ -21,11 +25,16 @@ from rich.markdown import Markdown
 from rich.table import Table
 from rich.text import Text
 
+from channels.choices import card_text, choice_for, offered
+from core.actions import MAX_LABEL_CHARS, Action, Button
 from core.channel import Capabilities, ChannelContext, DeliveryResult
-from core.envelope import Envelope, Reply
+from core.envelope import Envelope, Reply, session_id_for
+from core.offers import last_offer
 from core.settings import Settings
 
 QUIT_WORDS = frozenset({"/quit", "/exit", ":q"})
+#: the width of "bot> ": the choices line up under the reply's text
+INDENT = "     "
 
 
 class TerminalChannel:
@@ -62,14 +71,17 @@ class TerminalChannel:
     async def ask(self, text: str, *, bot: str) -> Reply:
         """Send one line as the terminal user and wait for the bot's reply."""
         message_id = f"{next(self._ids)}-{asyncio.get_running_loop().time():.6f}"
+        conversation = f"terminal:{self._user}"
+        text, action = await self._choice(bot, conversation, text)
         envelope = Envelope.create(
             bot=bot,
             channel="cli",
             channel_message_id=message_id,
-            conversation_id=f"terminal:{self._user}",
+            conversation_id=conversation,
             user_id=f"cli:{self._user}",
             user_name=self._user,
             text=text,
+            action=action,
         )
         waiter: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._waiting[message_id] = waiter
@@ -80,6 +92,16 @@ class TerminalChannel:
         finally:
             self._waiting.pop(message_id, None)
             self._streamed.discard(message_id)
+
+    async def _choice(self, bot: str, conversation: str, text: str) -> tuple[str, Action | None]:
+        """A typed number or label of the newest reply's choices is the click on that button."""
+        if len(text) > MAX_LABEL_CHARS + 5:
+            return text, None  # not a choice: no history read for an ordinary message
+        offer = await last_offer(self._ctx.history, session_id_for(bot, "cli", conversation))
+        button = choice_for(text, offer.buttons)
+        if button is None:
+            return text, None
+        return button.label, offer.click(button)
 
     async def interact(self, *, bot: str, history_file: Path | None = None) -> None:
         """A read-eval-print loop on stdin/stdout with readline history when there is a terminal."""
@@ -118,7 +140,8 @@ class TerminalChannel:
     def _render(self, key: str, reply: Reply) -> None:
         """Markdown on a terminal; a streamed reply is redrawn in place as it grows."""
         if reply.final and key not in self._live:
-            self._console.print(_bubble(reply.text))
+            self._console.print(_bubble(_with_card(reply)))
+            self._print_choices(reply)
             return
         if key not in self._live:
             live = Live(console=self._console, auto_refresh=False, redirect_stdout=False, redirect_stderr=False)
@@ -126,9 +149,10 @@ class TerminalChannel:
             self._live[key] = (live, [])
         live, pieces = self._live[key]
         if reply.final:
-            live.update(_bubble(reply.text), refresh=True)
+            live.update(_bubble(_with_card(reply)), refresh=True)
             live.stop()
             del self._live[key]
+            self._print_choices(reply)
             return
         pieces.append(reply.text)
         live.update(_bubble("".join(pieces)), refresh=True)
@@ -144,8 +168,14 @@ class TerminalChannel:
         if key in self._streamed:
             self._out.write("\n")
         else:
-            self._out.write(f"bot> {reply.text}\n")
+            self._out.write(f"bot> {_with_card(reply)}\n")
+        if buttons := offered(reply):
+            self._out.write(f"{INDENT}{choices_line(buttons)}\n")
         self._out.flush()
+
+    def _print_choices(self, reply: Reply) -> None:
+        if buttons := offered(reply):
+            self._console.print(Text(INDENT + choices_line(buttons), style="bold"))
 
     async def start(self) -> None:
         """Nothing to start: messages arrive through routes."""
@@ -156,6 +186,16 @@ class TerminalChannel:
         self._live.clear()
         for waiter in self._waiting.values():
             waiter.cancel()
+
+
+def choices_line(buttons: tuple[Button, ...]) -> str:
+    """ "[1] Billing  [2] A problem  [3] Cancel": what to type to choose (the number or the label)."""
+    return "  ".join(f"[{n}] {b.label}" for n, b in enumerate(buttons, start=1))
+
+
+def _with_card(reply: Reply) -> str:
+    """The reply's Markdown, its card (if any) as text under it."""
+    return reply.text if reply.card is None else f"{reply.text}\n\n{card_text(reply.card)}"
 
 
 def _bubble(markdown: str) -> RenderableType:

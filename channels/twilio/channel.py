@@ -10,26 +10,32 @@ dropped by the bus's atomic claim. SMS STOP/START/HELP are recorded and never re
 Twilio's own opt-out handling answers them. The channel ("sms" or "whatsapp") is the sender
 address's prefix, not part of the user id: one phone number is one user (`tel:+1555...`).
 
-Buttons: neither SMS nor (without content templates) WhatsApp shows them, so a reply's buttons are
-numbered under its text ("Reply 1 for Billing, 2 for A problem, 3 for Cancel."), and an answer that
-is one of those numbers or a label is the click on that button of the conversation's newest offer.
+Buttons: with RELAYBOT_TWILIO__WHATSAPP_BUTTONS, WhatsApp shows a reply's buttons as quick replies
+(up to 3) or a list (up to 10) made through Twilio's Content API (channels.twilio.content), and the
+tap comes back with the button's id in `ButtonPayload` (or `ListId`). SMS, and WhatsApp without the
+setting (or when the Content API refuses), number them under the text ("Reply 1 for Billing, 2 for
+A problem, 3 for Cancel."). Either way an answer that is one of those numbers or a label is the click
+on that button of the conversation's newest offer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, ClassVar
 from urllib.parse import urlencode
 
 from aiohttp import web
 from multidict import MultiDict
 from twilio.request_validator import RequestValidator
 
-from channels.choices import choice_for, with_choices
+from channels.choices import card_text, choice_for, offered, with_choices
 from channels.parts import send_parts
+from channels.twilio.content import MAX_BODY_CHARS as CONTENT_BODY_CHARS
+from channels.twilio.content import ContentCreator, InteractiveContent, interactive_content
 from channels.twilio.inbound import (
     SIGNATURE_HEADER,
     WHATSAPP_PREFIX,
@@ -43,6 +49,7 @@ from channels.twilio.inbound import (
 )
 from channels.twilio.outbound import (
     OUTSIDE_WINDOW,
+    UNKNOWN_CONTENT,
     UNSUBSCRIBED,
     TwilioSender,
     TwilioSendError,
@@ -54,12 +61,15 @@ from channels.twilio.state import TwilioState
 from channels.twilio.state.memory import MemoryTwilioState
 from channels.twilio.state.redis import RedisTwilioState
 from core.actions import MAX_LABEL_CHARS, Action
-from core.channel import Capabilities, ChannelContext, DeliveryResult
+from core.channel import Capabilities, ChannelContext, DeliveryResult, ReplyWindow
 from core.envelope import Envelope, Reply, session_id_for
 from core.errors import ConfigError, DeliveryError, StoreError
 from core.offers import last_offer
 from core.redisio import client_from_url
 from core.settings import Settings
+
+#: posts one part of a reply (its index, its text) and returns the MessageSid
+PartPoster = Callable[[int, str], Awaitable[str]]
 
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 WHATSAPP_WINDOW_SECONDS = 24 * 3600
@@ -91,6 +101,14 @@ class TwilioChannel:
     channel_names: tuple[str, ...] = ("sms", "whatsapp")
     # One adapter for both channels; deliver() formats by reply.channel (plain for SMS, WhatsApp's own).
     capabilities = Capabilities(max_message_length=1600, markdown="plain")
+    #: proactive WhatsApp messages past 24 hours: the bot's approved template, or refused (core.outbound)
+    reply_windows: ClassVar[dict[str, ReplyWindow]] = {
+        "whatsapp": ReplyWindow(
+            seconds=WHATSAPP_WINDOW_SECONDS,
+            template=lambda settings, bot: settings.twilio.whatsapp_templates.get(bot),
+            setting="RELAYBOT_TWILIO__WHATSAPP_TEMPLATES",
+        )
+    }
 
     def __init__(self, ctx: ChannelContext, *, state: TwilioState | None = None) -> None:
         settings = ctx.settings
@@ -102,6 +120,12 @@ class TwilioChannel:
         token = settings.twilio_auth_token.get_secret_value()
         self._validator = RequestValidator(token)
         self._sender = TwilioSender(
+            account_sid=settings.twilio_account_sid,
+            auth_token=token,
+            api_url=settings.twilio_api_url,
+            timeout=self._settings.send_timeout_seconds,
+        )
+        self._contents = ContentCreator(
             account_sid=settings.twilio_account_sid,
             auth_token=token,
             api_url=settings.twilio_api_url,
@@ -203,7 +227,8 @@ class TwilioChannel:
         if message.channel == "sms" and await self._state.is_opted_out(message.number):
             await log.ainfo("sms_from_opted_out_number_ignored")
             return _twiml()
-        text = message.body.strip() or " ".join(f"[attachment: {a.mime_type or 'file'}]" for a in message.attachments)
+        attached = " ".join(f"[attachment: {a.mime_type or 'file'}]" for a in message.attachments)
+        text = message.body.strip() or (message.button_text or "").strip() or attached
         if not text:
             return _twiml()  # nothing to answer (e.g. an empty SMS)
         to_number = message.to_address.removeprefix(WHATSAPP_PREFIX)
@@ -226,10 +251,19 @@ class TwilioChannel:
         return _twiml()
 
     async def _choice(self, bot: str, message: Inbound, text: str) -> tuple[str, Action | None]:
-        """An answer naming a numbered choice of the newest reply ("2", or its label) is that click."""
+        """A tap on a WhatsApp button of the newest reply, or an answer naming one of its numbered choices
+        ("2", or its label), is that click."""
         if message.attachments or len(text) > MAX_LABEL_CHARS + 5:
             return text, None  # not a choice: no history read for an ordinary message
         offer = await last_offer(self._ctx.history, session_id_for(bot, message.channel, message.number))
+        if message.button_payload is not None:
+            tapped = offer.find(message.button_payload)
+            if tapped is not None:
+                return tapped.label, offer.click(tapped)
+            # A button of an older reply: WhatsApp already shows the tap as the user's message, so it is
+            # read as that text (which may still name a choice of the newest reply).
+            await self._log.ainfo("whatsapp_stale_button", button_id=message.button_payload[:64], offered=offer.ids)
+            text = message.button_text or text
         button = choice_for(text, offer.buttons)
         if button is None:
             return text, None
@@ -317,16 +351,24 @@ class TwilioChannel:
         if reply.channel == "sms" and await self._state.is_opted_out(number):
             raise DeliveryError(f"{number} texted STOP: not sent (they must text START first)", retryable=False)
         callback = self._status_callback(reply)
+
+        async def post_text(_: int, body: str) -> str:
+            return await self._sender.create(to=to, from_=from_, body=body, status_callback=callback)
+
+        post: PartPoster = post_text
+        content: InteractiveContent | None = None
         if reply.channel == "whatsapp":
             wrote = await self._state.last_wrote(to)
             if wrote is not None and time.time() - wrote > WHATSAPP_WINDOW_SECONDS:
                 return await self._send_template(reply, to, from_, callback)
-            parts = whatsapp_parts(with_choices(reply))
+            content, content_sid = await self._button_content(reply)
+            if content is not None and content_sid is not None:
+                parts = whatsapp_parts(_body(reply), CONTENT_BODY_CHARS)
+                post = self._with_buttons(post, content_sid, len(parts) - 1, to, from_, callback)
+            else:
+                parts = whatsapp_parts(with_choices(reply))
         else:
             parts = sms_parts(with_choices(reply))
-
-        async def post(_: int, body: str) -> str:
-            return await self._sender.create(to=to, from_=from_, body=body, status_callback=callback)
 
         try:
             sids = await send_parts(self._ctx.streams, reply.id, parts, post)
@@ -335,6 +377,10 @@ class TwilioChannel:
                 await self._state.opt_out(number)
             if exc.code == OUTSIDE_WINDOW and reply.channel == "whatsapp":
                 return await self._send_template(reply, to, from_, callback)
+            if exc.code == UNKNOWN_CONTENT and content is not None:
+                # The resource was deleted in Twilio: made again on the outbox's next try.
+                await self._state.forget_content(content.key)
+                raise DeliveryError(f"{exc} (it will be created again)", retryable=True) from exc
             raise
         await self._log.ainfo(
             "twilio_sent", reply_id=reply.id, messages=len(sids), segments=sum(segments(p) for p in parts)
@@ -346,6 +392,52 @@ class TwilioChannel:
         if failed:
             raise DeliveryError(f"sent, then Twilio reported {failed}", retryable=False)
         return DeliveryResult(delivered=True, channel_message_ids=sids)
+
+    async def _button_content(self, reply: Reply) -> tuple[InteractiveContent | None, str | None]:
+        """The reply's buttons as WhatsApp content and its Content SID, created on first use; (None, None)
+        when the setting is off or the reply offers nothing, and (content, None) when the Content API
+        failed: the buttons are then numbered in the text, which always works."""
+        buttons = offered(reply)
+        if not self._settings.whatsapp_buttons or not buttons:
+            return None, None
+        content = interactive_content(buttons)
+        for cut in content.cuts:
+            await self._log.awarning(
+                "whatsapp_button_label_cut",
+                reply_id=reply.id,
+                button_id=cut.button_id,
+                label_chars=len(cut.label),
+                limit=cut.limit,
+                shown=cut.shown,
+            )
+        sid = await self._state.content_sid(content.key)
+        if sid is None:
+            try:
+                sid = await self._contents.create(content)
+            except TwilioSendError as exc:
+                await self._log.awarning("whatsapp_buttons_numbered", reply_id=reply.id, error=str(exc))
+                return content, None
+            await self._state.remember_content(content.key, sid)
+            await self._log.ainfo("whatsapp_content_created", content_sid=sid, kind=content.kind, key=content.key)
+        return content, sid
+
+    def _with_buttons(
+        self, post: PartPoster, content_sid: str, last: int, to: str, from_: str, callback: str | None
+    ) -> PartPoster:
+        """Parts before the last go as text; the last carries the buttons, its text as the content's body."""
+
+        async def post_part(index: int, body: str) -> str:
+            if index != last:
+                return await post(index, body)
+            return await self._sender.create(
+                to=to,
+                from_=from_,
+                content_sid=content_sid,
+                content_variables=json.dumps({"1": body}, ensure_ascii=False),
+                status_callback=callback,
+            )
+
+        return post_part
 
     async def _send_template(self, reply: Reply, to: str, from_: str, callback: str | None) -> DeliveryResult:
         content_sid = self._settings.whatsapp_templates.get(reply.bot)
@@ -365,3 +457,9 @@ class TwilioChannel:
             channel_message_ids=sids,
             detail=f"outside WhatsApp's 24-hour window: sent template {content_sid} instead of the reply",
         )
+
+
+def _body(reply: Reply) -> str:
+    """The reply's Markdown with its card as text: what goes above WhatsApp's buttons (never empty)."""
+    pieces = [reply.text, card_text(reply.card) if reply.card is not None else ""]
+    return "\n\n".join(p for p in pieces if p.strip()) or "Please choose:"

@@ -49,6 +49,10 @@ class Inbound:
     profile_name: str | None
     attachments: tuple[Attachment, ...]
     keyword: Keyword | None
+    #: a tap on a WhatsApp quick reply (`ButtonPayload`) or list item (`ListId`): the button's id as we
+    #: sent it (channels.twilio.content), and the text the user saw on it (`ButtonText` / `ListTitle`)
+    button_payload: str | None = None
+    button_text: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -140,6 +144,8 @@ def parse(form: MultiDict[str], *, max_text_chars: int) -> Inbound:
             raise BadRequest(f"MediaUrl{index} is not an http(s) URL")
         attachments.append(Attachment(url=url, mime_type=_one(form, f"MediaContentType{index}", required=False)))
     profile = (_one(form, "ProfileName", required=False) or "").strip() or None
+    payload = _one(form, "ButtonPayload", required=False) or _one(form, "ListId", required=False) or None
+    shown = _one(form, "ButtonText", required=False) or _one(form, "ListTitle", required=False) or None
     return Inbound(
         message_sid=sid,
         channel="whatsapp" if whatsapp else "sms",
@@ -151,6 +157,8 @@ def parse(form: MultiDict[str], *, max_text_chars: int) -> Inbound:
         attachments=tuple(attachments),
         # Carrier opt-out rules are an SMS matter; on WhatsApp "stop" is just a message.
         keyword=None if whatsapp else _keyword(body, _one(form, "OptOutType", required=False)),
+        button_payload=payload if whatsapp else None,
+        button_text=shown if whatsapp else None,
     )
 
 

@@ -76,8 +76,8 @@ def sms_parts(markdown: str) -> list[str]:
     return render_parts(text, "plain", sms_part_limit(text))
 
 
-def whatsapp_parts(markdown: str) -> list[str]:
-    return render_parts(markdown, "whatsapp", MAX_BODY_CHARS)
+def whatsapp_parts(markdown: str, limit: int = MAX_BODY_CHARS) -> list[str]:
+    return render_parts(markdown, "whatsapp", limit)
 
 
 class TwilioSendError(DeliveryError):
@@ -98,6 +98,7 @@ class TwilioSendError(DeliveryError):
 
 UNSUBSCRIBED = 21610
 OUTSIDE_WINDOW = 63016
+UNKNOWN_CONTENT = 21655
 
 _EXPLAINED = {
     UNSUBSCRIBED: "the recipient texted STOP; they must text START to get messages again",
@@ -107,6 +108,7 @@ _EXPLAINED = {
     21211: "the recipient's number is not valid",
     21606: "the sending number cannot send this kind of message (is it an SMS/WhatsApp-enabled Twilio number?)",
     21617: "the body is longer than 1,600 characters",
+    UNKNOWN_CONTENT: "Twilio does not know this Content SID (deleted in the console?)",
 }
 
 
@@ -151,6 +153,7 @@ class TwilioSender:
         from_: str,
         body: str | None = None,
         content_sid: str | None = None,
+        content_variables: str | None = None,
         status_callback: str | None = None,
     ) -> str:
         """Create one message; returns its MessageSid. Raises TwilioSendError."""
@@ -159,6 +162,8 @@ class TwilioSender:
             fields["body"] = body
         if content_sid is not None:
             fields["content_sid"] = content_sid
+        if content_variables is not None:
+            fields["content_variables"] = content_variables
         if status_callback is not None:
             fields["status_callback"] = status_callback
         client = self._sdk()

@@ -70,7 +70,7 @@ class TurnOutcome:
         cls, envelope: Envelope, turn: Turn | None, replies: Sequence[Reply], facts: Sequence[UserFact]
     ) -> TurnOutcome:
         final = [r for r in replies if r.final]
-        sources = tuple(re.sub(r"^\[\d+\]\s*", "", s) for r in final for s in r.sources)
+        sources = tuple(_plain_source(s) for r in final for s in r.sources)
         known = {f.key: f.value for f in facts}
         if turn is None:  # not run at all (a redelivered message): nothing but the facts to report
             return cls(say=envelope.text, replies=tuple(r.text for r in final), facts=known)
@@ -162,3 +162,10 @@ def _describe_expected_tool(tool: ToolExpectation) -> str:
         return f"{tool.name}(...)"
     args = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in tool.arguments.items())
     return f"{tool.name}({args}, ...)"
+
+
+def _plain_source(source: str) -> str:
+    """ "[2] [Plans and pricing](https://...) (Team)" as a test names it: "Plans and pricing (Team)"."""
+    source = re.sub(r"^\[\d+\]\s*", "", source)
+    source = re.sub(r"\[((?:[^\]\\]|\\.)*)\]\([^)\s]*\)", r"\1", source)
+    return re.sub(r"\\([\[\]])", r"\1", source)

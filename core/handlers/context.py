@@ -33,6 +33,8 @@ class HandlerTurn:
     - `state`, `save_state(**values)`, `end_flow()`, `start_flow(intent, **values)`: a multi-step
       flow. While state is saved, the conversation's next message comes back to this handler without classification.
     - `call_tool(name, **arguments)`: run one of the bot's tools; never raises (see ToolResult).
+    - `handoff(reason)`: hand the conversation to a person (core/handoff); the turn ends with the
+      bot's acknowledgement.
     """
 
     def __init__(
@@ -116,6 +118,13 @@ class HandlerTurn:
         shown = card if card is None or isinstance(card, Card) else Card.from_dict(card)
         check_offer(offered, shown)
         self._turn.offer_actions, self._turn.offer_card = offered, shown
+
+    def handoff(self, reason: str = "") -> None:
+        """Hand the conversation to a person: the turn ends with the bot's acknowledgement ("A person
+        will reply here shortly"), and the bot stays silent until a person hands it back (or nobody
+        takes it within the bot's `[handoff] timeout_seconds`)."""
+        self._turn.ask_for_person("handler", reason or self.message[:500])
+        self._turn.answer(self._turn.bot.handoff.acknowledgement)
 
     def note(self, text: str) -> None:
         """Context for the model when this handler falls through (e.g. the order it looked up)."""

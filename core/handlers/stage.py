@@ -9,7 +9,7 @@ import structlog
 from core.handlers.context import HandlerTurn
 from core.handlers.loader import HandlerCatalog
 from core.intents.base import ACTIVE_FLOW_FIELD
-from core.pipeline.turn import Turn
+from core.pipeline.turn import AskCause, Turn
 from core.stores.base import SessionStore
 from core.tools.base import ToolContext
 from core.tools.executor import ToolExecutor
@@ -17,8 +17,14 @@ from core.tools.executor import ToolExecutor
 __all__ = ["HandlerStage", "tool_context"]
 
 
-def tool_context(turn: Turn, tools: ToolExecutor, data_dir: Path) -> ToolContext:
+def tool_context(turn: Turn, tools: ToolExecutor, data_dir: Path, *, caller: AskCause = "tool") -> ToolContext:
+    """What a tool run in this turn is given; `caller` says who asks for a person if the tool does
+    ("tool" when a handler called it, "model" through function calling)."""
     env = turn.envelope
+
+    def ask_for_person(reason: str) -> None:
+        turn.ask_for_person(caller, reason)
+
     return ToolContext(
         bot=turn.bot.name,
         session_id=env.session_id,
@@ -29,6 +35,7 @@ def tool_context(turn: Turn, tools: ToolExecutor, data_dir: Path) -> ToolContext
         data_dir=data_dir,
         settings=turn.bot.tools.settings,
         http=tools.http,
+        ask_for_person=ask_for_person,
     )
 
 

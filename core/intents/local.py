@@ -5,7 +5,8 @@ L2-normalized vectors, normalized again); a message's score for an intent is its
 to that centroid (a dot product: every vector is normalized). On the example bot's labelled set the
 centroid beat the nearest single example and the mean of the nearest two (0.94 against 0.83 and
 0.86 accuracy): one example that happens to share a word with the message pulls less. The best
-intent wins if its score reaches the bot's threshold; otherwise the default intent.
+intent wins if its score reaches the bot's threshold; otherwise the default intent. Small talk (a message
+that is only greetings, thanks or goodbyes) is routed by rule: see core.intents.smalltalk.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 
 from core.bots import BotConfig, Intents
 from core.intents.base import IntentResult
+from core.intents.smalltalk import is_small_talk
 from core.knowledge.embeddings import Embedder
 
 __all__ = ["LocalIntentClassifier"]
@@ -33,6 +35,8 @@ class _Index:
     digest: str
     names: tuple[str, ...]
     centroids: Matrix
+    #: the intents with a small-talk example ("thanks!", "see you"): where small talk goes
+    social: frozenset[str] = frozenset()
 
 
 class LocalIntentClassifier:
@@ -51,7 +55,10 @@ class LocalIntentClassifier:
     async def classify(self, bot: BotConfig, text: str) -> IntentResult:
         index = await self._index(bot)
         (vector,) = await (await self._embedder()).embed([text])
-        return decide(bot.intents, index.names, index.centroids @ np.asarray(vector, dtype=np.float32))
+        similarities = index.centroids @ np.asarray(vector, dtype=np.float32)
+        if is_small_talk(text):
+            return small_talk(bot.intents, index, similarities)
+        return decide(bot.intents, index.names, similarities)
 
     async def warm(self, bot: BotConfig) -> None:
         """Embed the bot's examples now (at start-up) rather than on its first message."""
@@ -83,6 +90,7 @@ class LocalIntentClassifier:
         names: list[str] = []
         texts: list[str] = []
         owners: list[int] = []
+        social = frozenset(name for name, intent in intents.items.items() if any(map(is_small_talk, intent.examples)))
         for name, intent in intents.items.items():
             examples = [*intent.examples, *([intent.description] if intent.description else [])]
             if not examples:
@@ -96,7 +104,16 @@ class LocalIntentClassifier:
         centroids = np.zeros((len(names), vectors.shape[1]), dtype=np.float32)
         np.add.at(centroids, np.asarray(owners), vectors)
         centroids /= np.clip(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12, None)
-        return _Index(digest=digest, names=tuple(names), centroids=centroids)
+        return _Index(digest=digest, names=tuple(names), centroids=centroids, social=social)
+
+
+def small_talk(intents: Intents, index: _Index, similarities: Matrix) -> IntentResult:
+    """A greeting, thanks or goodbye: the best of the intents that have such examples, else the default
+    (see core.intents.smalltalk), whatever the threshold."""
+    scores = {name: round(float(score), 4) for name, score in zip(index.names, similarities, strict=True)}
+    social = [name for name in index.names if name in index.social]
+    intent = max(social, key=lambda name: scores[name]) if social else intents.default
+    return IntentResult(intent=intent, confidence=scores.get(intent, 0.0), method="local", scores=scores)
 
 
 def decide(intents: Intents, names: tuple[str, ...], similarities: Matrix) -> IntentResult:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.knowledge.chunking import DEFAULT_MAX_CHARS, DEFAULT_OVERLAP_CHARS, chunk_text, title_of
+from core.knowledge.frontmatter import split_front_matter
 from core.knowledge.loaders import SUPPORTED_SUFFIXES, UnusableFile, load_text
 from core.knowledge.store import PUBLIC, KnowledgeCollection, StoredChunk
 
@@ -124,10 +125,13 @@ class Ingestor:
             return
         try:
             text = await asyncio.to_thread(load_text, file.path, data)
+            front, text = split_front_matter(text)
         except UnusableFile as exc:
             summary.skipped.append((file.source, exc.reason))
             return
-        title = title_of(text, fallback=file.path.stem.replace("-", " ").replace("_", " "))
+        # What people see in a reply's sources: the front matter's title, else the first heading, else the
+        # file's name made readable ("getting-started" -> "Getting started").
+        title = front.title or title_of(text, fallback=_readable(file.path.stem))
         pieces = chunk_text(text, max_chars=self._max_chars, overlap_chars=self._overlap)
         if not pieces:
             summary.skipped.append((file.source, "empty (no text)"))
@@ -143,9 +147,15 @@ class Ingestor:
                 index=piece.index,
                 content_hash=content_hash,
                 audience=self._audience,
+                url=front.url,
             )
             for piece in pieces
         ]
         await self._collection.replace_source(file.source, chunks)
         summary.chunks_written += len(chunks)
         (summary.updated if file.source in stored else summary.added).append(file.source)
+
+
+def _readable(stem: str) -> str:
+    words = " ".join(stem.replace("-", " ").replace("_", " ").split())
+    return words[:1].upper() + words[1:] if words else stem

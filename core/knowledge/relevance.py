@@ -13,6 +13,31 @@ import re
 from collections.abc import Iterable
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
+#: days and months are capitalised but name no thing a document must mention: "I cancelled on Thursday" is
+#: answered by the page about cancelling before the weekly cutoff
+CALENDAR_WORDS = frozenset(
+    [
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+        "sunday",
+        "january",
+        "february",
+        "march",
+        "april",
+        "may",
+        "june",
+        "july",
+        "august",
+        "september",
+        "october",
+        "november",
+        "december",
+    ]
+)
 _VOCAB_WORD = re.compile(r"[a-z0-9]+")
 
 
@@ -28,7 +53,7 @@ def unknown_names(question: str, known: set[str]) -> list[str]:
     names: list[str] = []
     for sentence in re.split(r"[.!?]\s+", question):
         for position, word in enumerate(_WORD.findall(sentence)):
-            if position == 0 or word.isupper() or word == "I":
+            if position == 0 or word.isupper() or word == "I" or word.lower() in CALENDAR_WORDS:
                 continue  # sentence starts are capitalized anyway; acronyms (PR, SSO) are too often jargon
             if (word[0].isupper() or any(c.isupper() for c in word[1:])) and word.lower() not in known:
                 names.append(word)

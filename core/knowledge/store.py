@@ -63,6 +63,8 @@ class StoredChunk:
     index: int
     content_hash: str
     audience: str = PUBLIC
+    #: the document's address from its front matter ("" if none): its title links there in sources
+    url: str = ""
 
     @property
     def embedded_text(self) -> str:
@@ -136,6 +138,7 @@ class KnowledgeCollection:
                             "chunk": c.index,
                             "content_hash": c.content_hash,
                             "audience": c.audience,
+                            "url": c.url,
                         }
                         for c in chunks
                     ],
@@ -272,6 +275,7 @@ class KnowledgeCollection:
                     source=str(meta.get("source", "")),
                     title=str(meta.get("title", "")),
                     heading=str(meta.get("heading", "")),
+                    url=str(meta.get("url", "")),
                     score=round(score, 4),
                 )
             )

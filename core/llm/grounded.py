@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from core.knowledge.passage import Passage
+from core.knowledge.relevance import CALENDAR_WORDS
 from core.knowledge.terms import tokens
 
 __all__ = ["OFFLINE_GROUNDED_NOTE", "grounded_answer"]
@@ -54,8 +55,9 @@ class _Unit:
 
 
 def grounded_answer(question: str, passages: Sequence[Passage], *, excerpt: str) -> str:
-    """The units of `passages` that answer `question`, cited, then the sources; or "I don't know that yet"
-    when there are no passages."""
+    """The units of `passages` that answer `question`, each cited [n] by its passage's number in `passages`;
+    or "I don't know that yet" when there are no passages, or none names what the question names. The list of
+    sources is the caller's (core.knowledge.sources.cite), as for a model's answer."""
     if not passages:
         return (
             f"I don't know that yet: I found nothing about “{excerpt}” in what I've been given.\n\n"
@@ -64,26 +66,33 @@ def grounded_answer(question: str, passages: Sequence[Passage], *, excerpt: str)
     names = _names(question)
     # A passage is quoted only if it names what the question names ("my Gmail password" is not answered
     # by the page about Tasklane passwords, however close the two are otherwise).
-    quotable = [p for p in passages if names <= _words(f"{p.title} {p.heading} {p.text}")]
+    # Each kept with its number among all the passages given: it is cited by that number, as a model cites
+    # it; core.knowledge.sources numbers the cited ones again and lists them.
+    numbers = [n for n, p in enumerate(passages, start=1) if names <= _words(f"{p.title} {p.heading} {p.text}")]
+    quotable = [passages[n - 1] for n in numbers]
     if not quotable:
         return (
             f"I don't know that yet: what I have about “{excerpt}” does not mention "
             f"{', '.join(sorted(names))}.\n\n"
             "_(I'm running in offline mode, answering only from the knowledge base.)_"
         )
-    passages = quotable
-    chosen = _choose(question, passages)
+    chosen = _choose(question, quotable)
+    if not chosen:
+        return (
+            f"I don't know that yet: what I found about “{excerpt}” does not answer it.\n\n"
+            "_(I'm running in offline mode, answering only from the knowledge base.)_"
+        )
     # Group by passage, the passage of the best unit first; within a passage, in the passage's order.
     groups: dict[int, list[_Unit]] = {}
     for unit in chosen:
         groups.setdefault(unit.passage, []).append(unit)
     parts: list[str] = []
-    for number, units in enumerate(groups.values(), start=1):
+    for index, units in groups.items():
         text = _render(sorted(units, key=lambda u: u.order))
+        number = numbers[index]
         # After a table the citation needs a paragraph of its own, or Markdown reads it as one more row.
         parts.append(f"{text}\n\n[{number}]" if text.endswith("|") else f"{text} [{number}]")
-    sources = " · ".join(f"[{n}] {passages[index].label}" for n, index in enumerate(groups, start=1))
-    return "\n\n".join([*parts, f"Sources: {sources}", OFFLINE_GROUNDED_NOTE])
+    return "\n\n".join([*parts, OFFLINE_GROUNDED_NOTE])
 
 
 _NAME_WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
@@ -93,13 +102,15 @@ _DEMONYM = ("an", "ese", "ish", "ch")
 
 def _names(question: str) -> set[str]:
     """The question's key terms that a quote must contain: the names in it (a capitalised or camel-case word
-    not at a sentence start, not "I", not an acronym, not a nationality), lower-cased. Numbers are not among
-    them: "iOS 15?" is answered by "iOS 16 or later"."""
+    not at a sentence start, not "I", not an acronym, a nationality, a day or a month), lower-cased. Numbers
+    are not among them: "iOS 15?" is answered by "iOS 16 or later"."""
     names: set[str] = set()
     for sentence in re.split(r"[.!?]\s+", question):
         for position, word in enumerate(_NAME_WORD.findall(sentence)):
             if position == 0 or word == "I" or word.isupper() or word.endswith(_DEMONYM):
                 continue  # "a German company" asks about VAT in the EU, not about a thing called German
+            if word.lower() in CALENDAR_WORDS:
+                continue  # "cancelled on Thursday": a day, not a thing the passage must name
             if word[0].isupper() or any(c.isupper() for c in word[1:]):
                 names.add(word.lower())
     return names
@@ -124,8 +135,9 @@ def _choose(question: str, passages: Sequence[Passage]) -> list[_Unit]:
             score = 2.0 * shared + 1.0 * len(context) + figure_weight * unit.figure + 4.0 * passage.score
             scored.append((score, unit))
     if not scored:
-        # Nothing shares a word with the question: the best passage's opening, as before.
-        return _units(0, passages[0])[:1]
+        # Nothing in the passages shares a word with the question: close in meaning, but quoting one would
+        # not answer it ("do you cater weddings?" and a product's overview), so the answer is "I don't know".
+        return []
     scored.sort(key=lambda item: (-item[0], item[1].passage, item[1].order))
     best, top = scored[0]
     chosen: list[_Unit] = []

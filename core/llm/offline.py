@@ -1,8 +1,9 @@
 """The provider used when no API key is configured: deterministic, instant, and honest about it.
 
 With knowledge passages in the request it answers from them (core.llm.grounded: the few sentences, list items
-or table rows that answer, each cited [n], then the sources). When the knowledge was searched and
-nothing relevant was found it says plainly that it does not know yet, instead of guessing.
+or table rows that answer, each cited [n]; the pipeline lists the cited sources, as for a model). When the
+knowledge was searched and nothing relevant was found it says plainly that it does not know yet, instead of
+guessing.
 """
 
 from __future__ import annotations

@@ -35,7 +35,11 @@ class LoadMemoryStage:
 
     async def __call__(self, turn: Turn) -> None:
         env = turn.envelope
-        facts, summary = await self._history.facts_and_summary(env.bot, env.user_id, env.session_id)
+        self.apply(turn, *await self._history.facts_and_summary(env.bot, env.user_id, env.session_id))
+
+    @staticmethod
+    def apply(turn: Turn, facts: list[UserFact], summary: Summary | None) -> None:
+        """Put the read facts and summary on the turn, and trim the window to what the summary does not cover."""
         if len(facts) > MAX_FACTS_IN_CONTEXT:
             newest = sorted(facts, key=lambda f: f.updated_at)[-MAX_FACTS_IN_CONTEXT:]
             facts = sorted(newest, key=lambda f: f.key)

@@ -1,4 +1,5 @@
-"""Runs a turn's stages in order, then its closing stages, and always produces one reply."""
+"""Runs a turn's stages in order, then its closing stages, and produces one reply, or none when the
+turn is held (a person was asked for or holds the conversation: the bot stays silent)."""
 
 from __future__ import annotations
 
@@ -37,15 +38,15 @@ class Pipeline:
 
     async def run(
         self, envelope: Envelope, bot: BotConfig, *, stream: DeltaSink | None = None, retryable: bool = False
-    ) -> Reply:
-        """The reply to `envelope` (`run_turn` without the turn)."""
+    ) -> Reply | None:
+        """The reply to `envelope` (`run_turn` without the turn); None when the turn is held."""
         reply, _ = await self.run_turn(envelope, bot, stream=stream, retryable=retryable)
         return reply
 
     async def run_turn(
         self, envelope: Envelope, bot: BotConfig, *, stream: DeltaSink | None = None, retryable: bool = False
-    ) -> tuple[Reply, Turn]:
-        """The reply to `envelope`, and the turn that produced it (for `follow_up`).
+    ) -> tuple[Reply | None, Turn]:
+        """The reply to `envelope` (None when the turn is held), and the turn that produced it (for `follow_up`).
 
         With `retryable`, a StoreError (Redis or the database unreachable) is raised instead of
         answered: the message is safe on the bus and is retried once the store is back, rather
@@ -64,7 +65,7 @@ class Pipeline:
         except Exception:
             # A broken stage must not leave the user without an answer.
             await self._degrade(turn, bot)
-        if turn.reply_text is None:
+        if turn.reply_text is None and not turn.silent:
             turn.answer(bot.models.static_fallback)
             turn.fallback_used = True
         for stage in self._closing:
@@ -78,7 +79,7 @@ class Pipeline:
             except Exception as exc:
                 await self._log.aexception("turn_closing_stage_failed", error=str(exc))
                 turn.error = turn.error or f"{type(exc).__name__}: {exc}"
-        return self._reply(envelope, turn, bot), turn
+        return (None if turn.silent else self._reply(envelope, turn, bot)), turn
 
     async def follow_up(self, turn: Turn) -> None:
         """Run the `after` stages, side by side; call it once the reply is in the outbox.
@@ -145,8 +146,7 @@ class Pipeline:
             seq=turn.seq,
             actions=turn.reply_actions,
             card=turn.reply_card,
-            # Only for a real answer: a notice or the static fallback was not given the passages.
-            sources=tuple(f"[{n}] {p.label}" for n, p in enumerate(turn.passages or (), start=1))
-            if turn.reply_text and not turn.notice and turn.llm_outcome != "static"
-            else (),
+            # Only the knowledge the model's answer cites (GenerateStage): a handler's prompt, a notice or the
+            # static fallback lists none.
+            sources=turn.reply_sources if turn.reply_text and not turn.notice else (),
         )

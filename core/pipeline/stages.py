@@ -13,6 +13,7 @@ import structlog
 from core.actions import offer_from_meta, offer_to_meta
 from core.envelope import Envelope
 from core.knowledge.context import format_passages
+from core.knowledge.sources import cite
 from core.llm.base import ChatMessage, LLMProvider, LLMRequest
 from core.llm.chain import ChainSource
 from core.llm.factory import single_provider_chains
@@ -20,7 +21,7 @@ from core.memory.context import memory_block
 from core.memory.summary import window
 from core.metrics import Metrics
 from core.pipeline.turn import Turn
-from core.ratelimit.base import RateLimiter, RateLimits
+from core.ratelimit.base import RateDecision, RateLimiter, RateLimits
 from core.stores.base import HistoryStore, Session, SessionStore, StoredMessage
 
 if TYPE_CHECKING:
@@ -48,12 +49,11 @@ class RateLimitStage:
         self._limiter = limiter
 
     async def __call__(self, turn: Turn) -> None:
-        limits = RateLimits(
-            per_minute=turn.bot.limits.messages_per_minute,
-            per_hour=turn.bot.limits.messages_per_hour,
-            tokens_per_day=turn.bot.limits.tokens_per_day,
-        )
-        decision = await self._limiter.hit(usage_key(turn), limits)
+        self.apply(turn, await self._limiter.hit(usage_key(turn), turn_limits(turn)))
+
+    @staticmethod
+    def apply(turn: Turn, decision: RateDecision) -> None:
+        """Answer the turn with the notice `decision` calls for, if any."""
         if decision.window == "day":
             turn.answer(
                 "You've reached today's usage limit for this assistant. "
@@ -66,6 +66,14 @@ class RateLimitStage:
                 f"Please try again in {describe_wait(decision.retry_after)}.",
                 notice="rate_limited",
             )
+
+
+def turn_limits(turn: Turn) -> RateLimits:
+    return RateLimits(
+        per_minute=turn.bot.limits.messages_per_minute,
+        per_hour=turn.bot.limits.messages_per_hour,
+        tokens_per_day=turn.bot.limits.tokens_per_day,
+    )
 
 
 def usage_key(turn: Turn) -> str:
@@ -99,9 +107,14 @@ class LoadSessionStage:
         self._history = history
 
     async def __call__(self, turn: Turn) -> None:
+        loaded = await self._sessions.load_with_recent(turn.envelope.session_id, turn.bot.history.max_messages)
+        await self.apply(turn, *loaded)
+
+    async def apply(self, turn: Turn, session: Session | None, recent: list[StoredMessage]) -> None:
+        """Put the loaded session and its window on the turn, creating the session if there was none."""
         env = turn.envelope
         window = turn.bot.history.max_messages
-        session, turn.session_messages = await self._sessions.load_with_recent(env.session_id, window)
+        turn.session_messages = recent
         if session is None:
             session = Session(
                 session_id=env.session_id,
@@ -223,8 +236,12 @@ class GenerateStage:
         if result.outcome == "static":
             turn.answer(result.text)  # every model failed: the buttons were meant for a real answer
         else:
+            # The passages the answer cites become its sources, listed the same way in the text and in
+            # the reply's `sources`; an answer that cites none lists none.
+            cited = cite(result.text, turn.passages or ())
             # Buttons a handler offered before falling through go with the model's answer.
-            turn.answer(result.text, actions=turn.offer_actions, card=turn.offer_card)
+            turn.answer(cited.text, actions=turn.offer_actions, card=turn.offer_card)
+            turn.reply_sources = cited.sources
 
 
 class RecordStage:
@@ -235,9 +252,16 @@ class RecordStage:
         self._history = history
 
     async def __call__(self, turn: Turn) -> None:
+        window = await self.record(turn)
+        if window:
+            await self._sessions.append(turn.envelope.session_id, window, keep=window_kept(turn))
+
+    async def record(self, turn: Turn) -> list[StoredMessage]:
+        """Append the exchange to the durable history; what the session window gets ([]: nothing)."""
         env = turn.envelope
         meta = {"kind": "notice", "notice": turn.notice} if turn.notice else {}
-        user_meta = {**meta, **_click_meta(env)}
+        # The reply address rides with the user's message: where a person's or a proactive message goes later.
+        user_meta = {**meta, **_click_meta(env), "reply_to": env.reply_to}
         user = StoredMessage(
             role="user", content=env.text, created_at=env.received_at, ref=env.channel_message_id, meta=user_meta
         )
@@ -245,27 +269,37 @@ class RecordStage:
         reply = StoredMessage(
             role="assistant", content=turn.reply_text or "", ref=env.channel_message_id, meta=reply_meta
         )
+        # A held turn (a person was asked for or holds the conversation) has no reply to record.
+        messages = [user] if turn.silent else [user, reply]
         saved = await self._history.append(
             session_id=env.session_id,
             bot=env.bot,
             channel=env.channel,
             user_id=env.user_id,
-            messages=[user, reply],
+            messages=messages,
             # Once per inbound message: a turn run again (after a crash or a store error) stores nothing.
             turn_key=env.dedupe_key,
         )
         turn.seq = saved[-1].seq
         turn.recorded = saved
-        if saved[-1].created_at != reply.created_at:
+        if len(saved) != len(messages) or saved[-1].created_at != messages[-1].created_at:
             # This message was recorded by an earlier run of the turn: the answer is the one on record
             # (it may already have been shown), and the session window already has it.
+            turn.rerun = True
+            if saved[-1].role != "assistant":
+                turn.hold()  # the first run was held: it stays without a reply
+                return []
+            turn.silent = False
             turn.reply_text = saved[-1].content
             turn.reply_actions, turn.reply_card = offer_from_meta(saved[-1].meta)
-            turn.rerun = True
-            return
-        if turn.session is not None and not turn.notice:
-            # Trimmed to the window the bot reads: the list stays the same size however long the talk.
-            await self._sessions.append(env.session_id, saved, keep=max(1, turn.bot.history.max_messages))
+            return []
+        return saved if turn.session is not None and not turn.notice else []
+
+
+def window_kept(turn: Turn) -> int:
+    """The session window's length: trimmed to what the bot reads, the list stays the same size
+    however long the talk."""
+    return max(1, turn.bot.history.max_messages)
 
 
 def _click_meta(envelope: Envelope) -> dict[str, str]:
@@ -293,6 +327,7 @@ class LogTurnStage:
             intent_method=turn.intent_method,
             intent_candidate=turn.intent_candidate,
             handler=turn.handler,
+            handoff=turn.handoff,
             tool_calls=turn.tool_calls,
             model=turn.model,
             provider=turn.provider,
@@ -320,7 +355,7 @@ class MetricsStage:
 
     async def __call__(self, turn: Turn) -> None:
         m, env = self._metrics, turn.envelope
-        outcome = turn.notice or ("fallback" if turn.fallback_used else "answered")
+        outcome = turn.notice or ("held" if turn.silent else "fallback" if turn.fallback_used else "answered")
         m.turns.labels(env.bot, env.channel, outcome).inc()
         m.turn_latency.labels(env.channel).observe(turn.latency_ms / 1000)
         if turn.notice in ("rate_limited", "token_limit"):

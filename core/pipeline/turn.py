@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from core.actions import Button, Card, check_offer
 from core.bots import BotConfig
@@ -16,6 +17,17 @@ from core.stores.base import Session, StoredMessage, Summary, UserFact
 from core.tools.base import ToolResult
 
 DeltaSink = Callable[[str], Awaitable[None]]
+
+#: who asked for a person during a turn (core.handoff.desk.HandoffCause's in-turn values)
+AskCause = Literal["handler", "tool", "model", "user"]
+
+
+@dataclass(frozen=True, slots=True)
+class PersonAsked:
+    """A person was asked for during the turn; the handoff stage carries it out when the turn ends."""
+
+    cause: AskCause
+    reason: str
 
 
 @dataclass(kw_only=True, slots=True)
@@ -56,6 +68,9 @@ class Turn:
     #: buttons and card offered with the reply (a handler's `turn.reply(text, buttons=...)`)
     reply_actions: tuple[Button, ...] = ()
     reply_card: Card | None = None
+    #: the knowledge the answer cites, as listed at its end ("[1] Title (Section)"); set only with a model's
+    #: (or the offline provider's) answer, never with a handler's own reply
+    reply_sources: tuple[str, ...] = ()
     #: buttons a handler offered for the model's answer (`HandlerTurn.offer`): set on the reply if the model answers
     offer_actions: tuple[Button, ...] = ()
     offer_card: Card | None = None
@@ -66,6 +81,12 @@ class Turn:
     recorded: list[StoredMessage] = field(default_factory=list)
     #: the inbound message had been recorded by an earlier run of this turn (RecordStage)
     rerun: bool = False
+    #: no reply at all: a person was asked for or holds the conversation (`hold`)
+    silent: bool = False
+    #: a person asked for during this turn (`ask_for_person`), and what the turn did about handoff
+    #: (requested, acknowledged, held), for the turn log
+    person_asked: PersonAsked | None = None
+    handoff: str | None = None
 
     provider: str | None = None
     model: str | None = None
@@ -94,9 +115,23 @@ class Turn:
         check_offer(actions, card)
         self.reply_actions = actions
         self.reply_card = card
+        self.reply_sources = ()
         self.reply_text = text
         self.notice = notice
         self.done = True
+
+    def hold(self) -> None:
+        """End the turn without a reply: the message is recorded, the bot says nothing."""
+        self.reply_text = ""
+        self.reply_actions, self.reply_card = (), None
+        self.silent = True
+        self.done = True
+
+    def ask_for_person(self, cause: AskCause, reason: str) -> None:
+        """Hand the conversation to a person once the turn ends; its reply becomes the bot's
+        acknowledgement ("A person will reply here shortly")."""
+        if self.person_asked is None:
+            self.person_asked = PersonAsked(cause, reason)
 
     @property
     def latency_ms(self) -> float:

@@ -144,10 +144,6 @@ class OrderedQueue(Protocol):
         reconnecting)."""
         ...
 
-    async def take_skipped(self, partition: str, ticket: int) -> bool:
-        """True (once) if `ticket` was jumped over by `mark_done` and is still owed handling."""
-        ...
-
     async def pending(self) -> int:
         """Entries added and not yet acknowledged."""
         ...

@@ -183,13 +183,6 @@ class MemoryQueue:
         finally:
             self._listeners.remove(listener)
 
-    async def take_skipped(self, partition: str, ticket: int) -> bool:
-        skipped = self._skipped.get(partition, set())
-        if ticket in skipped:
-            skipped.discard(ticket)
-            return True
-        return False
-
     async def pending(self) -> int:
         return len(self._unacked)
 

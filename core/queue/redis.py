@@ -376,10 +376,6 @@ class RedisQueue:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
-    async def take_skipped(self, partition: str, ticket: int) -> bool:
-        with self._errors_ctx("reading skipped entries"):
-            return bool(await self._client.srem(f"{self._base}:skipped:{partition}", ticket))
-
     async def pending(self) -> int:
         with self._errors_ctx("measuring the backlog"):
             return int(await self._client.xlen(self._stream))

@@ -7,13 +7,13 @@ Per user: a sorted set of message times (sliding minute and hour) and a counter 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from core.ratelimit.base import RateDecision, RateLimits
-from core.redisio import describe, redis_errors, text
+from core.redisio import RedisBatch, describe, redis_errors, text
 
 _HIT_LUA = """
 local t = redis.call('TIME')
@@ -73,12 +73,26 @@ class RedisRateLimiter:
     def _keys(self, key: str) -> list[str]:
         return [f"{self._prefix}:rate:{key}", f"{self._prefix}:tokens:{key}"]
 
+    @property
+    def redis(self) -> aioredis.Redis:
+        return self._client
+
     async def hit(self, key: str, limits: RateLimits) -> RateDecision:
         with redis_errors(self._where, "checking a rate limit", prefix=self._prefix):
-            result: Any = await self._hit(
-                keys=self._keys(key),
-                args=[limits.per_minute, limits.per_hour, limits.tokens_per_day, uuid.uuid4().hex],
-            )
+            result: Any = await self._hit(keys=self._keys(key), args=self._hit_args(limits))
+        return self._decision(result)
+
+    def queue_hit(self, batch: RedisBatch, key: str, limits: RateLimits) -> Callable[[], RateDecision]:
+        """`hit` as part of `batch`: the decision, once the batch has run."""
+        index = batch.script(self._hit, self._keys(key), self._hit_args(limits))
+        return lambda: self._decision(batch.result(index))
+
+    @staticmethod
+    def _hit_args(limits: RateLimits) -> list[Any]:
+        return [limits.per_minute, limits.per_hour, limits.tokens_per_day, uuid.uuid4().hex]
+
+    @staticmethod
+    def _decision(result: Any) -> RateDecision:
         allowed, wait_ms, window = int(result[0]), float(result[1]), text(result[2])
         if allowed:
             return RateDecision(True)
@@ -93,3 +107,10 @@ class RedisRateLimiter:
         keys = [self._keys(each)[1] for each in (key, *also)]
         with redis_errors(self._where, "counting tokens", prefix=self._prefix):
             return int(await self._add(keys=keys, args=[max(0, tokens)]))
+
+    def queue_add_tokens(
+        self, batch: RedisBatch, key: str, tokens: int, *, also: Sequence[str] = ()
+    ) -> Callable[[], int]:
+        """`add_tokens` as part of `batch`: the first key's new total, once the batch has run."""
+        index = batch.script(self._add, [self._keys(each)[1] for each in (key, *also)], [max(0, tokens)])
+        return lambda: int(batch.result(index))

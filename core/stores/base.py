@@ -9,12 +9,15 @@ grows with the length of the conversation.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 Role = Literal["user", "assistant", "system"]
+
+#: what `SessionStore.swap_fields` did: wrote the fields, found another value, or found no session
+SwapOutcome = Literal["swapped", "mismatch", "missing"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -126,6 +129,14 @@ class SessionStore(Protocol):
 
     async def set_fields(self, session_id: str, fields: Mapping[str, str]) -> None:
         """Set (merge) string fields on the session. Extends the TTL."""
+        ...
+
+    async def swap_fields(
+        self, session_id: str, expect: Mapping[str, Collection[str]], fields: Mapping[str, str]
+    ) -> SwapOutcome:
+        """Set `fields` only if each field in `expect` holds one of its values ("" also matches an
+        unset field), atomically: of two racing callers expecting the same value, one swaps and the
+        other sees "mismatch". Extends the TTL; "missing" if the session does not exist."""
         ...
 
     async def delete(self, session_id: str) -> None: ...

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
+import redis.asyncio as aioredis
+
+from core.redisio import RedisBatch
 from core.stores.base import HistoryStore, Role, StoredMessage, Summary, UserFact
 
-__all__ = ["CachedHistoryStore", "ReadCache"]
+__all__ = ["BatchedReadCache", "CachedHistoryStore", "ReadCache"]
 
 T = TypeVar("T")
 
@@ -46,6 +49,18 @@ class ReadCache(Protocol):
 
     async def get_many(self, keys: Sequence[str]) -> list[tuple[str | None, str]]:
         """`get` of several keys at once (one round trip where the cache is remote)."""
+        ...
+
+
+@runtime_checkable
+class BatchedReadCache(ReadCache, Protocol):
+    """A cache on Redis whose reads can join a turn's `RedisBatch`."""
+
+    @property
+    def redis(self) -> aioredis.Redis: ...
+
+    def queue_get_many(self, batch: RedisBatch, keys: Sequence[str]) -> Callable[[], list[tuple[str | None, str]]]:
+        """`get_many` as part of `batch`: the values, once the batch has run."""
         ...
 
 
@@ -126,9 +141,28 @@ class CachedHistoryStore:
 
     async def facts_and_summary(self, bot: str, user_id: str, session_id: str) -> tuple[list[UserFact], Summary | None]:
         """What every turn reads (`facts` and `summary`), in one cache read when both are cached."""
-        cached_facts, cached_summary = await self._cache.get_many(
-            [self._facts_key(bot, user_id), self._summary_key(session_id)]
-        )
+        cached = await self._cache.get_many([self._facts_key(bot, user_id), self._summary_key(session_id)])
+        return await self._memory_from(cached, bot, user_id, session_id)
+
+    def queue_facts_and_summary(
+        self, batch: RedisBatch, bot: str, user_id: str, session_id: str
+    ) -> Callable[[], Awaitable[tuple[list[UserFact], Summary | None]]] | None:
+        """`facts_and_summary` with its cache read in `batch` (what is not cached is read from the
+        store afterwards); None if the cache is not on Redis."""
+        if not isinstance(self._cache, BatchedReadCache):
+            return None
+        found = self._cache.queue_get_many(batch, [self._facts_key(bot, user_id), self._summary_key(session_id)])
+        return lambda: self._memory_from(found(), bot, user_id, session_id)
+
+    @property
+    def redis(self) -> aioredis.Redis | None:
+        """The Redis its cache reads from, if any (what `queue_facts_and_summary` batches with)."""
+        return self._cache.redis if isinstance(self._cache, BatchedReadCache) else None
+
+    async def _memory_from(
+        self, cached: list[tuple[str | None, str]], bot: str, user_id: str, session_id: str
+    ) -> tuple[list[UserFact], Summary | None]:
+        cached_facts, cached_summary = cached
         return await self._facts_from(cached_facts, bot, user_id), await self._summary_from(cached_summary, session_id)
 
     async def remember(self, *, bot: str, user_id: str, facts: Sequence[UserFact]) -> None:

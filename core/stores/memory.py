@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import MappingProxyType
 
 from core.errors import StoreError
-from core.stores.base import Role, Session, StoredMessage, Summary, UserFact
+from core.stores.base import Role, Session, StoredMessage, Summary, SwapOutcome, UserFact
 
 __all__ = ["MemoryHistoryStore", "MemoryReadCache", "MemorySessionStore"]
 
@@ -109,6 +109,19 @@ class MemorySessionStore:
 
     async def set_fields(self, session_id: str, fields: Mapping[str, str]) -> None:
         self._require(session_id).session.fields.update(fields)
+
+    async def swap_fields(
+        self, session_id: str, expect: Mapping[str, Collection[str]], fields: Mapping[str, str]
+    ) -> SwapOutcome:
+        # No await between the check and the write: atomic within the event loop.
+        entry = self._touch(session_id)
+        if entry is None:
+            return "missing"
+        current = entry.session.fields
+        if any(current.get(name, "") not in allowed for name, allowed in expect.items()):
+            return "mismatch"
+        current.update(fields)
+        return "swapped"
 
     async def delete(self, session_id: str) -> None:
         self._entries.pop(session_id, None)

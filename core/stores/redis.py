@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
@@ -29,8 +29,8 @@ import redis.asyncio as aioredis
 from redis.typing import EncodableT, FieldT
 
 from core.errors import StoreError
-from core.redisio import client_from_url, describe, redis_errors, text
-from core.stores.base import Session, StoredMessage
+from core.redisio import RedisBatch, client_from_url, describe, redis_errors, text
+from core.stores.base import Session, StoredMessage, SwapOutcome
 
 __all__ = ["RedisReadCache", "RedisSessionStore"]
 
@@ -59,6 +59,24 @@ redis.call('EXPIRE', KEYS[2], ARGV[1])
 return 1
 """
 
+# Compare and set: ARGV[2] is a JSON object {field: [allowed values]} ("" matches an unset field).
+_SWAP_FIELDS_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local expect = cjson.decode(ARGV[2])
+for name, allowed in pairs(expect) do
+  local current = redis.call('HGET', KEYS[1], name) or ''
+  local ok = false
+  for _, value in ipairs(allowed) do
+    if value == current then ok = true end
+  end
+  if not ok then return 2 end
+end
+if #ARGV > 2 then redis.call('HSET', KEYS[1], unpack(ARGV, 3)) end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return 1
+"""
+
 
 class RedisSessionStore:
     """`SessionStore` on Redis. Takes an existing client (its owner closes it, since other
@@ -76,6 +94,7 @@ class RedisSessionStore:
         self._where = describe(client)
         self._append_script = client.register_script(_APPEND_LUA)
         self._set_fields_script = client.register_script(_SET_FIELDS_LUA)
+        self._swap_fields_script = client.register_script(_SWAP_FIELDS_LUA)
         self._decoded: OrderedDict[bytes | str, StoredMessage] = OrderedDict()
 
     @classmethod
@@ -103,6 +122,10 @@ class RedisSessionStore:
         session, _ = await self.load_with_recent(session_id, 0)
         return session
 
+    @property
+    def redis(self) -> aioredis.Redis:
+        return self._client
+
     async def load_with_recent(self, session_id: str, limit: int) -> tuple[Session | None, list[StoredMessage]]:
         hkey, lkey = self._keys(session_id)
         with self._errors("loading a session"):
@@ -113,16 +136,34 @@ class RedisSessionStore:
                 pipe.expire(hkey, self._ttl)
                 pipe.expire(lkey, self._ttl)
                 results = await pipe.execute()
-        raw = results[0]
+        return self._loaded(session_id, results[0], results[1] if limit > 0 else None)
+
+    def queue_load_with_recent(
+        self, batch: RedisBatch, session_id: str, limit: int
+    ) -> Callable[[], tuple[Session | None, list[StoredMessage]]]:
+        """`load_with_recent` as part of `batch` (not in a transaction of its own: the caller holds
+        the conversation's lock, so nothing writes the session between the reads)."""
+        hkey, lkey = self._keys(session_id)
+        fields = batch.command("HGETALL", hkey)
+        window = batch.command("LRANGE", lkey, -limit, -1) if limit > 0 else None
+        batch.command("EXPIRE", hkey, self._ttl)
+        batch.command("EXPIRE", lkey, self._ttl)
+        return lambda: self._loaded(
+            session_id, batch.result(fields), batch.result(window) if window is not None else None
+        )
+
+    def _loaded(
+        self, session_id: str, raw: Mapping[Any, Any], window: list[Any] | None
+    ) -> tuple[Session | None, list[StoredMessage]]:
         if not raw:
             return None, []
-        session = self._session(session_id, hkey, raw)
-        if limit <= 0:
+        session = self._session(session_id, self._keys(session_id)[0], raw)
+        if window is None:
             return session, []
         try:
-            return session, [self._message(item) for item in results[1]]
+            return session, [self._message(item) for item in window]
         except (KeyError, ValueError, TypeError) as exc:
-            raise self._malformed(session_id, lkey, exc) from exc
+            raise self._malformed(session_id, self._keys(session_id)[1], exc) from exc
 
     def _message(self, raw: bytes | str) -> StoredMessage:
         """A window entry, decoded once: each turn reads the window again, and all but the two
@@ -170,10 +211,26 @@ class RedisSessionStore:
                 await pipe.execute()
 
     async def append(self, session_id: str, messages: Sequence[StoredMessage], *, keep: int | None = None) -> None:
-        hkey, lkey = self._keys(session_id)
-        items = [json.dumps(m.to_dict(), ensure_ascii=False) for m in messages]
+        keys, args = self._append_call(session_id, messages, keep)
         with self._errors("appending messages"):
-            found = await self._append_script(keys=[hkey, lkey], args=[self._ttl, keep or 0, *items])
+            found = await self._append_script(keys=keys, args=args)
+        self._appended(session_id, found)
+
+    def queue_append(
+        self, batch: RedisBatch, session_id: str, messages: Sequence[StoredMessage], *, keep: int | None = None
+    ) -> Callable[[], None]:
+        """`append` as part of `batch`: the check that the session existed, once the batch has run."""
+        index = batch.script(self._append_script, *self._append_call(session_id, messages, keep))
+        return lambda: self._appended(session_id, batch.result(index))
+
+    def _append_call(
+        self, session_id: str, messages: Sequence[StoredMessage], keep: int | None
+    ) -> tuple[list[str], list[Any]]:
+        items = [json.dumps(m.to_dict(), ensure_ascii=False) for m in messages]
+        return list(self._keys(session_id)), [self._ttl, keep or 0, *items]
+
+    @staticmethod
+    def _appended(session_id: str, found: Any) -> None:
         if not found:
             raise StoreError(f"session {session_id!r} does not exist or has expired; create it first")
 
@@ -199,6 +256,18 @@ class RedisSessionStore:
             found = await self._set_fields_script(keys=[hkey, lkey], args=[self._ttl, *pairs])
         if not found:
             raise StoreError(f"session {session_id!r} does not exist or has expired; create it first")
+
+    async def swap_fields(
+        self, session_id: str, expect: Mapping[str, Collection[str]], fields: Mapping[str, str]
+    ) -> SwapOutcome:
+        hkey, lkey = self._keys(session_id)
+        expected = json.dumps({_FIELD + name: list(allowed) for name, allowed in expect.items()})
+        pairs = [part for k, v in fields.items() for part in (_FIELD + k, v)]
+        with self._errors("swapping session fields"):
+            outcome = await self._swap_fields_script(keys=[hkey, lkey], args=[self._ttl, expected, *pairs])
+        if int(outcome) == 0:
+            return "missing"
+        return "swapped" if int(outcome) == 1 else "mismatch"
 
     async def delete(self, session_id: str) -> None:
         with self._errors("deleting a session"):
@@ -240,10 +309,23 @@ class RedisReadCache:
         [found] = await self.get_many([key])
         return found
 
+    @property
+    def redis(self) -> aioredis.Redis:
+        return self._client
+
     async def get_many(self, keys: Sequence[str]) -> list[tuple[str | None, str]]:
         names = [name for key in keys for name in self._keys(key)]
         with redis_errors(self._where, "reading the cache", prefix=self._prefix):
             values = await self._client.mget(names)
+        return self._found(values)
+
+    def queue_get_many(self, batch: RedisBatch, keys: Sequence[str]) -> Callable[[], list[tuple[str | None, str]]]:
+        """`get_many` as part of `batch`."""
+        index = batch.command("MGET", *(name for key in keys for name in self._keys(key)))
+        return lambda: self._found(batch.result(index))
+
+    @staticmethod
+    def _found(values: list[Any]) -> list[tuple[str | None, str]]:
         return [
             (text(value) if value is not None else None, text(generation) if generation is not None else "")
             for value, generation in zip(values[::2], values[1::2], strict=True)

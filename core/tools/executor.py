@@ -8,6 +8,7 @@ turns into a graceful answer.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from core.tools.base import ToolContext, ToolError, ToolResult
+from core.tools.base import ToolContext, ToolError, ToolResult, WithButtons
 from core.tools.registry import ToolRegistry
 
 __all__ = ["ToolExecutor"]
@@ -57,14 +58,7 @@ class ToolExecutor:
     ) -> ToolResult:
         started = time.monotonic()
         result = await self._run(registry, name, arguments, context, timeout_seconds or self._timeout)
-        result = ToolResult(
-            name=result.name,
-            outcome=result.outcome,
-            output=result.output,
-            error=result.error,
-            latency_ms=(time.monotonic() - started) * 1000,
-            arguments=dict(arguments),
-        )
+        result = dataclasses.replace(result, latency_ms=(time.monotonic() - started) * 1000, arguments=dict(arguments))
         log = self._log.ainfo if result.ok else self._log.awarning
         await log(
             "tool_call",
@@ -95,4 +89,6 @@ class ToolExecutor:
         except Exception as exc:
             await self._log.aexception("tool_crashed", tool=name, bot=context.bot)
             return ToolResult(name=name, outcome="error", error=f"{name} failed ({type(exc).__name__})")
+        if isinstance(output, WithButtons):
+            return ToolResult(name=name, outcome="ok", output=output.output, buttons=output.buttons, card=output.card)
         return ToolResult(name=name, outcome="ok", output=output)

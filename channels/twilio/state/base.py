@@ -6,6 +6,8 @@
 - The WhatsApp 24-hour window: when each WhatsApp user last wrote, so a late reply goes out as the
   bot's approved template instead of a free-form message WhatsApp would refuse (63016).
 - Delivery statuses: what Twilio's status callbacks said about each message sent for a reply.
+- WhatsApp button content: the Content SID made for each distinct set of buttons (channels.twilio.content),
+  so an offer is created once in the Content API, not once per reply.
 
 Memory in one process (memory.py); Redis (redis.py: the deployment's shared Redis) whenever REDIS_URL
 is set, so every `relaybot serve twilio` replica and the worker-side deliveries see the same opt-outs.
@@ -37,6 +39,16 @@ class TwilioState(Protocol):
 
     async def statuses(self, reply_id: str) -> dict[str, str]:
         """The latest status Twilio reported for each message sent for the reply, by MessageSid."""
+        ...
+
+    async def content_sid(self, key: str) -> str | None:
+        """The Content SID created for the buttons `key` names (InteractiveContent.key), if any."""
+        ...
+
+    async def remember_content(self, key: str, sid: str) -> None: ...
+
+    async def forget_content(self, key: str) -> None:
+        """Drop a Content SID Twilio no longer knows (deleted in the console): the next send creates it again."""
         ...
 
     async def close(self) -> None: ...

@@ -10,6 +10,7 @@ class MemoryTwilioState:
         self._opted_out: set[str] = set()
         self._wrote: OrderedDict[str, float] = OrderedDict()
         self._statuses: OrderedDict[str, dict[str, str]] = OrderedDict()
+        self._contents: dict[str, str] = {}
         self._keep = keep
 
     async def opt_out(self, number: str) -> None:
@@ -37,6 +38,15 @@ class MemoryTwilioState:
 
     async def statuses(self, reply_id: str) -> dict[str, str]:
         return dict(self._statuses.get(reply_id, {}))
+
+    async def content_sid(self, key: str) -> str | None:
+        return self._contents.get(key)
+
+    async def remember_content(self, key: str, sid: str) -> None:
+        self._contents[key] = sid
+
+    async def forget_content(self, key: str) -> None:
+        self._contents.pop(key, None)
 
     async def close(self) -> None:
         return None

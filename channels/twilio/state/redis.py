@@ -50,6 +50,20 @@ class RedisTwilioState:
             raw = await self._client.hgetall(f"{self._prefix}:status:{reply_id}")
         return {text(k): text(v) for k, v in raw.items()}
 
+    async def content_sid(self, key: str) -> str | None:
+        with redis_errors(self._where, "reading a WhatsApp button content", prefix=self._prefix):
+            raw = await self._client.get(f"{self._prefix}:content:{key}")
+        return text(raw) if raw is not None else None
+
+    async def remember_content(self, key: str, sid: str) -> None:
+        # No expiry: the resource lives in Twilio until someone deletes it (then forget_content).
+        with redis_errors(self._where, "recording a WhatsApp button content", prefix=self._prefix):
+            await self._client.set(f"{self._prefix}:content:{key}", sid)
+
+    async def forget_content(self, key: str) -> None:
+        with redis_errors(self._where, "forgetting a WhatsApp button content", prefix=self._prefix):
+            await self._client.delete(f"{self._prefix}:content:{key}")
+
     async def close(self) -> None:
         if self._owns_client:
             await self._client.aclose()

@@ -14,7 +14,8 @@
  *   server → {type:"ack", id, duplicate?}
  *   server → {type:"delta", reply_to, text}             streamed text, appended to a live bubble
  *   server → {type:"reply", reply_to, seq, text, sources?, actions?, card?}  final Markdown; replaces the
- *                                                       live bubble; sources (knowledge passages) are listed
+ *                                                       live bubble; sources (what the answer cites, also the
+ *                                                       text's last paragraph) are shown once, as a small line
  *                                                       under it; actions: buttons [{id,label,style?}] shown as
  *                                                       real <button>s under it, disabled once one is used or a
  *                                                       newer reply arrives (the server takes only the newest offer)
@@ -331,7 +332,7 @@
     ".msg[data-state=pending] .bubble{opacity:.75}.msg[data-state=streaming] .bubble{white-space:pre-wrap}",
     ".msg[data-state=pending]::after{content:'Sending\\2026';font-size:12px;color:#475569;margin-top:3px}",
     ".msg[data-state=failed]::after{content:'Not delivered';font-size:12px;color:#b91c1c;margin-top:3px}",
-    ".bubble .sources{font-size:12px;color:#475569}",
+    ".bubble .sources{font-size:12px;color:#475569}.bubble .sources a{color:inherit;text-decoration:underline}.sources-label{font-weight:600}",
     ".choices{display:flex;flex-wrap:wrap;gap:6px;margin-top:6px}",
     ".choice{min-height:36px;padding:6px 12px;border:1px solid #4338ca;border-radius:18px;background:#fff;color:#3730a3;font:inherit;font-size:14px;cursor:pointer}",
     ".choice:hover:not(:disabled){background:#eef2ff}.choice.primary{background:#4338ca;color:#fff}.choice.danger{border-color:#b91c1c;color:#b91c1c}",
@@ -447,12 +448,22 @@
     if (stick) log.scrollTop = log.scrollHeight;
   }
 
+  const SOURCES_PARAGRAPH = "\n\nSources: ";
+
   function messageNode(role, text, stateAttr, sources) {
     const bubble = el("div", { class: "bubble" });
-    renderMarkdown(text, bubble);
-    // Sources the answer was given; skipped when the text already lists them (the offline answers do).
-    if (Array.isArray(sources) && sources.length && text.indexOf("Sources: ") === -1) {
-      bubble.append(el("p", { class: "sources", "data-testid": "rb-sources", text: "Sources: " + sources.join(" · ") }));
+    const listed = Array.isArray(sources) && sources.length > 0;
+    // The reply's text ends with the same list as `sources` (for channels that show only text): here it is
+    // shown once, as the small line below, with titles that have a URL as links.
+    const at = listed ? text.lastIndexOf(SOURCES_PARAGRAPH) : -1;
+    renderMarkdown(at >= 0 ? text.slice(0, at) : text, bubble);
+    if (listed) {
+      const line = el("p", { class: "sources", "data-testid": "rb-sources" }, el("span", { class: "sources-label", text: "Sources: " }));
+      sources.forEach(function (source, k) {
+        if (k) line.append(document.createTextNode(" \u00b7 "));
+        renderInline(source, line, false, 0);
+      });
+      bubble.append(line);
     }
     return el("div", { class: "msg " + role, "data-testid": "rb-msg", "data-role": role, "data-state": stateAttr || null }, bubble);
   }
