@@ -16,6 +16,7 @@ import structlog
 from aiohttp import web
 
 from core import __version__
+from core.console.cli import add_operator_command
 from core.convtests.cli import add_test_command
 from core.doctor import run_checks
 from core.errors import ConfigError, PortInUse, RelaybotError
@@ -62,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     add_ingest_command(commands)
     add_test_command(commands)
     add_eval_command(commands)
+    add_operator_command(commands)
     # Channels add their own commands (`relaybot slack manifest`, `relaybot telegram set-webhook`).
     add_channel_commands(commands)
     return parser

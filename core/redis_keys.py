@@ -228,6 +228,28 @@ KEYS: tuple[KeyLayout, ...] = (
         module="channels/twilio/state/redis.py",
         what="when a WhatsApp user last wrote (the 24-hour window)",
     ),
+    # --- the operator console (core/console/sessions.py) ---
+    KeyLayout(
+        pattern="P:console:session:<sha256 of the cookie token>",
+        type="STRING",
+        ttl="RELAYBOT_CONSOLE__SESSION_TTL_SECONDS",
+        module="core/console/sessions.py",
+        what="an operator's sign-in: JSON {email, csrf, expires_at}",
+    ),
+    KeyLayout(
+        pattern="P:console:failures:<account:EMAIL or ip:ADDRESS>",
+        type="STRING",
+        ttl="RELAYBOT_CONSOLE__LOCKOUT_MINUTES",
+        module="core/console/sessions.py",
+        what="failed sign-ins counted in the window that began with the first",
+    ),
+    KeyLayout(
+        pattern="P:console:locked:<account:EMAIL or ip:ADDRESS>",
+        type="STRING",
+        ttl="RELAYBOT_CONSOLE__LOCKOUT_MINUTES",
+        module="core/console/sessions.py",
+        what="present while that account or address is locked out of signing in",
+    ),
     KeyLayout(
         pattern="P:twilio:status:<reply id>",
         type="HASH",

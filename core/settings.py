@@ -199,6 +199,27 @@ class TwilioSettings(BaseModel):
     max_text_chars: int = Field(4096, ge=1, description="inbound message text above this is refused (400)")
 
 
+class ConsoleSettings(BaseModel):
+    """The operator console (/console): operators' sign-in sessions and the lockout after failed sign-ins."""
+
+    enabled: bool = Field(True, description="`relaybot run` serves the console at /console (operators sign in)")
+    session_ttl_seconds: int = Field(
+        12 * 3600, ge=60, description="an operator's sign-in lasts this long (then they sign in again)"
+    )
+    lockout_failures: int = Field(
+        5, ge=1, description="failed sign-ins for one account (from anywhere) before it is locked out"
+    )
+    lockout_failures_per_ip: int = Field(
+        20, ge=1, description="failed sign-ins from one client address (any account) before it is locked out"
+    )
+    lockout_minutes: int = Field(
+        15, ge=1, description="failures are counted over this long, and a lockout lasts this long"
+    )
+    password_rounds: int = Field(
+        12, ge=4, le=16, description="bcrypt cost of new operator passwords (2^N rounds; 12 takes about 0.2 s)"
+    )
+
+
 #: environment variables read before the settings, because they choose the files the settings come
 #: from: name -> (default, meaning). The settings reference lists them with the settings.
 BOOTSTRAP_ENV: dict[str, tuple[str, str]] = {
@@ -359,6 +380,7 @@ class Settings(BaseSettings):
         description="the Twilio REST API: a proxy or a test server; unset: Twilio's own hosts",
     )
     knowledge: KnowledgeSettings = Field(default_factory=KnowledgeSettings, description=KnowledgeSettings.__doc__)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings, description=ConsoleSettings.__doc__)
     chroma_url: str | None = Field(
         None,
         validation_alias=_sdk_env("CHROMA_URL"),

@@ -27,7 +27,7 @@ def test_the_regenerate_command_prints_the_reference() -> None:
 
 def test_every_setting_has_a_description() -> None:
     missing = [name for name, info in Settings.model_fields.items() if not info.description]
-    for section in ("web", "api", "slack", "telegram", "twilio", "knowledge"):
+    for section in ("web", "api", "slack", "telegram", "twilio", "knowledge", "console"):
         model = Settings.model_fields[section].annotation
         assert model is not None
         missing += [f"{section}.{name}" for name, info in model.model_fields.items() if not info.description]

@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from core.errors import ConfigError, StoreError
 from core.stores.base import Role, StoredMessage, Summary, UserFact
-from core.stores.sql_exec import AsyncEngineExecutor, SqlExecutor, SqliteThread
+from core.stores.sql_exec import SqlExecutor, executor_for
 from core.stores.sql_schema import (
     FACTS,
     INSERT_MESSAGES,
@@ -54,7 +54,7 @@ from core.stores.sql_schema import (
     utc,
 )
 
-__all__ = ["Base", "FactRecord", "MessageRecord", "RecordedTurn", "SqlHistoryStore", "SummaryRecord"]
+__all__ = ["Base", "FactRecord", "MessageRecord", "RecordedTurn", "SqlHistoryStore", "SummaryRecord", "engine_for_url"]
 
 # Concurrent writers to one session are serialized by the conversation lock upstream; retries only
 # cover the rare writer that slips past it (e.g. a lock that expired). Each failed try means some
@@ -127,12 +127,37 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+def engine_for_url(url: str) -> Engine | AsyncEngine:
+    """The engine for DATABASE_URL (plain postgresql:// and sqlite:// URLs get relaybot's drivers):
+    a sync SQLite engine, to run on a thread of its own, or an async engine on asyncpg."""
+    parsed = _driver_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            try:
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot create the folder for the SQLite database {database!r} ({exc}): "
+                    f"check DATABASE_URL and the folder's permissions"
+                ) from exc
+        # Other processes on the same file (relaybot chat beside relaybot run) wait, not fail. The
+        # store's thread opens the connection and other threads never touch it.
+        sqlite_engine = create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False})
+        event.listen(sqlite_engine, "connect", _tune_sqlite)
+        return sqlite_engine
+    # Sized for a worker's concurrent turns: a pool smaller than that opened and closed a
+    # PostgreSQL connection (a new backend process) for every few messages.
+    # No pre-ping: a dropped connection is retried once instead (see AsyncEngineExecutor).
+    return create_async_engine(parsed, pool_size=20, max_overflow=20)
+
+
 class SqlHistoryStore:
     """`HistoryStore` on a SQLAlchemy engine: a sync SQLite engine (run on a thread of its own) or an
     async engine (PostgreSQL on asyncpg). `from_url` builds the right one from DATABASE_URL."""
 
     def __init__(self, engine: Engine | AsyncEngine) -> None:
-        self._db: SqlExecutor = AsyncEngineExecutor(engine) if isinstance(engine, AsyncEngine) else SqliteThread(engine)
+        self._db: SqlExecutor = executor_for(engine)
         self._dialect = engine.dialect.name
         self._queued: list[_Append] = []
         self._last_seqs: OrderedDict[str, int] = OrderedDict()
@@ -148,26 +173,7 @@ class SqlHistoryStore:
     @classmethod
     def from_url(cls, url: str) -> SqlHistoryStore:
         """The store for DATABASE_URL; plain postgresql:// and sqlite:// URLs get relaybot's drivers."""
-        parsed = _driver_url(url)
-        if parsed.get_backend_name() == "sqlite":
-            database = parsed.database or ""
-            if database and database != ":memory:" and not database.startswith("file:"):
-                try:
-                    Path(database).parent.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise StoreError(
-                        f"cannot create the folder for the SQLite database {database!r} ({exc}): "
-                        f"check DATABASE_URL and the folder's permissions"
-                    ) from exc
-            # Other processes on the same file (relaybot chat beside relaybot run) wait, not fail. The
-            # store's thread opens the connection and other threads never touch it.
-            sqlite_engine = create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False})
-            event.listen(sqlite_engine, "connect", _tune_sqlite)
-            return cls(sqlite_engine)
-        # Sized for a worker's concurrent turns: a pool smaller than that opened and closed a
-        # PostgreSQL connection (a new backend process) for every few messages.
-        # No pre-ping: a dropped connection is retried once instead (see AsyncEngineExecutor).
-        return cls(create_async_engine(parsed, pool_size=20, max_overflow=20))
+        return cls(engine_for_url(url))
 
     def _failure(self, action: str, exc: Exception) -> StoreError:
         # DBAPIError's own text repeats the SQL and parameters; the driver's message is the useful part.

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-__all__ = ["AsyncEngineExecutor", "SqlExecutor", "SqliteThread", "Work"]
+__all__ = ["AsyncEngineExecutor", "SqlExecutor", "SqliteThread", "Work", "executor_for"]
 
 T = TypeVar("T")
 #: one unit of work: runs on a connection, in a transaction when it writes
@@ -150,3 +150,8 @@ async def _again_if_dropped(run: Callable[[Work[T]], Awaitable[T]], work: Work[T
         if not exc.connection_invalidated:
             raise
         return await run(work)
+
+
+def executor_for(engine: Engine | AsyncEngine) -> SqlExecutor:
+    """Where units of work on `engine` run: the async driver's pool, or a SQLite thread of their own."""
+    return AsyncEngineExecutor(engine) if isinstance(engine, AsyncEngine) else SqliteThread(engine)
