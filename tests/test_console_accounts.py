@@ -134,7 +134,7 @@ def _run_on_a_terminal(tmp_path: Path, args: list[str], answers: list[str]) -> t
 
 
 @pytest.mark.skip(
-    reason="the pty drive races getpass turning echo off on this machine (the typed password shows); to fix: wait for echo off before typing"
+    reason="the pty drive races getpass turning echo off here (the typed password shows): wait for echo off first"
 )
 def test_operator_add_asks_for_the_password_twice_without_echo(tmp_path: Path) -> None:
     code, output = _run_on_a_terminal(tmp_path, ["operator", "add", "ana@example.com"], [PASSWORD, PASSWORD + "x"])
