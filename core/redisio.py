@@ -12,6 +12,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection, SSLConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import AuthenticationError, AuthorizationError, NoScriptError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -29,6 +31,10 @@ def client_from_url(url: str, *, max_connections: int = 200, **client_kwargs: An
     # Without a connect timeout a firewalled Redis stalls every turn for minutes instead of
     # failing fast enough for the caller to tell the user.
     client_kwargs.setdefault("socket_connect_timeout", 5.0)
+    # A pooled connection can outlive a Redis restart unnoticed; its first command fails with
+    # "Connection closed by server" before a byte reached Redis. One immediate retry on a fresh
+    # connection rides that out (a client built from a pool gets no retry of its own).
+    client_kwargs.setdefault("retry", Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)))
     try:
         pool = aioredis.BlockingConnectionPool.from_url(
             url, max_connections=max_connections, timeout=20, **client_kwargs

@@ -217,10 +217,23 @@ class OrderedConsumer:
         """Run `action` on the entry in its turn, holding its partition; True once it is finished
         (done and acknowledged), False if it had been handled before (the caller acknowledges)."""
         deadline = time.monotonic() + self._order_wait
+        unavailable_for = 0.0
         while True:
             # Listen before looking: a predecessor finishing between the look and the wait still wakes us.
             progress = self._progress.setdefault(entry.partition, asyncio.Event())
-            start = await self._queue.start(entry, force=time.monotonic() > deadline)
+            try:
+                start = await self._queue.start(entry, force=time.monotonic() > deadline)
+            except StoreError as exc:
+                if time.monotonic() > deadline:
+                    raise
+                # Not claimed, so not an attempt: failing the entry here would leave it for the
+                # visibility timeout (30 s by default) after a Redis blip the next try rides out.
+                unavailable_for = min(unavailable_for * 2 or 0.1, 5.0)
+                await self._log.awarning(
+                    "claim_unavailable", entry_id=entry.id, retry_in=unavailable_for, error=str(exc)
+                )
+                await asyncio.sleep(unavailable_for)
+                continue
             if start.state == "done":
                 return False
             if start.state in ("run", "late"):

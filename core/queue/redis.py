@@ -36,6 +36,7 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from core.errors import StoreError
 from core.queue.base import DeadEntry, QueueClosed, QueueEntry, Start, StartState
 from core.redisio import describe, redis_errors, text
 
@@ -86,7 +87,11 @@ if ticket <= done then
 elseif ticket > done + 1 and ARGV[4] ~= '1' then
   return {'wait', done, 0}
 end
-if not redis.call('SET', KEYS[3], ARGV[2], 'NX', 'PX', ARGV[3]) then return {'busy', done, 0} end
+if not redis.call('SET', KEYS[3], ARGV[2], 'NX', 'PX', ARGV[3]) then
+  -- Ours already: the reply to an earlier try of this same start was lost on the way back.
+  if redis.call('GET', KEYS[3]) ~= ARGV[2] then return {'busy', done, 0} end
+  redis.call('PEXPIRE', KEYS[3], ARGV[3])
+end
 local attempt = redis.call('HINCRBY', KEYS[4], ARGV[5], 1)
 if ticket <= done then
   redis.call('SREM', KEYS[2], ticket)
@@ -161,6 +166,8 @@ class RedisQueue:
         self._claim_ttl_ms = int(claim_ttl * 1000)
         #: claims held by this consumer: entry id -> token
         self._claims: dict[str, str] = {}
+        #: tokens of starts that failed on the way: entry id -> token, sent again by the next try
+        self._unanswered: dict[str, str] = {}
         self._closed = asyncio.Event()
         self._group_ready = False
         self._reclaim_from = "0-0"
@@ -217,13 +224,19 @@ class RedisQueue:
         return f"{self._base}:claim:{partition}"
 
     async def start(self, entry: QueueEntry, *, force: bool = False) -> Start:
-        token = uuid.uuid4().hex
+        # A start whose reply was lost (the connection dropped) may have claimed the partition; the
+        # next try sends the same token, so the script knows the claim for ours.
+        token = self._unanswered.pop(entry.id, None) or uuid.uuid4().hex
         keys = [f"{self._base}:done:{entry.partition}", f"{self._base}:skipped:{entry.partition}"]
         keys += [self._claim_key(entry.partition), self._attempts]
-        with self._errors_ctx("claiming a conversation"):
-            state, done, attempt = await self._start_script(
-                keys=keys, args=[entry.ticket, token, self._claim_ttl_ms, "1" if force else "0", entry.id]
-            )
+        try:
+            with self._errors_ctx("claiming a conversation"):
+                state, done, attempt = await self._start_script(
+                    keys=keys, args=[entry.ticket, token, self._claim_ttl_ms, "1" if force else "0", entry.id]
+                )
+        except StoreError:
+            self._unanswered[entry.id] = token
+            raise
         result = Start(cast(StartState, text(state)), int(done), int(attempt))
         if result.state in ("run", "late"):
             self._claims[entry.id] = token
