@@ -120,6 +120,9 @@ def _run_on_a_terminal(tmp_path: Path, args: list[str], answers: list[str]) -> t
                 break
             output += chunk
             if pending and output.rstrip().endswith(b":"):
+                # getpass prints its prompt and then turns echo off: typing before that would show
+                # the password, which is getpass's promise and not this test's race to lose.
+                _wait_for_echo_off(master, deadline)
                 os.write(master, pending.pop(0).encode() + b"\n")
                 output += b"\n"
         try:
@@ -133,9 +136,14 @@ def _run_on_a_terminal(tmp_path: Path, args: list[str], answers: list[str]) -> t
         os.close(master)
 
 
-@pytest.mark.skip(
-    reason="the pty drive races getpass turning echo off here (the typed password shows): wait for echo off first"
-)
+def _wait_for_echo_off(master: int, deadline: float) -> None:
+    # The master side reads the terminal's settings as the program on the other side set them.
+    while termios.tcgetattr(master)[3] & termios.ECHO:
+        if time.monotonic() > deadline:
+            pytest.fail("the prompt never turned echo off")
+        time.sleep(0.01)
+
+
 def test_operator_add_asks_for_the_password_twice_without_echo(tmp_path: Path) -> None:
     code, output = _run_on_a_terminal(tmp_path, ["operator", "add", "ana@example.com"], [PASSWORD, PASSWORD + "x"])
     assert code == 1
