@@ -33,11 +33,11 @@ def console_settings(tmp_path: Path, **overrides: Any) -> Settings:
 
 
 @asynccontextmanager
-async def console_app(settings: Settings) -> AsyncIterator[tuple[Runtime, str]]:
+async def console_app(settings: Settings, heartbeat: float = 0.5) -> AsyncIterator[tuple[Runtime, str]]:
     """The real app with the console mounted, and three operators: Ana and Ben serve every bot,
     Otto only a bot named `other`."""
     runtime = await Runtime.from_settings(settings)
-    runtime.mount_console(heartbeat_seconds=0.5)
+    runtime.mount_console(heartbeat_seconds=heartbeat)
     async with running_app(settings, runtime) as (runtime, base):
         assert runtime.console is not None
         await runtime.console.accounts.add(ANA, PASSWORD)
@@ -271,8 +271,9 @@ async def read_events(response: aiohttp.ClientResponse, into: list[tuple[str, di
 
 
 async def test_the_events_stream_pushes_what_happens_to_the_operators_bots(tmp_path: Path) -> None:
+    # A long heartbeat: an event that waited for the next one would miss the test's deadlines.
     async with (
-        console_app(console_settings(tmp_path)) as (runtime, base),
+        console_app(console_settings(tmp_path), heartbeat=30) as (runtime, base),
         Operator(base) as ana,
         Operator(base) as otto,
         aiohttp.ClientSession() as user,
@@ -291,13 +292,13 @@ async def test_the_events_stream_pushes_what_happens_to_the_operators_bots(tmp_p
                 asyncio.create_task(read_events(otto_stream, otto_seen)),
             ]
             try:
-                await until(lambda: _async(bool(seen) and bool(otto_seen)))
+                await until(lambda: holds(bool(seen) and bool(otto_seen)), within=10)
                 assert seen[0][0] == "ready"
                 assert runtime.console is not None and runtime.console.events.open_streams == 2
                 async with user.ws_connect(f"{base}/ws?bot=support") as ws:
                     await ws.receive_json()
                     await ask_for_a_person(ws)
-                    await until(lambda: _async(any(kind == "requested" for kind, _ in seen)))
+                    await until(lambda: holds(any(kind == "requested" for kind, _ in seen)), within=10)
                     (requested,) = [data for kind, data in seen if kind == "requested"]
                     session_id = requested["session_id"]
                     assert requested["conversation"]["state"] == "pending_human"
@@ -305,29 +306,37 @@ async def test_the_events_stream_pushes_what_happens_to_the_operators_bots(tmp_p
                     await ana.post("take", session_id=session_id)
                     await ws.send_json({"type": "message", "id": "c2", "text": "are you there?"})
                     await until(
-                        lambda: _async(
+                        lambda: holds(
                             any(k == "message" and d["message"]["text"] == "are you there?" for k, d in seen)
-                        )
+                        ),
+                        within=10,
                     )
                     assert [k for k, _ in seen if k != "message"] == ["ready", "requested", "taken"]
-                await asyncio.sleep(0.7)  # a heartbeat passes
                 assert [k for k, _ in otto_seen] == ["ready"]  # nothing of a bot he does not serve
             finally:
                 for reader in readers:
                     reader.cancel()
                 await asyncio.gather(*readers, return_exceptions=True)
-        # Signing out ends the stream at its next heartbeat.
+
+
+async def test_signing_out_ends_the_events_stream_at_its_next_heartbeat(tmp_path: Path) -> None:
+    async with (
+        console_app(console_settings(tmp_path), heartbeat=0.3) as (runtime, base),
+        Operator(base) as otto,
+    ):
+        await otto.login(OTTO)
         async with otto.http.get(f"{base}/console/api/events") as stream:
             ended: list[tuple[str, dict[str, Any]]] = []
             reader = asyncio.create_task(read_events(stream, ended))
-            await until(lambda: _async(bool(ended)))
+            await until(lambda: holds(bool(ended)))
             async with otto.http.post(f"{base}/console/logout", headers={"X-CSRF-Token": otto.csrf}) as r:
                 assert r.status == 200
             await asyncio.wait_for(reader, 5)
             assert [k for k, _ in ended] == ["ready", "signed_out"]
+        assert runtime.console is not None and runtime.console.events.open_streams == 0
 
 
-async def _async(value: bool) -> bool:
+async def holds(value: bool) -> bool:
     return value
 
 

@@ -67,7 +67,7 @@ class ConsoleEvents:
                 if pending is None:
                     pending = asyncio.ensure_future(anext(events))
                 waiting: set[asyncio.Future[Any]] = {pending, closing}
-                done, _ = await asyncio.wait(waiting, timeout=self._heartbeat)
+                done, _ = await asyncio.wait(waiting, timeout=self._heartbeat, return_when=asyncio.FIRST_COMPLETED)
                 if pending not in done:
                     if self._closing.is_set():
                         break
