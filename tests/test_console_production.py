@@ -49,9 +49,21 @@ async def test_a_handoff_on_the_web_process_is_served_from_the_console_process(
     seen: list[tuple[str, dict[str, Any]]] = []
     async with Operator(console_base) as ana, aiohttp.ClientSession() as user:
         assert (await ana.login(ANA))[0] == 200
-        async with ana.http.get(f"{console_base}/console/api/events") as stream:
+        async with (
+            ana.http.get(f"{console_base}/console/api/events") as stream,
+            ana.http.get(f"{console_base}/console/api/events") as second,
+            ana.http.get(f"{console_base}/console/api/events") as third,
+        ):
+            assert (stream.status, second.status, third.status) == (200, 200, 200)
             reader = asyncio.create_task(read_events(stream, seen))
             try:
+                # Three pages open, one Redis subscription: the console process's.
+                await until(lambda: holds(bool(seen)))
+                client = aioredis.Redis.from_url(redis_url)
+                try:
+                    assert await client.pubsub_numsub("relaybot:fanout:handoff") == [(b"relaybot:fanout:handoff", 1)]
+                finally:
+                    await client.aclose()
                 async with user.ws_connect(f"{web_base}/ws?bot=support") as ws:
                     hello = await ws.receive_json()
                     session_id = f"support:web:{hello['session_id']}"
