@@ -27,6 +27,9 @@ from core.plugins import add_channel_commands, channel_names, load_channel_facto
 from core.runtime import Runtime
 from core.settings import Settings
 
+#: `relaybot serve console`: the operator console, not a channel
+CONSOLE = "console"
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="relaybot", description="Run one chatbot on many channels.")
@@ -40,7 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve", help="run channel adapters as their own process (RELAYBOT_BUS=redis; workers run apart)"
     )
-    serve.add_argument("channels", nargs="+", metavar="CHANNEL", help=f"one or more of: {', '.join(channel_names())}")
+    serve.add_argument(
+        "channels",
+        nargs="+",
+        metavar="CHANNEL",
+        help=f"one or more of: {', '.join(channel_names())}, or console (the operator console)",
+    )
     _listen_options(serve)
 
     worker = commands.add_parser("worker", help="run a core worker: envelopes from the bus become replies")
@@ -101,13 +109,19 @@ async def _listen(runner: web.AppRunner, host: str, port: int) -> None:
 
 
 async def _serve(settings: Settings, channels: list[str] | None, *, worker: bool, http: bool = True) -> None:
-    """Host `channels` (None: every configured one; []: none) and/or a worker until SIGTERM/SIGINT."""
+    """Host `channels` (None: every configured one and the console; []: none) and/or a worker until
+    SIGTERM/SIGINT; "console" among `channels` is the operator console."""
+    console = settings.console.enabled if channels is None else CONSOLE in channels
+    if channels is not None:
+        channels = [name for name in channels if name != CONSOLE]
     runtime = await Runtime.from_settings(settings)
     log = structlog.get_logger("relaybot")
     runner: web.AppRunner | None = None
     tasks: set[asyncio.Task[object]] = set()
     try:
         hosted = runtime.add_configured_channels(channels) if channels != [] else []
+        if console:
+            runtime.mount_console()
         if http:
             runner = web.AppRunner(runtime.build_app(), handle_signals=False)
             await runner.setup()
@@ -126,12 +140,16 @@ async def _serve(settings: Settings, channels: list[str] | None, *, worker: bool
             sync.add_done_callback(tasks.discard)
         url = f"http://{settings.host}:{settings.port}/"
         await log.ainfo("started", url=url if http else None, channels=hosted, bus=settings.bus, worker=worker)
-        if not hosted:
+        if console and not hosted:
+            print(f"relaybot is serving the operator console on {url}console", flush=True)
+        elif not hosted:
             print("relaybot worker is running (Ctrl-C stops it)", flush=True)
         elif worker:
             print(
                 f"relaybot is running: open {url} to chat with '{runtime.bots.default}' (Ctrl-C stops it)", flush=True
             )
+            if console:
+                print(f"operators sign in at {url}console (add one with `relaybot operator add EMAIL`)", flush=True)
         else:
             print(f"relaybot is serving {', '.join(hosted)} on {url}", flush=True)
         await _until_signalled()

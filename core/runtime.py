@@ -19,6 +19,13 @@ from aiohttp import web
 from core.bots import BotRegistry
 from core.bus.queue import QueueBus
 from core.channel import ChannelAdapter, ChannelContext, ChannelFactory
+from core.console.app import Console
+from core.console.sessions import (
+    MemoryConsoleSessions,
+    MemoryLoginLockout,
+    RedisConsoleSessions,
+    RedisLoginLockout,
+)
 from core.dedupe.base import DedupeStore
 from core.dedupe.memory import MemoryDedupeStore
 from core.dedupe.redis import RedisDedupeStore
@@ -148,11 +155,12 @@ class Runtime:
         # Desk events reach every process sharing the Redis (the console may run apart from the workers).
         self._desk_fanout: Fanout | None = RedisFanout(redis) if redis is not None and not self.distributed else None
         handoff_index: HandoffIndex = RedisHandoffIndex(redis) if redis is not None else MemoryHandoffIndex()
+        self.desk_events = DeskEventHub(self._desk_fanout or self.fanout)
         self.desk = SessionHandoffDesk(
             sessions=sessions,
             history=self.history,
             index=handoff_index,
-            events=DeskEventHub(self._desk_fanout or self.fanout),
+            events=self.desk_events,
             outbox=self.outbox,
             bots=bots,
             metrics=self.metrics,
@@ -213,6 +221,7 @@ class Runtime:
             on_dead_letter=self.metrics.dead_letters.labels("bus").inc,
         )
         self.delivery: DeliveryWorker | None = None
+        self.console: Console | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
 
@@ -261,6 +270,23 @@ class Runtime:
     def handoff_desk(self) -> HandoffDesk:
         """Where operators take conversations over (the console mounts on it)."""
         return self.desk
+
+    def mount_console(self, *, heartbeat_seconds: float = 15.0) -> Console:
+        """Serve the operator console (/console) on this process's app (`build_app`)."""
+        if self.console is None:
+            redis = self.redis
+            self.console = Console(
+                settings=self.settings,
+                desk=self.desk,
+                outbound=self.outbound,
+                sessions=RedisConsoleSessions(redis) if redis is not None else MemoryConsoleSessions(),
+                lockout=RedisLoginLockout(redis) if redis is not None else MemoryLoginLockout(),
+                publish=self.desk_events.publish,
+                start_events=self.desk_events.start,
+                heartbeat_seconds=heartbeat_seconds,
+                logger=self.log,
+            )
+        return self.console
 
     def queue(self, name: str) -> OrderedQueue:
         """The named queue ("bus", "outbox:<channel>"), one instance per process."""
@@ -326,6 +352,8 @@ class Runtime:
         app.router.add_get("/metrics", self._metrics)
         for adapter in self._adapters():
             adapter.register(app)
+        if self.console is not None:
+            self.console.register(app)
         return app
 
     async def _healthz(self, request: web.Request) -> web.Response:

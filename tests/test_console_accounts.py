@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import os
 import pty
+import re
 import select
 import sqlite3
 import subprocess
@@ -84,6 +85,19 @@ def test_operator_add_refuses_a_short_password_and_an_unknown_bot(tmp_path: Path
     assert relaybot(tmp_path, "operator", "list").stdout == ""
 
 
+PROMPT = re.compile(rb"password(?: again)?: ")
+
+
+def _wait_for_echo_off(terminal: int, within: float = 10.0) -> None:
+    """Until the program on the terminal has turned echo off (getpass does, around its prompt):
+    what is typed before that would show on the screen."""
+    deadline = time.monotonic() + within
+    while termios.tcgetattr(terminal)[3] & termios.ECHO:
+        if time.monotonic() > deadline:
+            pytest.fail("the password prompt never turned the terminal's echo off")
+        time.sleep(0.01)
+
+
 def _run_on_a_terminal(tmp_path: Path, args: list[str], answers: list[str]) -> tuple[int, str]:
     """Run `relaybot` with a pseudo-terminal as its controlling terminal (getpass reads /dev/tty),
     typing each of `answers` when it prompts."""
@@ -103,7 +117,7 @@ def _run_on_a_terminal(tmp_path: Path, args: list[str], answers: list[str]) -> t
     )
     os.close(slave)
     output = b""
-    pending = list(answers)
+    answered = 0
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline:
@@ -119,12 +133,12 @@ def _run_on_a_terminal(tmp_path: Path, args: list[str], answers: list[str]) -> t
             if not chunk:
                 break
             output += chunk
-            if pending and output.rstrip().endswith(b":"):
-                # getpass prints its prompt and then turns echo off: typing before that would show
-                # the password, which is getpass's promise and not this test's race to lose.
-                _wait_for_echo_off(master, deadline)
-                os.write(master, pending.pop(0).encode() + b"\n")
-                output += b"\n"
+            # One answer per prompt shown (the newline getpass prints after an answer comes before
+            # the next prompt, so "the output ends with a prompt" alone would answer twice).
+            if answered < len(answers) and len(PROMPT.findall(output)) > answered:
+                _wait_for_echo_off(master)
+                os.write(master, answers[answered].encode() + b"\n")
+                answered += 1
         try:
             return proc.wait(timeout=30), output.decode(errors="replace")
         except subprocess.TimeoutExpired:
@@ -134,14 +148,6 @@ def _run_on_a_terminal(tmp_path: Path, args: list[str], answers: list[str]) -> t
             proc.kill()
             proc.wait()
         os.close(master)
-
-
-def _wait_for_echo_off(master: int, deadline: float) -> None:
-    # The master side reads the terminal's settings as the program on the other side set them.
-    while termios.tcgetattr(master)[3] & termios.ECHO:
-        if time.monotonic() > deadline:
-            pytest.fail("the prompt never turned echo off")
-        time.sleep(0.01)
 
 
 def test_operator_add_asks_for_the_password_twice_without_echo(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ configured trusted proxies, never a header a client could simply send.
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from core.bots import BotConfig
+from core.clientaddr import ClientAddress
 from core.pipeline.stages import bot_usage_key
 from core.ratelimit.base import RateDecision, RateLimiter, RateLimits
 from core.ratelimit.memory import seconds_to_utc_midnight
@@ -40,25 +40,10 @@ class EdgeLimits:
     def __init__(self, limiter: RateLimiter, settings: WebSettings) -> None:
         self._limiter = limiter
         self._settings = settings
-        self._proxies = [ipaddress.ip_network(p, strict=False) for p in settings.trusted_proxies]
+        self._client_address = ClientAddress(settings.trusted_proxies)
 
     def client_address(self, request: web.Request) -> str:
-        peer = request.remote or "unknown"
-        if not self._proxies or not self._trusted(peer):
-            return peer
-        # Walk back from the nearest hop: the first address not one of our proxies is the client.
-        hops = [h.strip() for v in request.headers.getall("X-Forwarded-For", []) for h in v.split(",") if h.strip()]
-        for hop in reversed(hops):
-            if not self._trusted(hop):
-                return hop
-        return hops[0] if hops else peer
-
-    def _trusted(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in network for network in self._proxies)
+        return self._client_address(request)
 
     async def new_session(self, address: str) -> RateDecision:
         limit = self._settings.new_sessions_per_minute_per_ip
