@@ -170,6 +170,15 @@ async def test_changes_need_the_csrf_token_and_sign_out_ends_the_session(tmp_pat
         assert (await ana.post("take", session_id=session_id))[0] == 401
 
 
+async def test_removing_an_operator_ends_their_sign_in(tmp_path: Path) -> None:
+    async with console_app(console_settings(tmp_path)) as (runtime, base), Operator(base) as ben:
+        assert (await ben.login(BEN))[0] == 200
+        assert runtime.console is not None and await runtime.console.accounts.remove(BEN)
+        gone = {"error": "signed_out", "message": "this operator account no longer exists"}
+        assert await ben.get("me") == (401, gone)
+        assert (await ben.login(BEN))[0] == 401
+
+
 async def test_two_operators_race_to_take_one_wins_and_replies_reach_the_widget(tmp_path: Path) -> None:
     async with (
         console_app(console_settings(tmp_path)) as (runtime, base),
