@@ -136,8 +136,16 @@ async def test_the_sign_in_form_redirects_to_the_console(tmp_path: Path) -> None
             assert (await r.json())["error"] == "cross_site"
 
 
-async def test_wrong_passwords_lock_the_account_out(tmp_path: Path) -> None:
-    async with console_app(console_settings(tmp_path)) as (_, base), Operator(base) as ana:
+@pytest.fixture(params=["memory", "redis"])
+def store_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """Sign-ins and the lockout in memory, or in Redis (where a real server keeps them)."""
+    if request.param == "memory":
+        return console_settings(tmp_path)
+    return console_settings(tmp_path, redis_url=request.getfixturevalue("redis_url"))
+
+
+async def test_wrong_passwords_lock_the_account_out(store_settings: Settings) -> None:
+    async with console_app(store_settings) as (_, base), Operator(base) as ana:
         assert await ana.login(ANA, "not the password") == (
             401,
             {"error": "wrong_credentials", "message": "wrong email or password"},
@@ -154,8 +162,8 @@ async def test_wrong_passwords_lock_the_account_out(tmp_path: Path) -> None:
         assert (await ana.login(BEN))[0] == 200
 
 
-async def test_changes_need_the_csrf_token_and_sign_out_ends_the_session(tmp_path: Path) -> None:
-    async with console_app(console_settings(tmp_path)) as (_, base), Operator(base) as ana:
+async def test_changes_need_the_csrf_token_and_sign_out_ends_the_session(store_settings: Settings) -> None:
+    async with console_app(store_settings) as (_, base), Operator(base) as ana:
         await ana.login(ANA)
         session_id = "support:web:whatever"
         for csrf in ("", "forged-token"):
@@ -168,6 +176,15 @@ async def test_changes_need_the_csrf_token_and_sign_out_ends_the_session(tmp_pat
             assert r.status == 200
         assert (await ana.get("me"))[0] == 401
         assert (await ana.post("take", session_id=session_id))[0] == 401
+
+
+async def test_removing_an_operator_ends_their_sign_in(tmp_path: Path) -> None:
+    async with console_app(console_settings(tmp_path)) as (runtime, base), Operator(base) as ben:
+        assert (await ben.login(BEN))[0] == 200
+        assert runtime.console is not None and await runtime.console.accounts.remove(BEN)
+        gone = {"error": "signed_out", "message": "this operator account no longer exists"}
+        assert await ben.get("me") == (401, gone)
+        assert (await ben.login(BEN))[0] == 401
 
 
 async def test_two_operators_race_to_take_one_wins_and_replies_reach_the_widget(tmp_path: Path) -> None:
