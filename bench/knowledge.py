@@ -458,7 +458,7 @@ async def bench_quality(embedder: OnnxMiniLMEmbedder, root: Path, *, tune_only: 
     intents: list[tuple[str, int, int]] = []
     if not tune_only:
         print(f"\nretrieval quality; as served: {served}, top {top_k}")
-        print(f"{'set':<36}{'retriever':<18}{'ranking only':>16}{'as served (threshold)':>28}")
+        print(f"{'set':<36}{'retriever':<18}{'ranking only':>16}{'as served':>28}")
         print(f"{'':<36}{'':<18}{'@1':>8}{'@4':>8}{'@1':>9}{'@4':>8}{'no-answer':>11}")
     for product in products():
         from core.bots import load_bot
