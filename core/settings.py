@@ -150,7 +150,18 @@ class KnowledgeSettings(BaseModel):
     enabled: bool = Field(True, description="retrieve from the bots' knowledge sets (when anything was ingested)")
     top_k: int = Field(4, ge=1, le=50, description="passages given to the model per message")
     min_score: float = Field(
-        0.33, ge=-1, le=1, description="cosine similarity below which a chunk counts as unrelated (not retrieved)"
+        0.32, ge=-1, le=1, description="cosine similarity below which a chunk counts as unrelated (not retrieved)"
+    )
+    coverage_weight: float = Field(
+        1.2,
+        ge=0,
+        description="how much the share of the question's words found in the passages counts in the answer decision",
+    )
+    min_evidence: float = Field(
+        0.62,
+        ge=-1,
+        le=3,
+        description="answer only when best cosine + coverage_weight x word coverage reaches this (else I don't know)",
     )
     reject_unknown_names: bool = Field(
         True, description="a question naming something the documents never mention (e.g. another product) finds nothing"

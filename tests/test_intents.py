@@ -185,3 +185,15 @@ def test_a_broken_intents_table_names_the_file(tmp_path: Path) -> None:
     (bot_dir / "bot.toml").write_text('name = "x"\n\n[intents]\ndefault = "nope"\n\n[intents.a]\nexamples = ["a"]\n')
     with pytest.raises(ConfigError, match=r"(?s)bot\.toml.*names no"):
         load_bot(bot_dir)
+
+
+async def test_the_default_intents_description_does_not_pull_messages_about_the_other_intents(
+    embedder: OnnxMiniLMEmbedder, support: BotConfig
+) -> None:
+    # The example bot's default intent is described by what it is not ("anything not about billing, a
+    # technical problem or cancelling"): counted in its centroid, those words drew this message to it.
+    assert "not about" in (support.intents.items[support.intents.default].description or "")
+    result = await LocalIntentClassifier(embedder).classify(support, "we won't need Tasklane anymore after this month")
+    assert result.intent == "cancellation"
+    # The default still gets what is about nothing else.
+    assert (await LocalIntentClassifier(embedder).classify(support, "how do subtasks work")).intent == "general"

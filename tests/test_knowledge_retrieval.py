@@ -234,6 +234,36 @@ async def test_a_near_miss_is_answered_i_dont_know_not_with_a_passage_that_lacks
     assert "account-and-passwords.md" in cited_sources(ask(okta, await knowledge.search("support", okta)))
 
 
+async def test_a_question_the_documents_answer_is_answered_with_its_source(knowledge: KnowledgeService) -> None:
+    # Not the closest question in meaning (cosine about 0.44), but the page holds its words ("invitation",
+    # "valid"): the answer decision (core.knowledge.answerability) answers it, citing the page.
+    question = "how long do invitations stay valid"
+    collection = await knowledge.collection("support")
+    found = await collection.candidates(question, k=4, min_score=0.32)
+    assert found is not None and found[1].cosine < 0.5 and found[1].coverage > 0.2
+    answer = ask(question, await knowledge.search("support", question))
+    assert not answer.text.startswith("I don't know")
+    assert cited_sources(answer)[0] == "team-members-and-roles.md"
+    assert "7 days" in answer.text.split("\n\nSources: ")[0]
+    assert answer.sources and answer.text.endswith(f"Sources: {' · '.join(answer.sources)}")
+
+
+async def test_a_near_miss_on_the_products_own_topic_is_answered_i_dont_know(knowledge: KnowledgeService) -> None:
+    # As close in meaning to the billing page (cosine about 0.48) as many questions it answers, so a cosine
+    # threshold alone quotes it; but the question's rare words ("paper", "mail", "office") are in none of the
+    # passages found, so nothing is retrieved and the offline answer is the honest "I don't know".
+    question = "can you mail a paper invoice to our office?"
+    collection = await knowledge.collection("support")
+    found = await collection.candidates(question, k=4, min_score=0.32)
+    assert found is not None and found[1].cosine > 0.4 and found[1].coverage < 0.2
+    assert await collection.search(question, k=4, min_score=0.33)  # the threshold alone would answer it
+    passages = await knowledge.search("support", question)
+    assert passages == []
+    answer = ask(question, passages)
+    assert answer.text.startswith("I don't know that yet") and answer.sources == ()
+    assert "Sources:" not in answer.text
+
+
 def test_a_passage_that_shares_no_word_with_the_question_is_not_quoted() -> None:
     overview = Passage(
         text="Tasklane is a project-management app for small teams. It organises work in boards and tasks.",

@@ -68,7 +68,8 @@ class RetrievalFigures:
     idk_unanswerable: int
     #: answerable questions for which nothing is retrieved
     refused_answerable: int
-    #: questions the name guard refused before any threshold
+    #: questions refused whatever the threshold: by the name guard, or by the answer decision's word coverage
+    #: (core.knowledge.answerability) although the best passage clears `min_score`
     guard_refused: int
     answerable_scores: list[float]
     unanswerable_scores: list[float]
@@ -155,7 +156,8 @@ def retrieval_figures(settings: RetrievalSettings, k: int, outcomes: Sequence[Qu
         )
         return hits / len(answerable)
 
-    # Refused by the name guard: nothing retrieved although the best passage clears the threshold.
+    # Refused by the name guard or the answer decision's word coverage: nothing retrieved although the best
+    # passage clears the threshold.
     guarded = {id(o) for o in outcomes if not o.retrieved and o.ranked and o.ranked[0].score >= settings.min_score}
     sweep = {}
     for threshold in _thresholds(settings.min_score, low=-1.0):

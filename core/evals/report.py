@@ -57,7 +57,9 @@ def retrieval_lines(f: RetrievalFigures) -> list[str]:
         f"  wrongly refused on answerable:  {_share(f.refused_answerable, f.answerable)}",
     ]
     if f.guard_refused:
-        lines.append(f"  ({f.guard_refused} question(s) refused by the name guard, whatever the threshold)")
+        lines.append(
+            f"  ({f.guard_refused} question(s) refused by the name guard or the word coverage, whatever the threshold)"
+        )
     lines += ["", "  by min_score:  I don't know (unanswerable) / refused (answerable)"]
     for threshold, (idk, refused) in f.sweep.items():
         lines.append(f"    {_mark(threshold, s.min_score)}  {idk:.3f} / {refused:.3f}")

@@ -1,7 +1,8 @@
 """The token-free classifier: the message against each intent's examples, on the offline embeddings.
 
 Each intent is represented by the centroid of its examples and its description (the mean of their
-L2-normalized vectors, normalized again); a message's score for an intent is its cosine similarity
+L2-normalized vectors, normalized again; the default intent's description is left out when it has examples,
+see `_build`); a message's score for an intent is its cosine similarity
 to that centroid (a dot product: every vector is normalized). On the example bot's labelled set the
 centroid beat the nearest single example and the mean of the nearest two (0.94 against 0.83 and
 0.86 accuracy): one example that happens to share a word with the message pulls less. The best
@@ -92,7 +93,13 @@ class LocalIntentClassifier:
         owners: list[int] = []
         social = frozenset(name for name, intent in intents.items.items() if any(map(is_small_talk, intent.examples)))
         for name, intent in intents.items.items():
-            examples = [*intent.examples, *([intent.description] if intent.description else [])]
+            # The default intent's description is left out once it has examples: a catch-all is described by
+            # what it is not ("anything not about billing, a technical problem or cancelling"), and those
+            # words pulled billing and technical messages to it. On the example bot, 0.953 -> 0.969 of its
+            # labelled utterances and 0.81 -> 0.84 of its own examples (each left out of its centroid in turn)
+            # go where they should. It needs no pull of its own: what reaches no other intent goes to it.
+            described = intent.description and not (name == intents.default and intent.examples)
+            examples = [*intent.examples, *([intent.description] if described else [])]
             if not examples:
                 continue  # the default intent may have none: it is what is left over
             names.append(name)

@@ -13,6 +13,7 @@ metadata (a new one on every write), which is how a reader knows the files are i
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import uuid
@@ -50,6 +51,16 @@ class LexicalIndex:
         self.ids = ids
         self._audiences = np.array(audiences, dtype=object)
         self._model = model  # None when the collection is empty
+        # How many chunks hold each term (bm25s keeps its scores by term: a column per term, one entry per
+        # chunk holding it), for the answer decision's weights (core.knowledge.answerability).
+        self._document_frequency: dict[str, int] = {}
+        if model is not None:
+            pointers = model.scores["indptr"]
+            self._document_frequency = {
+                term: int(pointers[column + 1] - pointers[column])
+                for term, column in model.vocab_dict.items()
+                if column + 1 < len(pointers)  # bm25s adds "" to the vocabulary, without a column
+            }
 
     @classmethod
     def build(cls, revision: str, rows: Sequence[LexicalRow]) -> LexicalIndex:
@@ -64,6 +75,13 @@ class LexicalIndex:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def idf(self, term: str) -> float:
+        """BM25's inverse document frequency of a term (of `tokens`): high for a term few chunks hold, and
+        highest for one none holds."""
+        n = len(self.ids)
+        df = self._document_frequency.get(term, 0)
+        return math.log(1.0 + (n - df + 0.5) / (df + 0.5))
 
     def search(self, query: str, k: int, audiences: Sequence[str]) -> list[tuple[str, float]]:
         """The ids of the `k` best chunks for `query` that one of `audiences` may see, with their BM25

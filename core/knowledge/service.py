@@ -127,6 +127,8 @@ class KnowledgeService:
             query,
             k=top_k or self.options.top_k,
             min_score=self.options.min_score if min_score is None else min_score,
+            coverage_weight=self.options.coverage_weight,
+            min_evidence=self.options.min_evidence,
             audiences=audiences,
             reject_unknown_names=self.options.reject_unknown_names,
         )

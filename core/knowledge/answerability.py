@@ -1,0 +1,64 @@
+"""Whether the passages found for a question answer it: the "I don't know" decision, on two kinds of evidence.
+
+A cosine threshold alone cannot tell "who founded Tasklane?" from "what is Tasklane?": both are close to the
+product's overview, and a question on the product's own topic that its documents do not answer ("can I pay
+with a gift card?", "is there an app for my smartwatch?") is as close to the nearest passage, in cosine, as
+many questions they do answer. What the near misses lack is the question's own rare words: "gift",
+"smartwatch", "founded" are in none of the passages found. So the decision weighs both:
+
+- `cosine`: the best cosine similarity of a candidate chunk to the question (what the threshold used alone);
+- `coverage`: the share of the question's terms (core.knowledge.terms: stemmed, stop words dropped) found in
+  the passages about to be quoted, each term weighted by its BM25 inverse document frequency in the
+  collection, so a missing rare word ("gift") costs much and a missing common one ("help") little.
+
+A question is answered when `cosine >= min_score` (a floor: below it nothing is near at all) and
+`cosine + coverage_weight * coverage >= min_evidence`: a line in the (cosine, coverage) plane, so a passage
+less close in meaning must share more of the question's words, and one sharing few must be very close.
+The constants were chosen by `python bench/knowledge.py --tune` on the example bot's three labelled sets,
+never on the held-out Forkful set (see docs/knowledge.md#quality).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from core.knowledge.terms import tokens
+
+__all__ = ["AnswerRule", "Evidence", "coverage"]
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What the decision sees of one question's search."""
+
+    #: the best cosine similarity of any candidate chunk to the question
+    cosine: float
+    #: the IDF-weighted share of the question's terms that the passages contain (1.0 when it has no terms)
+    coverage: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnswerRule:
+    """Answer when the best passage is near (`min_score`) and near enough for the words it shares."""
+
+    min_score: float
+    coverage_weight: float = 0.0
+    min_evidence: float = -1.0
+
+    def answers(self, evidence: Evidence) -> bool:
+        if evidence.cosine < self.min_score:
+            return False
+        return evidence.cosine + self.coverage_weight * evidence.coverage >= self.min_evidence
+
+
+def coverage(question: str, passages: Iterable[str], idf: Callable[[str], float]) -> float:
+    """The share of the question's terms, weighted by `idf`, that occur in `passages` (1.0 if it has none)."""
+    terms = list(dict.fromkeys(tokens(question)))
+    total = sum(idf(term) for term in terms)
+    if total <= 0:
+        return 1.0
+    found: set[str] = set()
+    for text in passages:
+        found.update(tokens(text))
+    return sum(idf(term) for term in terms if term in found) / total
