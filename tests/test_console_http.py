@@ -17,6 +17,7 @@ import pytest
 
 from core.runtime import Runtime
 from core.settings import Settings
+from core.stores.base import Summary, UserFact
 from tests.fakes.telegram_api import FakeTelegram
 from tests.support.harness import make_settings, running_app
 from tests.support.telegram_updates import CHAT, SECRET, message_update, telegram_settings
@@ -202,13 +203,22 @@ async def test_two_operators_race_to_take_one_wins_and_replies_reach_the_widget(
             ack = await ask_for_a_person(ws)
             session_id = f"support:web:{hello['session_id']}"
             await waiting_conversation(runtime)
+            # What the bot knows of the user and the conversation comes with the queue.
+            await runtime.history.remember(
+                bot="support", user_id=f"web:{hello['session_id']}", facts=[UserFact(key="plan", value="Pro")]
+            )
+            await runtime.history.save_summary(
+                session_id, Summary(text="The user wants a refund for a double charge.", through_seq=1)
+            )
 
             status, queue = await ana.get("queue")
             assert status == 200 and queue["live"] == []
             (waiting,) = queue["waiting"]
             assert waiting["session_id"] == session_id and waiting["channel"] == "web"
             assert waiting["state"] == "pending_human" and waiting["wait_seconds"] >= 0
-            assert {"summary", "facts", "user_id", "reason"} <= waiting.keys()
+            assert waiting["summary"] == "The user wants a refund for a double charge."
+            assert waiting["facts"] == {"plan": "Pro"}
+            assert waiting["reason"] == "please let me talk to an agent"
             # Otto serves another bot: he sees nothing of support's and can do nothing to it.
             assert (await otto.get("queue"))[1]["waiting"] == []
             assert (await otto.get("transcript", session_id=session_id))[0] == 404
