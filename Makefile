@@ -43,6 +43,7 @@ bench: install system-deps
 	$(PY) bench/history_cost.py
 	$(PY) bench/llm_overhead.py
 	$(PY) bench/distributed_throughput.py
+	$(PY) bench/redis_client.py
 	$(PY) bench/slack_events.py
 	$(PY) bench/slack_turns.py
 	$(PY) bench/context_growth.py

@@ -94,7 +94,14 @@ class OutboundSender:
             bot=bot,
             channel=channel,
             user_id=session.user_id if session is not None else "",
-            messages=[StoredMessage(role="assistant", content=text, meta={"author": author, "kind": "outbound"})],
+            messages=[
+                StoredMessage(
+                    role="assistant",
+                    content=text,
+                    created_at=self._clock(),
+                    meta={"author": author, "kind": "outbound"},
+                )
+            ],
         )
         if session is not None:
             config = self._bots.require(bot)

@@ -6,9 +6,9 @@ constructor; the runtime builds it once from REDIS_URL.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection, SSLConnection
@@ -72,6 +72,15 @@ def describe(client: aioredis.Redis) -> str:
         return f"unix://{kwargs['path']}"
     scheme = "rediss" if issubclass(pool.connection_class, SSLConnection) else "redis"
     return f"{scheme}://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+
+
+_T = TypeVar("_T")
+
+
+async def reply(command: Awaitable[_T] | _T) -> _T:
+    """The reply to an asyncio client's command. redis-py 7 types every command for both clients
+    (`Awaitable[T] | T`); the asyncio client always returns the awaitable."""
+    return await cast(Awaitable[_T], command)
 
 
 def text(value: bytes | str) -> str:

@@ -19,6 +19,7 @@ from aiohttp import web
 from core.bots import BotRegistry
 from core.bus.queue import QueueBus
 from core.channel import ChannelAdapter, ChannelContext, ChannelFactory
+from core.clock import Clock, SystemClock
 from core.console.app import Console
 from core.console.sessions import (
     MemoryConsoleSessions,
@@ -104,15 +105,16 @@ class Runtime:
         redis: aioredis.Redis | None = None,
         logger: structlog.typing.FilteringBoundLogger | None = None,
         knowledge: KnowledgeService | None = None,
-        limiter: RateLimiter | None = None,
+        clock: Clock | None = None,
         observers: Sequence[Stage] = (),
     ) -> None:
-        """`limiter` replaces the one built from settings (conversation tests give one on their own
-        clock); `observers` are closing stages run after the turn is logged (how a test reads each turn)."""
+        """`clock` is the time every part of a turn reads (the system's; conversation tests give their
+        own); `observers` are closing stages run after the turn is logged (how a test reads each turn)."""
         if settings.bus == "redis" and redis is None:
             raise ConfigError("RELAYBOT_BUS=redis needs REDIS_URL (the Redis that adapters and workers share)")
         self.settings = settings
         self.bots = bots
+        self.clock: Clock = clock or SystemClock()
         self.sessions = sessions
         # Facts and summaries are read on every turn and written every few: served from a cache
         # shared like the sessions are (Redis when there is one), dropped on every write.
@@ -129,7 +131,10 @@ class Runtime:
         self.bus = QueueBus(self.queue("bus"))
         # Shared whenever Redis is there, so two `relaybot run` behind one balancer agree too.
         self.dedupe: DedupeStore = RedisDedupeStore(redis) if redis is not None else MemoryDedupeStore()
-        self.limiter: RateLimiter = limiter or (RedisRateLimiter(redis) if redis is not None else MemoryRateLimiter())
+        # Redis limits run on Redis's own clock, so workers on hosts with skewed clocks agree.
+        self.limiter: RateLimiter = (
+            RedisRateLimiter(redis) if redis is not None else MemoryRateLimiter(clock=self.clock)
+        )
         self.records: DeliveryRecords = RedisDeliveryRecords(redis) if redis is not None else MemoryDeliveryRecords()
         self.fanout: Fanout = RedisFanout(redis) if self.distributed and redis is not None else MemoryFanout()
         self.streams: StreamRegistry = (
@@ -164,6 +169,7 @@ class Runtime:
             outbox=self.outbox,
             bots=bots,
             metrics=self.metrics,
+            clock=self.clock.now,
         )
         self.outbound = OutboundSender(
             sessions=sessions,
@@ -172,6 +178,7 @@ class Runtime:
             bots=bots,
             settings=settings,
             windows=installed_reply_windows(),
+            clock=self.clock.now,
         )
         self.chains = chains
         # Opens chromadb and loads the embedding model on first use only; shared with the intent classifier.
@@ -182,7 +189,7 @@ class Runtime:
         self.intents = LocalIntentClassifier(self.knowledge.embedder)
         self.pipeline = Pipeline(
             stages=[
-                OpenTurnStage(self.limiter, sessions, self.history),
+                OpenTurnStage(self.limiter, sessions, self.history, clock=self.clock),
                 # While a person is asked for or holds the conversation, the bot stays silent.
                 HeldStage(self.desk),
                 MemoryCommandStage(self.history),
@@ -192,7 +199,7 @@ class Runtime:
                 RetrieveStage(self.knowledge),
                 HandlerStage(self.handlers, sessions, self.tools, data_dir=settings.data_dir),
                 UserAsksStage(),
-                AssembleContextStage(),
+                AssembleContextStage(clock=self.clock),
                 GenerateStage(
                     chain_for=chains.for_bot,
                     tools_for=LLMTools(self.handlers, self.tools, data_dir=settings.data_dir).for_turn,
@@ -200,7 +207,7 @@ class Runtime:
             ],
             closing=[
                 RequestStage(self.desk),
-                SaveTurnStage(sessions, self.history, self.limiter),
+                SaveTurnStage(sessions, self.history, self.limiter, clock=self.clock),
                 DeskNoticeStage(self.desk),
                 LogTurnStage(),
                 MetricsStage(self.metrics),
@@ -208,7 +215,7 @@ class Runtime:
             ],
             after=[
                 ExtractFactsStage(self.history, ChainFactExtractor(chains.for_bot)),
-                FoldSummaryStage(self.history, ChainSummarizer(chains.for_bot)),
+                FoldSummaryStage(self.history, ChainSummarizer(chains.for_bot), clock=self.clock),
             ],
         )
         self.worker = Worker(
@@ -232,7 +239,7 @@ class Runtime:
         *,
         chains: ChainFactory | None = None,
         knowledge: KnowledgeService | None = None,
-        limiter: RateLimiter | None = None,
+        clock: Clock | None = None,
         observers: Sequence[Stage] = (),
     ) -> Runtime:
         """Everything from `settings`; the keyword arguments replace a part (conversation tests do)."""
@@ -256,7 +263,7 @@ class Runtime:
                 chains=chains or ChainFactory(settings, redis=redis, environ=environment()),
                 redis=redis,
                 knowledge=knowledge,
-                limiter=limiter,
+                clock=clock,
                 observers=observers,
             )
         except BaseException:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import pty
-import re
 import select
 import socket
 import sqlite3
@@ -14,9 +14,15 @@ import subprocess
 import sys
 import termios
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.harness import REPO
+import pyte
+import pytest
+
+from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.scripted import Answer
+from tests.support.harness import REPO, write_bot
 
 
 def relaybot(tmp_path: Path, *args: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
@@ -158,12 +164,29 @@ def _read_until(fd: int, marker: bytes, seen: bytearray, timeout: float = 60) ->
             seen += chunk
 
 
-def test_chat_on_a_terminal_renders_markdown_wraps_it_and_leaves_on_a_new_line(tmp_path: Path) -> None:
-    width = 50
+@dataclass
+class Terminal:
+    """What a chat on a terminal left: the bytes the program wrote, and the screen they draw."""
+
+    raw: bytes
+    screen: pyte.Screen
+
+    @property
+    def rows(self) -> list[str]:
+        """The screen's rows, without trailing blanks."""
+        return [row.rstrip() for row in self.screen.display]
+
+
+def chat_on_terminal(
+    tmp_path: Path, typed: list[str], *, width: int = 50, height: int = 40, **env_vars: str
+) -> Terminal:
+    """`relaybot chat` on a pseudo-terminal of this size: each line typed once the program shows its
+    prompt, then Ctrl-D. The bytes go through a VT100 emulator (pyte), so the test reads the screen a
+    person sees, cursor movements and in-place redraws included."""
     master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, width, 0, 0))
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "OPENAI_API_KEY")}
-    env.update(RELAYBOT_DATA_DIR=str(tmp_path / "data"), HF_HUB_OFFLINE="1", TERM="xterm-256color")
+    env.update(RELAYBOT_DATA_DIR=str(tmp_path / "data"), HF_HUB_OFFLINE="1", TERM="xterm-256color", **env_vars)
     env.pop("COLUMNS", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "core.cli", "chat"], stdin=slave, stdout=slave, stderr=slave, cwd=REPO, env=env
@@ -172,8 +195,9 @@ def test_chat_on_a_terminal_renders_markdown_wraps_it_and_leaves_on_a_new_line(t
     seen = bytearray()
     try:
         _read_until(master, b"you> ", seen)
-        os.write(master, b"hello\n")
-        _read_until(master, b"you> ", seen)
+        for line in typed:
+            os.write(master, line.encode() + b"\n")
+            _read_until(master, b"you> ", seen)
         os.write(master, b"\x04")  # Ctrl-D
         _read_until(master, b"\0never", seen, timeout=30)
         assert proc.wait(timeout=30) == 0
@@ -182,9 +206,100 @@ def test_chat_on_a_terminal_renders_markdown_wraps_it_and_leaves_on_a_new_line(t
             proc.kill()
             proc.wait()
         os.close(master)
-    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][AB0]|\r", "", seen.decode(errors="replace"))
-    answer = text.split("hello\n", 1)[1].rsplit("you> ", 1)[0]
-    assert "offline mode" in " ".join(answer.split())  # the greeting, with **offline mode** rendered
-    assert "**" not in answer
-    assert len(answer.strip().splitlines()) > 1 and all(len(line) <= width for line in answer.splitlines())
-    assert text.rsplit("you> ", 1)[1].endswith("\n")  # the shell's next prompt starts on a line of its own
+    screen = pyte.Screen(width, height)
+    pyte.ByteStream(screen).feed(bytes(seen))
+    return Terminal(bytes(seen), screen)
+
+
+def test_chat_on_a_terminal_renders_markdown_wraps_it_and_leaves_on_a_new_line(tmp_path: Path) -> None:
+    width = 50
+    terminal = chat_on_terminal(tmp_path, ["hello"], width=width)
+    rows = terminal.rows
+    first = next(n for n, row in enumerate(rows) if row.startswith("bot> "))
+    end = next(n for n, row in enumerate(rows) if row.startswith("you>") and n > first)
+    answer = rows[first:end]
+    assert "offline mode" in " ".join(" ".join(answer).split())  # the greeting, with **offline mode** rendered
+    assert "**" not in " ".join(answer)
+    # Wrapped to the terminal's width, each further line hanging under the text, not under "bot>".
+    assert len(answer) > 1 and all(row.startswith("     ") and row[5] != " " for row in answer[1:])
+    # Ctrl-D: the shell's next prompt starts on a line of its own.
+    assert terminal.screen.cursor.x == 0 and rows[terminal.screen.cursor.y] == ""
+
+
+#: the model's answer, streamed word by word: long enough to wrap over several lines of the terminal
+STREAMED = (
+    "Tasklane is a project tool for small teams: boards, timelines and guests in one place, "
+    "with mobile apps that keep everything in sync."
+)
+TOPICS = "     [1] Billing  [2] A problem  [3] Cancel"
+
+
+def _bot_offering_topics_with_the_models_answer(tmp_path: Path) -> Path:
+    """The example bot, on the OpenAI fake alone, whose `general` handler offers the three topics as
+    buttons with the model's (streamed) answer."""
+    bots = tmp_path / "bots"
+    target = write_bot(bots, models={"chain": ["openai:gpt-4o"]})
+    handlers = target / "handlers.py"
+    handlers.write_text(
+        handlers.read_text()
+        + '\n\n@bot.intent("general")\nasync def general(turn: HandlerTurn) -> None:\n    turn.offer(TOPICS)\n'
+    )
+    return bots
+
+
+@pytest.mark.parametrize(
+    ("width", "choices"),
+    [
+        (50, [TOPICS]),
+        # Narrower than the choices: they wrap between two choices, under the reply's text.
+        (34, ["     [1] Billing  [2] A problem", "     [3] Cancel"]),
+    ],
+)
+async def test_a_streamed_reply_with_buttons_ends_cleanly_and_the_choices_show_once_under_it(
+    tmp_path: Path, width: int, choices: list[str]
+) -> None:
+    bots = _bot_offering_topics_with_the_models_answer(tmp_path)
+    async with FakeOpenAI() as fake:
+        fake.queue(None, Answer(text=STREAMED, token_delay=0.03))
+        fake.always(None, Answer(text='{"facts": []}'))  # the fact extraction after the reply
+        terminal = await asyncio.to_thread(
+            chat_on_terminal,
+            tmp_path,
+            ["what is Tasklane?"],
+            width=width,
+            RELAYBOT_BOTS_DIR=str(bots),
+            OPENAI_API_KEY="sk-test",
+            OPENAI_BASE_URL=fake.base_url,
+        )
+    # It streamed: the reply was drawn, and redrawn in place, many times before the final one.
+    assert terminal.raw.count(b"bot> ") >= 5
+    rows = terminal.rows
+    start = next(n for n, row in enumerate(rows) if row.startswith("bot> "))
+    end = rows.index(choices[0])
+    # The screen: the whole answer once (no piece of an earlier draw left over), wrapped under the
+    # label, then the choices on the lines right under it, once, then the prompt.
+    assert " ".join(row[5:] for row in rows[start:end]) == STREAMED
+    assert all(row.startswith("     ") for row in rows[start + 1 : end])
+    assert [row for row in rows if row.startswith("bot> ")] == [rows[start]]
+    assert rows[end : end + len(choices)] == choices
+    assert sum(row.lstrip().startswith("[1]") for row in rows) == 1
+    assert rows[end + len(choices)] == "you>"
+    assert all(row == "" for row in rows[end + len(choices) + 1 :])
+
+
+async def test_a_streamed_reply_with_buttons_piped_is_one_line_and_the_choices_under_it(tmp_path: Path) -> None:
+    bots = _bot_offering_topics_with_the_models_answer(tmp_path)
+    async with FakeOpenAI() as fake:
+        fake.queue(None, Answer(text=STREAMED, token_delay=0.03))
+        fake.always(None, Answer(text='{"facts": []}'))
+        done = await asyncio.to_thread(
+            relaybot,
+            tmp_path,
+            "chat",
+            stdin="what is Tasklane?\n",
+            RELAYBOT_BOTS_DIR=str(bots),
+            OPENAI_API_KEY="sk-test",
+            OPENAI_BASE_URL=fake.base_url,
+        )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"bot> {STREAMED}", TOPICS]

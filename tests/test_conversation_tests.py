@@ -317,3 +317,87 @@ async def test_record_turns_a_session_from_the_history_into_a_test_that_passes(
 
     assert await asyncio.to_thread(main, ["test", "record", "--session", session_id]) == 2
     assert "exists; choose another file with --out" in capsys.readouterr().err
+
+
+CLOCKED = """
+tests:
+  - name: the date in the prompt follows the test's clock
+    now: 2026-03-01T23:30:00Z
+    model: ["Hello!", "Hello again!"]
+    turns:
+      - say: does Tasklane support Kanban boards?
+        prompt_contains: "Today (UTC): 2026-03-01"
+      - wait: 45m
+        say: does it have a timeline view?
+        prompt_contains: "Today (UTC): 2026-03-01"
+"""
+
+
+def test_the_prompt_date_is_the_tests_and_a_wrong_one_fails_showing_the_prompt(
+    bots_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_tests(bots_dir, "clock.yaml", CLOCKED)
+    assert main(["test"]) == 1
+    out = capsys.readouterr().out
+    # 45 minutes after 23:30 it is the next day: the second expectation fails, and says what the prompt said.
+    assert f"turn 2 ({path}:9), the user said: 'does it have a timeline view?'" in out
+    assert (
+        "    prompt_contains:\n      expected: 'Today (UTC): 2026-03-01'\n"
+        "      actual:   not in the system prompt: 'About the user you are talking to: / - Channel: web / "
+        "- Today (UTC): 2026-03-02'"
+    ) in out
+    assert "turn 1 (" not in out
+
+    path.write_text(CLOCKED.replace("- wait: 45m", "- wait: 25m"))
+    assert main(["test"]) == 0, capsys.readouterr().out
+
+
+def test_a_daily_token_budget_spent_resets_at_midnight_on_the_tests_clock(
+    bots_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_tests(
+        bots_dir,
+        "budget.yaml",
+        """
+tests:
+  - name: spent, refused, reset
+    now: 2026-03-01T22:00:00Z
+    model:
+      - {answer: "Everything about exports.", tokens: 500000}
+      - "Exports are under Settings."
+    turns:
+      - say: tell me everything about exports
+        reply_contains: Everything about exports
+      - say: one more thing
+        reply_contains: "today's usage limit for this assistant. Please try again in about 2 hours"
+      - at: 2026-03-02T00:00:00Z
+        say: where are exports?
+        reply_contains: Exports are under Settings
+""",
+    )
+    assert main(["test"]) == 0, capsys.readouterr().out
+
+
+def test_a_turn_set_before_the_previous_one_is_a_bad_file(bots_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    back = """
+tests:
+  - name: time goes back
+    now: 2026-03-01T09:00:00Z
+    turns:
+      - say: hello
+      - at: 2026-03-01T08:00:00Z
+        say: hello again
+"""
+    path = write_tests(bots_dir, "back.yaml", back)
+    assert main(["test"]) == 2
+    assert (
+        f"{path}:3: test 'time goes back': turn 2: at: 2026-03-01T08:00:00+00:00 is before the previous message "
+        "(2026-03-01T09:00:00+00:00); the clock only goes forward"
+    ) in capsys.readouterr().err
+
+    path.write_text(back.replace("say: hello again", "wait: 1h\n        say: hello again"))
+    assert main(["test"]) == 2
+    assert (
+        f"{path}:7: test 'time goes back', turn 2: a turn sets the clock (at: TIME) or moves it (wait: DURATION), "
+        "not both"
+    ) in capsys.readouterr().err

@@ -257,10 +257,12 @@ async def test_a_redis_restart_during_load_is_survived(
         topology.serve()
         topology.worker()
         topology.worker()
-        convs = conversations("r", 20, 10)
-        # Paced, so that messages keep arriving while Redis is down and comes back.
+        convs = conversations("r", 10, 20)
+        # Paced (about 6 s of posting), so that messages keep arriving while Redis is down and comes
+        # back, even when a loaded machine is slow to answer the first ones.
         posting = asyncio.create_task(post_all(topology.base, callbacks.url, convs, pace=0.3))
-        await callbacks.wait_for(40, within=60)
+        await callbacks.wait_for(20, within=60)
+        assert not posting.done(), "posting ended before the restart: pace it slower"
         await asyncio.to_thread(durable.restart, 1.5)
         unavailable = await posting
         replies = await callbacks.wait_for(200, within=120)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from core.pipeline.stages import describe_wait
@@ -9,11 +11,13 @@ from core.tokens import estimate_tokens
 
 
 class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
+    """Seconds since the epoch that the test sets, as the `core.clock.Clock` the limiter reads."""
 
-    def __call__(self) -> float:
-        return self.now
+    def __init__(self) -> None:
+        self.seconds = 1000.0
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.seconds, UTC)
 
 
 async def test_per_minute_limit_says_when_the_oldest_message_leaves_the_window() -> None:
@@ -22,12 +26,12 @@ async def test_per_minute_limit_says_when_the_oldest_message_leaves_the_window()
     limits = RateLimits(per_minute=3, per_hour=100)
     for _ in range(3):
         assert (await limiter.hit("u", limits)).allowed
-        clock.now += 10
+        clock.seconds += 10
     decision = await limiter.hit("u", limits)
     assert not decision.allowed
     assert decision.window == "minute"
     assert decision.retry_after == pytest.approx(30.0)  # first hit at 1000, now 1030
-    clock.now += 30.01
+    clock.seconds += 30.01
     assert (await limiter.hit("u", limits)).allowed
 
 
@@ -37,9 +41,9 @@ async def test_rejected_messages_do_not_extend_the_wait() -> None:
     limits = RateLimits(per_minute=1, per_hour=100)
     assert (await limiter.hit("u", limits)).allowed
     for _ in range(5):
-        clock.now += 5
+        clock.seconds += 5
         assert not (await limiter.hit("u", limits)).allowed
-    clock.now = 1060.01
+    clock.seconds = 1060.01
     assert (await limiter.hit("u", limits)).allowed
 
 
@@ -48,9 +52,9 @@ async def test_hour_limit_and_users_are_independent() -> None:
     limiter = MemoryRateLimiter(clock=clock)
     limits = RateLimits(per_minute=100, per_hour=2)
     assert (await limiter.hit("a", limits)).allowed
-    clock.now += 120
+    clock.seconds += 120
     assert (await limiter.hit("a", limits)).allowed
-    clock.now += 120
+    clock.seconds += 120
     decision = await limiter.hit("a", limits)
     assert not decision.allowed and decision.window == "hour"
     assert decision.retry_after == pytest.approx(3600 - 240)

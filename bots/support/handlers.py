@@ -11,7 +11,6 @@ import asyncio
 import hashlib
 import json
 import re
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +79,7 @@ async def create_ticket(ctx: ToolContext, subject: str, description: str, catego
         "user_id": ctx.user_id,
         "channel": ctx.channel,
         "session_id": ctx.session_id,
-        "created_at": datetime.now(UTC).isoformat(),
+        "created_at": ctx.received_at.isoformat(),
     }
     # The same message handled twice (a redelivery) carries the same key: the ticket is opened once.
     digest = hashlib.sha256(json.dumps([subject, description, category]).encode()).hexdigest()[:16]
@@ -116,7 +115,7 @@ async def handoff_to_human(ctx: ToolContext, reason: str) -> dict[str, Any]:
         "channel": ctx.channel,
         "session_id": ctx.session_id,
         "reason": reason,
-        "created_at": datetime.now(UTC).isoformat(),
+        "created_at": ctx.received_at.isoformat(),
     }
     await asyncio.to_thread(_append_jsonl, ctx.data_dir / "handoffs.jsonl", record)
     if ctx.ask_for_person is not None:

@@ -33,6 +33,7 @@ import hashlib
 import hmac
 import json
 import time
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -155,6 +156,18 @@ def _unavailable() -> web.Response:
     )
 
 
+_Body = TypeVar("_Body", bound=BaseModel)
+
+
+def _parsed(model: type[_Body], raw: bytes) -> _Body | web.Response:
+    """The body as `model`, or a 400 that names every field that is wrong."""
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
+        return _error(400, "invalid_request", problems)
+
+
 def _error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": code, "message": message}, status=status)
 
@@ -208,14 +221,10 @@ class ApiChannel:
         client = self._client_id(request)
         if client is None:
             return _error(401, "unauthorized", "send a valid API key as 'Authorization: Bearer KEY'")
-        try:
-            raw = await request.read()
-            message = ApiMessage.model_validate_json(raw)
-        except web.HTTPRequestEntityTooLarge:
-            raise
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
-            return _error(400, "invalid_request", problems)
+        raw = await request.read()
+        message = _parsed(ApiMessage, raw)
+        if isinstance(message, web.Response):
+            return message
         bot = message.bot or self._ctx.bots.default
         if bot not in self._ctx.bots:
             return _error(404, "unknown_bot", f"no bot named {bot!r}")
@@ -279,13 +288,9 @@ class ApiChannel:
         outbound = self._ctx.outbound
         if outbound is None:
             return _error(503, "unavailable", "this process does not send proactive messages")
-        try:
-            message = OutboundMessage.model_validate_json(await request.read())
-        except web.HTTPRequestEntityTooLarge:
-            raise
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
-            return _error(400, "invalid_request", problems)
+        message = _parsed(OutboundMessage, await request.read())
+        if isinstance(message, web.Response):
+            return message
         bot = message.bot or self._ctx.bots.default
         if bot not in self._ctx.bots:
             return _error(404, "unknown_bot", f"no bot named {bot!r}")

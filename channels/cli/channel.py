@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TextIO
 
 from aiohttp import web
+from rich.cells import cell_len
 from rich.console import Console, RenderableType
 from rich.live import Live
 from rich.markdown import Markdown
@@ -175,7 +176,8 @@ class TerminalChannel:
 
     def _print_choices(self, reply: Reply) -> None:
         if buttons := offered(reply):
-            self._console.print(Text(INDENT + choices_line(buttons), style="bold"))
+            for line in choices_lines(buttons, self._console.width - len(INDENT)):
+                self._console.print(Text(INDENT + line, style="bold"), overflow="fold")
 
     async def start(self) -> None:
         """Nothing to start: messages arrive through routes."""
@@ -191,6 +193,18 @@ class TerminalChannel:
 def choices_line(buttons: tuple[Button, ...]) -> str:
     """ "[1] Billing  [2] A problem  [3] Cancel": what to type to choose (the number or the label)."""
     return "  ".join(f"[{n}] {b.label}" for n, b in enumerate(buttons, start=1))
+
+
+def choices_lines(buttons: tuple[Button, ...], width: int) -> list[str]:
+    """The choices line wrapped to `width` between choices, never inside one ("[3] Cancel" stays whole)."""
+    lines: list[str] = []
+    for n, button in enumerate(buttons, start=1):
+        choice = f"[{n}] {button.label}"
+        if lines and cell_len(lines[-1]) + 2 + cell_len(choice) <= width:
+            lines[-1] += "  " + choice
+        else:
+            lines.append(choice)
+    return lines
 
 
 def _with_card(reply: Reply) -> str:

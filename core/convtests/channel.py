@@ -29,14 +29,23 @@ class TranscriptChannel:
         # Every channel an installed adapter registers: a test may speak as any of them.
         self.channel_names: tuple[str, ...] = tuple(sorted(known_channel_names()))
         self._replies: dict[str, list[Reply]] = {}
+        #: what the bot sent of its own accord (a handoff timeout's message), by session
+        self._unprompted: dict[str, list[Reply]] = {}
 
     async def deliver(self, reply: Reply) -> DeliveryResult:
-        self._replies.setdefault(reply.envelope_id, []).append(reply)
-        return DeliveryResult(delivered=True, channel_message_ids=(f"test-{reply.envelope_id}",))
+        if reply.envelope_id:
+            self._replies.setdefault(reply.envelope_id, []).append(reply)
+        else:
+            self._unprompted.setdefault(reply.session_id, []).append(reply)
+        return DeliveryResult(delivered=True, channel_message_ids=(f"test-{reply.envelope_id or reply.id}",))
 
     def take(self, envelope_id: str) -> list[Reply]:
         """The replies delivered for this message (and forgets them)."""
         return self._replies.pop(envelope_id, [])
+
+    def take_unprompted(self, session_id: str) -> list[Reply]:
+        """What was sent to this conversation without a message to answer (and forgets it)."""
+        return self._unprompted.pop(session_id, [])
 
     def register(self, app: web.Application) -> None:
         """No routes: messages come from the runner, not over HTTP."""
@@ -46,6 +55,7 @@ class TranscriptChannel:
 
     async def close(self) -> None:
         self._replies.clear()
+        self._unprompted.clear()
 
 
 class TurnRecorder:

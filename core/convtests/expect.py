@@ -52,6 +52,8 @@ class TurnOutcome:
     offered_in: str | None = None
     #: the conversation's handoff state after the turn (bot, pending_human, human)
     handoff: str | None = None
+    #: the system prompt the answer was asked with (None: no model answered the turn)
+    prompt: str | None = None
 
     def describe(self) -> str:
         """One line of what the turn did, shown above a failure's diff for context."""
@@ -90,6 +92,7 @@ class TurnOutcome:
             error=turn.error,
             offered=tuple(b for r in final for b in (*r.actions, *(r.card.actions if r.card else ()))),
             offered_in=str(final[-1].seq) if final and final[-1].seq is not None else None,
+            prompt=_system_prompt(turn),
         )
 
 
@@ -139,6 +142,12 @@ def check_turn(spec: TurnSpec, outcome: TurnOutcome, *, number: int, line: int) 
     for source in spec.sources_include:
         if not any(s.casefold().startswith(source.casefold()) for s in outcome.sources):
             found.append(("sources_include", repr(source), ", ".join(outcome.sources) or "no sources"))
+    for expected in spec.prompt_contains:
+        if outcome.prompt is None:
+            found.append(("prompt_contains", repr(expected), "no prompt: a handler, a command or a notice answered"))
+        elif expected.casefold() not in outcome.prompt.casefold():
+            shown = f"not in the system prompt: {_prompt_lines(outcome.prompt)}"
+            found.append(("prompt_contains", repr(expected), shown))
     if spec.facts is not None:
         for key, value in spec.facts.items():
             actual = outcome.facts.get(key)
@@ -150,6 +159,21 @@ def check_turn(spec: TurnSpec, outcome: TurnOutcome, *, number: int, line: int) 
     if spec.no_facts and outcome.facts:
         found.append(("no_facts", "no facts", ", ".join(f"{k}={v!r}" for k, v in outcome.facts.items())))
     return [Mismatch(number, line, outcome.say, what, expected, actual, reply) for what, expected, actual in found]
+
+
+def _system_prompt(turn: Turn) -> str | None:
+    if not turn.context or turn.context[0].role != "system":
+        return None
+    return turn.context[0].content
+
+
+def _prompt_lines(prompt: str, *, limit: int = 300) -> str:
+    """The prompt's block about the user (name, channel, date), where a test usually looks; the
+    prompt's opening when it has none."""
+    about = prompt.find("About the user")
+    text = prompt[about:].split("\n\n", 1)[0] if about >= 0 else prompt
+    text = " / ".join(line.strip() for line in text.splitlines() if line.strip())
+    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
 
 
 def _called(expected: ToolExpectation, seen: ToolCallSeen) -> bool:

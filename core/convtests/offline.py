@@ -15,11 +15,11 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 from core.bots import BotConfig
+from core.clock import Clock
 from core.convtests.chains import TestChains
 from core.knowledge.cli import knowledge_folder
 from core.knowledge.service import KnowledgeService
 from core.pipeline.pipeline import Stage
-from core.ratelimit.base import RateLimiter
 from core.runtime import Runtime
 from core.settings import Settings
 
@@ -32,10 +32,11 @@ async def offline_runtime(
     *,
     bots: Sequence[str],
     report: Callable[[str], None] | None = None,
-    limiter: RateLimiter | None = None,
+    clock: Clock | None = None,
     observers: Sequence[Stage] = (),
 ) -> AsyncIterator[Runtime]:
-    """A runtime with these bots' knowledge folders ingested; `report` hears of (re)ingests.
+    """A runtime with these bots' knowledge folders ingested; `report` hears of (re)ingests; `clock`
+    is the time its turns read (the system's by default).
 
     Its model chains (`runtime.chains`) are `TestChains`: the offline provider, or a test's script.
     """
@@ -56,7 +57,7 @@ async def offline_runtime(
                 offline,
                 chains=TestChains(offline),
                 knowledge=knowledge,
-                limiter=limiter,
+                clock=clock,
                 observers=observers,
             )
         except BaseException:

@@ -1,9 +1,11 @@
 """Runs conversation tests through the real pipeline, in this process.
 
 One `Runtime` serves the whole run (`offline_runtime`: embedded stores in a temporary folder, the
-bots' knowledge ingested into a kept store), with the model chains of `TestChains` and a rate limiter
-on the test's clock. Each message goes through `Worker.process`, as the bus would hand it over: dedupe,
-the pipeline, the outbox (to `TranscriptChannel`), then the memory stages. Conversations are kept apart
+bots' knowledge ingested into a kept store), with the model chains of `TestChains`, on a `TestClock`: every part of
+the runtime that reads the time reads the conversation's. Each message goes through `Worker.process`,
+as the bus would hand it over: dedupe, the pipeline, the outbox (to `TranscriptChannel`), then the
+memory stages; when a turn moves the clock, the handoff timeout sweep runs first, as it would have
+meanwhile. Conversations are kept apart
 by their ids (each has its own conversation and user), so they share nothing: not a session, a fact, a
 rate limit or a flow.
 """
@@ -12,54 +14,24 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextvars import ContextVar
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
 
 from core.actions import Action
 from core.bots import BotConfig
 from core.convtests.chains import TestChains
 from core.convtests.channel import TranscriptChannel, TurnRecorder
+from core.convtests.clock import TestClock
 from core.convtests.expect import Mismatch, TurnOutcome, check_turn
 from core.convtests.loader import Conversation
 from core.convtests.offline import offline_runtime
-from core.convtests.spec import DEFAULT_NOW, TurnSpec
-from core.envelope import Envelope
+from core.convtests.spec import TurnSpec
+from core.envelope import Envelope, session_id_for
 from core.llm.scripted import ScriptedProvider
-from core.ratelimit.memory import MemoryRateLimiter
 from core.runtime import Runtime
 from core.settings import Settings
 
-__all__ = ["ConversationResult", "ConversationRunner", "TestClock"]
-
-
-class TestClock:
-    """Each conversation's own time: starts at its `now`, moves only when a turn `wait`s."""
-
-    __test__ = False
-
-    def __init__(self) -> None:
-        self._now: ContextVar[datetime] = ContextVar("convtest_now", default=DEFAULT_NOW)
-
-    def now(self) -> datetime:
-        return self._now.get()
-
-    def timestamp(self) -> float:
-        """The rate limiter's clock (seconds since the epoch)."""
-        return self._now.get().timestamp()
-
-    @contextlib.contextmanager
-    def starting_at(self, start: datetime) -> Iterator[None]:
-        token = self._now.set(start)
-        try:
-            yield
-        finally:
-            self._now.reset(token)
-
-    def advance(self, seconds: float) -> None:
-        if seconds:
-            self._now.set(self._now.get() + timedelta(seconds=seconds))
+__all__ = ["ConversationResult", "ConversationRunner"]
 
 
 @dataclass(slots=True)
@@ -107,7 +79,7 @@ class ConversationRunner:
             settings,
             bots=bots,
             report=report,
-            limiter=MemoryRateLimiter(clock=clock.timestamp),
+            clock=clock,
             observers=[recorder],
         ) as runtime:
             chains = runtime.chains
@@ -131,9 +103,17 @@ class ConversationRunner:
         started = time.perf_counter()
         result = ConversationResult(conversation, 0.0)
         last: TurnOutcome | None = None
+        times = spec.times()
+        session_id = session_id_for(bot.name, spec.channel, conversation_id)
         with self._chains.using(provider), self._clock.starting_at(spec.now):
             for index, turn in enumerate(spec.turns):
-                self._clock.advance(turn.wait)
+                sent_before: list[str] = []
+                if self._clock.set(times[index]):
+                    try:
+                        sent_before = await self._time_passed(session_id)
+                    except Exception as exc:
+                        result.problems.append(f"turn {index + 1}: the run failed: {type(exc).__name__}: {exc}")
+                        break
                 outcome: TurnOutcome | None = None
                 try:
                     text, action = _message(turn, last)
@@ -159,6 +139,8 @@ class ConversationRunner:
                         break
                 if outcome is None:
                     break
+                if sent_before:
+                    outcome = replace(outcome, replies=(*sent_before, *outcome.replies))
                 result.turns.append(outcome)
                 last = outcome
                 result.mismatches.extend(
@@ -171,6 +153,13 @@ class ConversationRunner:
                 result.problems.append(f"model script: {len(provider.unused)} step(s) never asked for: {unused}")
         result.seconds = time.perf_counter() - started
         return result
+
+    async def _time_passed(self, session_id: str) -> list[str]:
+        """What the bot does while the clock moves on, as the runtime's timeout sweep would have done it
+        meanwhile: a request for a person nobody took in time goes back to the bot. The messages it sends
+        the conversation (the timeout's) come before the next turn's reply."""
+        await self.runtime.desk.expire_waiting()
+        return [reply.text for reply in self._channel.take_unprompted(session_id) if reply.final]
 
     async def _send(self, envelope: Envelope) -> TurnOutcome:
         await self.runtime.worker.process(envelope)

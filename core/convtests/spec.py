@@ -7,7 +7,7 @@ and what must be true after the bot has answered it. docs/testing-conversations.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
@@ -52,6 +52,11 @@ def _duration(value: Any) -> Any:
     return value
 
 
+def _as_utc(value: datetime) -> datetime:
+    # YAML reads "2025-03-03T09:00:00" without a zone as a naive time: taken as UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 def _refuse_not_yet(data: Any) -> Any:
     if isinstance(data, dict):
         for key, why in NOT_YET.items():
@@ -89,6 +94,8 @@ class TurnSpec(_Strict):
     click: str | None = None
     #: advance the test's clock by this much before the message (rate limit windows, dates)
     wait: Seconds = 0.0
+    #: or set it to this time (never earlier than the previous message's)
+    at: datetime | None = None
     #: send the message this many times (expectations apply to the last): filling a rate limit
     repeat: int = Field(1, ge=1, le=1000)
     #: the platform's id of the message; repeating an earlier one is a redelivery
@@ -103,6 +110,8 @@ class TurnSpec(_Strict):
     #: the reply offers buttons with these ids (others may be offered too)
     buttons: StrList = Field(default_factory=list)
     sources_include: StrList = Field(default_factory=list)
+    #: the system prompt the model was given for the answer contains the text (case-insensitive)
+    prompt_contains: StrList = Field(default_factory=list)
     #: the user's stored facts after the turn: each key with its value, or null for "not stored"
     facts: dict[str, str | None] | None = None
     #: no fact at all is stored after the turn
@@ -115,6 +124,11 @@ class TurnSpec(_Strict):
     @classmethod
     def _not_yet(cls, data: Any) -> Any:
         return _refuse_not_yet(data)
+
+    @field_validator("at")
+    @classmethod
+    def _at_utc(cls, at: datetime | None) -> datetime | None:
+        return None if at is None else _as_utc(at)
 
     @field_validator("reply_matches")
     @classmethod
@@ -136,6 +150,10 @@ class TurnSpec(_Strict):
             raise ValueError("no_reply contradicts reply_contains / reply_matches / sources_include")
         if self.no_facts and self.facts:
             raise ValueError("no_facts contradicts facts")
+        if self.no_reply and self.prompt_contains:
+            raise ValueError("no_reply contradicts prompt_contains")
+        if self.at is not None and self.wait:
+            raise ValueError("a turn sets the clock (at: TIME) or moves it (wait: DURATION), not both")
         return self
 
 
@@ -151,6 +169,8 @@ class ScriptEntry(_Strict):
     intent: str | None = None
     summary: str | None = None
     fail: str | None = None
+    #: with an answer or a tool call: the tokens the model reports for it (fills a daily budget)
+    tokens: int | None = Field(None, ge=0)
 
     @model_validator(mode="before")
     @classmethod
@@ -173,16 +193,19 @@ class ScriptEntry(_Strict):
             raise ValueError("'arguments' goes with 'tool'")
         if self.text is not None and self.tool is None and self.tool_calls is None:
             raise ValueError("'text' goes with 'tool' or 'tool_calls' (what the model says while calling)")
+        if self.tokens is not None and self.answer is None and self.tool is None and self.tool_calls is None:
+            raise ValueError("'tokens' goes with 'answer', 'tool' or 'tool_calls' (the usage the model reports)")
         return self
 
     def to_step(self) -> ScriptStep:
         if self.answer is not None:
-            return ScriptedAnswer(self.answer)
+            return ScriptedAnswer(self.answer, tokens=self.tokens)
         if self.tool is not None:
-            return ScriptedToolCalls((ScriptedToolCall(self.tool, self.arguments or {}),), text=self.text or "")
+            call = ScriptedToolCall(self.tool, self.arguments or {})
+            return ScriptedToolCalls((call,), text=self.text or "", tokens=self.tokens)
         if self.tool_calls is not None:
             calls = tuple(ScriptedToolCall(c.name, c.arguments) for c in self.tool_calls)
-            return ScriptedToolCalls(calls, text=self.text or "")
+            return ScriptedToolCalls(calls, text=self.text or "", tokens=self.tokens)
         if self.facts is not None:
             return ScriptedFacts(self.facts)
         if self.intent is not None:
@@ -220,8 +243,30 @@ class ConversationSpec(_Strict):
     @field_validator("now")
     @classmethod
     def _utc(cls, now: datetime) -> datetime:
-        # YAML reads "2025-03-03T09:00:00" without a zone as a naive time: taken as UTC.
-        return now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
+        return _as_utc(now)
+
+    @model_validator(mode="after")
+    def _time_goes_forward(self) -> ConversationSpec:
+        for number, at in enumerate(self.times(), start=1):
+            turn = self.turns[number - 1]
+            if turn.at is not None and turn.at != at:
+                raise ValueError(
+                    f"turn {number}: at: {turn.at.isoformat()} is before the previous message "
+                    f"({at.isoformat()}); the clock only goes forward"
+                )
+        return self
+
+    def times(self) -> list[datetime]:
+        """When each turn's message is sent: `now`, moved by each `wait` and `at` in turn (an `at` in
+        the past leaves the clock where it was; the validator refuses it)."""
+        times: list[datetime] = []
+        clock = self.now
+        for turn in self.turns:
+            if turn.at is not None:
+                clock = max(clock, turn.at)
+            clock += timedelta(seconds=turn.wait)
+            times.append(clock)
+        return times
 
     def script(self) -> list[ScriptStep] | str | None:
         if isinstance(self.model, list):

@@ -36,6 +36,7 @@ def tool_context(turn: Turn, tools: ToolExecutor, data_dir: Path, *, caller: Ask
         settings=turn.bot.tools.settings,
         http=tools.http,
         ask_for_person=ask_for_person,
+        received_at=env.received_at,
     )
 
 

@@ -298,7 +298,12 @@ class SessionHandoffDesk:
         )
         if self._metrics is not None:
             self._metrics.handoffs.labels(session.bot, kind, cause).inc()
-        note = StoredMessage(role="system", content=line, meta={"kind": "handoff", "handoff": kind, "cause": cause})
+        note = StoredMessage(
+            role="system",
+            content=line,
+            created_at=self._clock(),
+            meta={"kind": "handoff", "handoff": kind, "cause": cause},
+        )
         await self._history.append(
             session_id=session.session_id,
             bot=session.bot,
@@ -324,7 +329,7 @@ class SessionHandoffDesk:
             bot=session.bot,
             channel=session.channel,
             user_id=session.user_id,
-            messages=[StoredMessage(role="assistant", content=text, meta=meta)],
+            messages=[StoredMessage(role="assistant", content=text, created_at=self._clock(), meta=meta)],
         )
         bot = self._bots.get(session.bot)
         keep = max(1, bot.history.max_messages) if bot is not None else 20

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from core.errors import ProviderError
-from core.llm.base import LLMRequest, StreamChunk, ToolCall, estimated_usage
+from core.llm.base import LLMRequest, StreamChunk, ToolCall, Usage, estimated_usage
 from core.memory.llm import SUMMARY_PROMPT
 
 __all__ = [
@@ -50,6 +50,8 @@ _KINDS: tuple[RequestKind, ...] = ("answer", "facts", "intent", "summary")
 @dataclass(frozen=True, slots=True)
 class ScriptedAnswer:
     text: str
+    #: the tokens the model reports for the call (in and out together); None: estimated from the texts
+    tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,7 @@ class ScriptedToolCalls:
 
     calls: tuple[ScriptedToolCall, ...]
     text: str = ""
+    tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +153,13 @@ class ScriptedProvider:
         text, calls = self._respond(kind, step, request)
         if text:
             yield StreamChunk(text=text)
-        yield StreamChunk(usage=estimated_usage(request, text), tool_calls=calls)
+        usage = estimated_usage(request, text)
+        reported = step.tokens if isinstance(step, ScriptedAnswer | ScriptedToolCalls) else None
+        if reported is not None:
+            # As a provider reports it: what a test needs to fill a daily token budget in one turn.
+            out = min(usage.tokens_out, reported)
+            usage = Usage(tokens_in=reported - out, tokens_out=out)
+        yield StreamChunk(usage=usage, tool_calls=calls)
 
     def _respond(
         self, kind: RequestKind, step: ScriptStep | None, request: LLMRequest

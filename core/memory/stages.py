@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import structlog
 
+from core.clock import Clock, SystemClock
 from core.memory.commands import MemoryCommand, parse_command, recall_text
 from core.memory.facts import FactExtractor, label
 from core.memory.summary import Summarizer, plan_fold
@@ -138,6 +139,7 @@ class FoldSummaryStage:
         summarizer: Summarizer,
         *,
         keep_fraction: float = 0.5,
+        clock: Clock | None = None,
         logger: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
         if not 0 < keep_fraction < 1:
@@ -145,6 +147,7 @@ class FoldSummaryStage:
         self._history = history
         self._summarizer = summarizer
         self._keep = keep_fraction
+        self._clock = clock or SystemClock()
         self._log = logger or structlog.get_logger("relaybot.memory")
 
     async def __call__(self, turn: Turn) -> None:
@@ -170,7 +173,9 @@ class FoldSummaryStage:
         text = await self._summarizer.summarize(
             summary.text if summary is not None else None, plan.fold, bot=turn.bot, user_key=turn.envelope.user_id
         )
-        stored = await self._history.save_summary(session_id, Summary(text=text, through_seq=plan.through_seq))
+        stored = await self._history.save_summary(
+            session_id, Summary(text=text, through_seq=plan.through_seq, updated_at=self._clock.now())
+        )
         await self._log.ainfo(
             "memory_summary_folded",
             session_id=session_id,

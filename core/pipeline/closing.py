@@ -14,6 +14,7 @@ from typing import Protocol, runtime_checkable
 
 import redis.asyncio as aioredis
 
+from core.clock import Clock
 from core.pipeline.stages import RecordStage, UsageStage, bot_usage_key, usage_key, window_kept
 from core.pipeline.turn import Turn
 from core.ratelimit.base import RateLimiter
@@ -44,8 +45,10 @@ class _BatchedWindow(Protocol):
 
 
 class SaveTurnStage:
-    def __init__(self, sessions: SessionStore, history: HistoryStore, limiter: RateLimiter) -> None:
-        self._record = RecordStage(sessions, history)
+    def __init__(
+        self, sessions: SessionStore, history: HistoryStore, limiter: RateLimiter, *, clock: Clock | None = None
+    ) -> None:
+        self._record = RecordStage(sessions, history, clock=clock)
         self._usage = UsageStage(limiter)
         self._batched: tuple[_BatchedWindow, _BatchedUsage] | None = None
         if (

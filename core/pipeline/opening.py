@@ -16,6 +16,7 @@ from typing import Protocol, runtime_checkable
 
 import redis.asyncio as aioredis
 
+from core.clock import Clock
 from core.memory.stages import LoadMemoryStage
 from core.pipeline.stages import HistoryWindowStage, LoadSessionStage, RateLimitStage, turn_limits, usage_key
 from core.pipeline.turn import Turn
@@ -55,9 +56,11 @@ class _BatchedMemory(Protocol):
 
 
 class OpenTurnStage:
-    def __init__(self, limiter: RateLimiter, sessions: SessionStore, history: HistoryStore) -> None:
+    def __init__(
+        self, limiter: RateLimiter, sessions: SessionStore, history: HistoryStore, *, clock: Clock | None = None
+    ) -> None:
         self._rate = RateLimitStage(limiter)
-        self._session = LoadSessionStage(sessions, history)
+        self._session = LoadSessionStage(sessions, history, clock=clock)
         self._window = HistoryWindowStage(sessions)
         self._memory = LoadMemoryStage(history)
         self._batched: tuple[_BatchedLimiter, _BatchedSessions, _BatchedMemory] | None = None

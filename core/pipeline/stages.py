@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import structlog
 
 from core.actions import offer_from_meta, offer_to_meta
+from core.clock import Clock, SystemClock
 from core.envelope import Envelope
 from core.knowledge.context import format_passages
 from core.knowledge.sources import cite
@@ -102,9 +102,10 @@ class UsageStage:
 class LoadSessionStage:
     """Load the conversation's session, or create it, seeding its window from durable history."""
 
-    def __init__(self, sessions: SessionStore, history: HistoryStore) -> None:
+    def __init__(self, sessions: SessionStore, history: HistoryStore, *, clock: Clock | None = None) -> None:
         self._sessions = sessions
         self._history = history
+        self._clock = clock or SystemClock()
 
     async def __call__(self, turn: Turn) -> None:
         loaded = await self._sessions.load_with_recent(turn.envelope.session_id, turn.bot.history.max_messages)
@@ -122,6 +123,7 @@ class LoadSessionStage:
                 channel=env.channel,
                 conversation_id=env.conversation_id,
                 user_id=env.user_id,
+                created_at=self._clock.now(),
             )
             await self._sessions.create(session)
             turn.session_created = True
@@ -152,13 +154,16 @@ class HistoryWindowStage:
 class AssembleContextStage:
     """System prompt + what we know of the user + the history window + the new message."""
 
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        self._clock = clock or SystemClock()
+
     async def __call__(self, turn: Turn) -> None:
         env = turn.envelope
         user_context = [
             f"- Channel: {env.channel}",
             # The date, not the minute: an exact-match response cache keyed on this prompt would
             # otherwise never hit across minutes.
-            f"- Today (UTC): {datetime.now(UTC):%Y-%m-%d}",
+            f"- Today (UTC): {self._clock.now():%Y-%m-%d}",
         ]
         if env.user_name:
             user_context.insert(0, f"- Name: {env.user_name}")
@@ -245,11 +250,14 @@ class GenerateStage:
 
 
 class RecordStage:
-    """Append the exchange: to the session window (if processed) and to the durable history."""
+    """Append the exchange: to the session window (if processed) and to the durable history.
 
-    def __init__(self, sessions: SessionStore, history: HistoryStore) -> None:
+    The reply is stamped with `clock`'s time (the user's message with its `received_at`)."""
+
+    def __init__(self, sessions: SessionStore, history: HistoryStore, *, clock: Clock | None = None) -> None:
         self._sessions = sessions
         self._history = history
+        self._clock = clock or SystemClock()
 
     async def __call__(self, turn: Turn) -> None:
         window = await self.record(turn)
@@ -267,7 +275,11 @@ class RecordStage:
         )
         reply_meta = {**meta, **offer_to_meta(turn.reply_actions, turn.reply_card)}
         reply = StoredMessage(
-            role="assistant", content=turn.reply_text or "", ref=env.channel_message_id, meta=reply_meta
+            role="assistant",
+            content=turn.reply_text or "",
+            created_at=self._clock.now(),
+            ref=env.channel_message_id,
+            meta=reply_meta,
         )
         # A held turn (a person was asked for or holds the conversation) has no reply to record.
         messages = [user] if turn.silent else [user, reply]
@@ -282,7 +294,10 @@ class RecordStage:
         )
         turn.seq = saved[-1].seq
         turn.recorded = saved
-        if len(saved) != len(messages) or saved[-1].created_at != messages[-1].created_at:
+        # The time tells runs apart on the system clock; a test's clock, which stands still within a
+        # turn, stamps two runs alike, and then only a different answer shows the earlier one.
+        first_run = (saved[-1].created_at, saved[-1].content) == (messages[-1].created_at, messages[-1].content)
+        if len(saved) != len(messages) or not first_run:
             # This message was recorded by an earlier run of the turn: the answer is the one on record
             # (it may already have been shown), and the session window already has it.
             turn.rerun = True

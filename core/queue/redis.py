@@ -38,7 +38,7 @@ from redis.exceptions import ResponseError
 
 from core.errors import StoreError
 from core.queue.base import DeadEntry, QueueClosed, QueueEntry, Start, StartState
-from core.redisio import describe, redis_errors, text
+from core.redisio import describe, redis_errors, reply, text
 
 PARTITION_TTL_SECONDS = 7 * 24 * 3600
 ONCE_TTL_SECONDS = 7 * 24 * 3600
@@ -300,7 +300,7 @@ class RedisQueue:
 
     async def fail(self, entry: QueueEntry, error: str) -> None:
         with self._errors_ctx("recording a failure"):
-            await self._client.hset(self._errors, entry.id, error[:2000])
+            await reply(self._client.hset(self._errors, entry.id, error[:2000]))
 
     async def touch(self, entry: QueueEntry) -> None:
         token = self._claims.get(entry.id)
@@ -319,11 +319,11 @@ class RedisQueue:
             await self._client.xclaim(
                 self._stream, GROUP, self._consumer, 0, [entry.id], idle=10 * self._visibility_ms, justid=True
             )
-            await self._client.hincrby(self._attempts, entry.id, -1)
+            await reply(self._client.hincrby(self._attempts, entry.id, -1))
 
     async def dead_letter(self, entry: QueueEntry, error: str) -> None:
         with self._errors_ctx("moving an entry to the dead letters"):
-            last = await self._client.hget(self._errors, entry.id)
+            last = await reply(self._client.hget(self._errors, entry.id))
             reason = f"{error}; last error: {text(last)}" if last else error
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.xadd(

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import functools
-import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from core.clock import Clock, SystemClock
 from core.ratelimit.base import RateDecision, RateLimits
 
 MINUTE = 60.0
@@ -30,13 +30,15 @@ def _day_label(day_number: int) -> str:
 
 
 class MemoryRateLimiter:
-    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
-        self._clock = clock
+    """Windows and the day on `clock` (a conversation test's own clock moves them)."""
+
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        self._clock = clock or SystemClock()
         self._hits: dict[str, deque[float]] = {}
         self._tokens: dict[str, tuple[str, int]] = {}
 
     async def hit(self, key: str, limits: RateLimits) -> RateDecision:
-        now = self._clock()
+        now = self._clock.now().timestamp()
         day, used = self._tokens.get(key, ("", 0))
         if day == utc_day(now) and used >= limits.tokens_per_day:
             return RateDecision(False, retry_after=seconds_to_utc_midnight(now), window="day")
@@ -55,10 +57,10 @@ class MemoryRateLimiter:
 
     async def tokens_today(self, key: str) -> int:
         day, used = self._tokens.get(key, ("", 0))
-        return used if day == utc_day(self._clock()) else 0
+        return used if day == utc_day(self._clock.now().timestamp()) else 0
 
     async def add_tokens(self, key: str, tokens: int, *, also: Sequence[str] = ()) -> int:
-        today = utc_day(self._clock())
+        today = utc_day(self._clock.now().timestamp())
         totals = []
         for each in (key, *also):
             day, used = self._tokens.get(each, (today, 0))

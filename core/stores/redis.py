@@ -29,7 +29,7 @@ import redis.asyncio as aioredis
 from redis.typing import EncodableT, FieldT
 
 from core.errors import StoreError
-from core.redisio import RedisBatch, client_from_url, describe, redis_errors, text
+from core.redisio import RedisBatch, client_from_url, describe, redis_errors, reply, text
 from core.stores.base import Session, StoredMessage, SwapOutcome
 
 __all__ = ["RedisReadCache", "RedisSessionStore"]
@@ -275,7 +275,7 @@ class RedisSessionStore:
 
     async def ping(self) -> None:
         with self._errors("checking the connection"):
-            await self._client.ping()
+            await reply(self._client.ping())
 
     async def close(self) -> None:
         if not self._owns_client:

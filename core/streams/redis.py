@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from core.redisio import describe, redis_errors, text
+from core.redisio import describe, redis_errors, reply, text
 from core.streams.base import STREAM_TTL_SECONDS, StreamState, state_of
 
 
@@ -28,11 +28,11 @@ class RedisStreamRegistry:
 
     async def set_ref(self, reply_key: str, message_ref: str) -> None:
         with redis_errors(self._where, "recording a streamed message", prefix=self._prefix):
-            await self._client.hset(self._key(reply_key), "ref", message_ref)
+            await reply(self._client.hset(self._key(reply_key), "ref", message_ref))
 
     async def get(self, reply_key: str) -> StreamState:
         with redis_errors(self._where, "reading a streamed reply", prefix=self._prefix):
-            raw = await self._client.hgetall(self._key(reply_key))
+            raw = await reply(self._client.hgetall(self._key(reply_key)))
         return state_of({text(k): text(v) for k, v in raw.items()})
 
     async def close(self, reply_key: str, final_text: str) -> StreamState:
@@ -47,7 +47,7 @@ class RedisStreamRegistry:
 
     async def sent_parts(self, reply_id: str) -> list[str]:
         with redis_errors(self._where, "reading the sent parts of a reply", prefix=self._prefix):
-            return [text(v) for v in await self._client.lrange(f"{self._prefix}:parts:{reply_id}", 0, -1)]
+            return [text(v) for v in await reply(self._client.lrange(f"{self._prefix}:parts:{reply_id}", 0, -1))]
 
     async def part_sent(self, reply_id: str, message_id: str) -> None:
         key = f"{self._prefix}:parts:{reply_id}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,6 +46,9 @@ class ToolContext:
     #: `ask_for_person(reason)`: hand the conversation to a person when the turn ends (the user gets
     #: the bot's acknowledgement as the turn's reply); None where there is no conversation (a test)
     ask_for_person: Callable[[str], None] | None = None
+    #: when the user sent the message (UTC): the turn's time, which a conversation test sets; a tool
+    #: stamps what it records with this rather than the system clock
+    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 #: `async def tool(ctx, **arguments) -> JSON-serializable result` (or `WithButtons(result, buttons=...)`)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 
 from channels.twilio.state.base import STATE_TTL_SECONDS
-from core.redisio import describe, redis_errors, text
+from core.redisio import describe, redis_errors, reply, text
 
 
 class RedisTwilioState:
@@ -17,15 +17,15 @@ class RedisTwilioState:
 
     async def opt_out(self, number: str) -> None:
         with redis_errors(self._where, "recording an SMS opt-out", prefix=self._prefix):
-            await self._client.sadd(f"{self._prefix}:optout", number)
+            await reply(self._client.sadd(f"{self._prefix}:optout", number))
 
     async def opt_in(self, number: str) -> None:
         with redis_errors(self._where, "recording an SMS opt-in", prefix=self._prefix):
-            await self._client.srem(f"{self._prefix}:optout", number)
+            await reply(self._client.srem(f"{self._prefix}:optout", number))
 
     async def is_opted_out(self, number: str) -> bool:
         with redis_errors(self._where, "reading SMS opt-outs", prefix=self._prefix):
-            return bool(await self._client.sismember(f"{self._prefix}:optout", number))
+            return bool(await reply(self._client.sismember(f"{self._prefix}:optout", number)))
 
     async def wrote_at(self, address: str, at: float) -> None:
         # Kept longer than the window, so "wrote 30 hours ago" is told apart from "never seen".
@@ -47,7 +47,7 @@ class RedisTwilioState:
 
     async def statuses(self, reply_id: str) -> dict[str, str]:
         with redis_errors(self._where, "reading delivery statuses", prefix=self._prefix):
-            raw = await self._client.hgetall(f"{self._prefix}:status:{reply_id}")
+            raw = await reply(self._client.hgetall(f"{self._prefix}:status:{reply_id}"))
         return {text(k): text(v) for k, v in raw.items()}
 
     async def content_sid(self, key: str) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 
 from core.llm.breaker.base import BreakerPolicy
-from core.redisio import describe, redis_errors
+from core.redisio import describe, redis_errors, reply
 
 __all__ = ["RedisCircuitBreaker"]
 
@@ -80,10 +80,11 @@ class RedisCircuitBreaker:
     async def is_open(self, key: str) -> bool:
         """For diagnostics: is the circuit open (or half-open with a probe out) right now?"""
         with redis_errors(self._where, "reading an LLM circuit breaker", prefix=self._prefix):
-            open_until, now = await self._client.hget(self._key(key), "open_until"), await self._client.time()
+            open_until = await reply(self._client.hget(self._key(key), "open_until"))
+            seconds, micros = await reply(self._client.time())
         if open_until is None:
             return False
-        return int(open_until) > now[0] * 1000 + now[1] // 1000
+        return int(open_until) > int(seconds) * 1000 + int(micros) // 1000
 
 
 def _ms(seconds: float) -> int:
