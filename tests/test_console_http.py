@@ -14,11 +14,14 @@ from typing import Any
 
 import aiohttp
 import pytest
+import redis
 
 from core.runtime import Runtime
 from core.settings import Settings
+from core.stores.base import Summary, UserFact
 from tests.fakes.telegram_api import FakeTelegram
 from tests.support.harness import make_settings, running_app
+from tests.support.servers import free_port, start_redis
 from tests.support.telegram_updates import CHAT, SECRET, message_update, telegram_settings
 from tests.support.web_frames import frames_until_reply
 from tests.test_handoff_channels import PERSON_SAYS, SUPPORT_ACK, recorded, until, waiting_conversation
@@ -162,6 +165,13 @@ async def test_wrong_passwords_lock_the_account_out(store_settings: Settings) ->
         assert (await ana.login(BEN))[0] == 200
 
 
+async def test_sign_in_answers_503_while_the_session_store_is_unreachable(tmp_path: Path) -> None:
+    nobody = f"redis://127.0.0.1:{free_port()}"  # nothing listens there
+    async with console_app(console_settings(tmp_path, redis_url=nobody)) as (_, base), Operator(base) as ana:
+        status, body = await ana.login(ANA)
+        assert status == 503 and body["error"] == "unavailable"
+
+
 async def test_changes_need_the_csrf_token_and_sign_out_ends_the_session(store_settings: Settings) -> None:
     async with console_app(store_settings) as (_, base), Operator(base) as ana:
         await ana.login(ANA)
@@ -202,13 +212,22 @@ async def test_two_operators_race_to_take_one_wins_and_replies_reach_the_widget(
             ack = await ask_for_a_person(ws)
             session_id = f"support:web:{hello['session_id']}"
             await waiting_conversation(runtime)
+            # What the bot knows of the user and the conversation comes with the queue.
+            await runtime.history.remember(
+                bot="support", user_id=f"web:{hello['session_id']}", facts=[UserFact(key="plan", value="Pro")]
+            )
+            await runtime.history.save_summary(
+                session_id, Summary(text="The user wants a refund for a double charge.", through_seq=1)
+            )
 
             status, queue = await ana.get("queue")
             assert status == 200 and queue["live"] == []
             (waiting,) = queue["waiting"]
             assert waiting["session_id"] == session_id and waiting["channel"] == "web"
             assert waiting["state"] == "pending_human" and waiting["wait_seconds"] >= 0
-            assert {"summary", "facts", "user_id", "reason"} <= waiting.keys()
+            assert waiting["summary"] == "The user wants a refund for a double charge."
+            assert waiting["facts"] == {"plan": "Pro"}
+            assert waiting["reason"] == "please let me talk to an agent"
             # Otto serves another bot: he sees nothing of support's and can do nothing to it.
             assert (await otto.get("queue"))[1]["waiting"] == []
             assert (await otto.get("transcript", session_id=session_id))[0] == 404
@@ -398,3 +417,40 @@ async def test_the_page_is_served_by_us(tmp_path: Path, path: str) -> None:
             body = await r.text()
             assert "default-src 'self'" in r.headers["Content-Security-Policy"]
         assert "http://" not in body and "https://" not in body  # nothing loaded from elsewhere
+
+
+def _answers_ping(url: str) -> bool:
+    try:
+        with redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5) as client:
+            return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+async def test_events_flow_when_redis_was_down_as_the_console_started(tmp_path: Path) -> None:
+    server = start_redis(tmp_path / "redis")
+    try:
+        # Redis goes down for a while; the console starts meanwhile (its subscription fails).
+        restarting = asyncio.create_task(asyncio.to_thread(server.restart, 4.0))
+        await until(lambda: holds(not _answers_ping(server.url)), within=5)
+        async with (
+            console_app(console_settings(tmp_path, redis_url=server.url), heartbeat=30) as (_, base),
+            Operator(base) as ana,
+            aiohttp.ClientSession() as user,
+        ):
+            await restarting
+            assert (await ana.login(ANA))[0] == 200
+            seen: list[tuple[str, dict[str, Any]]] = []
+            async with ana.http.get(f"{base}/console/api/events") as stream:
+                reader = asyncio.create_task(read_events(stream, seen))
+                try:
+                    await until(lambda: holds(bool(seen)), within=10)
+                    async with user.ws_connect(f"{base}/ws?bot=support") as ws:
+                        await ws.receive_json()
+                        await ask_for_a_person(ws)
+                        await until(lambda: holds(any(kind == "requested" for kind, _ in seen)), within=10)
+                finally:
+                    reader.cancel()
+                    await asyncio.gather(reader, return_exceptions=True)
+    finally:
+        server.stop()

@@ -21,7 +21,7 @@ from core.console.auth import ConsoleAuth
 from core.console.search import HistorySearch
 from core.console.sessions import ConsoleSessions, LoginLockout
 from core.console.stream import ConsoleEvents
-from core.errors import ConfigError
+from core.errors import ConfigError, StoreError
 from core.handoff.desk import DeskEvent, HandoffDesk
 from core.outbound import OutboundSender
 from core.settings import Settings
@@ -80,7 +80,12 @@ class Console:
 
     async def _on_startup(self, app: web.Application) -> None:
         await self.accounts.create_schema()
-        await self._start_events()
+        try:
+            await self._start_events()
+        except StoreError as exc:
+            # Redis is down: the process still starts; the first page that asks for events
+            # subscribes (and until then, pages retry every few seconds).
+            await self._log.awarning("console_events_unavailable", error=str(exc))
 
     async def _on_shutdown(self, app: web.Application) -> None:
         await self.events.close()

@@ -22,6 +22,7 @@ from aiohttp import web
 from core.clientaddr import ClientAddress
 from core.console.accounts import Operator, OperatorAccounts, normalize_email
 from core.console.sessions import ConsoleSession, ConsoleSessions, LockState, LoginLockout
+from core.errors import StoreError
 from core.settings import Settings
 
 __all__ = ["COOKIE", "CSRF_HEADER", "ConsoleAuth", "SignedIn", "json_error"]
@@ -72,7 +73,16 @@ class ConsoleAuth:
 
     async def login(self, request: web.Request) -> web.Response:
         """Email and password as JSON or as a form: 200 with the CSRF token (JSON) or 303 back to
-        the console (form), with the session cookie; 401 for a wrong password, 429 when locked out."""
+        the console (form), with the session cookie; 401 for a wrong password, 429 when locked out,
+        503 while the session store or the database is unreachable."""
+        try:
+            return await self._login(request)
+        except StoreError as exc:
+            await self._log.aerror("console_login_unavailable", error=str(exc))
+            message = "sign-in is unavailable right now (the log says why); try again shortly"
+            raise json_error(503, "unavailable", message) from exc
+
+    async def _login(self, request: web.Request) -> web.Response:
         self._same_origin(request)
         as_form = request.content_type != "application/json"
         email, password = await self._credentials(request, as_form=as_form)

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from core.console.api import bot_of
 from core.console.auth import ConsoleAuth
+from core.errors import StoreError
 from core.handoff.desk import DeskEvent, HandoffDesk
 from core.handoff.events import event_to_json
 
@@ -82,6 +83,11 @@ class ConsoleEvents:
                 await response.write(f"event: {event.kind}\ndata: {event_to_json(event)}\n\n".encode())
         except ConnectionError:
             pass  # the page went away
+        except StoreError as exc:
+            # Redis is unreachable: the page reconnects after `retry` and reloads what it shows.
+            await self._log.awarning("console_events_unavailable", error=str(exc))
+            with contextlib.suppress(ConnectionError):
+                await response.write(b"event: unavailable\ndata: {}\n\n")
         finally:
             self._open -= 1
             for future in (pending, closing):  # type: asyncio.Future[Any] | None

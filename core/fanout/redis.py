@@ -38,13 +38,13 @@ class RedisFanout:
             return int(await self._client.publish(self._channel(topic), payload))
 
     async def subscribe(self, topic: str, handler: FanoutHandler) -> None:
-        first = topic not in self._handlers
-        self._handlers.setdefault(topic, []).append(handler)
         if self._pubsub is None:
             self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-        if first:
+        if topic not in self._handlers:
             with redis_errors(self._where, "subscribing", prefix=self._prefix):
                 await self._pubsub.subscribe(self._channel(topic))
+        # Only once subscribed: after a failure (Redis down) the next call subscribes again.
+        self._handlers.setdefault(topic, []).append(handler)
         if self._listener is None:
             self._listener = asyncio.create_task(self._listen(), name="relaybot-fanout")
 

@@ -162,6 +162,22 @@
     detail.className = "detail";
     detail.textContent = extra(view);
     li.append(title, detail);
+    // What the bot knows, so an operator can pick up without reading the whole transcript.
+    if (view.summary) {
+      const gist = document.createElement("span");
+      gist.className = "gist";
+      gist.dataset.testid = "queue-summary";
+      gist.textContent = view.summary;
+      li.append(gist);
+    }
+    const facts = Object.entries(view.facts || {});
+    if (facts.length) {
+      const known = document.createElement("span");
+      known.className = "gist";
+      known.dataset.testid = "queue-facts";
+      known.textContent = facts.map(([key, value]) => `${key}: ${value}`).join(" · ");
+      li.append(known);
+    }
     const choose = () => openConversation(view.session_id, view);
     li.addEventListener("click", choose);
     li.addEventListener("keydown", (event) => {
