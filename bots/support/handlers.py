@@ -24,6 +24,8 @@ bot = BotHandlers()
 ORDER_ID = re.compile(r"\bTL-?\d{5}\b", re.IGNORECASE)
 YES = re.compile(r"^\s*(yes|y|yeah|yep|yup|sure|ok|okay|confirm(ed)?|please do|do it|go ahead|correct)\b", re.I)
 NO = re.compile(r"^\s*(no|n|nope|nah|don'?t|do not|never ?mind|keep( it)?|stop|wait|not now)\b", re.I)
+#: a message that only greets ("hi", "Hello there!", "good morning"): answered with the topics as buttons
+GREETING = re.compile(r"^\s*(hi|hello|hey|hiya|howdy|good (morning|afternoon|evening))( there)?[\s!.,]*$", re.I)
 WANTS_HUMAN = re.compile(r"\b(human|real person|a person|someone|agent|representative|operator)\b", re.I)
 SUPPORT_EMAIL = "support@tasklane.example"
 
@@ -212,6 +214,13 @@ async def technical(turn: HandlerTurn) -> None:
             turn.reply(f"I couldn't reach the support team from here, sorry. Please write to {SUPPORT_EMAIL}.")
         return
     turn.note("If the steps in the knowledge do not solve it, offer to hand the conversation to a person.")
+
+
+@bot.intent("general")
+async def general(turn: HandlerTurn) -> None:
+    """A greeting gets the model's answer with the three topics as buttons; anything else, the model alone."""
+    if GREETING.match(turn.message):
+        turn.offer(TOPICS)
 
 
 # --- buttons: the greeting's topics ----------------------------------------------------------------
