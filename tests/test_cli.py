@@ -235,15 +235,10 @@ TOPICS = "     [1] Billing  [2] A problem  [3] Cancel"
 
 
 def _bot_offering_topics_with_the_models_answer(tmp_path: Path) -> Path:
-    """The example bot, on the OpenAI fake alone, whose `general` handler offers the three topics as
-    buttons with the model's (streamed) answer."""
+    """The example bot on the OpenAI fake alone: a greeting gets the model's (streamed) answer with
+    the three topics as buttons (its `general` handler)."""
     bots = tmp_path / "bots"
-    target = write_bot(bots, models={"chain": ["openai:gpt-4o"]})
-    handlers = target / "handlers.py"
-    handlers.write_text(
-        handlers.read_text()
-        + '\n\n@bot.intent("general")\nasync def general(turn: HandlerTurn) -> None:\n    turn.offer(TOPICS)\n'
-    )
+    write_bot(bots, models={"chain": ["openai:gpt-4o"]})
     return bots
 
 
@@ -265,7 +260,7 @@ async def test_a_streamed_reply_with_buttons_ends_cleanly_and_the_choices_show_o
         terminal = await asyncio.to_thread(
             chat_on_terminal,
             tmp_path,
-            ["what is Tasklane?"],
+            ["hello"],
             width=width,
             RELAYBOT_BOTS_DIR=str(bots),
             OPENAI_API_KEY="sk-test",
@@ -296,7 +291,7 @@ async def test_a_streamed_reply_with_buttons_piped_is_one_line_and_the_choices_u
             relaybot,
             tmp_path,
             "chat",
-            stdin="what is Tasklane?\n",
+            stdin="hello\n",
             RELAYBOT_BOTS_DIR=str(bots),
             OPENAI_API_KEY="sk-test",
             OPENAI_BASE_URL=fake.base_url,
