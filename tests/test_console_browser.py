@@ -6,10 +6,8 @@ answers the user again."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,12 +23,10 @@ from tests.test_widget_browser import (
     FINAL_BOT_MSG,
     REPLY_TIMEOUT_MS,
     REPO_ROOT,
-    SCRUBBED_ENV,
-    STARTUP_TIMEOUT_S,
-    _free_port,
-    _healthz_ok,
     _send,
     browser,  # noqa: F401  (the fixture)
+    running_relaybot,
+    server_env,
 )
 
 pytestmark = [
@@ -47,13 +43,7 @@ PERSON_SAYS = "Hi, this is Ana from support. Your refund is on its way."
 def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`relaybot run` with one operator account, stopped by its PID at the end."""
     tmp = tmp_path_factory.mktemp("console-server")
-    env = {key: value for key, value in os.environ.items() if key not in SCRUBBED_ENV}
-    env.update(
-        RELAYBOT_DATA_DIR=str(tmp / "data"),
-        RELAYBOT_CONSOLE__PASSWORD_ROUNDS="4",
-        HF_HUB_OFFLINE="1",
-        PYTHONUNBUFFERED="1",
-    )
+    env = server_env(tmp, RELAYBOT_CONSOLE__PASSWORD_ROUNDS="4")
     added = subprocess.run(
         [sys.executable, "-m", "core.cli", "operator", "add", OPERATOR, "--password-stdin"],
         input=PASSWORD,
@@ -64,31 +54,8 @@ def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         timeout=60,
     )
     assert added.returncode == 0, added.stderr
-    port = _free_port()
-    with (tmp / "server.out").open("wb") as stdout, (tmp / "server.err").open("wb") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "core.cli", "run", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=stdout,
-            stderr=stderr,
-        )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not _healthz_ok(base + "/healthz"):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("relaybot run did not start; stderr:\n" + (tmp / "server.err").read_text()[-5000:])
-            time.sleep(0.2)
+    with running_relaybot(tmp, env) as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
 
 
 async def _page(browser: Browser, url: str) -> tuple[Page, list[str]]:  # noqa: F811

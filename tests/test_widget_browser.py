@@ -8,6 +8,7 @@ The widget lives in an open shadow root; Playwright's CSS and test-id locators p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -76,13 +77,11 @@ def server_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("widget-server")
 
 
-@pytest.fixture(scope="module")
-def server_url(server_tmp: Path) -> Iterator[str]:
-    """The real app on a free port, stopped by its PID when the module's tests are done."""
-    tmp = server_tmp
+@contextlib.contextmanager
+def running_relaybot(tmp: Path, env: dict[str, str]) -> Iterator[str]:
+    """`relaybot run` on a free port with `env`, its output in tmp/server.out and server.err; its
+    base URL once /healthz answers, and stopped by its PID on the way out."""
     port = _free_port()
-    env = {key: value for key, value in os.environ.items() if key not in SCRUBBED_ENV}
-    env.update(RELAYBOT_DATA_DIR=str(tmp / "data"), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     stdout_path, stderr_path = tmp / "server.out", tmp / "server.err"
     with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
         # Files, not pipes: a chatty server can never block on a full pipe nobody reads.
@@ -113,6 +112,20 @@ def server_url(server_tmp: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
+
+
+def server_env(tmp: Path, **settings: str) -> dict[str, str]:
+    """This process's environment without the services and keys the server must not see."""
+    env = {key: value for key, value in os.environ.items() if key not in SCRUBBED_ENV}
+    env.update(RELAYBOT_DATA_DIR=str(tmp / "data"), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", **settings)
+    return env
+
+
+@pytest.fixture(scope="module")
+def server_url(server_tmp: Path) -> Iterator[str]:
+    """The real app on a free port, stopped by its PID when the module's tests are done."""
+    with running_relaybot(server_tmp, server_env(server_tmp)) as base:
+        yield base
 
 
 @pytest.fixture

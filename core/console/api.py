@@ -38,6 +38,7 @@ from core.handoff.desk import (
     HandoffState,
     NotHeld,
 )
+from core.handoff.events import message_to_dict
 from core.outbound import OutboundRefused, OutboundSender
 
 __all__ = ["ConsoleApi", "bot_of"]
@@ -70,16 +71,6 @@ def view_json(view: ConversationView, now: datetime) -> dict[str, Any]:
         "summary": view.summary,
         "facts": dict(view.facts),
         "last_message_at": _time(view.last_message_at),
-    }
-
-
-def message_json(message: DeskMessage) -> dict[str, Any]:
-    return {
-        "session_id": message.session_id,
-        "author": message.author,
-        "text": message.text,
-        "created_at": message.created_at.isoformat(),
-        "seq": message.seq,
     }
 
 
@@ -178,7 +169,7 @@ class ConsoleApi:
         messages = await self._desk.transcript(session_id)
         state = await self._desk.state(session_id)
         return web.json_response(
-            {"session_id": session_id, "state": str(state), "messages": [message_json(m) for m in messages]}
+            {"session_id": session_id, "state": str(state), "messages": [message_to_dict(m) for m in messages]}
         )
 
     async def search(self, request: web.Request, signed: SignedIn) -> web.Response:
@@ -205,7 +196,7 @@ class ConsoleApi:
         body = await self._body(request)
         session_id = self._served(signed, body.get("session_id"))
         message = await self._desk.reply(session_id, signed.operator.email, self._text(body))
-        return web.json_response({"message": message_json(message)})
+        return web.json_response({"message": message_to_dict(message)})
 
     async def hand_back(self, request: web.Request, signed: SignedIn) -> web.Response:
         body = await self._body(request)

@@ -18,7 +18,7 @@ import structlog
 from core.fanout.base import Fanout
 from core.handoff.desk import ConversationView, DeskEvent, DeskMessage, HandoffState
 
-__all__ = ["DeskEventHub", "event_from_json", "event_to_json"]
+__all__ = ["DeskEventHub", "event_from_json", "event_to_json", "message_to_dict"]
 
 TOPIC = "handoff"
 
@@ -59,7 +59,8 @@ def _view_from_dict(data: dict[str, Any]) -> ConversationView:
     )
 
 
-def _message_to_dict(message: DeskMessage) -> dict[str, Any]:
+def message_to_dict(message: DeskMessage) -> dict[str, Any]:
+    """A desk message as JSON-ready data: on the wire between processes and in the console's API."""
     return {
         "session_id": message.session_id,
         "author": message.author,
@@ -85,7 +86,7 @@ def event_to_json(event: DeskEvent) -> str:
             "kind": event.kind,
             "session_id": event.session_id,
             "conversation": _view_to_dict(event.conversation) if event.conversation else None,
-            "message": _message_to_dict(event.message) if event.message else None,
+            "message": message_to_dict(event.message) if event.message else None,
             "at": event.at.isoformat(),
         },
         ensure_ascii=False,
