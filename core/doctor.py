@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from core.bots import BotRegistry
+from core.console.accounts import OperatorAccounts
 from core.errors import RelaybotError
 from core.plugins import channel_names, load_channel_factory
 from core.redisio import client_from_url
@@ -66,6 +67,9 @@ async def run_checks(settings: Settings) -> list[Check]:
 
     await _check_redis(settings, add)
     await _check("database", add, lambda: _database(settings), "is the database running, and is DATABASE_URL right?")
+
+    if settings.console.enabled:
+        await _check_console(settings, add)
 
     if settings.openai_api_key is None and settings.anthropic_api_key is None:
         add(
@@ -130,6 +134,33 @@ async def _database(settings: Settings) -> str:
     finally:
         await store.close()
     return settings.effective_database_url.split("@")[-1]
+
+
+async def _check_console(settings: Settings, add: Callable[..., None]) -> None:
+    """Who can sign in to /console: a console nobody can sign in to is only found out at the first handoff."""
+    try:
+        accounts = await OperatorAccounts.open(settings.effective_database_url)
+    except Exception as exc:
+        add("console", "fail", f"cannot read the operator accounts: {exc}", "is DATABASE_URL right?")
+        return
+    try:
+        operators = await accounts.list()
+    except Exception as exc:
+        add("console", "fail", f"cannot read the operator accounts: {exc}", "is DATABASE_URL right?")
+        return
+    finally:
+        await accounts.close()
+    if not operators:
+        add(
+            "console",
+            "warn",
+            "no operator accounts: nobody can sign in to /console to take over a conversation",
+            "relaybot operator add EMAIL",
+        )
+        return
+    more = f" and {len(operators) - 3} more" if len(operators) > 3 else ""
+    shown = ", ".join(o.email for o in operators[:3]) + more
+    add("console", "ok", f"{len(operators)} operator{'s' if len(operators) != 1 else ''}: {shown}")
 
 
 async def _check_redis(settings: Settings, add: Callable[..., None]) -> None:

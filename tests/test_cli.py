@@ -115,6 +115,27 @@ def test_doctor_passes_on_embedded_defaults_and_warns_about_offline_mode(tmp_pat
     assert "all checks passed" in result.stdout
 
 
+def test_doctor_says_when_nobody_can_sign_in_to_the_console(tmp_path: Path) -> None:
+    before = relaybot(tmp_path, "doctor")
+    assert "! console: no operator accounts" in before.stdout
+    assert "fix: relaybot operator add EMAIL" in before.stdout
+    added = relaybot(
+        tmp_path,
+        "operator",
+        "add",
+        "ana@example.com",
+        "--password-stdin",
+        stdin="correct horse battery",
+        RELAYBOT_CONSOLE__PASSWORD_ROUNDS="4",
+    )
+    assert added.returncode == 0, added.stderr
+    after = relaybot(tmp_path, "doctor")
+    assert "✓ console: 1 operator: ana@example.com" in after.stdout
+    assert after.returncode == 0, after.stdout
+    off = relaybot(tmp_path, "doctor", RELAYBOT_CONSOLE__ENABLED="false")
+    assert "console:" not in off.stdout
+
+
 def test_doctor_names_what_to_fix_for_a_broken_production_setup(tmp_path: Path, redis_url: str) -> None:
     closed = redis_url.rsplit(":", 1)[0] + ":1/0"
     result = relaybot(tmp_path, "doctor", RELAYBOT_BUS="redis", REDIS_URL=closed)
