@@ -121,11 +121,19 @@ class OperatorAccounts:
             await self._db.close()
 
     async def create_schema(self) -> None:
-        try:
-            await self._db.write(lambda conn: Base.metadata.create_all(conn, tables=[_TABLE]))
-        except SQLAlchemyError as exc:
-            # Two processes starting at once: the slower CREATE fails on the table the other made.
-            if "already exists" not in str(exc):
+        attempts = 5
+        for attempt in range(attempts):
+            try:
+                await self._db.write(lambda conn: Base.metadata.create_all(conn, tables=[_TABLE]))
+                return
+            except SQLAlchemyError as exc:
+                # Two processes starting at once: the slower CREATE fails on the table the other made.
+                if "already exists" in str(exc):
+                    return
+                # SQLite may answer one of two processes starting on a new file "database is locked".
+                if "database is locked" in str(exc) and attempt < attempts - 1:
+                    await asyncio.sleep(0.1 * (attempt + 1))
+                    continue
                 raise StoreError(f"cannot create the operators table: {exc}") from exc
 
     async def add(self, email: str, password: str, *, bots: Sequence[str] | None = None) -> Operator:

@@ -185,14 +185,19 @@ class SqlHistoryStore:
         )
 
     async def create_schema(self) -> None:
-        for attempt in range(3):
+        attempts = 5
+        for attempt in range(attempts):
             try:
                 await self._db.write(Base.metadata.create_all)
                 return
             except _DB_ERRORS as exc:
                 # Two processes starting at once (an adapter and a worker on one SQLite file) both
                 # see no table, and the slower CREATE fails; the next try sees the table and skips it.
-                if attempt < 2 and "already exists" in str(exc):
+                # Or SQLite answers one of them "database is locked" (two connections on a new
+                # file both wanting the lock to set it up; seen in 5 of 200 such starts); the next
+                # try, once the other has committed, finds the tables made.
+                if attempt < attempts - 1 and ("already exists" in str(exc) or "database is locked" in str(exc)):
+                    await asyncio.sleep(0.1 * (attempt + 1))
                     continue
                 raise self._failure("creating the schema", exc) from exc
 
