@@ -38,7 +38,7 @@ from core.handoff.desk import (
     HandoffState,
     NotHeld,
 )
-from core.handoff.events import message_to_dict
+from core.handoff.events import message_to_dict, view_to_dict
 from core.outbound import OutboundRefused, OutboundSender
 
 __all__ = ["ConsoleApi", "bot_of"]
@@ -53,25 +53,10 @@ def bot_of(session_id: str) -> str:
     return session_id.split(":", 1)[0]
 
 
-def _time(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
 def view_json(view: ConversationView, now: datetime) -> dict[str, Any]:
-    return {
-        "session_id": view.session_id,
-        "bot": view.bot,
-        "channel": view.channel,
-        "user_id": view.user_id,
-        "state": str(view.state),
-        "requested_at": _time(view.requested_at),
-        "wait_seconds": round((now - view.requested_at).total_seconds()) if view.requested_at else None,
-        "reason": view.reason,
-        "operator": view.operator,
-        "summary": view.summary,
-        "facts": dict(view.facts),
-        "last_message_at": _time(view.last_message_at),
-    }
+    """The desk's view of a conversation, with how long the user has waited by `now`."""
+    wait = round((now - view.requested_at).total_seconds()) if view.requested_at else None
+    return {**view_to_dict(view), "wait_seconds": wait}
 
 
 def _hit_json(hit: ConversationHit) -> dict[str, Any]:

@@ -18,12 +18,13 @@ import structlog
 from core.fanout.base import Fanout
 from core.handoff.desk import ConversationView, DeskEvent, DeskMessage, HandoffState
 
-__all__ = ["DeskEventHub", "event_from_json", "event_to_json", "message_to_dict"]
+__all__ = ["DeskEventHub", "event_from_json", "event_to_json", "message_to_dict", "view_to_dict"]
 
 TOPIC = "handoff"
 
 
-def _view_to_dict(view: ConversationView) -> dict[str, Any]:
+def view_to_dict(view: ConversationView) -> dict[str, Any]:
+    """A conversation's desk view as JSON-ready data: on the wire between processes and in the console's API."""
     return {
         "session_id": view.session_id,
         "bot": view.bot,
@@ -85,7 +86,7 @@ def event_to_json(event: DeskEvent) -> str:
         {
             "kind": event.kind,
             "session_id": event.session_id,
-            "conversation": _view_to_dict(event.conversation) if event.conversation else None,
+            "conversation": view_to_dict(event.conversation) if event.conversation else None,
             "message": message_to_dict(event.message) if event.message else None,
             "at": event.at.isoformat(),
         },
