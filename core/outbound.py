@@ -9,12 +9,12 @@ one, and otherwise the send is refused with `OutboundRefused` (never dropped sil
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from core.bots import BotRegistry
 from core.channel import ReplyWindow
+from core.clock import Clock, SystemClock
 from core.delivery.outbox import Outbox
 from core.envelope import Reply, new_id
 from core.errors import RelaybotError
@@ -54,7 +54,7 @@ class OutboundSender:
         bots: BotRegistry,
         settings: Settings,
         windows: Mapping[str, ReplyWindow],
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock | None = None,
     ) -> None:
         self._sessions = sessions
         self._history = history
@@ -62,7 +62,7 @@ class OutboundSender:
         self._bots = bots
         self._settings = settings
         self._windows = windows
-        self._clock = clock
+        self._clock: Clock = clock or SystemClock()
 
     async def send(self, session_id: str, text: str, *, author: str = "api") -> OutboundSent:
         """Send `text` to the conversation `session_id` ("bot:channel:conversation")."""
@@ -98,7 +98,7 @@ class OutboundSender:
                 StoredMessage(
                     role="assistant",
                     content=text,
-                    created_at=self._clock(),
+                    created_at=self._clock.now(),
                     meta={"author": author, "kind": "outbound"},
                 )
             ],
@@ -129,7 +129,7 @@ class OutboundSender:
         window = self._windows.get(channel)
         if window is None:
             return None
-        waited = (self._clock() - last.created_at).total_seconds()
+        waited = (self._clock.now() - last.created_at).total_seconds()
         if waited <= window.seconds:
             return None
         template = window.template(self._settings, bot)

@@ -169,7 +169,7 @@ class Runtime:
             outbox=self.outbox,
             bots=bots,
             metrics=self.metrics,
-            clock=self.clock.now,
+            clock=self.clock,
         )
         self.outbound = OutboundSender(
             sessions=sessions,
@@ -178,7 +178,7 @@ class Runtime:
             bots=bots,
             settings=settings,
             windows=installed_reply_windows(),
-            clock=self.clock.now,
+            clock=self.clock,
         )
         self.chains = chains
         # Opens chromadb and loads the embedding model on first use only; shared with the intent classifier.
@@ -291,6 +291,7 @@ class Runtime:
                 publish=self.desk_events.publish,
                 start_events=self.desk_events.start,
                 heartbeat_seconds=heartbeat_seconds,
+                clock=self.clock,
                 logger=self.log,
             )
         return self.console

@@ -34,6 +34,16 @@ from tests.support.recording_channel import RecordingChannel
 SESSION = "support:api:conv-1"
 
 
+class _Clock:
+    """The test's time, held in a one-item list the test moves (a `core.clock.Clock`)."""
+
+    def __init__(self, now: list[datetime]) -> None:
+        self._now = now
+
+    def now(self) -> datetime:
+        return self._now[0]
+
+
 @dataclass
 class Process:
     """One process's view: its own desk and stores over what the backend shares."""
@@ -89,7 +99,7 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
             outbox=outbox,
             bots=_bots(),
             metrics=metrics,
-            clock=lambda: clock[0],
+            clock=_Clock(clock),
         )
         return Process(desk=desk, sessions=sessions, channel=channel, metrics=metrics)
 

@@ -29,6 +29,16 @@ SECRET = "api-callback-secret"
 pytestmark = SDK_WARNINGS
 
 
+class _Later:
+    """The real time, `by` ahead (a `core.clock.Clock`)."""
+
+    def __init__(self, by: timedelta) -> None:
+        self._by = by
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self._by
+
+
 async def post(base: str, path: str, body: Any, *, key: str | None = KEY) -> tuple[int, Any]:
     headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
     async with aiohttp.ClientSession() as http, http.post(f"{base}{path}", data=json.dumps(body), headers=headers) as r:
@@ -92,7 +102,7 @@ async def whatsapp_app(
         bots=runtime.bots,
         settings=settings,
         windows=installed_reply_windows(),
-        clock=lambda: datetime.now(UTC) + later,
+        clock=_Later(later),
     )
     return running_app(settings, runtime)
 

@@ -19,11 +19,12 @@ answered as if it did not exist (404). Conversations are named by their session 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
+from core.clock import Clock, SystemClock
 from core.console.auth import ConsoleAuth, SignedIn, json_error
 from core.console.search import ConversationHit, HistorySearch, SearchQuery
 from core.errors import StoreError
@@ -80,7 +81,7 @@ class ConsoleApi:
         outbound: OutboundSender,
         search: Callable[[], HistorySearch],
         publish: Callable[[DeskEvent], Awaitable[None]],
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock | None = None,
     ) -> None:
         """`search` gives the search once the console has opened the database; `publish` tells
         every console of a proactive message (the desk tells them of everything else)."""
@@ -89,7 +90,7 @@ class ConsoleApi:
         self._outbound = outbound
         self._search = search
         self._publish = publish
-        self._clock = clock
+        self._clock: Clock = clock or SystemClock()
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -136,7 +137,7 @@ class ConsoleApi:
     async def queue(self, request: web.Request, signed: SignedIn) -> web.Response:
         bots = signed.operator.bots
         views = await self._desk.queue(list(bots) if bots is not None else None)
-        now = self._clock()
+        now = self._clock.now()
         waiting = sorted(
             (v for v in views if v.state is HandoffState.PENDING_HUMAN), key=lambda v: v.requested_at or now
         )
@@ -175,7 +176,7 @@ class ConsoleApi:
     async def take(self, request: web.Request, signed: SignedIn) -> web.Response:
         body = await self._body(request)
         view = await self._desk.take(self._served(signed, body.get("session_id")), signed.operator.email)
-        return web.json_response({"conversation": view_json(view, self._clock())})
+        return web.json_response({"conversation": view_json(view, self._clock.now())})
 
     async def reply(self, request: web.Request, signed: SignedIn) -> web.Response:
         body = await self._body(request)

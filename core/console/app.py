@@ -15,6 +15,7 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
+from core.clock import Clock
 from core.console.accounts import OperatorAccounts
 from core.console.api import ConsoleApi
 from core.console.auth import ConsoleAuth
@@ -47,6 +48,7 @@ class Console:
         publish: Callable[[DeskEvent], Awaitable[None]],
         start_events: Callable[[], Awaitable[None]],
         heartbeat_seconds: float = 15.0,
+        clock: Clock | None = None,
         logger: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
         """`start_events` subscribes the process to the desk's events (so a page's stream misses
@@ -61,7 +63,7 @@ class Console:
             accounts=self.accounts, sessions=sessions, lockout=lockout, settings=settings, logger=self._log
         )
         self.api = ConsoleApi(
-            auth=self.auth, desk=desk, outbound=outbound, search=lambda: self._search, publish=publish
+            auth=self.auth, desk=desk, outbound=outbound, search=lambda: self._search, publish=publish, clock=clock
         )
         self.events = ConsoleEvents(auth=self.auth, desk=desk, heartbeat_seconds=heartbeat_seconds, logger=self._log)
         self._files: dict[str, bytes] = {}

@@ -8,12 +8,13 @@ ways: a `handoff` log event, a metric, a system line in the history, and a desk 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from datetime import datetime
 
 import structlog
 
 from core.bots import BotRegistry, Handoff
+from core.clock import Clock, SystemClock
 from core.delivery.outbox import Outbox
 from core.envelope import Reply, new_id
 from core.handoff import fields as f
@@ -71,7 +72,7 @@ class SessionHandoffDesk:
         outbox: Outbox,
         bots: BotRegistry,
         metrics: Metrics | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock | None = None,
         logger: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
         self._sessions = sessions
@@ -81,7 +82,7 @@ class SessionHandoffDesk:
         self._outbox = outbox
         self._bots = bots
         self._metrics = metrics
-        self._clock = clock
+        self._clock: Clock = clock or SystemClock()
         self._log = logger or structlog.get_logger("relaybot.handoff")
 
     # --- the state machine ----------------------------------------------------------------------
@@ -96,7 +97,7 @@ class SessionHandoffDesk:
         """bot -> pending_human. `acknowledged`: the caller tells the user a person will reply (the
         pipeline's turn does), so later messages get no acknowledgement of their own; `reply_to`: the
         channel's address for the person's replies (the pipeline passes the message's)."""
-        now = self._clock()
+        now = self._clock.now()
         changes = {
             f.STATE: "pending_human",
             f.SINCE: now.isoformat(),
@@ -123,7 +124,7 @@ class SessionHandoffDesk:
                 return await self._view(session)
             raise HandoffConflict(f"{holder} already holds this conversation")
         since = session.fields.get(f.SINCE, "")
-        now = self._clock()
+        now = self._clock.now()
         changes = {f.STATE: "human", f.OPERATOR: operator, f.SINCE: since or now.isoformat()}
         expect = {f.STATE: [f.STORED[state]], f.SINCE: [since]}
         taken = await self._swap(session_id, expect, changes)
@@ -151,7 +152,7 @@ class SessionHandoffDesk:
             await self._say(back, message, author="bot")
 
     async def expire_waiting(self, now: datetime | None = None) -> list[str]:
-        now = now or self._clock()
+        now = now or self._clock.now()
         moved: list[str] = []
         for session_id, listed_at in await self._index.members():
             session = await self._sessions.load(session_id)
@@ -301,7 +302,7 @@ class SessionHandoffDesk:
         note = StoredMessage(
             role="system",
             content=line,
-            created_at=self._clock(),
+            created_at=self._clock.now(),
             meta={"kind": "handoff", "handoff": kind, "cause": cause},
         )
         await self._history.append(
@@ -329,7 +330,7 @@ class SessionHandoffDesk:
             bot=session.bot,
             channel=session.channel,
             user_id=session.user_id,
-            messages=[StoredMessage(role="assistant", content=text, created_at=self._clock(), meta=meta)],
+            messages=[StoredMessage(role="assistant", content=text, created_at=self._clock.now(), meta=meta)],
         )
         bot = self._bots.get(session.bot)
         keep = max(1, bot.history.max_messages) if bot is not None else 20
