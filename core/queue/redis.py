@@ -299,6 +299,8 @@ class RedisQueue:
                 await pipe.execute()
 
     async def fail(self, entry: QueueEntry, error: str) -> None:
+        # Given up on here: a claim an unanswered start may have taken lapses with its TTL.
+        self._unanswered.pop(entry.id, None)
         with self._errors_ctx("recording a failure"):
             await reply(self._client.hset(self._errors, entry.id, error[:2000]))
 
@@ -314,6 +316,7 @@ class RedisQueue:
                 await pipe.execute()
 
     async def release(self, entry: QueueEntry) -> None:
+        self._unanswered.pop(entry.id, None)
         # Marked long idle, the next XAUTOCLAIM anywhere takes it; giving back is not an attempt.
         with self._errors_ctx("releasing an entry"):
             await self._client.xclaim(
