@@ -13,8 +13,11 @@ with each client, 16 tasks at a time:
 
 The clients:
 
-    redis-py   the installed version, built as relaybot builds it (`core.redisio.client_from_url`:
-               a BlockingConnectionPool, hiredis when installed)
+    relaybot   the client relaybot builds (`core.redisio.client_from_url`): redis-py's client whose
+               short commands share one connection (`core.redismux.MultiplexedRedis`); the
+               pipeline is a `RedisBatch`, as the turn sends it
+    redis-py   the installed redis-py as relaybot built it before that: its client on a
+               BlockingConnectionPool (hiredis when installed), every command checked out of the pool
     baseline   16 asyncio connections writing RESP by hand and reading replies with hiredis: the
                floor a Python client can reach (no pool, no retries, no error translation)
 
@@ -37,9 +40,10 @@ from tempfile import TemporaryDirectory
 import benchkit  # noqa: F401  (puts the repository on sys.path)
 import hiredis
 import redis
+import redis.asyncio as aioredis
 import uvloop
 
-from core.redisio import client_from_url, reply
+from core.redisio import RedisBatch, client_from_url, reply
 from tests.support.servers import start_redis
 
 TASKS = 16
@@ -102,22 +106,39 @@ async def timed(operation: Callable[[int], Awaitable[None]], per_task: int) -> f
 async def measure(port: int, operations: int) -> dict[str, dict[str, float]]:
     per_task = max(50, operations // TASKS)
     client = client_from_url(f"redis://127.0.0.1:{port}/0")
+    pooled = aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(f"redis://127.0.0.1:{port}/0"))
     await client.set("k", "v")
     script = client.register_script(SCRIPT)
+    pooled_script = pooled.register_script(SCRIPT)
     sha = await reply(client.script_load(SCRIPT))
     raw = [await RawConnection.open(port) for _ in range(TASKS)]
 
-    async def redis_get(_: int) -> None:
+    async def relaybot_get(_: int) -> None:
         for _ in range(50):
             await client.get("k")
 
-    async def redis_evalsha(_: int) -> None:
+    async def relaybot_evalsha(_: int) -> None:
         for _ in range(50):
             await script(keys=["k"])
 
+    async def relaybot_pipeline(_: int) -> None:
+        for _ in range(50):
+            batch = RedisBatch(client)
+            for command in PIPELINE:
+                batch.command(*command)
+            await batch.run()
+
+    async def redis_get(_: int) -> None:
+        for _ in range(50):
+            await pooled.get("k")
+
+    async def redis_evalsha(_: int) -> None:
+        for _ in range(50):
+            await pooled_script(keys=["k"])
+
     async def redis_pipeline(_: int) -> None:
         for _ in range(50):
-            async with client.pipeline(transaction=False) as pipe:
+            async with pooled.pipeline(transaction=False) as pipe:
                 pipe.get("k")
                 pipe.get("k")
                 pipe.expire("k", 3600)
@@ -138,6 +159,11 @@ async def measure(port: int, operations: int) -> dict[str, dict[str, float]]:
         return run
 
     figures = {
+        "relaybot": {
+            "get": await timed(relaybot_get, per_task),
+            "evalsha": await timed(relaybot_evalsha, per_task),
+            "pipeline6": await timed(relaybot_pipeline, per_task),
+        },
         "redis-py": {
             "get": await timed(redis_get, per_task),
             "evalsha": await timed(redis_evalsha, per_task),
@@ -152,6 +178,7 @@ async def measure(port: int, operations: int) -> dict[str, dict[str, float]]:
     for connection in raw:
         connection.close()
     await client.aclose()
+    await pooled.aclose()
     return figures
 
 
@@ -166,10 +193,11 @@ def main() -> int:
         finally:
             server.stop()
     print(f"redis-py {redis.__version__} against a hand-written RESP client, {TASKS} tasks, uvloop")
-    print(f"{'operation':<12}{'redis-py us':>14}{'baseline us':>14}{'ratio':>9}")
+    columns = ("relaybot us", "redis-py us", "baseline us", "relaybot/base", "redis-py/base")
+    print(f"{'operation':<12}" + "".join(f"{column:>15}" for column in columns))
     for operation in ("get", "evalsha", "pipeline6"):
-        ours, base = figures["redis-py"][operation], figures["baseline"][operation]
-        print(f"{operation:<12}{ours:>14.1f}{base:>14.1f}{ours / base:>8.2f}x")
+        ours, pool, base = (figures[client][operation] for client in ("relaybot", "redis-py", "baseline"))
+        print(f"{operation:<12}{ours:>15.1f}{pool:>15.1f}{base:>15.1f}{ours / base:>14.2f}x{pool / base:>14.2f}x")
     print("(process CPU per operation over the run: client work only, Redis runs in its own process)")
     return 0
 

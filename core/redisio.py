@@ -20,6 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.errors import ConfigError, StoreError
+from core.redismux import MultiplexedRedis
 
 
 def client_from_url(url: str, *, max_connections: int = 200, **client_kwargs: Any) -> aioredis.Redis:
@@ -40,7 +41,7 @@ def client_from_url(url: str, *, max_connections: int = 200, **client_kwargs: An
             url, max_connections=max_connections, timeout=20, **client_kwargs
         )
         pool.connection_class = _counting(pool.connection_class)
-        return aioredis.Redis.from_pool(pool)
+        return MultiplexedRedis.from_pool(pool)
     except ValueError as exc:
         raise ConfigError(f"REDIS_URL is not a valid Redis URL ({exc}); expected redis://host:port/db") from exc
 
@@ -61,7 +62,8 @@ def _counting(base: type[AbstractConnection]) -> type[AbstractConnection]:
 
 def round_trips(client: aioredis.Redis) -> int:
     """Requests the client's connections have sent to Redis since it was built (0 if not counted)."""
-    return int(getattr(client.connection_pool.connection_class, "sent", 0))
+    pooled = int(getattr(client.connection_pool.connection_class, "sent", 0))
+    return pooled + (client.shared_sends if isinstance(client, MultiplexedRedis) else 0)
 
 
 def describe(client: aioredis.Redis) -> str:
@@ -149,10 +151,13 @@ class RedisBatch:
         if not self._commands:
             self._results = []
             return
-        async with self._client.pipeline(transaction=False) as pipe:
-            for command in self._commands:
-                pipe.execute_command(*command)
-            results = await pipe.execute(raise_on_error=False)
+        if isinstance(self._client, MultiplexedRedis):
+            results = await self._client.execute_many(self._commands)
+        else:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for command in self._commands:
+                    pipe.execute_command(*command)
+                results = await pipe.execute(raise_on_error=False)
         for index, (script, keys, args) in self._scripts.items():
             if isinstance(results[index], NoScriptError):
                 results[index] = await script(keys=keys, args=args)

@@ -92,9 +92,12 @@ async def test_round_trips_count_one_per_command_pipeline_and_script(redis_url: 
     limiter = RedisRateLimiter(client)
     limits = RateLimits(per_minute=10, per_hour=100, tokens_per_day=1000)
     try:
-        # Connected, and the scripts loaded (a script's first call is EVALSHA, SCRIPT LOAD, EVALSHA).
+        # Connected (the shared connection and a pooled one, whose handshakes are sends too), and
+        # the scripts loaded (a script's first call is EVALSHA, SCRIPT LOAD, EVALSHA).
         await script(keys=["rt:c"])
         await limiter.hit("u", limits)
+        async with client.pipeline(transaction=True) as pipe:
+            await pipe.get("rt:a").execute()
         start = round_trips(client)
         await client.set("rt:a", "1")
         async with client.pipeline(transaction=True) as pipe:
