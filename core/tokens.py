@@ -10,7 +10,9 @@ from __future__ import annotations
 import functools
 import re
 
-_PIECES = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+_WORDS = re.compile(r"\w+")
+_OTHERS = re.compile(r"[^\w\s]")
+_LONG_WORDS = re.compile(r"\w{9,}")
 
 
 @functools.lru_cache(maxsize=65536)
@@ -24,11 +26,12 @@ def token_parts(text: str) -> tuple[int, int, int]:
     """(words, other pieces, extra for long words) of `text`. No piece spans a line break, so the
     parts of lines joined with newlines are the sums of each line's parts: a growing or shrinking
     list of lines is re-estimated without re-reading every line (`tokens_of`)."""
-    pieces = _PIECES.findall(text)
-    words = sum(1 for p in pieces if p[0].isalnum() or p[0] == "_")
+    # Three scans in C cost a third less than one scan classified piece by piece in Python;
+    # every new message and reply is estimated once.
+    words = len(_WORDS.findall(text))
     # Long words (and unspaced runs such as CJK text) split into several tokens.
-    long_extra = sum(len(p) // 8 for p in pieces if len(p) > 8)
-    return words, len(pieces) - words, long_extra
+    long_extra = sum(len(word) // 8 for word in _LONG_WORDS.findall(text))
+    return words, len(_OTHERS.findall(text)), long_extra
 
 
 def tokens_of(parts: tuple[int, int, int]) -> int:
