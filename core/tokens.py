@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterable
 
 _WORDS = re.compile(r"\w+")
 _OTHERS = re.compile(r"[^\w\s]")
@@ -18,7 +19,22 @@ _LONG_WORDS = re.compile(r"\w{9,}")
 @functools.lru_cache(maxsize=65536)
 def estimate_tokens(text: str) -> int:
     # Cached: every turn re-estimates the same history window (about 40 calls per turn).
-    return tokens_of(token_parts(text)) if text else 0
+    if not text:
+        return 0
+    if "\n" in text:
+        # A prompt or a summary is mostly lines seen before (instructions, bullets): each line's
+        # parts are cached, so a new prompt costs the reading of its new lines only.
+        return tokens_of(_summed(token_parts(line) for line in text.split("\n")))
+    return tokens_of(token_parts(text))
+
+
+def _summed(parts: Iterable[tuple[int, int, int]]) -> tuple[int, int, int]:
+    words = others = long_extra = 0
+    for w, o, extra in parts:
+        words += w
+        others += o
+        long_extra += extra
+    return words, others, long_extra
 
 
 @functools.lru_cache(maxsize=65536)

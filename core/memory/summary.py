@@ -170,7 +170,9 @@ class LocalSummarizer:
                 body[1] = _GAP
                 change(_GAP, +1)
         text = "\n".join([HEADER, *body])
-        return text if estimate_tokens(text) <= self.max_tokens else clip_tokens(text, self.max_tokens)
+        # `total` is the estimate of `text` (no piece spans a line break), so it is not read again.
+        fits = tokens_of((total[0], total[1], total[2])) <= self.max_tokens
+        return text if fits else clip_tokens(text, self.max_tokens)
 
 
 def _gist(text: str, max_words: int, *, sentences: int) -> str:
