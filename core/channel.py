@@ -8,7 +8,7 @@ entry point; both live here because `core/` never imports `channels/`. Adapters 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
 import structlog
@@ -16,6 +16,7 @@ from aiohttp import web
 
 from core.bots import BotRegistry
 from core.bus.base import Bus
+from core.clock import Clock, SystemClock
 from core.envelope import Reply
 from core.ratelimit.base import RateLimiter
 from core.settings import Settings
@@ -96,6 +97,8 @@ class ChannelContext:
     limiter: RateLimiter
     #: proactive messages to known users (POST /api/outbound); None where the process sends none
     outbound: OutboundSender | None = None
+    #: the runtime's clock, for what an adapter tells users about time (when a daily limit resets)
+    clock: Clock = field(default_factory=SystemClock)
 
 
 class ChannelAdapter(DeliveryTarget, Protocol):

@@ -325,6 +325,7 @@ class Runtime:
             records=self.records,
             limiter=self.limiter,
             outbound=self.outbound,
+            clock=self.clock,
         )
 
     def add_channel(self, adapter: ChannelAdapter) -> ChannelAdapter:

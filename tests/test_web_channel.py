@@ -7,6 +7,7 @@ import base64
 import json
 import socket
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -543,6 +544,25 @@ async def test_a_bot_past_its_daily_tokens_takes_no_more_messages(tmp_path: Path
             await ws.receive_json()
             refused = await answered(ws, "m2")
             assert refused["code"] == "rate_limited" and "today" in refused["message"]
+
+
+async def test_a_spent_daily_budget_says_when_it_resets_by_the_runtimes_clock(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    class LateEvening:
+        def now(self) -> datetime:
+            return datetime(2026, 3, 1, 23, 0, tzinfo=UTC)
+
+    bots = tmp_path / "bots"
+    write_bot(bots, limits={"bot_tokens_per_day": 1})
+    settings = make_settings(tmp_path, bots_dir=bots)
+    runtime = await Runtime.from_settings(settings, clock=LateEvening())
+    async with running_app(settings, runtime) as (_, base), http.ws_connect(f"{base}/ws") as ws:
+        await ws.receive_json()
+        assert (await answered(ws, "m1"))["type"] == "reply"
+        refused = await answered(ws, "m2")
+    # The budget resets at midnight UTC of the runtime's day: an hour away, whatever the host's time.
+    assert refused["code"] == "rate_limited" and refused["retry_after"] == 3600
 
 
 async def test_metrics_need_the_token_when_one_is_set(tmp_path: Path, http: aiohttp.ClientSession) -> None:

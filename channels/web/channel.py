@@ -130,7 +130,7 @@ class WebChannel:
         self._tokens = SessionTokens(
             derive_key(ctx.secret, WEB_SESSION_TOKENS), ttl_seconds=self._web.token_ttl_seconds
         )
-        self._limits = EdgeLimits(ctx.limiter, self._web)
+        self._limits = EdgeLimits(ctx.limiter, self._web, ctx.clock)
         self._connections: dict[str, set[_Connection]] = {}
         self._static: dict[str, str] = {}
         self._log = ctx.logger.bind(channel="web")

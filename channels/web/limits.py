@@ -18,6 +18,7 @@ from aiohttp import web
 
 from core.bots import BotConfig
 from core.clientaddr import ClientAddress
+from core.clock import Clock
 from core.pipeline.stages import bot_usage_key
 from core.ratelimit.base import RateDecision, RateLimiter, RateLimits
 from core.ratelimit.memory import seconds_to_utc_midnight
@@ -37,8 +38,9 @@ class ConnectionRate:
 
 
 class EdgeLimits:
-    def __init__(self, limiter: RateLimiter, settings: WebSettings) -> None:
+    def __init__(self, limiter: RateLimiter, settings: WebSettings, clock: Clock) -> None:
         self._limiter = limiter
+        self._clock = clock
         self._settings = settings
         self._client_address = ClientAddress(settings.trusted_proxies)
 
@@ -57,7 +59,7 @@ class EdgeLimits:
             return RateDecision(False, retry_after=connection.sent[0] + _MINUTE - now, window="minute")
         used = await self._limiter.tokens_today(bot_usage_key(bot.name))
         if used >= bot.limits.bot_tokens_per_day:
-            return RateDecision(False, retry_after=seconds_to_utc_midnight(time.time()), window="day")
+            return RateDecision(False, retry_after=seconds_to_utc_midnight(self._clock.now().timestamp()), window="day")
         limit = self._settings.messages_per_minute_per_ip
         decision = await self._limiter.hit(f"web:ip:{address}", RateLimits(limit, limit * 60, _NO_LIMIT))
         if decision.allowed:
