@@ -255,7 +255,7 @@ async def measure(bot_server: Server, echo_server: Server, sessions: int, messag
     return 1 if bot.errors or echo.errors else 0
 
 
-def bench(sessions: int, messages: int, keep: bool, bare: bool) -> int:
+def bench(sessions: int, messages: int, keep: bool, bare: bool, log_level: str = "WARNING") -> int:
     tmp = Path(tempfile.mkdtemp(prefix="relaybot-bench-ws-"))
     servers: list[Server] = []
     try:
@@ -268,7 +268,7 @@ def bench(sessions: int, messages: int, keep: bool, bare: bool) -> int:
             RELAYBOT_WEB__NEW_SESSIONS_PER_MINUTE_PER_IP=str(HIGH_LIMIT),
             RELAYBOT_WEB__MESSAGES_PER_MINUTE_PER_IP=str(HIGH_LIMIT),
             RELAYBOT_WEB__MESSAGES_PER_MINUTE_PER_CONNECTION=str(HIGH_LIMIT),
-            RELAYBOT_LOG_LEVEL="WARNING",
+            RELAYBOT_LOG_LEVEL=log_level,
             HF_HUB_OFFLINE="1",
             PYTHONUNBUFFERED="1",
         )
@@ -299,6 +299,11 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=20, help="messages per session (default 20)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (server logs, SQLite file)")
     parser.add_argument("--bare", action="store_true", help="a bot with no intents and no knowledge (framework cost)")
+    parser.add_argument(
+        "--log-level",
+        default="WARNING",
+        help="relaybot's RELAYBOT_LOG_LEVEL (default WARNING; INFO, the default of a deployment, adds the turn line)",
+    )
     parser.add_argument("--echo-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.echo_server:
@@ -306,7 +311,7 @@ def main() -> int:
         return 0
     if args.sessions < 1 or args.messages < 1:
         parser.error("--sessions and --messages must be at least 1")
-    return bench(args.sessions, args.messages, args.keep, args.bare)
+    return bench(args.sessions, args.messages, args.keep, args.bare, args.log_level.upper())
 
 
 if __name__ == "__main__":

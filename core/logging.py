@@ -9,6 +9,8 @@ from typing import Literal
 
 import structlog
 
+from core.logsink import LineSink, configure_sink
+
 #: log fields that may carry a web session's id ("support:web:ID", "web:ID")
 _ID_FIELDS = ("session_id", "user_id", "conversation_id", "reply_to")
 
@@ -72,21 +74,19 @@ def turn_line(event: structlog.typing.EventDict) -> str:
     return f"{clock} turn {event.get('bot')}/{event.get('channel')} {user}: {intent} → {answered}, " + ", ".join(parts)
 
 
-def configure_logging(fmt: Literal["auto", "json", "console"] = "auto", level: str = "INFO") -> None:
+def configure_logging(fmt: Literal["auto", "json", "console"] = "auto", level: str = "INFO") -> LineSink:
+    """structlog for this process: lines to stderr through a writer thread (`core.logsink`); the
+    returned sink's `flush()` waits for what was logged so far."""
     if fmt == "auto":
         fmt = "console" if sys.stderr.isatty() else "json"
     renderer: structlog.typing.Processor = structlog.processors.JSONRenderer() if fmt == "json" else ConsoleRenderer()
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            hash_web_session_ids,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.StackInfoRenderer(),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=False,
-    )
+    processors: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        hash_web_session_ids,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+        renderer,
+    ]
+    return configure_sink(processors, logging.getLevelNamesMapping()[level.upper()], sys.stderr)

@@ -17,6 +17,7 @@ import pytest
 import redis
 import structlog
 
+from core.logsink import LineSink
 from tests.support.servers import PostgresServer, RedisServer, start_postgres, start_redis
 
 
@@ -45,6 +46,10 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
 @pytest.fixture(autouse=True)
 def _fresh_logging() -> Iterator[None]:
     """A test that runs the CLI in-process configures logging onto that test's captured stderr,
-    which pytest closes afterwards: later tests would log into a closed file."""
+    which pytest closes afterwards: later tests would log into a closed file. Its writer thread
+    (core.logsink) is stopped with it."""
     yield
+    factory = structlog.get_config().get("logger_factory")
+    if isinstance(getattr(factory, "sink", None), LineSink):
+        factory.sink.close()
     structlog.reset_defaults()
