@@ -18,7 +18,8 @@ Never fails on timing; exits 1 only when something is wrong (a second ingest tha
 
 Quality (first, and alone with --quality-only): each bot's documents ingested into a real chromadb (the example
 bot's with three labelled sets: tests/data/retrieval_questions.json, bench/data/support_questions.json and the
-near misses of bench/data/support_dev_unanswerable.json; and the held-out Forkful bot under bench/data/heldout):
+near misses of bench/data/support_dev_unanswerable.json; and the held-out Forkful and sealed Toothwise bots under
+bench/data/heldout):
 recall@1 and recall@4 of the embedding alone ("dense"), BM25 alone and the two fused by reciprocal rank fusion,
 once ranking only and once as served; the offline answers under the cosine threshold alone and under the answer
 decision (core.knowledge.answerability), in the same run; the decision's precision/recall curve; intent
@@ -222,16 +223,14 @@ class Product:
 
 def products() -> list[Product]:
     """The example bot (a set the threshold was tuned on, a held-out one that the fusion's constants were then
-    chosen on, and a dev set of unanswerable near misses that the answer rule was chosen on with the other two)
-    and Forkful, a second product nobody tuned anything on (bench/data/heldout)."""
+    chosen on, and a dev set of unanswerable near misses that the answer rule was chosen on with the other two),
+    Forkful, a second product, and Toothwise, a third one kept sealed (bench/data/heldout)."""
     import json
 
     from core.bots import load_bot
     from core.evals.sets import load_sets
 
     support = REPO / "bots" / "support"
-    forkful = HELD_OUT / "forkful"
-    forkful_sets = load_sets(load_bot(forkful))
     tuned = json.loads((REPO / "tests" / "data" / "retrieval_questions.json").read_text())
     held_out = json.loads((REPO / "bench" / "data" / "support_questions.json").read_text())["questions"]
     dev = json.loads((REPO / "bench" / "data" / "support_dev_unanswerable.json").read_text())["questions"]
@@ -246,13 +245,19 @@ def products() -> list[Product]:
             },
             load_sets(load_bot(support)).utterances,
         ),
-        Product(
-            "forkful",
-            forkful,
-            {"forkful held-out": [{"question": q.text, "source": q.document} for q in forkful_sets.questions]},
-            forkful_sets.utterances,
-        ),
+        held_out_product("forkful", "forkful held-out"),
+        held_out_product("toothwise", "toothwise sealed"),
     ]
+
+
+def held_out_product(name: str, label: str) -> Product:
+    """A product under bench/data/heldout/bots, read as `relaybot eval` reads it."""
+    from core.bots import load_bot
+    from core.evals.sets import load_sets
+
+    sets = load_sets(load_bot(HELD_OUT / name))
+    questions = [{"question": q.text, "source": q.document} for q in sets.questions]
+    return Product(name, HELD_OUT / name, {label: questions}, sets.utterances)
 
 
 async def search(
