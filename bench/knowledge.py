@@ -275,6 +275,7 @@ async def search(
         min_score=rule.min_score,
         coverage_weight=rule.coverage_weight,
         min_evidence=rule.min_evidence,
+        unknown_weight=rule.unknown_weight,
         reject_unknown_names=reject_unknown_names,
     )
 
@@ -387,40 +388,54 @@ TUNE_EVIDENCE = tuple(round(0.30 + 0.02 * i, 2) for i in range(61))
 TUNE_MAX_REFUSED = 0.05
 
 
-async def tune(collection: KnowledgeCollection, sets: dict[str, list[dict[str, Any]]], top_k: int) -> None:
-    """The answer rule that says "I don't know" to most of the unanswerable questions of `sets` while refusing
-    at most TUNE_MAX_REFUSED of the answerable ones and saying "I don't know" to no fewer of each set's
-    unanswerable questions than the cosine threshold alone did (a near miss is not traded for an off-topic
-    question); ties: more grounded answers, then the simpler rule."""
-    print(f"\ntuning the answer rule on {', '.join(sets)} (at most {TUNE_MAX_REFUSED} refused)")
-    floor = {
-        name: answer_figures(await find_all(collection, questions, BEFORE_MIN_SCORE, top_k), AnswerRule(
-            min_score=BEFORE_MIN_SCORE)).dont_know or 0.0
-        for name, questions in sets.items()
-    }  # fmt: skip
-    best: tuple[tuple[float, float, float, float], AnswerRule, AnswerFigures] | None = None
+#: the products --tune measures on: the dev data; the sealed product is never looked at while choosing
+TUNE_PRODUCTS = ("support", "forkful")
+TUNE_UNKNOWN_WEIGHTS = (0.0, 0.2, 0.4, 0.6)
+
+
+async def tune(searches: list[tuple[KnowledgeCollection, dict[str, list[dict[str, Any]]]]], top_k: int) -> None:
+    """The answer rule that says "I don't know" to most of the unanswerable questions of the dev products' sets
+    while refusing at most TUNE_MAX_REFUSED of the answerable ones and saying "I don't know" to no fewer of each
+    set's unanswerable questions than the cosine threshold alone did (a near miss is not traded for an
+    off-topic question); ties: more grounded answers, then the simpler rule."""
+    names = [name for _, sets in searches for name in sets]
+    print(f"\ntuning the answer rule on {', '.join(names)} (at most {TUNE_MAX_REFUSED} refused)")
+    floor: dict[str, float] = {}
+    for collection, sets in searches:
+        for name, questions in sets.items():
+            found = await find_all(collection, questions, BEFORE_MIN_SCORE, top_k)
+            floor[name] = answer_figures(found, AnswerRule(min_score=BEFORE_MIN_SCORE)).dont_know or 0.0
+    best: tuple[tuple[float, float, float, float, float], AnswerRule, AnswerFigures] | None = None
     for min_score in TUNE_MIN_SCORES:
-        found = {name: await find_all(collection, questions, min_score, top_k) for name, questions in sets.items()}
+        found = {
+            name: await find_all(collection, questions, min_score, top_k)
+            for collection, sets in searches
+            for name, questions in sets.items()
+        }
         for weight in TUNE_WEIGHTS:
-            for evidence in TUNE_EVIDENCE if weight else (-1.0,):
-                rule = AnswerRule(min_score=min_score, coverage_weight=weight, min_evidence=evidence)
-                each = {name: answer_figures(f, rule) for name, f in found.items()}
-                figures = pooled(list(each.values()))
-                if (figures.refused or 0.0) > TUNE_MAX_REFUSED:
-                    continue
-                if any((each[name].dont_know or 0.0) < floor[name] for name in sets):
-                    continue
-                key = (figures.dont_know or 0.0, figures.grounded or 0.0, -weight, min_score)
-                if best is None or key > best[0]:
-                    best = (key, rule, figures)
+            for unknown in TUNE_UNKNOWN_WEIGHTS:
+                for evidence in TUNE_EVIDENCE if weight or unknown else (-1.0,):
+                    rule = AnswerRule(
+                        min_score=min_score, coverage_weight=weight, min_evidence=evidence, unknown_weight=unknown
+                    )
+                    each = {name: answer_figures(f, rule) for name, f in found.items()}
+                    figures = pooled(list(each.values()))
+                    if (figures.refused or 0.0) > TUNE_MAX_REFUSED:
+                        continue
+                    if any((each[name].dont_know or 0.0) < floor[name] for name in found):
+                        continue
+                    key = (figures.dont_know or 0.0, figures.grounded or 0.0, -unknown, -weight, min_score)
+                    if best is None or key > best[0]:
+                        best = (key, rule, figures)
     if best is None:
         print("  no rule refuses few enough answerable questions")
         return
     _, rule, figures = best
     print(
         f"  best: min_score={rule.min_score} coverage_weight={rule.coverage_weight} "
-        f"min_evidence={rule.min_evidence}: grounded {figures.grounded:.3f}, refused {figures.refused:.3f}, "
-        f"I don't know {figures.dont_know:.3f} ({figures.answerable} answerable, {figures.unanswerable} not)"
+        f"unknown_weight={rule.unknown_weight} min_evidence={rule.min_evidence}: grounded {figures.grounded:.3f}, "
+        f"refused {figures.refused:.3f}, I don't know {figures.dont_know:.3f} ({figures.answerable} answerable, "
+        f"{figures.unanswerable} not)"
     )
 
 
@@ -447,20 +462,28 @@ async def untitled_copy(kb: KnowledgeBase, source: KnowledgeCollection, name: st
     return copy
 
 
-async def bench_quality(embedder: OnnxMiniLMEmbedder, root: Path, *, tune_only: bool = False) -> None:
+async def bench_quality(
+    embedder: OnnxMiniLMEmbedder, root: Path, *, tune_only: bool = False, dev_only: bool = False
+) -> None:
     from core.evals.metrics import intent_figures
     from core.evals.runner import classify_utterances
     from core.intents import LocalIntentClassifier
 
     options = KnowledgeSettings()
     threshold, top_k = options.min_score, options.top_k
-    served = AnswerRule(min_score=threshold, coverage_weight=options.coverage_weight, min_evidence=options.min_evidence)
+    served = AnswerRule(
+        min_score=threshold,
+        coverage_weight=options.coverage_weight,
+        min_evidence=options.min_evidence,
+        unknown_weight=options.unknown_weight,
+    )
     cosine_only = AnswerRule(min_score=BEFORE_MIN_SCORE)
     kb = await KnowledgeBase.open(embedder=embedder, path=root / "quality" / "chroma")
     classifier = LocalIntentClassifier(embedder)
     answers: list[tuple[str, AnswerFigures, AnswerFigures]] = []
     curves: list[tuple[str, list[tuple[float, AnswerFigures]]]] = []
     intents: list[tuple[str, int, int]] = []
+    searches: list[tuple[KnowledgeCollection, dict[str, list[dict[str, Any]]]]] = []
     if not tune_only:
         print(f"\nretrieval quality; as served: {served}, top {top_k}")
         print(f"{'set':<36}{'retriever':<18}{'ranking only':>16}{'as served':>28}")
@@ -468,15 +491,15 @@ async def bench_quality(embedder: OnnxMiniLMEmbedder, root: Path, *, tune_only: 
     for product in products():
         from core.bots import load_bot
 
-        if tune_only and product.name != "support":
-            continue  # the held-out product is never looked at while choosing
+        if (tune_only or dev_only) and product.name not in TUNE_PRODUCTS:
+            continue  # the sealed product is never looked at while choosing
         bot = load_bot(product.bot_dir)
         collection = await kb.collection(product.name)
         await Ingestor(collection, max_chars=options.chunk_chars, overlap_chars=options.overlap_chars).ingest(
             [product.bot_dir / "knowledge"]
         )
         if tune_only:
-            await tune(collection, product.question_sets, top_k)
+            searches.append((collection, product.question_sets))
             continue
         untitled = await untitled_copy(kb, collection, f"{product.name}-untitled")
         for name, questions in product.question_sets.items():
@@ -491,11 +514,11 @@ async def bench_quality(embedder: OnnxMiniLMEmbedder, root: Path, *, tune_only: 
             found = await find_all(collection, questions, threshold, top_k)
             found_before = await find_all(collection, questions, BEFORE_MIN_SCORE, top_k)
             answers.append((name, answer_figures(found_before, cosine_only), answer_figures(found, served)))
-            if served.coverage_weight:
+            if served.coverage_weight or served.unknown_weight:
                 steps = [round(served.min_evidence + d, 2) for d in (-0.10, -0.05, -0.03, 0.0, 0.03, 0.05, 0.10)]
                 curve = [
                     (t, answer_figures(found, AnswerRule(min_score=threshold, coverage_weight=served.coverage_weight,
-                                                         min_evidence=t)))
+                                                         min_evidence=t, unknown_weight=served.unknown_weight)))
                     for t in steps
                 ]  # fmt: skip
                 curves.append((name, curve))
@@ -503,6 +526,8 @@ async def bench_quality(embedder: OnnxMiniLMEmbedder, root: Path, *, tune_only: 
             outcomes = await classify_utterances(classifier, bot, product.utterances)
             figures = intent_figures(bot.intents, outcomes)
             intents.append((product.name, figures.correct, figures.total))
+    if tune_only:
+        await tune(searches, top_k)
     await kb.close()
     if tune_only:
         return
@@ -513,8 +538,8 @@ async def bench_quality(embedder: OnnxMiniLMEmbedder, root: Path, *, tune_only: 
     print("\noffline answers (fused, name guard, grounded answer and its sources), by the answer decision:")
     print(f"  cosine only: best cosine >= {BEFORE_MIN_SCORE} (the decision before the calibrated rule);")
     print(
-        f"  as served: cosine >= {threshold} and cosine + {served.coverage_weight} x word coverage >= "
-        f"{served.min_evidence} (core.knowledge.answerability)"
+        f"  as served: cosine >= {threshold} and cosine + {served.coverage_weight} x word coverage - "
+        f"{served.unknown_weight} x unknown words >= {served.min_evidence} (core.knowledge.answerability)"
     )
     print("  targets: grounded >= 0.95, I don't know on unanswerable >= 0.90, wrongly refused <= 0.05")
     print(f"{'set':<36}{'decision':<14}{'grounded':>10}{'refused':>9}{'dont-know':>11}")
@@ -572,8 +597,9 @@ async def main() -> None:
     parser.add_argument(
         "--tune",
         action="store_true",
-        help="only choose the answer rule's constants on the example bot's sets (never on the held-out one)",
+        help="only choose the answer rule's constants on the dev products' sets (never on the sealed one)",
     )
+    parser.add_argument("--dev-only", action="store_true", help="leave the sealed product out (while developing)")
     args = parser.parse_args()
 
     t = time.perf_counter()
@@ -581,7 +607,7 @@ async def main() -> None:
     print(f"model load: {time.perf_counter() - t:.2f} s (all-MiniLM-L6-v2 int8, onnxruntime CPU)")
     quality_root = Path(tempfile.mkdtemp(prefix="relaybot-bench-quality-"))
     try:
-        await bench_quality(embedder, quality_root, tune_only=args.tune)
+        await bench_quality(embedder, quality_root, tune_only=args.tune, dev_only=args.dev_only)
     finally:
         shutil.rmtree(quality_root, ignore_errors=True)
     if args.quality_only or args.tune:
