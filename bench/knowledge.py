@@ -439,6 +439,57 @@ async def tune(searches: list[tuple[KnowledgeCollection, dict[str, list[dict[str
     )
 
 
+#: the grid --tune measures the local intent classifier on (core.intents.local)
+TUNE_NEAREST_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+TUNE_NEAREST = (1, 2, 3)
+
+
+class CachingEmbedder:
+    """The same embedder, each text embedded once: the intent grid classifies the same utterances many times."""
+
+    def __init__(self, embedder: OnnxMiniLMEmbedder) -> None:
+        self._embedder = embedder
+        self.dimensions = embedder.dimensions
+        self._cache: dict[str, list[float]] = {}
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if missing:
+            self._cache.update(zip(missing, await self._embedder.embed(missing), strict=True))
+        return [self._cache[t] for t in texts]
+
+
+async def tune_intents(embedder: OnnxMiniLMEmbedder, bots: list[tuple[Any, Sequence[Any]]]) -> None:
+    """The local classifier's nearest-examples weight and count with the most dev utterances right and no bot
+    worse than with the centroid alone (weight 0), ties: the smaller weight, then fewer nearest; each bot's
+    accuracy is printed for every pair."""
+    from core.evals.metrics import intent_figures
+    from core.evals.runner import classify_utterances
+    from core.intents import LocalIntentClassifier
+
+    cached = CachingEmbedder(embedder)
+    print(f"\ntuning the intent classifier on {', '.join(bot.name for bot, _ in bots)}")
+    print(f"  {'nearest_weight':>15}{'nearest':>9}" + "".join(f"{bot.name:>12}" for bot, _ in bots))
+    best: tuple[tuple[int, float, int], float, int] | None = None
+    floor: list[int] = []
+    for weight in TUNE_NEAREST_WEIGHTS:
+        for nearest in TUNE_NEAREST if weight else (1,):
+            classifier = LocalIntentClassifier(cached, nearest_weight=weight, nearest=nearest)
+            right = []
+            for bot, utterances in bots:
+                figures = intent_figures(bot.intents, await classify_utterances(classifier, bot, utterances))
+                right.append((figures.correct, figures.total))
+            print(f"  {weight:>15}{nearest:>9}" + "".join(f"{f'{c}/{t}':>12}" for c, t in right))
+            floor = floor or [c for c, _ in right]  # the first pair is the centroid alone
+            if any(c < f for (c, _), f in zip(right, floor, strict=True)):
+                continue
+            key = (sum(c for c, _ in right), -weight, -nearest)
+            if best is None or key > best[0]:
+                best = (key, weight, nearest)
+    if best is not None:
+        print(f"  best: nearest_weight={best[1]} nearest={best[2]}")
+
+
 async def untitled_copy(kb: KnowledgeBase, source: KnowledgeCollection, name: str) -> KnowledgeCollection:
     """The same chunks without their document and section titles (neither embedded nor indexed by BM25), to
     measure what the titles add."""
@@ -484,6 +535,7 @@ async def bench_quality(
     curves: list[tuple[str, list[tuple[float, AnswerFigures]]]] = []
     intents: list[tuple[str, int, int]] = []
     searches: list[tuple[KnowledgeCollection, dict[str, list[dict[str, Any]]]]] = []
+    intent_sets: list[tuple[Any, Sequence[Any]]] = []
     if not tune_only:
         print(f"\nretrieval quality; as served: {served}, top {top_k}")
         print(f"{'set':<36}{'retriever':<18}{'ranking only':>16}{'as served':>28}")
@@ -500,6 +552,7 @@ async def bench_quality(
         )
         if tune_only:
             searches.append((collection, product.question_sets))
+            intent_sets.append((bot, product.utterances))
             continue
         untitled = await untitled_copy(kb, collection, f"{product.name}-untitled")
         for name, questions in product.question_sets.items():
@@ -528,6 +581,7 @@ async def bench_quality(
             intents.append((product.name, figures.correct, figures.total))
     if tune_only:
         await tune(searches, top_k)
+        await tune_intents(embedder, intent_sets)
     await kb.close()
     if tune_only:
         return

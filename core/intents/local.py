@@ -6,16 +6,20 @@ A message's score for an intent mixes two similarities (cosine, as dot products 
   again (the default intent's description is left out when it has examples, see `_build`). One example that
   happens to share a word with the message pulls little; the centroid alone beat the nearest single example
   and the mean of the nearest two on the example bot's labelled set (0.94 against 0.83 and 0.86);
-- to its nearest examples: the mean similarity of the intent's two examples closest to the message. A
-  centroid blurs an intent whose examples cover several topics ("the beef was leaking" and "skip next week"
-  are both deliveries), so a message near one of them but far from their mean ("the eggs were cracked") went
-  to the catch-all intent.
+- to its nearest example or topic: the similarity of the one closest to the message among the intent's
+  examples and the topics its description lists (split at commas: "shipping fees", "payment methods",
+  "spoiled or late items in a box"). A centroid blurs an intent that covers several
+  topics ("the beef was leaking" and "skip next week" are both deliveries), so a message near one of them
+  but far from their mean ("the salmon smelled off") went to the catch-all intent. The default intent's
+  topics are left out, as its description is.
 
 The score is `(1 - nearest_weight) * centroid + nearest_weight * nearest`, still on the cosine scale the bot's
-threshold is written in. With `nearest_weight` 0.2 (chosen by `bench/knowledge.py --tune` on the example bot's
-and Forkful's labelled sets): 62/64 -> 62/64 on the example bot, 69/80 -> 72/80 on Forkful. The best intent
-wins if its score reaches the bot's threshold; otherwise the default intent. Small talk (a message that is
-only greetings, thanks or goodbyes) is routed by rule: see core.intents.smalltalk.
+threshold is written in. `nearest_weight` 0.4 and one nearest were chosen by `bench/knowledge.py --tune` on
+the example bot's and Forkful's labelled sets (the most right with neither worse than the centroid alone):
+62/64 -> 62/64 on the example bot, 69/80 -> 75/80 on Forkful (0.2 and 0.3 gave 74/80; the nearest two
+examples without the topics, 72/80). The best intent wins if its score reaches the bot's threshold;
+otherwise the default intent. Small talk (a message that is only greetings, thanks or goodbyes) is routed by
+rule: see core.intents.smalltalk.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,9 +42,10 @@ from core.knowledge.embeddings import Embedder
 __all__ = ["NEAREST_EXAMPLES", "NEAREST_WEIGHT", "LocalIntentClassifier"]
 
 #: how much the similarity to an intent's nearest examples counts against the centroid's (module docstring)
-NEAREST_WEIGHT = 0.2
-#: how many of an intent's examples nearest to the message are averaged
-NEAREST_EXAMPLES = 2
+NEAREST_WEIGHT = 0.4
+#: how many of an intent's examples and topics nearest to the message are averaged
+NEAREST_EXAMPLES = 1
+_TOPIC_SEPARATOR = re.compile(r"[,;.]\s*(?:(?:and|or)\s+)?")
 
 Matrix = np.ndarray[Any, np.dtype[np.float32]]
 
@@ -49,7 +55,7 @@ class _Index:
     digest: str
     names: tuple[str, ...]
     centroids: Matrix
-    #: every intent's examples (not descriptions), normalized, and the row of `names` each belongs to
+    #: every intent's examples and description topics, normalized, and the row of `names` each belongs to
     examples: Matrix = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
     owners: tuple[int, ...] = ()
     #: the intents with a small-talk example ("thanks!", "see you"): where small talk goes
@@ -64,10 +70,15 @@ class LocalIntentClassifier:
     """
 
     def __init__(
-        self, embedder: Embedder | Callable[[], Awaitable[Embedder]], *, nearest_weight: float = NEAREST_WEIGHT
+        self,
+        embedder: Embedder | Callable[[], Awaitable[Embedder]],
+        *,
+        nearest_weight: float = NEAREST_WEIGHT,
+        nearest: int = NEAREST_EXAMPLES,
     ) -> None:
         self._source = embedder
         self._nearest_weight = nearest_weight
+        self._nearest = nearest
         self._indexes: dict[str, _Index] = {}
         self._digests: dict[str, tuple[Intents, str]] = {}
         self._lock = asyncio.Lock()
@@ -75,7 +86,7 @@ class LocalIntentClassifier:
     async def classify(self, bot: BotConfig, text: str) -> IntentResult:
         index = await self._index(bot)
         (vector,) = await (await self._embedder()).embed([text])
-        similarities = scores(index, np.asarray(vector, dtype=np.float32), self._nearest_weight)
+        similarities = scores(index, np.asarray(vector, dtype=np.float32), self._nearest_weight, self._nearest)
         if is_small_talk(text):
             return small_talk(bot.intents, index, similarities)
         return decide(bot.intents, index.names, similarities)
@@ -110,7 +121,8 @@ class LocalIntentClassifier:
         names: list[str] = []
         texts: list[str] = []
         owners: list[int] = []
-        is_example: list[bool] = []
+        neighbours: list[str] = []
+        neighbour_owners: list[int] = []
         social = frozenset(name for name, intent in intents.items.items() if any(map(is_small_talk, intent.examples)))
         for name, intent in intents.items.items():
             # The default intent's description is left out once it has examples: a catch-all is described by
@@ -125,38 +137,45 @@ class LocalIntentClassifier:
             names.append(name)
             texts += examples
             owners += [len(names) - 1] * len(examples)
-            is_example += [True] * len(intent.examples) + [False] * (len(examples) - len(intent.examples))
+            own = [*intent.examples, *(topics(intent.description) if described else [])]
+            neighbours += own
+            neighbour_owners += [len(names) - 1] * len(own)
         if not texts:
             return _Index(digest=digest, names=(), centroids=np.zeros((0, embedder.dimensions), dtype=np.float32))
-        vectors = np.asarray(await embedder.embed(texts), dtype=np.float32)
+        vectors = np.asarray(await embedder.embed([*texts, *neighbours]), dtype=np.float32)
         centroids = np.zeros((len(names), vectors.shape[1]), dtype=np.float32)
-        np.add.at(centroids, np.asarray(owners), vectors)
+        np.add.at(centroids, np.asarray(owners), vectors[: len(texts)])
         centroids /= np.clip(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12, None)
-        chosen = np.asarray(is_example, dtype=bool)
         return _Index(
             digest=digest,
             names=tuple(names),
             centroids=centroids,
-            examples=vectors[chosen],
-            owners=tuple(o for o, keep in zip(owners, is_example, strict=True) if keep),
+            examples=vectors[len(texts) :],
+            owners=tuple(neighbour_owners),
             social=social,
         )
 
 
-def scores(index: _Index, vector: Matrix, nearest_weight: float) -> Matrix:
+def topics(description: str) -> list[str]:
+    """The topics a description lists: "Charges and payments, prices and plan sizes, shipping fees." ->
+    ["Charges and payments", "prices and plan sizes", "shipping fees"]."""
+    return [part.strip() for part in _TOPIC_SEPARATOR.split(description) if part.strip()]
+
+
+def scores(index: _Index, vector: Matrix, nearest_weight: float, nearest: int = NEAREST_EXAMPLES) -> Matrix:
     """Each intent's score for the message `vector`: its centroid's similarity mixed with the mean similarity
-    of its NEAREST_EXAMPLES closest examples (the centroid's alone for an intent with none)."""
+    of its `nearest` closest examples and topics (the centroid's alone for an intent with none)."""
     centroid = index.centroids @ vector
     if not nearest_weight or not index.owners:
         return centroid
     similarities = index.examples @ vector
     owners = np.asarray(index.owners)
-    nearest = centroid.copy()
+    closest = centroid.copy()
     for row in range(len(index.names)):
         own = similarities[owners == row]
         if own.size:
-            nearest[row] = float(np.sort(own)[-NEAREST_EXAMPLES:].mean())
-    return (1.0 - nearest_weight) * centroid + nearest_weight * nearest
+            closest[row] = float(np.sort(own)[-nearest:].mean())
+    return (1.0 - nearest_weight) * centroid + nearest_weight * closest
 
 
 def small_talk(intents: Intents, index: _Index, similarities: Matrix) -> IntentResult:
