@@ -439,6 +439,17 @@ async def tune(searches: list[tuple[KnowledgeCollection, dict[str, list[dict[str
     )
 
 
+def tests_intent_set() -> list[Any]:
+    """The example bot's second labelled intent set (tests/data/intent_utterances.json, which tests/test_intents.py
+    holds a floor on), as `load_sets` gives the first."""
+    import json
+
+    from core.evals.sets import LabelledUtterance
+
+    raw = json.loads((REPO / "tests" / "data" / "intent_utterances.json").read_text())
+    return [LabelledUtterance(item["text"], item["intent"], n) for n, item in enumerate(raw, start=1)]
+
+
 #: the grid --tune measures the local intent classifier on (core.intents.local)
 TUNE_NEAREST_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 TUNE_NEAREST = (1, 2, 3)
@@ -469,7 +480,7 @@ async def tune_intents(embedder: OnnxMiniLMEmbedder, bots: list[tuple[Any, Seque
 
     cached = CachingEmbedder(embedder)
     print(f"\ntuning the intent classifier on {', '.join(bot.name for bot, _ in bots)}")
-    print(f"  {'nearest_weight':>15}{'nearest':>9}" + "".join(f"{bot.name:>12}" for bot, _ in bots))
+    print(f"  {'nearest_weight':>15}{'nearest':>9}" + "".join(f"{f'{bot.name} ({len(u)})':>15}" for bot, u in bots))
     best: tuple[tuple[int, float, int], float, int] | None = None
     floor: list[int] = []
     for weight in TUNE_NEAREST_WEIGHTS:
@@ -479,7 +490,7 @@ async def tune_intents(embedder: OnnxMiniLMEmbedder, bots: list[tuple[Any, Seque
             for bot, utterances in bots:
                 figures = intent_figures(bot.intents, await classify_utterances(classifier, bot, utterances))
                 right.append((figures.correct, figures.total))
-            print(f"  {weight:>15}{nearest:>9}" + "".join(f"{f'{c}/{t}':>12}" for c, t in right))
+            print(f"  {weight:>15}{nearest:>9}" + "".join(f"{f'{c}/{t}':>15}" for c, t in right))
             floor = floor or [c for c, _ in right]  # the first pair is the centroid alone
             if any(c < f for (c, _), f in zip(right, floor, strict=True)):
                 continue
@@ -553,6 +564,8 @@ async def bench_quality(
         if tune_only:
             searches.append((collection, product.question_sets))
             intent_sets.append((bot, product.utterances))
+            if product.name == "support":
+                intent_sets.append((bot, tests_intent_set()))
             continue
         untitled = await untitled_copy(kb, collection, f"{product.name}-untitled")
         for name, questions in product.question_sets.items():
