@@ -18,14 +18,15 @@ Never fails on timing; exits 1 only when something is wrong (a second ingest tha
 
 Quality (first, and alone with --quality-only): each bot's documents ingested into a real chromadb (the example
 bot's with three labelled sets: tests/data/retrieval_questions.json, bench/data/support_questions.json and the
-near misses of bench/data/support_dev_unanswerable.json; and the held-out Forkful and sealed Toothwise bots under
-bench/data/heldout):
-recall@1 and recall@4 of the embedding alone ("dense"), BM25 alone and the two fused by reciprocal rank fusion,
-once ranking only and once as served; the offline answers under the cosine threshold alone and under the answer
-decision (core.knowledge.answerability), in the same run; the decision's precision/recall curve; intent
-accuracy. --tune only chooses the decision's constants on the example bot's sets (Forkful is never loaded).
+near misses of bench/data/support_dev_unanswerable.json; Forkful, dev data now; and Toothwise, a sealed set,
+both under bench/data/heldout): recall@1 and recall@4 of the embedding alone ("dense"), BM25 alone and the two
+fused by reciprocal rank fusion, once ranking only and once as served; the offline answers under the cosine
+threshold alone and under the answer decision (core.knowledge.answerability), in the same run; the decision's
+precision/recall curve; intent accuracy. --tune only chooses the decision's constants, and grids the intent
+classifier's nearest weight, on the example bot's sets and Forkful's (Toothwise is never loaded); --dev-only
+leaves Toothwise out.
 
-    python bench/knowledge.py [--chunks 1000] [--large 10000] [--queries 200] [--quality-only] [--tune]
+    python bench/knowledge.py [--chunks 1000] [--large 10000] [--queries 200] [--quality-only] [--tune] [--dev-only]
 """
 
 from __future__ import annotations
