@@ -18,13 +18,15 @@ Never fails on timing; exits 1 only when something is wrong (a second ingest tha
 
 Quality (first, and alone with --quality-only): each bot's documents ingested into a real chromadb (the example
 bot's with three labelled sets: tests/data/retrieval_questions.json, bench/data/support_questions.json and the
-near misses of bench/data/support_dev_unanswerable.json; and the held-out Forkful bot under bench/data/heldout):
-recall@1 and recall@4 of the embedding alone ("dense"), BM25 alone and the two fused by reciprocal rank fusion,
-once ranking only and once as served; the offline answers under the cosine threshold alone and under the answer
-decision (core.knowledge.answerability), in the same run; the decision's precision/recall curve; intent
-accuracy. --tune only chooses the decision's constants on the example bot's sets (Forkful is never loaded).
+near misses of bench/data/support_dev_unanswerable.json; Forkful, dev data now; and Toothwise, a sealed set,
+both under bench/data/heldout): recall@1 and recall@4 of the embedding alone ("dense"), BM25 alone and the two
+fused by reciprocal rank fusion, once ranking only and once as served; the offline answers under the cosine
+threshold alone and under the answer decision (core.knowledge.answerability), in the same run; the decision's
+precision/recall curve; intent accuracy. --tune only chooses the decision's constants, and grids the intent
+classifier's nearest weight, on the example bot's sets and Forkful's (Toothwise is never loaded); --dev-only
+leaves Toothwise out.
 
-    python bench/knowledge.py [--chunks 1000] [--large 10000] [--queries 200] [--quality-only] [--tune]
+    python bench/knowledge.py [--chunks 1000] [--large 10000] [--queries 200] [--quality-only] [--tune] [--dev-only]
 """
 
 from __future__ import annotations
@@ -222,16 +224,14 @@ class Product:
 
 def products() -> list[Product]:
     """The example bot (a set the threshold was tuned on, a held-out one that the fusion's constants were then
-    chosen on, and a dev set of unanswerable near misses that the answer rule was chosen on with the other two)
-    and Forkful, a second product nobody tuned anything on (bench/data/heldout)."""
+    chosen on, and a dev set of unanswerable near misses that the answer rule was chosen on with the other two),
+    Forkful, a second product, and Toothwise, a third one kept sealed (bench/data/heldout)."""
     import json
 
     from core.bots import load_bot
     from core.evals.sets import load_sets
 
     support = REPO / "bots" / "support"
-    forkful = HELD_OUT / "forkful"
-    forkful_sets = load_sets(load_bot(forkful))
     tuned = json.loads((REPO / "tests" / "data" / "retrieval_questions.json").read_text())
     held_out = json.loads((REPO / "bench" / "data" / "support_questions.json").read_text())["questions"]
     dev = json.loads((REPO / "bench" / "data" / "support_dev_unanswerable.json").read_text())["questions"]
@@ -246,13 +246,19 @@ def products() -> list[Product]:
             },
             load_sets(load_bot(support)).utterances,
         ),
-        Product(
-            "forkful",
-            forkful,
-            {"forkful held-out": [{"question": q.text, "source": q.document} for q in forkful_sets.questions]},
-            forkful_sets.utterances,
-        ),
+        held_out_product("forkful", "forkful held-out"),
+        held_out_product("toothwise", "toothwise sealed"),
     ]
+
+
+def held_out_product(name: str, label: str) -> Product:
+    """A product under bench/data/heldout/bots, read as `relaybot eval` reads it."""
+    from core.bots import load_bot
+    from core.evals.sets import load_sets
+
+    sets = load_sets(load_bot(HELD_OUT / name))
+    questions = [{"question": q.text, "source": q.document} for q in sets.questions]
+    return Product(name, HELD_OUT / name, {label: questions}, sets.utterances)
 
 
 async def search(
@@ -270,6 +276,7 @@ async def search(
         min_score=rule.min_score,
         coverage_weight=rule.coverage_weight,
         min_evidence=rule.min_evidence,
+        unknown_weight=rule.unknown_weight,
         reject_unknown_names=reject_unknown_names,
     )
 
@@ -382,41 +389,117 @@ TUNE_EVIDENCE = tuple(round(0.30 + 0.02 * i, 2) for i in range(61))
 TUNE_MAX_REFUSED = 0.05
 
 
-async def tune(collection: KnowledgeCollection, sets: dict[str, list[dict[str, Any]]], top_k: int) -> None:
-    """The answer rule that says "I don't know" to most of the unanswerable questions of `sets` while refusing
-    at most TUNE_MAX_REFUSED of the answerable ones and saying "I don't know" to no fewer of each set's
-    unanswerable questions than the cosine threshold alone did (a near miss is not traded for an off-topic
-    question); ties: more grounded answers, then the simpler rule."""
-    print(f"\ntuning the answer rule on {', '.join(sets)} (at most {TUNE_MAX_REFUSED} refused)")
-    floor = {
-        name: answer_figures(await find_all(collection, questions, BEFORE_MIN_SCORE, top_k), AnswerRule(
-            min_score=BEFORE_MIN_SCORE)).dont_know or 0.0
-        for name, questions in sets.items()
-    }  # fmt: skip
-    best: tuple[tuple[float, float, float, float], AnswerRule, AnswerFigures] | None = None
+#: the products --tune measures on: the dev data; the sealed product is never looked at while choosing
+TUNE_PRODUCTS = ("support", "forkful")
+TUNE_UNKNOWN_WEIGHTS = (0.0, 0.2, 0.4, 0.6)
+
+
+async def tune(searches: list[tuple[KnowledgeCollection, dict[str, list[dict[str, Any]]]]], top_k: int) -> None:
+    """The answer rule that says "I don't know" to most of the unanswerable questions of the dev products' sets
+    while refusing at most TUNE_MAX_REFUSED of the answerable ones and saying "I don't know" to no fewer of each
+    set's unanswerable questions than the cosine threshold alone did (a near miss is not traded for an
+    off-topic question); ties: more grounded answers, then the simpler rule."""
+    names = [name for _, sets in searches for name in sets]
+    print(f"\ntuning the answer rule on {', '.join(names)} (at most {TUNE_MAX_REFUSED} refused)")
+    floor: dict[str, float] = {}
+    for collection, sets in searches:
+        for name, questions in sets.items():
+            found = await find_all(collection, questions, BEFORE_MIN_SCORE, top_k)
+            floor[name] = answer_figures(found, AnswerRule(min_score=BEFORE_MIN_SCORE)).dont_know or 0.0
+    best: tuple[tuple[float, float, float, float, float], AnswerRule, AnswerFigures] | None = None
     for min_score in TUNE_MIN_SCORES:
-        found = {name: await find_all(collection, questions, min_score, top_k) for name, questions in sets.items()}
+        found = {
+            name: await find_all(collection, questions, min_score, top_k)
+            for collection, sets in searches
+            for name, questions in sets.items()
+        }
         for weight in TUNE_WEIGHTS:
-            for evidence in TUNE_EVIDENCE if weight else (-1.0,):
-                rule = AnswerRule(min_score=min_score, coverage_weight=weight, min_evidence=evidence)
-                each = {name: answer_figures(f, rule) for name, f in found.items()}
-                figures = pooled(list(each.values()))
-                if (figures.refused or 0.0) > TUNE_MAX_REFUSED:
-                    continue
-                if any((each[name].dont_know or 0.0) < floor[name] for name in sets):
-                    continue
-                key = (figures.dont_know or 0.0, figures.grounded or 0.0, -weight, min_score)
-                if best is None or key > best[0]:
-                    best = (key, rule, figures)
+            for unknown in TUNE_UNKNOWN_WEIGHTS:
+                for evidence in TUNE_EVIDENCE if weight or unknown else (-1.0,):
+                    rule = AnswerRule(
+                        min_score=min_score, coverage_weight=weight, min_evidence=evidence, unknown_weight=unknown
+                    )
+                    each = {name: answer_figures(f, rule) for name, f in found.items()}
+                    figures = pooled(list(each.values()))
+                    if (figures.refused or 0.0) > TUNE_MAX_REFUSED:
+                        continue
+                    if any((each[name].dont_know or 0.0) < floor[name] for name in found):
+                        continue
+                    key = (figures.dont_know or 0.0, figures.grounded or 0.0, -unknown, -weight, min_score)
+                    if best is None or key > best[0]:
+                        best = (key, rule, figures)
     if best is None:
         print("  no rule refuses few enough answerable questions")
         return
     _, rule, figures = best
     print(
         f"  best: min_score={rule.min_score} coverage_weight={rule.coverage_weight} "
-        f"min_evidence={rule.min_evidence}: grounded {figures.grounded:.3f}, refused {figures.refused:.3f}, "
-        f"I don't know {figures.dont_know:.3f} ({figures.answerable} answerable, {figures.unanswerable} not)"
+        f"unknown_weight={rule.unknown_weight} min_evidence={rule.min_evidence}: grounded {figures.grounded:.3f}, "
+        f"refused {figures.refused:.3f}, I don't know {figures.dont_know:.3f} ({figures.answerable} answerable, "
+        f"{figures.unanswerable} not)"
     )
+
+
+def tests_intent_set() -> list[Any]:
+    """The example bot's second labelled intent set (tests/data/intent_utterances.json, which tests/test_intents.py
+    holds a floor on), as `load_sets` gives the first."""
+    import json
+
+    from core.evals.sets import LabelledUtterance
+
+    raw = json.loads((REPO / "tests" / "data" / "intent_utterances.json").read_text())
+    return [LabelledUtterance(item["text"], item["intent"], n) for n, item in enumerate(raw, start=1)]
+
+
+#: the grid --tune measures the local intent classifier on (core.intents.local)
+TUNE_NEAREST_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+TUNE_NEAREST = (1, 2, 3)
+
+
+class CachingEmbedder:
+    """The same embedder, each text embedded once: the intent grid classifies the same utterances many times."""
+
+    def __init__(self, embedder: OnnxMiniLMEmbedder) -> None:
+        self._embedder = embedder
+        self.dimensions = embedder.dimensions
+        self._cache: dict[str, list[float]] = {}
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if missing:
+            self._cache.update(zip(missing, await self._embedder.embed(missing), strict=True))
+        return [self._cache[t] for t in texts]
+
+
+async def tune_intents(embedder: OnnxMiniLMEmbedder, bots: list[tuple[Any, Sequence[Any]]]) -> None:
+    """The local classifier's nearest-examples weight and count with the most dev utterances right and no bot
+    worse than with the centroid alone (weight 0), ties: the smaller weight, then fewer nearest; each bot's
+    accuracy is printed for every pair."""
+    from core.evals.metrics import intent_figures
+    from core.evals.runner import classify_utterances
+    from core.intents import LocalIntentClassifier
+
+    cached = CachingEmbedder(embedder)
+    print(f"\ntuning the intent classifier on {', '.join(bot.name for bot, _ in bots)}")
+    print(f"  {'nearest_weight':>15}{'nearest':>9}" + "".join(f"{f'{bot.name} ({len(u)})':>15}" for bot, u in bots))
+    best: tuple[tuple[int, float, int], float, int] | None = None
+    floor: list[int] = []
+    for weight in TUNE_NEAREST_WEIGHTS:
+        for nearest in TUNE_NEAREST if weight else (1,):
+            classifier = LocalIntentClassifier(cached, nearest_weight=weight, nearest=nearest)
+            right = []
+            for bot, utterances in bots:
+                figures = intent_figures(bot.intents, await classify_utterances(classifier, bot, utterances))
+                right.append((figures.correct, figures.total))
+            print(f"  {weight:>15}{nearest:>9}" + "".join(f"{f'{c}/{t}':>15}" for c, t in right))
+            floor = floor or [c for c, _ in right]  # the first pair is the centroid alone
+            if any(c < f for (c, _), f in zip(right, floor, strict=True)):
+                continue
+            key = (sum(c for c, _ in right), -weight, -nearest)
+            if best is None or key > best[0]:
+                best = (key, weight, nearest)
+    if best is not None:
+        print(f"  best: nearest_weight={best[1]} nearest={best[2]}")
 
 
 async def untitled_copy(kb: KnowledgeBase, source: KnowledgeCollection, name: str) -> KnowledgeCollection:
@@ -442,20 +525,29 @@ async def untitled_copy(kb: KnowledgeBase, source: KnowledgeCollection, name: st
     return copy
 
 
-async def bench_quality(embedder: OnnxMiniLMEmbedder, root: Path, *, tune_only: bool = False) -> None:
+async def bench_quality(
+    embedder: OnnxMiniLMEmbedder, root: Path, *, tune_only: bool = False, dev_only: bool = False
+) -> None:
     from core.evals.metrics import intent_figures
     from core.evals.runner import classify_utterances
     from core.intents import LocalIntentClassifier
 
     options = KnowledgeSettings()
     threshold, top_k = options.min_score, options.top_k
-    served = AnswerRule(min_score=threshold, coverage_weight=options.coverage_weight, min_evidence=options.min_evidence)
+    served = AnswerRule(
+        min_score=threshold,
+        coverage_weight=options.coverage_weight,
+        min_evidence=options.min_evidence,
+        unknown_weight=options.unknown_weight,
+    )
     cosine_only = AnswerRule(min_score=BEFORE_MIN_SCORE)
     kb = await KnowledgeBase.open(embedder=embedder, path=root / "quality" / "chroma")
     classifier = LocalIntentClassifier(embedder)
     answers: list[tuple[str, AnswerFigures, AnswerFigures]] = []
     curves: list[tuple[str, list[tuple[float, AnswerFigures]]]] = []
     intents: list[tuple[str, int, int]] = []
+    searches: list[tuple[KnowledgeCollection, dict[str, list[dict[str, Any]]]]] = []
+    intent_sets: list[tuple[Any, Sequence[Any]]] = []
     if not tune_only:
         print(f"\nretrieval quality; as served: {served}, top {top_k}")
         print(f"{'set':<36}{'retriever':<18}{'ranking only':>16}{'as served':>28}")
@@ -463,15 +555,18 @@ async def bench_quality(embedder: OnnxMiniLMEmbedder, root: Path, *, tune_only: 
     for product in products():
         from core.bots import load_bot
 
-        if tune_only and product.name != "support":
-            continue  # the held-out product is never looked at while choosing
+        if (tune_only or dev_only) and product.name not in TUNE_PRODUCTS:
+            continue  # the sealed product is never looked at while choosing
         bot = load_bot(product.bot_dir)
         collection = await kb.collection(product.name)
         await Ingestor(collection, max_chars=options.chunk_chars, overlap_chars=options.overlap_chars).ingest(
             [product.bot_dir / "knowledge"]
         )
         if tune_only:
-            await tune(collection, product.question_sets, top_k)
+            searches.append((collection, product.question_sets))
+            intent_sets.append((bot, product.utterances))
+            if product.name == "support":
+                intent_sets.append((bot, tests_intent_set()))
             continue
         untitled = await untitled_copy(kb, collection, f"{product.name}-untitled")
         for name, questions in product.question_sets.items():
@@ -486,11 +581,11 @@ async def bench_quality(embedder: OnnxMiniLMEmbedder, root: Path, *, tune_only: 
             found = await find_all(collection, questions, threshold, top_k)
             found_before = await find_all(collection, questions, BEFORE_MIN_SCORE, top_k)
             answers.append((name, answer_figures(found_before, cosine_only), answer_figures(found, served)))
-            if served.coverage_weight:
+            if served.coverage_weight or served.unknown_weight:
                 steps = [round(served.min_evidence + d, 2) for d in (-0.10, -0.05, -0.03, 0.0, 0.03, 0.05, 0.10)]
                 curve = [
                     (t, answer_figures(found, AnswerRule(min_score=threshold, coverage_weight=served.coverage_weight,
-                                                         min_evidence=t)))
+                                                         min_evidence=t, unknown_weight=served.unknown_weight)))
                     for t in steps
                 ]  # fmt: skip
                 curves.append((name, curve))
@@ -498,6 +593,9 @@ async def bench_quality(embedder: OnnxMiniLMEmbedder, root: Path, *, tune_only: 
             outcomes = await classify_utterances(classifier, bot, product.utterances)
             figures = intent_figures(bot.intents, outcomes)
             intents.append((product.name, figures.correct, figures.total))
+    if tune_only:
+        await tune(searches, top_k)
+        await tune_intents(embedder, intent_sets)
     await kb.close()
     if tune_only:
         return
@@ -508,8 +606,8 @@ async def bench_quality(embedder: OnnxMiniLMEmbedder, root: Path, *, tune_only: 
     print("\noffline answers (fused, name guard, grounded answer and its sources), by the answer decision:")
     print(f"  cosine only: best cosine >= {BEFORE_MIN_SCORE} (the decision before the calibrated rule);")
     print(
-        f"  as served: cosine >= {threshold} and cosine + {served.coverage_weight} x word coverage >= "
-        f"{served.min_evidence} (core.knowledge.answerability)"
+        f"  as served: cosine >= {threshold} and cosine + {served.coverage_weight} x word coverage - "
+        f"{served.unknown_weight} x unknown words >= {served.min_evidence} (core.knowledge.answerability)"
     )
     print("  targets: grounded >= 0.95, I don't know on unanswerable >= 0.90, wrongly refused <= 0.05")
     print(f"{'set':<36}{'decision':<14}{'grounded':>10}{'refused':>9}{'dont-know':>11}")
@@ -567,8 +665,9 @@ async def main() -> None:
     parser.add_argument(
         "--tune",
         action="store_true",
-        help="only choose the answer rule's constants on the example bot's sets (never on the held-out one)",
+        help="only choose the answer rule's constants on the dev products' sets (never on the sealed one)",
     )
+    parser.add_argument("--dev-only", action="store_true", help="leave the sealed product out (while developing)")
     args = parser.parse_args()
 
     t = time.perf_counter()
@@ -576,7 +675,7 @@ async def main() -> None:
     print(f"model load: {time.perf_counter() - t:.2f} s (all-MiniLM-L6-v2 int8, onnxruntime CPU)")
     quality_root = Path(tempfile.mkdtemp(prefix="relaybot-bench-quality-"))
     try:
-        await bench_quality(embedder, quality_root, tune_only=args.tune)
+        await bench_quality(embedder, quality_root, tune_only=args.tune, dev_only=args.dev_only)
     finally:
         shutil.rmtree(quality_root, ignore_errors=True)
     if args.quality_only or args.tune:

@@ -153,15 +153,21 @@ class KnowledgeSettings(BaseModel):
         0.32, ge=-1, le=1, description="cosine similarity below which a chunk counts as unrelated (not retrieved)"
     )
     coverage_weight: float = Field(
-        1.2,
+        1.5,
         ge=0,
         description="how much the share of the question's words found in the passages counts in the answer decision",
     )
     min_evidence: float = Field(
-        0.62,
+        0.66,
         ge=-1,
         le=3,
-        description="answer only when best cosine + coverage_weight x word coverage reaches this (else I don't know)",
+        description="answer only when best cosine + coverage_weight x word coverage - unknown_weight x unknown words "
+        "reaches this (else I don't know)",
+    )
+    unknown_weight: float = Field(
+        0.2,
+        ge=0,
+        description="how much the share of the question's words that no document contains counts against answering",
     )
     reject_unknown_names: bool = Field(
         True, description="a question naming something the documents never mention (e.g. another product) finds nothing"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.knowledge.answerability import AnswerRule, Evidence, coverage
+from core.knowledge.answerability import AnswerRule, Evidence, coverage, unknown_share
 from core.knowledge.lexical import LexicalIndex, LexicalRow
 
 PAGES = [
@@ -40,3 +40,20 @@ def test_the_rule_answers_a_close_passage_that_shares_few_words_and_a_less_close
     # Without a coverage weight the rule is the cosine threshold alone (the default before the rule).
     assert AnswerRule(min_score=0.33).answers(Evidence(cosine=0.33, coverage=0.0))
     assert not AnswerRule(min_score=0.33).answers(Evidence(cosine=0.32, coverage=1.0))
+
+
+def test_a_word_no_document_holds_counts_as_unknown_and_one_held_elsewhere_does_not() -> None:
+    built = index()
+    # "invoices" is on the fourth page only, not on the first (the passage found): missing from the passage,
+    # not unknown. "gift" is on no page at all.
+    assert coverage("gift card invoices", [PAGES[0]], built.idf) < 0.5
+    share = unknown_share("gift card invoices", built.idf, built.holds)
+    assert share == built.idf("gift") / (built.idf("gift") + built.idf("card") + built.idf("invoic"))
+    assert unknown_share("card invoices", built.idf, built.holds) == 0.0
+    assert unknown_share("what is it?", built.idf, built.holds) == 0.0
+
+
+def test_unknown_words_weigh_against_answering() -> None:
+    rule = AnswerRule(min_score=0.3, coverage_weight=1.5, min_evidence=0.66, unknown_weight=0.2)
+    assert rule.answers(Evidence(cosine=0.48, coverage=0.18, unknown=0.0))
+    assert not rule.answers(Evidence(cosine=0.48, coverage=0.18, unknown=0.8))  # "an app for my smartwatch?"

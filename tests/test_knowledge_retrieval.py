@@ -264,6 +264,32 @@ async def test_a_near_miss_on_the_products_own_topic_is_answered_i_dont_know(kno
     assert "Sources:" not in answer.text
 
 
+async def test_a_near_miss_naming_something_no_document_mentions_is_answered_i_dont_know(
+    knowledge: KnowledgeService,
+) -> None:
+    # Close to the mobile-apps page (cosine about 0.48) and it shares "app"; but "smartwatch" is in no
+    # document at all, which the answer decision weighs (core.knowledge.answerability, `unknown`).
+    question = "is there an app for my smartwatch?"
+    collection = await knowledge.collection("support")
+    found = await collection.candidates(question, k=4, min_score=0.32)
+    assert found is not None and found[0][0].source == "mobile-apps.md" and found[1].unknown > 0.5
+    options = knowledge.options
+    without_unknown = await collection.search(
+        question, k=4, min_score=options.min_score, coverage_weight=options.coverage_weight,
+        min_evidence=options.min_evidence,
+    )  # fmt: skip
+    assert without_unknown  # the same rule without the unknown words would quote the apps page
+    passages = await knowledge.search("support", question)
+    assert passages == []
+    answer = ask(question, passages)
+    assert answer.text.startswith("I don't know that yet") and answer.sources == ()
+    # A question whose unknown words are everyday ones ("anymore", "colleague") is still answered.
+    invite = "invite link I sent last week doesn't work anymore for my colleague"
+    invite_found = await collection.candidates(invite, k=4, min_score=0.32)
+    assert invite_found is not None and invite_found[1].unknown > 0
+    assert cited_sources(ask(invite, await knowledge.search("support", invite))) == ["team-members-and-roles.md"]
+
+
 def test_a_passage_that_shares_no_word_with_the_question_is_not_quoted() -> None:
     overview = Passage(
         text="Tasklane is a project-management app for small teams. It organises work in boards and tasks.",

@@ -9,13 +9,17 @@ many questions they do answer. What the near misses lack is the question's own r
 - `cosine`: the best cosine similarity of a candidate chunk to the question (what the threshold used alone);
 - `coverage`: the share of the question's terms (core.knowledge.terms: stemmed, stop words dropped) found in
   the passages about to be quoted, each term weighted by its BM25 inverse document frequency in the
-  collection, so a missing rare word ("gift") costs much and a missing common one ("help") little.
+  collection, so a missing rare word ("gift") costs much and a missing common one ("help") little;
+- `unknown`: the share of the question's terms, weighted the same way, that no chunk of the collection holds
+  at all. A term missing from the passages found may be elsewhere in the documents (a wrong passage, or a
+  paraphrase the embedding bridges); one missing from every document ("smartwatch", "revenue", "drone") is
+  something the documents never talk about, so it counts again.
 
 A question is answered when `cosine >= min_score` (a floor: below it nothing is near at all) and
-`cosine + coverage_weight * coverage >= min_evidence`: a line in the (cosine, coverage) plane, so a passage
-less close in meaning must share more of the question's words, and one sharing few must be very close.
-The constants were chosen by `python bench/knowledge.py --tune` on the example bot's three labelled sets,
-never on the held-out Forkful set (see docs/knowledge.md#quality).
+`cosine + coverage_weight * coverage - unknown_weight * unknown >= min_evidence`: a plane, so a passage less
+close in meaning must share more of the question's words, and one sharing few must be very close. The
+constants were chosen by `python bench/knowledge.py --tune` on the example bot's three labelled sets and the
+Forkful product's, never on the sealed Toothwise set (see docs/knowledge.md#quality).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from dataclasses import dataclass
 
 from core.knowledge.terms import tokens
 
-__all__ = ["AnswerRule", "Evidence", "coverage"]
+__all__ = ["AnswerRule", "Evidence", "coverage", "unknown_share"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +40,8 @@ class Evidence:
     cosine: float
     #: the IDF-weighted share of the question's terms that the passages contain (1.0 when it has no terms)
     coverage: float
+    #: the IDF-weighted share of the question's terms that no chunk of the collection contains
+    unknown: float = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,11 +51,13 @@ class AnswerRule:
     min_score: float
     coverage_weight: float = 0.0
     min_evidence: float = -1.0
+    unknown_weight: float = 0.0
 
     def answers(self, evidence: Evidence) -> bool:
         if evidence.cosine < self.min_score:
             return False
-        return evidence.cosine + self.coverage_weight * evidence.coverage >= self.min_evidence
+        weighed = evidence.cosine + self.coverage_weight * evidence.coverage - self.unknown_weight * evidence.unknown
+        return weighed >= self.min_evidence
 
 
 def coverage(question: str, passages: Iterable[str], idf: Callable[[str], float]) -> float:
@@ -62,3 +70,12 @@ def coverage(question: str, passages: Iterable[str], idf: Callable[[str], float]
     for text in passages:
         found.update(tokens(text))
     return sum(idf(term) for term in terms if term in found) / total
+
+
+def unknown_share(question: str, idf: Callable[[str], float], known: Callable[[str], bool]) -> float:
+    """The share of the question's terms, weighted by `idf`, for which `known` is false (0.0 if it has none)."""
+    terms = list(dict.fromkeys(tokens(question)))
+    total = sum(idf(term) for term in terms)
+    if total <= 0:
+        return 0.0
+    return sum(idf(term) for term in terms if not known(term)) / total

@@ -31,7 +31,7 @@ __all__ = ["LexicalIndex", "LexicalRow", "tokens"]
 
 #: the saved files' format, and the version of `core.knowledge.terms.tokens`: a change to either must bump
 #: it (indexes saved before are then rebuilt)
-_FORMAT = 3
+_FORMAT = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +82,10 @@ class LexicalIndex:
         n = len(self.ids)
         df = self._document_frequency.get(term, 0)
         return math.log(1.0 + (n - df + 0.5) / (df + 0.5))
+
+    def holds(self, term: str) -> bool:
+        """Whether any chunk holds the term (of `tokens`)."""
+        return term in self._document_frequency
 
     def search(self, query: str, k: int, audiences: Sequence[str]) -> list[tuple[str, float]]:
         """The ids of the `k` best chunks for `query` that one of `audiences` may see, with their BM25

@@ -129,6 +129,7 @@ class KnowledgeService:
             min_score=self.options.min_score if min_score is None else min_score,
             coverage_weight=self.options.coverage_weight,
             min_evidence=self.options.min_evidence,
+            unknown_weight=self.options.unknown_weight,
             audiences=audiences,
             reject_unknown_names=self.options.reject_unknown_names,
         )

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from core.knowledge.answerability import AnswerRule, Evidence, coverage
+from core.knowledge.answerability import AnswerRule, Evidence, coverage, unknown_share
 from core.knowledge.chroma_ef import RelaybotEmbeddingFunction
 from core.knowledge.embeddings import Embedder
 from core.knowledge.errors import KnowledgeStoreError
@@ -225,6 +225,7 @@ class KnowledgeCollection:
         min_score: float = 0.0,
         coverage_weight: float = 0.0,
         min_evidence: float = -1.0,
+        unknown_weight: float = 0.0,
         audiences: Sequence[str] = (PUBLIC,),
         reject_unknown_names: bool = False,
         retrieval: Retrieval = "hybrid",
@@ -232,8 +233,9 @@ class KnowledgeCollection:
         """The `k` best chunks that one of `audiences` may see, when they answer the question by the rule of
         core.knowledge.answerability: some chunk has a cosine similarity to the query of `min_score` or more
         (the others may be up to COMPANION_MARGIN below it) and that cosine plus `coverage_weight` times the
-        share of the question's terms the passages contain reaches `min_evidence`; else nothing. With the
-        defaults of the last two, the cosine threshold alone decides.
+        share of the question's terms the passages contain, less `unknown_weight` times the share no chunk
+        contains, reaches `min_evidence`; else nothing. With the defaults of the last three, the cosine
+        threshold alone decides.
 
         "hybrid" ranks by reciprocal rank fusion of the embedding's ranking and BM25's; "dense" and
         "lexical" by one of them (to measure each). The threshold is on the cosine in every mode, so "I don't
@@ -253,7 +255,12 @@ class KnowledgeCollection:
         if found is None:
             return []
         passages, evidence = found
-        rule = AnswerRule(min_score=min_score, coverage_weight=coverage_weight, min_evidence=min_evidence)
+        rule = AnswerRule(
+            min_score=min_score,
+            coverage_weight=coverage_weight,
+            min_evidence=min_evidence,
+            unknown_weight=unknown_weight,
+        )
         return passages if rule.answers(evidence) else []
 
     async def candidates(
@@ -321,7 +328,8 @@ class KnowledgeCollection:
             if len(passages) == k:
                 break
         shared = coverage(query, (f"{p.title}\n{p.heading}\n{p.text}" for p in passages), index.idf)
-        return passages, Evidence(cosine=best, coverage=shared)
+        unknown = unknown_share(query, index.idf, index.holds)
+        return passages, Evidence(cosine=best, coverage=shared, unknown=unknown)
 
     async def _dense(
         self, vector: Sequence[float], n: int, audiences: Sequence[str]

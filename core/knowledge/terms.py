@@ -14,7 +14,9 @@ _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
 _STOPWORD_TEXT = (
     "a an and are as at be but by can could did do does for from had has have how i if in into is it its me my "
     "of on or our so than that the their them then there these they this to was we were what when where which "
-    "who why will with would you your yours i'm im it's there's can't don't cannot much many"
+    "who why will with would you your yours i'm im it's there's can't don't cannot much many "
+    # The same contractions typed without the apostrophe, as people do in chat ("whats the max ...").
+    "whats hows wheres whos thats theres dont doesnt didnt cant wont isnt arent wasnt ive youre"
 )
 _STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 
