@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from core.backoff import Backoff
 from core.errors import PoisonMessage
 from core.queue.base import OrderedQueue, QueueEntry, Start
 from core.queue.consumer import OrderedConsumer
@@ -371,3 +372,12 @@ async def test_memory_queue_claims_work_the_same_way() -> None:
     assert await q.start(second) == Start("run", 1, 1)
     assert await q.finish(second, handled=True)
     assert await q.pending() == 0
+
+
+def test_a_backoff_doubles_up_to_its_ceiling_and_starts_over_after_a_success() -> None:
+    backoff = Backoff(first=0.1, ceiling=0.5)
+    assert [backoff.next() for _ in range(5)] == [0.1, 0.2, 0.4, 0.5, 0.5]
+    backoff.reset()
+    assert backoff.next() == 0.1
+    with pytest.raises(ValueError, match="first <= ceiling"):
+        Backoff(first=2.0, ceiling=1.0)

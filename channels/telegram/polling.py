@@ -15,6 +15,7 @@ import structlog
 from telegram import Bot, Update
 from telegram.error import Conflict, Forbidden, InvalidToken, RetryAfter, TelegramError, TimedOut
 
+from core.backoff import Backoff
 from core.errors import StoreError
 
 _REFUSED_PAUSE_SECONDS = 30.0
@@ -40,7 +41,7 @@ class Poller:
     async def run(self) -> None:
         """Poll until cancelled."""
         offset: int | None = None
-        backoff = 1.0
+        backoff = Backoff(first=1.0, ceiling=_MAX_BACKOFF_SECONDS)
         webhook_removed = False
         while True:
             try:
@@ -51,7 +52,7 @@ class Poller:
                     webhook_removed = True
                     await self._log.ainfo("polling_started")
                 updates = await bot.get_updates(offset=offset, timeout=self._timeout, allowed_updates=self._allowed)
-                backoff = 1.0
+                backoff.reset()
             except RetryAfter as exc:
                 wait = exc.retry_after
                 await asyncio.sleep(wait.total_seconds() if isinstance(wait, timedelta) else float(wait))
@@ -63,9 +64,9 @@ class Poller:
                 await asyncio.sleep(_REFUSED_PAUSE_SECONDS)
                 continue
             except TelegramError as exc:
-                await self._log.awarning("polling_failed", error=str(exc), retry_in=backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
+                delay = backoff.next()
+                await self._log.awarning("polling_failed", error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
                 continue
             for update in updates:
                 try:
@@ -73,8 +74,7 @@ class Poller:
                 except (StoreError, TelegramError) as exc:
                     # Not confirmed (offset unchanged): the next getUpdates returns it again.
                     await self._log.aerror("publish_failed", update_id=update.update_id, error=str(exc))
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
+                    await asyncio.sleep(backoff.next())
                     break
                 except Exception as exc:
                     # A bug must not stop polling, nor bring the same update back forever: skipped, logged.

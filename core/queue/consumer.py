@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from core.backoff import Backoff
 from core.errors import PoisonMessage, StoreError
 from core.queue.base import OrderedQueue, QueueClosed, QueueEntry
 
@@ -68,13 +69,11 @@ class OrderedConsumer:
         If the queue's backend goes away (Redis restarting), keep trying with backoff: entries
         are safe in the queue, and the ones in flight are retried by their own handlers.
         """
-        delay = 0.1
-        next_reclaim = 0.0
         consumed = asyncio.Event()
         keeper = asyncio.create_task(self._keep_visible(consumed), name=f"{self._name}:keeper")
         listener = asyncio.create_task(self._hear_progress(), name=f"{self._name}:progress")
         try:
-            await self._consume(delay, next_reclaim)
+            await self._consume()
         finally:
             consumed.set()
             for task in (keeper, listener):
@@ -84,19 +83,23 @@ class OrderedConsumer:
 
     async def _hear_progress(self) -> None:
         """Wake the entries waiting on a partition when another process moves it on."""
-        delay = 0.1
+        backoff = Backoff()
         while True:
             try:
                 async for partition in self._queue.progress():
                     self._wake(partition)
-                    delay = 0.1
+                    backoff.reset()
             except StoreError as exc:
                 # Waiters still re-check now and then; notices resume once the backend is back.
+                delay = backoff.next()
                 await self._log.awarning("progress_unavailable", queue=self._name, retry_in=delay, error=str(exc))
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+                await asyncio.sleep(delay)
+                continue
+            await asyncio.sleep(backoff.next())
 
-    async def _consume(self, delay: float, next_reclaim: float) -> None:
+    async def _consume(self) -> None:
+        backoff = Backoff()
+        next_reclaim = 0.0
         while True:
             try:
                 # Taken-over entries come first and whatever the read-ahead: they are often the
@@ -113,13 +116,13 @@ class OrderedConsumer:
                         self._spawn(entry)
                 else:
                     await self._wait_for_capacity(self._reclaim_every)
-                delay = 0.1
+                backoff.reset()
             except QueueClosed:
                 break
             except StoreError as exc:
+                delay = backoff.next()
                 await self._log.awarning("queue_unavailable", queue=self._name, retry_in=delay, error=str(exc))
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
         await self.drain()
 
     def _spawn(self, entry: QueueEntry) -> None:
@@ -217,7 +220,7 @@ class OrderedConsumer:
         """Run `action` on the entry in its turn, holding its partition; True once it is finished
         (done and acknowledged), False if it had been handled before (the caller acknowledges)."""
         deadline = time.monotonic() + self._order_wait
-        unavailable_for = 0.0
+        unavailable = Backoff()
         while True:
             # Listen before looking: a predecessor finishing between the look and the wait still wakes us.
             progress = self._progress.setdefault(entry.partition, asyncio.Event())
@@ -228,11 +231,9 @@ class OrderedConsumer:
                     raise
                 # Not claimed, so not an attempt: failing the entry here would leave it for the
                 # visibility timeout (30 s by default) after a Redis blip the next try rides out.
-                unavailable_for = min(unavailable_for * 2 or 0.1, 5.0)
-                await self._log.awarning(
-                    "claim_unavailable", entry_id=entry.id, retry_in=unavailable_for, error=str(exc)
-                )
-                await asyncio.sleep(unavailable_for)
+                delay = unavailable.next()
+                await self._log.awarning("claim_unavailable", entry_id=entry.id, retry_in=delay, error=str(exc))
+                await asyncio.sleep(delay)
                 continue
             if start.state == "done":
                 return False
