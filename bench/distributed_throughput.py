@@ -667,6 +667,7 @@ async def bench(
     model_delay: float,
     worker_concurrency: int | None,
     profile: Path | None = None,
+    log_level: str = "WARNING",
 ) -> int:
     procs: list[Proc] = []
     redis_server: RedisServer | None = None
@@ -740,7 +741,7 @@ async def bench(
             RELAYBOT_API__KEYS=json.dumps([API_KEY]),
             RELAYBOT_API__SIGNING_SECRET=SIGNING_SECRET,
             RELAYBOT_API__ALLOW_PRIVATE_CALLBACKS="true",  # the callback receiver is on 127.0.0.1
-            RELAYBOT_LOG_LEVEL="WARNING",
+            RELAYBOT_LOG_LEVEL=log_level,
             RELAYBOT_SHUTDOWN_GRACE_SECONDS="5",
             HF_HUB_OFFLINE="1",
         )
@@ -889,6 +890,11 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=10, help="messages per conversation (default 10)")
     parser.add_argument("--workers", default="1,2,4", help="worker counts to measure, rising (default 1,2,4)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (process logs, bots copy)")
+    parser.add_argument(
+        "--log-level",
+        default="WARNING",
+        help="relaybot's RELAYBOT_LOG_LEVEL (default WARNING; INFO, the default of a deployment, adds the turn line)",
+    )
     parser.add_argument("--bare", action="store_true", help="a bot with no intents and no knowledge (framework cost)")
     parser.add_argument(
         "--model-delay",
@@ -926,6 +932,7 @@ def main() -> int:
                 bare=args.bare,
                 model_delay=args.model_delay,
                 worker_concurrency=args.worker_concurrency,
+                log_level=args.log_level.upper(),
                 profile=args.profile,
             )
         )

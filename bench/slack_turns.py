@@ -385,7 +385,7 @@ async def measure(relaybot: Server, echo: Server, slack: WatchedSlack, events: i
     return 1 if warm_errors or any(r.errors for r in runs) else 0
 
 
-async def bench_async(tmp: Path, events: int, users: int) -> int:
+async def bench_async(tmp: Path, events: int, users: int, log_level: str = "WARNING") -> int:
     servers: list[Server] = []
     async with WatchedSlack(users={f"U{slot:03d}": user(f"User {slot}") for slot in range(users)}) as slack:
         try:
@@ -397,7 +397,7 @@ async def bench_async(tmp: Path, events: int, users: int) -> int:
                 RELAYBOT_BOTS_DIR=str(bare_bots(tmp / "bots")),
                 RELAYBOT_DEFAULT_BOT="support",
                 RELAYBOT_SLACK__BOT="support",  # the bot that answers this Slack app (its DMs)
-                RELAYBOT_LOG_LEVEL="WARNING",
+                RELAYBOT_LOG_LEVEL=log_level,
                 HF_HUB_OFFLINE="1",
                 PYTHONUNBUFFERED="1",
                 SLACK_BOT_TOKEN=TOKEN,
@@ -416,12 +416,12 @@ async def bench_async(tmp: Path, events: int, users: int) -> int:
                 server.log.close()
 
 
-def bench(events: int, users: int, keep: bool) -> int:
+def bench(events: int, users: int, keep: bool, log_level: str = "WARNING") -> int:
     tmp = Path(tempfile.mkdtemp(prefix="relaybot-bench-slack-turns-"))
     # SIGTERM (as from `timeout` or CI) unwinds like Ctrl-C, so the servers are stopped by their PIDs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        return asyncio.run(bench_async(tmp, events, users))
+        return asyncio.run(bench_async(tmp, events, users, log_level))
     except RuntimeError as exc:  # a server that did not start
         print(f"FAILED: {exc}", file=sys.stderr)
         return 1
@@ -437,6 +437,11 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=2000, help="events per measured run (default 2000)")
     parser.add_argument("--concurrency", type=int, default=32, help="DMs with an event in flight (default 32)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (server logs, SQLite file)")
+    parser.add_argument(
+        "--log-level",
+        default="WARNING",
+        help="relaybot's RELAYBOT_LOG_LEVEL (default WARNING; INFO, the default of a deployment, adds the turn line)",
+    )
     parser.add_argument("--echo-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.echo_server:
@@ -444,7 +449,7 @@ def main() -> int:
         return 0
     if args.events < 1 or args.concurrency < 1:
         parser.error("--events and --concurrency must be at least 1")
-    return bench(args.events, args.concurrency, args.keep)
+    return bench(args.events, args.concurrency, args.keep, args.log_level.upper())
 
 
 if __name__ == "__main__":
