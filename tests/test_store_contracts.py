@@ -519,6 +519,63 @@ async def test_sqlite_appends_waiting_for_the_writer_share_one_commit(tmp_path: 
         await store.close()
 
 
+def city(value: str, at: datetime) -> UserFact:
+    return UserFact(key="city", value=value, source="m", updated_at=at)
+
+
+async def test_sqlite_summary_and_fact_writes_waiting_for_the_writer_share_commits(tmp_path: Path) -> None:
+    store = SqlHistoryStore.from_url(f"sqlite:///{tmp_path}/batch.db")
+    await store.create_schema()
+    commits: list[int] = []
+    event.listen(store.sync_engine, "commit", lambda _conn: commits.append(1))
+    now = datetime.now(UTC)
+    try:
+        # The upserts after 20 turns that finish at once, each in a write of its own.
+        saved = await asyncio.gather(
+            *(
+                store.save_summary(f"s{i}", Summary(text=f"summary {i}", through_seq=2 * i, updated_at=now))
+                for i in range(20)
+            ),
+            *(
+                store.remember(
+                    bot="support",
+                    user_id=f"u{i}",
+                    facts=[UserFact(key="city", value=f"City {i}", source="m", updated_at=now)],
+                )
+                for i in range(20)
+            ),
+        )
+        assert len(commits) < 10, len(commits)
+        assert saved[:20] == [True] * 20
+        for i in range(20):
+            assert (await store.summary(f"s{i}")) == Summary(text=f"summary {i}", through_seq=2 * i, updated_at=now)
+            assert [(f.key, f.value) for f in await store.facts("support", f"u{i}")] == [("city", f"City {i}")]
+    finally:
+        await store.close()
+
+
+async def test_sqlite_a_write_that_fails_among_others_fails_alone(tmp_path: Path) -> None:
+    store = SqlHistoryStore.from_url(f"sqlite:///{tmp_path}/isolated.db")
+    await store.create_schema()
+    now = datetime.now(UTC)
+    try:
+        before, broken, after = await asyncio.gather(
+            store.save_summary("s1", Summary(text="kept", through_seq=2, updated_at=now)),
+            # A summary without text breaks a NOT NULL column: its own error, nobody else's.
+            store.save_summary("s2", Summary(text=None, through_seq=2, updated_at=now)),  # type: ignore[arg-type]
+            store.remember(
+                bot="support", user_id="u1", facts=[UserFact(key="city", value="Lyon", source="m", updated_at=now)]
+            ),
+            return_exceptions=True,
+        )
+        assert before is True and after is None
+        assert isinstance(broken, StoreError) and "summary" in str(broken)
+        assert (await store.summary("s1")) is not None and (await store.summary("s2")) is None
+        assert [f.value for f in await store.facts("support", "u1")] == ["Lyon"]
+    finally:
+        await store.close()
+
+
 async def test_two_writers_of_one_conversation_never_reuse_a_seq(tmp_path: Path) -> None:
     # Each store remembers the last seq it wrote; the other's appends in between must not be overwritten.
     url = f"sqlite:///{tmp_path}/shared.db"

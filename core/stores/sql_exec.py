@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
@@ -56,6 +56,9 @@ class SqliteThread:
         self._engine = engine
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="relaybot-sqlite")
         self._conn: Connection | None = None  # used on the thread only
+        # Writes that arrived while others were on the thread: they go together next.
+        self._waiting: list[tuple[Work[Any], asyncio.Future[Any]]] = []
+        self._writing = False
 
     @property
     def sync_engine(self) -> Engine:
@@ -99,7 +102,66 @@ class SqliteThread:
         return await asyncio.get_running_loop().run_in_executor(self._thread, self._read_now, work)
 
     async def write(self, work: Work[T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, self._write_now, work)
+        """Writes that arrive while another is on the thread wait for it, then go together: one
+        hop, one transaction, one commit (the summary and fact upserts of a turn join the history's
+        own group commit). If that transaction fails, each runs again on its own, so every write
+        gets its own outcome and one bad write costs the others nothing."""
+        loop = asyncio.get_running_loop()
+        result: asyncio.Future[T] = loop.create_future()
+        self._waiting.append((work, result))
+        if not self._writing:
+            self._send_waiting(loop)
+        return await result
+
+    def _send_waiting(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, self._waiting = self._waiting, []
+        try:
+            done = loop.run_in_executor(self._thread, self._write_batch_now, [work for work, _ in batch])
+        except RuntimeError as exc:  # the store was closed meanwhile
+            for _, result in batch:
+                if not result.done():
+                    result.set_exception(exc)
+            return
+        self._writing = True
+        done.add_done_callback(lambda outcome: self._settle(loop, batch, outcome))
+
+    def _settle(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        batch: list[tuple[Work[Any], asyncio.Future[Any]]],
+        outcome: asyncio.Future[list[tuple[bool, Any]]],
+    ) -> None:
+        self._writing = False
+        failure = outcome.exception() if not outcome.cancelled() else asyncio.CancelledError()
+        for index, (_, result) in enumerate(batch):
+            if result.done():
+                continue  # its caller stopped waiting; the write still ran
+            if failure is not None:
+                result.set_exception(failure)
+            elif outcome.result()[index][0]:
+                result.set_result(outcome.result()[index][1])
+            else:
+                result.set_exception(outcome.result()[index][1])
+        if self._waiting:
+            self._send_waiting(loop)
+
+    def _write_batch_now(self, batch: list[Work[Any]]) -> list[tuple[bool, Any]]:
+        """Each write's (succeeded, result or error), in order."""
+        if len(batch) > 1:
+            conn = self._connection()
+            try:
+                with conn.begin():
+                    results = [work(conn) for work in batch]
+                return [(True, result) for result in results]
+            except Exception:
+                self._drop_connection()  # rolled back: nothing of the batch was written
+        outcomes: list[tuple[bool, Any]] = []
+        for work in batch:
+            try:
+                outcomes.append((True, self._write_now(work)))
+            except Exception as exc:
+                outcomes.append((False, exc))
+        return outcomes
 
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._thread, self._drop_connection)
