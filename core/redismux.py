@@ -232,6 +232,8 @@ class MultiplexedRedis(aioredis.Redis):
 
     async def _wait(self, futures: list[asyncio.Future[Any]]) -> list[Any]:
         timeout = self.connection_pool.connection_kwargs.get("socket_timeout")
+        if timeout is None:  # redis-py's default: wait as long as the connection lives
+            return [await future for future in futures]
         try:
             async with asyncio.timeout(timeout):
                 return [await future for future in futures]

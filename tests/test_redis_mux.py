@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.errors import StoreError
 from core.redisio import RedisBatch, client_from_url, redis_errors, round_trips
@@ -131,3 +132,24 @@ async def test_the_database_in_the_url_is_the_one_written(redis_url: str) -> Non
     with redis.Redis.from_url(url) as db3, redis.Redis.from_url(redis_url) as db0:
         assert db3.get("in-db-3") == b"yes"
         assert db0.get("in-db-3") is None
+
+
+async def test_a_command_past_the_socket_timeout_fails_and_the_next_gets_its_own_reply(redis_url: str) -> None:
+    client = client_from_url(redis_url, socket_timeout=0.1)
+    try:
+        await client.set("k", "v")
+        # Redis is busy with a long script for far longer than the client's socket timeout.
+        with pytest.raises(RedisTimeoutError):
+            await client.eval("local i = 0 while i < 100000000 do i = i + 1 end return 'late'", 0)
+        # Commands time out too while the script runs; once it is done, each gets its own reply,
+        # never the script's late one.
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:
+            try:
+                value = await client.get("k")
+                break
+            except RedisTimeoutError:
+                assert asyncio.get_running_loop().time() < deadline
+        assert value == b"v"
+    finally:
+        await client.aclose()
