@@ -11,7 +11,9 @@ the same order.
 What must have a connection of its own keeps using redis-py's pool: blocking reads (the bus's
 XREADGROUP BLOCK, BLPOP), transactions and pipelines, pub/sub, and commands that change a
 connection's state. A URL this does not reproduce exactly (RESP3, or a client that must never
-decode) falls back to the pool for everything.
+decode) falls back to the pool for everything. As one connection now carries every short command,
+the kernel is asked to fail it within about 30 s if Redis stops answering (`_detect_dead_peer`),
+and the next command reconnects.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import socket
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -87,6 +90,30 @@ def needs_own_connection(args: Sequence[Any]) -> bool:
     if name in _MAYBE_BLOCKING:
         return any(_name(arg) == "BLOCK" for arg in args[1:] if isinstance(arg, str | bytes))
     return False
+
+
+#: how long a shared connection may go unanswered before the kernel declares it dead
+DEAD_PEER_SECONDS = 30
+
+
+def _detect_dead_peer(connection: AbstractConnection) -> None:
+    """Have the kernel fail the shared connection if Redis stops answering (a host gone without
+    closing, a NAT or proxy that forgot the flow) instead of leaving every command of the process
+    waiting on it: keepalive probes while it is idle, and a limit on unacknowledged data."""
+    writer = connection._writer
+    sock = writer.get_extra_info("socket") if writer is not None else None
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return  # a Unix socket has no peer to lose
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (
+        ("TCP_KEEPIDLE", DEAD_PEER_SECONDS // 2),
+        ("TCP_KEEPINTVL", DEAD_PEER_SECONDS // 6),
+        ("TCP_KEEPCNT", 3),
+        ("TCP_USER_TIMEOUT", DEAD_PEER_SECONDS * 1000),  # Linux: milliseconds
+    ):
+        if hasattr(socket, option):  # not every platform has each
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
 class _SharedConnection:
@@ -252,6 +279,7 @@ class MultiplexedRedis(aioredis.Redis):
                 self._shared = None
             connection = self.connection_pool.make_connection()  # type: ignore[no-untyped-call]
             await connection.connect()
+            _detect_dead_peer(connection)
             self._shared = _SharedConnection(connection)
             return self._shared
 

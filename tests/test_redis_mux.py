@@ -8,6 +8,7 @@ holding up the rest, errors, scripts Redis forgot, a restarted server, the datab
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.errors import StoreError
 from core.redisio import RedisBatch, client_from_url, redis_errors, round_trips
+from core.redismux import DEAD_PEER_SECONDS
 from tests.support.servers import start_redis
 
 
@@ -151,5 +153,19 @@ async def test_a_command_past_the_socket_timeout_fails_and_the_next_gets_its_own
             except RedisTimeoutError:
                 assert asyncio.get_running_loop().time() < deadline
         assert value == b"v"
+    finally:
+        await client.aclose()
+
+
+async def test_the_shared_connection_asks_the_kernel_to_fail_it_if_redis_stops_answering(redis_url: str) -> None:
+    client = client_from_url(redis_url)
+    try:
+        await client.ping()
+        # One connection carries every short command: a peer that vanished without closing must
+        # not leave them all waiting for ever (a NAT or proxy that forgot the flow, a dead host).
+        sock = client._shared._connection._writer.get_extra_info("socket")  # type: ignore[union-attr]
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == DEAD_PEER_SECONDS // 2
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == DEAD_PEER_SECONDS * 1000
     finally:
         await client.aclose()
