@@ -21,7 +21,7 @@ from core.convtests.cli import add_test_command
 from core.doctor import run_checks
 from core.errors import ConfigError, PortInUse, RelaybotError
 from core.evals.cli import add_eval_command
-from core.knowledge.cli import add_ingest_command, sync_bot_folders
+from core.knowledge.cli import ProgressBar, add_ingest_command, sync_bot_folders
 from core.logging import configure_logging
 from core.plugins import add_channel_commands, channel_names, load_channel_factory
 from core.runtime import Runtime
@@ -89,6 +89,11 @@ def _listen_options(parser: argparse.ArgumentParser) -> None:
 
 def _say(line: str) -> None:
     print(line, flush=True)
+
+
+def _say_on_stderr(line: str) -> None:
+    # The chat's own output is the conversation: notices go beside it.
+    print(line, file=sys.stderr, flush=True)
 
 
 async def _until_signalled() -> None:
@@ -170,6 +175,13 @@ async def _chat(settings: Settings, bot: str) -> None:
         terminal = load_channel_factory("cli")(runtime.channel_context())
         runtime.add_channel(terminal)
         await runtime.start()
+        if settings.knowledge.ingest_on_start:
+            # Before the first question, so its answer can already quote the bot's documents: the
+            # first start reads them all (about half a minute for the example bot, with a progress
+            # bar on a terminal); later starts skip unchanged files in a moment.
+            await sync_bot_folders(
+                runtime.knowledge, runtime.bots, only=bot, report=_say_on_stderr, progress=ProgressBar(sys.stderr)
+            )
         await terminal.interact(bot=bot, history_file=settings.data_dir / "chat_history")
     finally:
         await runtime.close()

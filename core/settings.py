@@ -181,7 +181,9 @@ class KnowledgeSettings(BaseModel):
         "text-embedding-3-small", description="the OpenAI embeddings model when embeddings = openai"
     )
     embedding_threads: int | None = Field(None, ge=1, description="onnxruntime threads; default: all cores")
-    ingest_on_start: bool = Field(True, description="`relaybot run` ingests each bot's knowledge/ folder")
+    ingest_on_start: bool = Field(
+        True, description="`relaybot run` ingests each bot's knowledge/ folder at start; `relaybot chat` its bot's"
+    )
 
 
 class TwilioSettings(BaseModel):

@@ -7,6 +7,7 @@ import fcntl
 import os
 import pty
 import select
+import shutil
 import socket
 import sqlite3
 import struct
@@ -27,7 +28,15 @@ from tests.support.harness import REPO, write_bot
 
 def relaybot(tmp_path: Path, *args: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "OPENAI_API_KEY")}
-    clean.update({"RELAYBOT_DATA_DIR": str(tmp_path / "data"), "HF_HUB_OFFLINE": "1", **env})
+    # The example bot's 15 documents take half a minute to read: only the test of that reads them.
+    clean.update(
+        {
+            "RELAYBOT_DATA_DIR": str(tmp_path / "data"),
+            "HF_HUB_OFFLINE": "1",
+            "RELAYBOT_KNOWLEDGE__INGEST_ON_START": "false",
+            **env,
+        }
+    )
     return subprocess.run(
         [sys.executable, "-m", "core.cli", *args],
         input=stdin,
@@ -56,6 +65,26 @@ def test_chat_answers_lines_from_stdin_and_remembers_the_conversation(tmp_path: 
         sessions = {row[0] for row in db.execute("select distinct session_id from messages")}
     assert count == 6
     assert len(sessions) == 1 and next(iter(sessions)).startswith("support:cli:terminal:")
+
+
+def test_chat_reads_its_bots_documents_before_the_first_question_and_skips_them_when_unchanged(
+    tmp_path: Path,
+) -> None:
+    bots = tmp_path / "bots"
+    bot = write_bot(bots)
+    shutil.rmtree(bot / "knowledge")
+    (bot / "knowledge").mkdir()
+    (bot / "knowledge" / "mascot.md").write_text(
+        "---\ntitle: Our mascot\n---\n# The Tasklane mascot\n\nThe Tasklane mascot is a purple owl named Tally.\n"
+    )
+    on = {"RELAYBOT_BOTS_DIR": str(bots), "RELAYBOT_KNOWLEDGE__INGEST_ON_START": "true"}
+    first = relaybot(tmp_path, "chat", stdin="What is the name of the Tasklane mascot?\n", **on)
+    assert first.returncode == 0, first.stderr
+    assert "Tally" in first.stdout and "Our mascot" in first.stdout  # quoted, with its source
+    assert "knowledge of 'support': " in first.stderr  # what was read, beside the conversation
+    again = relaybot(tmp_path, "chat", stdin="What is the name of the Tasklane mascot?\n", **on)
+    assert again.returncode == 0, again.stderr
+    assert "Tally" in again.stdout and "knowledge of 'support'" not in again.stderr  # nothing new to read
 
 
 def test_chat_shows_buttons_as_numbered_choices_and_a_number_or_a_label_clicks_them(tmp_path: Path) -> None:
@@ -207,7 +236,13 @@ def chat_on_terminal(
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "OPENAI_API_KEY")}
-    env.update(RELAYBOT_DATA_DIR=str(tmp_path / "data"), HF_HUB_OFFLINE="1", TERM="xterm-256color", **env_vars)
+    env.update(
+        RELAYBOT_DATA_DIR=str(tmp_path / "data"),
+        HF_HUB_OFFLINE="1",
+        TERM="xterm-256color",
+        RELAYBOT_KNOWLEDGE__INGEST_ON_START="false",
+        **env_vars,
+    )
     env.pop("COLUMNS", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "core.cli", "chat"], stdin=slave, stdout=slave, stderr=slave, cwd=REPO, env=env

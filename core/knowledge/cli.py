@@ -13,7 +13,7 @@ import structlog
 
 from core.bots import BotConfig, BotRegistry
 from core.knowledge.errors import KnowledgeError
-from core.knowledge.ingest import IngestSummary
+from core.knowledge.ingest import IngestSummary, Progress
 from core.knowledge.service import KnowledgeService
 from core.knowledge.store import PUBLIC
 from core.settings import Settings
@@ -71,16 +71,21 @@ async def sync_bot_folders(
     *,
     report: Callable[[str], None] | None = None,
     logger: structlog.typing.FilteringBoundLogger | None = None,
+    only: str | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, IngestSummary]:
-    """Ingest each bot's knowledge/ folder (what `relaybot run` does at start): new and changed files only."""
+    """Ingest each bot's knowledge/ folder (what `relaybot run` does at start), or only the bot
+    named `only` (`relaybot chat`): new and changed files only."""
     log = logger or structlog.get_logger("relaybot.knowledge")
     results: dict[str, IngestSummary] = {}
     for bot in bots:
         folder = knowledge_folder(bot)
-        if not bot.knowledge.enabled or not folder.is_dir():
+        if not bot.knowledge.enabled or not folder.is_dir() or (only is not None and bot.name != only):
             continue
         try:
-            summary = await knowledge.ingest(bot.name, [folder], knowledge_set=bot.knowledge.default_set)
+            summary = await knowledge.ingest(
+                bot.name, [folder], knowledge_set=bot.knowledge.default_set, progress=progress
+            )
         except KnowledgeError as exc:
             # The bot still answers (without its documents); the operator sees why and how to fix it.
             await log.aerror("knowledge_sync_failed", bot=bot.name, error=str(exc))
