@@ -354,3 +354,31 @@ async def test_a_streamed_reply_with_buttons_piped_is_one_line_and_the_choices_u
         )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [f"bot> {STREAMED}", TOPICS]
+
+
+async def test_a_streamed_answer_piped_is_written_whole_with_the_sources_it_cites(tmp_path: Path) -> None:
+    bots = tmp_path / "bots"
+    bot = write_bot(bots, models={"chain": ["openai:gpt-4o"]})
+    shutil.rmtree(bot / "knowledge")
+    (bot / "knowledge").mkdir()
+    (bot / "knowledge" / "mascot.md").write_text(
+        "---\ntitle: Our mascot\n---\n# The Tasklane mascot\n\nThe Tasklane mascot is a purple owl named Tally.\n"
+    )
+    async with FakeOpenAI() as fake:
+        fake.queue(None, Answer(text="Our mascot is a purple owl called Tally [1].", token_delay=0.03))
+        fake.always(None, Answer(text='{"facts": []}'))
+        done = await asyncio.to_thread(
+            relaybot,
+            tmp_path,
+            "chat",
+            stdin="What is the name of the Tasklane mascot?\n",
+            RELAYBOT_BOTS_DIR=str(bots),
+            RELAYBOT_KNOWLEDGE__INGEST_ON_START="true",
+            OPENAI_API_KEY="sk-test",
+            OPENAI_BASE_URL=fake.base_url,
+        )
+    assert done.returncode == 0, done.stderr
+    # Streamed by the model, written once as the reply ends: its text, then the sources it cites.
+    assert done.stdout.count("bot> ") == 1
+    assert done.stdout.splitlines()[0] == "bot> Our mascot is a purple owl called Tally [1]."
+    assert "Sources: [1] Our mascot" in done.stdout

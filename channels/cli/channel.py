@@ -55,7 +55,6 @@ class TerminalChannel:
         self._user = user or getpass.getuser()
         self._ids = itertools.count(1)
         self._waiting: dict[str, asyncio.Future[Reply]] = {}
-        self._streamed: set[str] = set()
         # rich decides whether `out` is a terminal (and its width, re-read on every render, so a resized
         # window wraps to its new width).
         self._console = console or Console(file=self._out, highlight=False, soft_wrap=False)
@@ -92,7 +91,6 @@ class TerminalChannel:
             return await waiter
         finally:
             self._waiting.pop(message_id, None)
-            self._streamed.discard(message_id)
 
     async def _choice(self, bot: str, conversation: str, text: str) -> tuple[str, Action | None]:
         """A typed number or label of the newest reply's choices is the click on that button."""
@@ -159,17 +157,12 @@ class TerminalChannel:
         live.update(_bubble("".join(pieces)), refresh=True)
 
     def _write_plain(self, key: str, reply: Reply) -> None:
+        # Piped, a reply is written once, whole: the final text is not always the streamed pieces
+        # joined (its citations are renumbered and its sources listed under it at the end), and a
+        # pipe cannot redraw what it already wrote.
         if not reply.final:
-            if key not in self._streamed:
-                self._streamed.add(key)
-                self._out.write("bot> ")
-            self._out.write(reply.text)
-            self._out.flush()
             return
-        if key in self._streamed:
-            self._out.write("\n")
-        else:
-            self._out.write(f"bot> {_with_card(reply)}\n")
+        self._out.write(f"bot> {_with_card(reply)}\n")
         if buttons := offered(reply):
             self._out.write(f"{INDENT}{choices_line(buttons)}\n")
         self._out.flush()
