@@ -180,11 +180,13 @@ class _SharedConnection:
         except asyncio.CancelledError:
             self._fail(RedisConnectionError("Connection closed by client."))
             raise
-        except (OSError, RedisConnectionError, hiredis.ProtocolError) as exc:
+        except Exception as exc:
+            # Whatever stopped the reader (a reset, a protocol error, a reply with no command
+            # waiting for it) fails the connection: its waiters learn it, the next command reconnects.
             error = (
                 exc
                 if isinstance(exc, RedisConnectionError)
-                else RedisConnectionError(f"Error reading from Redis: {exc}")
+                else RedisConnectionError(f"Error reading from Redis: {exc!r}")
             )
             self._fail(error)
 
