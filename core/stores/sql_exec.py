@@ -45,19 +45,15 @@ class SqlExecutor(Protocol):
     async def close(self) -> None: ...
 
 
-#: a write's outcome: (True, what it returned) or (False, the error it raised)
-Outcome = tuple[bool, Any]
-
-
 class WriteBatches:
     """Writes that arrive while others are being written wait for them, then go together: one
     transaction and one commit (the summary and fact upserts of a turn join the history's own
-    group commit). `write_batch` runs a batch in one transaction and, if that fails, each write
-    again on its own, so every write gets its own outcome and one bad write costs the others
-    nothing."""
+    group commit). `write_together` runs works in one transaction and returns what each returned;
+    if a batch's transaction fails, each of its writes runs again on its own, so every write gets
+    its own outcome and one bad write costs the others nothing."""
 
-    def __init__(self, write_batch: Callable[[list[Work[Any]]], Awaitable[list[Outcome]]]) -> None:
-        self._write_batch = write_batch
+    def __init__(self, write_together: Callable[[list[Work[Any]]], Awaitable[list[Any]]]) -> None:
+        self._write_together = write_together
         self._waiting: list[tuple[Work[Any], asyncio.Future[Any]]] = []
         self._sender: asyncio.Task[None] | None = None
 
@@ -76,22 +72,38 @@ class WriteBatches:
     async def _send_waiting(self) -> None:
         while self._waiting:
             batch, self._waiting = self._waiting, []
-            try:
-                outcomes = await self._write_batch([work for work, _ in batch])
-            except BaseException as exc:
-                for _, result in batch:
-                    if not result.done():
-                        result.set_exception(exc)
-                if not isinstance(exc, Exception):
+            if len(batch) > 1:
+                try:
+                    values = await self._write_together([work for work, _ in batch])
+                except Exception:  # rolled back: each write runs again alone below
+                    pass
+                except BaseException as exc:
+                    _fail(batch, exc)
                     raise
-                continue
-            for (_, result), (succeeded, value) in zip(batch, outcomes, strict=True):
-                if result.done():
-                    continue  # its caller stopped waiting; the write still ran
-                if succeeded:
-                    result.set_result(value)
                 else:
-                    result.set_exception(value)
+                    _deliver(batch, values)
+                    continue
+            for work, result in batch:
+                try:
+                    values = await self._write_together([work])
+                except BaseException as exc:
+                    _fail([(work, result)], exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                else:
+                    _deliver([(work, result)], values)
+
+
+def _deliver(batch: list[tuple[Work[Any], asyncio.Future[Any]]], values: list[Any]) -> None:
+    for (_, result), value in zip(batch, values, strict=True):
+        if not result.done():  # a caller that stopped waiting: the write still ran
+            result.set_result(value)
+
+
+def _fail(batch: list[tuple[Work[Any], asyncio.Future[Any]]], error: BaseException) -> None:
+    for _, result in batch:
+        if not result.done():
+            result.set_exception(error)
 
 
 class SqliteThread:
@@ -106,7 +118,7 @@ class SqliteThread:
         self._engine = engine
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="relaybot-sqlite")
         self._conn: Connection | None = None  # used on the thread only
-        self._writes = WriteBatches(self._write_batch)
+        self._writes = WriteBatches(self._write_together)
 
     @property
     def sync_engine(self) -> Engine:
@@ -137,11 +149,11 @@ class SqliteThread:
             raise
         return result
 
-    def _write_now(self, work: Work[T]) -> T:
+    def _write_all_now(self, works: list[Work[Any]]) -> list[Any]:
         conn = self._connection()
         try:
             with conn.begin():
-                return work(conn)
+                return [work(conn) for work in works]
         except BaseException:
             self._drop_connection()
             raise
@@ -153,26 +165,8 @@ class SqliteThread:
         """Writes that arrive while another is on the thread go together (`WriteBatches`)."""
         return await self._writes.write(work)
 
-    async def _write_batch(self, batch: list[Work[Any]]) -> list[Outcome]:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, self._write_batch_now, batch)
-
-    def _write_batch_now(self, batch: list[Work[Any]]) -> list[Outcome]:
-        """Each write's (succeeded, result or error), in order."""
-        if len(batch) > 1:
-            conn = self._connection()
-            try:
-                with conn.begin():
-                    results = [work(conn) for work in batch]
-                return [(True, result) for result in results]
-            except Exception:
-                self._drop_connection()  # rolled back: nothing of the batch was written
-        outcomes: list[Outcome] = []
-        for work in batch:
-            try:
-                outcomes.append((True, self._write_now(work)))
-            except Exception as exc:
-                outcomes.append((False, exc))
-        return outcomes
+    async def _write_together(self, works: list[Work[Any]]) -> list[Any]:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._write_all_now, works)
 
     async def close(self) -> None:
         await self._writes.drain()
@@ -199,7 +193,7 @@ class AsyncEngineExecutor:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._writer: AsyncConnection | None = None
-        self._writes = WriteBatches(self._write_batch)
+        self._writes = WriteBatches(self._write_together)
 
     @property
     def sync_engine(self) -> Engine:
@@ -215,21 +209,8 @@ class AsyncEngineExecutor:
         async with self._engine.connect() as conn:
             return await conn.run_sync(work)
 
-    async def _write_batch(self, batch: list[Work[Any]]) -> list[Outcome]:
-        if len(batch) > 1:
-            try:
-                results = await _again_if_dropped(self._write_all_once, batch)
-                return [(True, result) for result in results]
-            except Exception:  # rolled back: each write runs again on its own below
-                pass
-        outcomes: list[Outcome] = []
-        for work in batch:
-            try:
-                (result,) = await _again_if_dropped(self._write_all_once, [work])
-                outcomes.append((True, result))
-            except Exception as exc:
-                outcomes.append((False, exc))
-        return outcomes
+    async def _write_together(self, works: list[Work[Any]]) -> list[Any]:
+        return await _again_if_dropped(self._write_all_once, works)
 
     async def _write_all_once(self, batch: list[Work[Any]]) -> list[Any]:
         if self._writer is None or self._writer.closed or self._writer.invalidated:
