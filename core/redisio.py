@@ -20,7 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.errors import ConfigError, StoreError
-from core.redismux import MultiplexedRedis
+from core.redismux import MultiplexedRedis, execute_many
 
 
 def client_from_url(url: str, *, max_connections: int = 200, **client_kwargs: Any) -> aioredis.Redis:
@@ -151,13 +151,7 @@ class RedisBatch:
         if not self._commands:
             self._results = []
             return
-        if isinstance(self._client, MultiplexedRedis):
-            results = await self._client.execute_many(self._commands)
-        else:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for command in self._commands:
-                    pipe.execute_command(*command)
-                results = await pipe.execute(raise_on_error=False)
+        results = await execute_many(self._client, self._commands)
         for index, (script, keys, args) in self._scripts.items():
             if isinstance(results[index], NoScriptError):
                 results[index] = await script(keys=keys, args=args)

@@ -33,7 +33,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["MultiplexedRedis"]
+__all__ = ["MultiplexedRedis", "execute_many"]
 
 _EMPTY_RESPONSE = "EMPTY_RESPONSE"  # redis-py's option names (redis.asyncio.client)
 _NEVER_DECODE = "NEVER_DECODE"
@@ -213,29 +213,25 @@ class MultiplexedRedis(aioredis.Redis):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        connection_kwargs = self.connection_pool.connection_kwargs
+        #: RESP2 and no single-connection mode: what the shared connection reproduces
+        self.multiplexing = connection_kwargs.get("protocol") in (None, 2, "2") and self.connection is None
+        self._socket_timeout: float | None = connection_kwargs.get("socket_timeout")
         self._shared: _SharedConnection | None = None
         self._connecting = asyncio.Lock()
         self.shared_sends = 0
 
-    @property
-    def multiplexing(self) -> bool:
-        kwargs = self.connection_pool.connection_kwargs
-        return kwargs.get("protocol") in (None, 2, "2") and self.connection is None
+    def shares(self, commands: Sequence[Sequence[Any]]) -> bool:
+        """Whether these commands go over the shared connection."""
+        return self.multiplexing and not any(needs_own_connection(command) for command in commands)
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
-        if not self.multiplexing or _NEVER_DECODE in options or needs_own_connection(args):
+        if _NEVER_DECODE in options or not self.shares([args]):
             return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
         (reply,) = await self._send([args])
         return await self._parsed(args[0], reply, options)
 
-    async def execute_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
-        """Several commands in one write, not a transaction; each command's error is returned in
-        its place, as redis-py's `pipeline.execute(raise_on_error=False)` does."""
-        if not self.multiplexing or any(needs_own_connection(command) for command in commands):
-            async with self.pipeline(transaction=False) as pipe:
-                for command in commands:
-                    pipe.execute_command(*command)
-                return list(await pipe.execute(raise_on_error=False))
+    async def _execute_shared(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         replies = await self._send(commands)
         results: list[Any] = []
         for command, reply in zip(commands, replies, strict=True):
@@ -260,11 +256,10 @@ class MultiplexedRedis(aioredis.Redis):
         raise AssertionError("unreachable")
 
     async def _wait(self, futures: list[asyncio.Future[Any]]) -> list[Any]:
-        timeout = self.connection_pool.connection_kwargs.get("socket_timeout")
-        if timeout is None:  # redis-py's default: wait as long as the connection lives
+        if self._socket_timeout is None:  # redis-py's default: wait as long as the connection lives
             return [await future for future in futures]
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(self._socket_timeout):
                 return [await future for future in futures]
         except TimeoutError as exc:
             raise RedisTimeoutError("Timeout reading from Redis") from exc
@@ -302,3 +297,15 @@ class MultiplexedRedis(aioredis.Redis):
             await self._shared.close()
             self._shared = None
         await super().aclose(close_connection_pool)
+
+
+async def execute_many(client: aioredis.Redis, commands: Sequence[Sequence[Any]]) -> list[Any]:
+    """Several commands in one round trip, not a transaction; each command's error is returned in
+    its place, as redis-py's `pipeline.execute(raise_on_error=False)` does. Over the shared
+    connection when `client` has one and the commands may use it, else in a redis-py pipeline."""
+    if isinstance(client, MultiplexedRedis) and client.shares(commands):
+        return await client._execute_shared(commands)
+    async with client.pipeline(transaction=False) as pipe:
+        for command in commands:
+            pipe.execute_command(*command)
+        return list(await pipe.execute(raise_on_error=False))
