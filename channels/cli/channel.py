@@ -130,7 +130,7 @@ class TerminalChannel:
         if self._console.is_terminal:
             self._render(key, reply)
         else:
-            self._write_plain(key, reply)
+            self._write_plain(reply)
         waiter = self._waiting.get(key)
         if reply.final and waiter is not None and not waiter.done():
             waiter.set_result(reply)
@@ -156,7 +156,7 @@ class TerminalChannel:
         pieces.append(reply.text)
         live.update(_bubble("".join(pieces)), refresh=True)
 
-    def _write_plain(self, key: str, reply: Reply) -> None:
+    def _write_plain(self, reply: Reply) -> None:
         # Piped, a reply is written once, whole: the final text is not always the streamed pieces
         # joined (its citations are renumbered and its sources listed under it at the end), and a
         # pipe cannot redraw what it already wrote.
