@@ -17,6 +17,7 @@ import termios
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyte
 import pytest
@@ -67,16 +68,22 @@ def test_chat_answers_lines_from_stdin_and_remembers_the_conversation(tmp_path: 
     assert len(sessions) == 1 and next(iter(sessions)).startswith("support:cli:terminal:")
 
 
-def test_chat_reads_its_bots_documents_before_the_first_question_and_skips_them_when_unchanged(
-    tmp_path: Path,
-) -> None:
+def _bot_knowing_only_its_mascot(tmp_path: Path, **sections: dict[str, Any]) -> Path:
+    """The example bot with one document ("Our mascot": a purple owl named Tally); its bots dir."""
     bots = tmp_path / "bots"
-    bot = write_bot(bots)
+    bot = write_bot(bots, **sections)
     shutil.rmtree(bot / "knowledge")
     (bot / "knowledge").mkdir()
     (bot / "knowledge" / "mascot.md").write_text(
         "---\ntitle: Our mascot\n---\n# The Tasklane mascot\n\nThe Tasklane mascot is a purple owl named Tally.\n"
     )
+    return bots
+
+
+def test_chat_reads_its_bots_documents_before_the_first_question_and_skips_them_when_unchanged(
+    tmp_path: Path,
+) -> None:
+    bots = _bot_knowing_only_its_mascot(tmp_path)
     on = {"RELAYBOT_BOTS_DIR": str(bots), "RELAYBOT_KNOWLEDGE__INGEST_ON_START": "true"}
     first = relaybot(tmp_path, "chat", stdin="What is the name of the Tasklane mascot?\n", **on)
     assert first.returncode == 0, first.stderr
@@ -357,13 +364,7 @@ async def test_a_streamed_reply_with_buttons_piped_is_one_line_and_the_choices_u
 
 
 async def test_a_streamed_answer_piped_is_written_whole_with_the_sources_it_cites(tmp_path: Path) -> None:
-    bots = tmp_path / "bots"
-    bot = write_bot(bots, models={"chain": ["openai:gpt-4o"]})
-    shutil.rmtree(bot / "knowledge")
-    (bot / "knowledge").mkdir()
-    (bot / "knowledge" / "mascot.md").write_text(
-        "---\ntitle: Our mascot\n---\n# The Tasklane mascot\n\nThe Tasklane mascot is a purple owl named Tally.\n"
-    )
+    bots = _bot_knowing_only_its_mascot(tmp_path, models={"chain": ["openai:gpt-4o"]})
     async with FakeOpenAI() as fake:
         fake.queue(None, Answer(text="Our mascot is a purple owl called Tally [1].", token_delay=0.03))
         fake.always(None, Answer(text='{"facts": []}'))

@@ -377,23 +377,23 @@ HISTORY_BACKENDS = ["memory", "sqlite", pytest.param("postgres", marks=pytest.ma
 
 @pytest.fixture(params=HISTORY_BACKENDS)
 async def history(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[HistoryStore]:
-    store: HistoryStore
-    if request.param == "memory":
-        store = MemoryHistoryStore()
-    elif request.param == "sqlite":
-        sql = SqlHistoryStore.from_url(f"sqlite+aiosqlite:///{tmp_path}/data/history.db")
-        await sql.create_schema()
-        store = sql
+    store = MemoryHistoryStore() if request.param == "memory" else await empty_sql_history(request, tmp_path)
+    yield store
+    await store.close()
+
+
+async def empty_sql_history(request: pytest.FixtureRequest, tmp_path: Path) -> SqlHistoryStore:
+    """An empty SQL history on the database `request.param` names ("sqlite" or "postgres")."""
+    if request.param == "sqlite":
+        store = SqlHistoryStore.from_url(f"sqlite+aiosqlite:///{tmp_path}/data/history.db")
     else:
         server: PostgresServer = request.getfixturevalue("postgres_server")
         engine = create_async_engine(server.url)
         async with engine.begin() as conn:
             await conn.run_sync(Base.metadata.drop_all)
-        sql = SqlHistoryStore(engine)
-        await sql.create_schema()
-        store = sql
-    yield store
-    await store.close()
+        store = SqlHistoryStore(engine)
+    await store.create_schema()
+    return store
 
 
 async def append(store: HistoryStore, session_id: str, messages: list[StoredMessage]) -> list[StoredMessage]:
@@ -523,19 +523,10 @@ def city(value: str, at: datetime) -> UserFact:
     return UserFact(key="city", value=value, source="m", updated_at=at)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=HISTORY_BACKENDS[1:])
 async def sql_history(request: pytest.FixtureRequest, tmp_path: Path) -> SqlHistoryStore:
     """An empty SQL history on either database (closed by the test)."""
-    if request.param == "sqlite":
-        store = SqlHistoryStore.from_url(f"sqlite:///{tmp_path}/history.db")
-    else:
-        server: PostgresServer = request.getfixturevalue("postgres_server")
-        engine = create_async_engine(server.url)
-        async with engine.begin() as conn:
-            await conn.run_sync(Base.metadata.drop_all)
-        store = SqlHistoryStore(engine)
-    await store.create_schema()
-    return store
+    return await empty_sql_history(request, tmp_path)
 
 
 async def test_summary_and_fact_writes_waiting_for_the_writer_share_commits(sql_history: SqlHistoryStore) -> None:
