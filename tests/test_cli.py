@@ -345,39 +345,42 @@ async def test_a_streamed_reply_with_buttons_ends_cleanly_and_the_choices_show_o
     assert all(row == "" for row in rows[end + len(choices) + 1 :])
 
 
-async def test_a_streamed_reply_with_buttons_piped_is_one_line_and_the_choices_under_it(tmp_path: Path) -> None:
-    bots = _bot_offering_topics_with_the_models_answer(tmp_path)
+async def _piped_chat_streaming(
+    tmp_path: Path, bots: Path, answer: str, *, stdin: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`relaybot chat` with stdin and stdout piped, the model (the OpenAI fake) streaming `answer`
+    word by word, and nothing to remember from the user's lines."""
     async with FakeOpenAI() as fake:
-        fake.queue(None, Answer(text=STREAMED, token_delay=0.03))
+        fake.queue(None, Answer(text=answer, token_delay=0.03))
         fake.always(None, Answer(text='{"facts": []}'))
-        done = await asyncio.to_thread(
+        return await asyncio.to_thread(
             relaybot,
             tmp_path,
             "chat",
-            stdin="hello\n",
+            stdin=stdin,
             RELAYBOT_BOTS_DIR=str(bots),
             OPENAI_API_KEY="sk-test",
             OPENAI_BASE_URL=fake.base_url,
+            **env,
         )
+
+
+async def test_a_streamed_reply_with_buttons_piped_is_one_line_and_the_choices_under_it(tmp_path: Path) -> None:
+    bots = _bot_offering_topics_with_the_models_answer(tmp_path)
+    done = await _piped_chat_streaming(tmp_path, bots, STREAMED, stdin="hello\n")
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [f"bot> {STREAMED}", TOPICS]
 
 
 async def test_a_streamed_answer_piped_is_written_whole_with_the_sources_it_cites(tmp_path: Path) -> None:
     bots = _bot_knowing_only_its_mascot(tmp_path, models={"chain": ["openai:gpt-4o"]})
-    async with FakeOpenAI() as fake:
-        fake.queue(None, Answer(text="Our mascot is a purple owl called Tally [1].", token_delay=0.03))
-        fake.always(None, Answer(text='{"facts": []}'))
-        done = await asyncio.to_thread(
-            relaybot,
-            tmp_path,
-            "chat",
-            stdin="What is the name of the Tasklane mascot?\n",
-            RELAYBOT_BOTS_DIR=str(bots),
-            RELAYBOT_KNOWLEDGE__INGEST_ON_START="true",
-            OPENAI_API_KEY="sk-test",
-            OPENAI_BASE_URL=fake.base_url,
-        )
+    done = await _piped_chat_streaming(
+        tmp_path,
+        bots,
+        "Our mascot is a purple owl called Tally [1].",
+        stdin="What is the name of the Tasklane mascot?\n",
+        RELAYBOT_KNOWLEDGE__INGEST_ON_START="true",
+    )
     assert done.returncode == 0, done.stderr
     # Streamed by the model, written once as the reply ends: its text, then the sources it cites.
     assert done.stdout.count("bot> ") == 1
