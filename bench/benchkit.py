@@ -7,6 +7,7 @@ the repository.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -43,6 +44,18 @@ bot_tokens_per_day = {HIGH_LIMIT * 1000}
 [knowledge]
 enabled = false
 """
+
+
+def add_log_level_option(parser: argparse.ArgumentParser) -> None:
+    """`--log-level`: relaybot's RELAYBOT_LOG_LEVEL in a benchmark (WARNING by default, as every
+    figure before it was measured; INFO, a deployment's default, adds the turn line)."""
+    parser.add_argument(
+        "--log-level",
+        default="WARNING",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="relaybot's RELAYBOT_LOG_LEVEL (default WARNING; INFO, the default of a deployment, adds the turn line)",
+    )
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -49,7 +49,7 @@ if str(REPO) not in sys.path:  # `python bench/...` puts bench/ first on sys.pat
 import aiohttp  # noqa: E402
 import redis.asyncio as aioredis  # noqa: E402
 from aiohttp import web  # noqa: E402
-from benchkit import CLK_TCK, bare_bots, bots_with_high_limits, cpu_seconds, percentile  # noqa: E402
+from benchkit import CLK_TCK, add_log_level_option, bare_bots, bots_with_high_limits, cpu_seconds, percentile  # noqa: E402
 from redis.exceptions import ResponseError  # noqa: E402
 
 from tests.support.processes import relaybot_env  # noqa: E402
@@ -890,11 +890,7 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=10, help="messages per conversation (default 10)")
     parser.add_argument("--workers", default="1,2,4", help="worker counts to measure, rising (default 1,2,4)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (process logs, bots copy)")
-    parser.add_argument(
-        "--log-level",
-        default="WARNING",
-        help="relaybot's RELAYBOT_LOG_LEVEL (default WARNING; INFO, the default of a deployment, adds the turn line)",
-    )
+    add_log_level_option(parser)
     parser.add_argument("--bare", action="store_true", help="a bot with no intents and no knowledge (framework cost)")
     parser.add_argument(
         "--model-delay",
@@ -932,7 +928,7 @@ def main() -> int:
                 bare=args.bare,
                 model_delay=args.model_delay,
                 worker_concurrency=args.worker_concurrency,
-                log_level=args.log_level.upper(),
+                log_level=args.log_level,
                 profile=args.profile,
             )
         )

@@ -44,7 +44,16 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from benchkit import Server, bare_bots, cpu_seconds, percentile, start_server, stop_server, wait_healthy
+from benchkit import (
+    Server,
+    add_log_level_option,
+    bare_bots,
+    cpu_seconds,
+    percentile,
+    start_server,
+    stop_server,
+    wait_healthy,
+)
 from slack_sdk.signature import SignatureVerifier
 
 from tests.fakes.slack_api import BOT_USER_ID, TOKEN, FakeSlack, Message, _params, user
@@ -437,11 +446,7 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=2000, help="events per measured run (default 2000)")
     parser.add_argument("--concurrency", type=int, default=32, help="DMs with an event in flight (default 32)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (server logs, SQLite file)")
-    parser.add_argument(
-        "--log-level",
-        default="WARNING",
-        help="relaybot's RELAYBOT_LOG_LEVEL (default WARNING; INFO, the default of a deployment, adds the turn line)",
-    )
+    add_log_level_option(parser)
     parser.add_argument("--echo-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.echo_server:
@@ -449,7 +454,7 @@ def main() -> int:
         return 0
     if args.events < 1 or args.concurrency < 1:
         parser.error("--events and --concurrency must be at least 1")
-    return bench(args.events, args.concurrency, args.keep, args.log_level.upper())
+    return bench(args.events, args.concurrency, args.keep, args.log_level)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from benchkit import (
     HIGH_LIMIT,
     REPO,
     Server,
+    add_log_level_option,
     bare_bots,
     bots_with_high_limits,
     cpu_seconds,
@@ -299,11 +300,7 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=20, help="messages per session (default 20)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (server logs, SQLite file)")
     parser.add_argument("--bare", action="store_true", help="a bot with no intents and no knowledge (framework cost)")
-    parser.add_argument(
-        "--log-level",
-        default="WARNING",
-        help="relaybot's RELAYBOT_LOG_LEVEL (default WARNING; INFO, the default of a deployment, adds the turn line)",
-    )
+    add_log_level_option(parser)
     parser.add_argument("--echo-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.echo_server:
@@ -311,7 +308,7 @@ def main() -> int:
         return 0
     if args.sessions < 1 or args.messages < 1:
         parser.error("--sessions and --messages must be at least 1")
-    return bench(args.sessions, args.messages, args.keep, args.bare, args.log_level.upper())
+    return bench(args.sessions, args.messages, args.keep, args.bare, args.log_level)
 
 
 if __name__ == "__main__":
