@@ -15,6 +15,7 @@ ratios to the baseline, CPU per message by process and Redis calls per message. 
 timing; exits 1 only if a message was not answered exactly once, in order, or a process failed.
 
     python bench/distributed_throughput.py [--conversations 50] [--messages 10] [--workers 1,2,4] [--keep]
+                                           [--log-level WARNING]
                                            [--profile DIR]   # py-spy raw stacks of each measured process
     python bench/distributed_throughput.py --baseline-server PORT REDIS_URL   # the baseline (used internally)
 """

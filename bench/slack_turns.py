@@ -22,7 +22,7 @@ per message, Slack API calls per message, and the relaybot/baseline ratios (CPU 
 Exits 1 only when something went wrong (a non-200 ack, a missing, duplicated or misaddressed reply,
 a server that did not start or died), never because it was slow.
 
-    python bench/slack_turns.py [--events 2000] [--concurrency 32] [--keep]
+    python bench/slack_turns.py [--events 2000] [--concurrency 32] [--keep] [--log-level WARNING]
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ latency and server CPU per message (from /proc, all threads) for each, and the r
 cost. Never fails on timing; exits 1 only on protocol errors (a missing, duplicated or misaddressed
 reply) or if a server does not start.
 
-    python bench/ws_throughput.py [--sessions 50] [--messages 20] [--bare]
+    python bench/ws_throughput.py [--sessions 50] [--messages 20] [--bare] [--log-level WARNING]
     python bench/ws_throughput.py --echo-server PORT    # the baseline server on its own (used internally)
 """
 
