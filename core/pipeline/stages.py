@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -329,6 +330,8 @@ class LogTurnStage:
         self._log = logger or structlog.get_logger("relaybot.turn")
 
     async def __call__(self, turn: Turn) -> None:
+        if not self._log.is_enabled_for(logging.INFO):
+            return  # spares building the event's thirty fields for a line nobody writes
         env = turn.envelope
         await self._log.ainfo(
             "turn",
