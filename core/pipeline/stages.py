@@ -6,9 +6,10 @@ import dataclasses
 import logging
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
+from prometheus_client.metrics import MetricWrapperBase
 
 from core.actions import offer_from_meta, offer_to_meta
 from core.clock import Clock, SystemClock
@@ -370,12 +371,21 @@ class MetricsStage:
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
+        # Each label set's child, looked up once: prometheus_client's labels() validates and
+        # locks on every call, and a turn updates five or six series.
+        self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], Any] = {}
+
+    def _child(self, metric: MetricWrapperBase, *labels: str) -> Any:
+        child = self._children.get((metric, labels))
+        if child is None:
+            child = self._children[(metric, labels)] = metric.labels(*labels)
+        return child
 
     async def __call__(self, turn: Turn) -> None:
         m, env = self._metrics, turn.envelope
         outcome = turn.notice or ("held" if turn.silent else "fallback" if turn.fallback_used else "answered")
-        m.turns.labels(env.bot, env.channel, outcome).inc()
-        m.turn_latency.labels(env.channel).observe(turn.latency_ms / 1000)
+        self._child(m.turns, env.bot, env.channel, outcome).inc()
+        self._child(m.turn_latency, env.channel).observe(turn.latency_ms / 1000)
         if turn.notice in ("rate_limited", "token_limit"):
             m.rate_limited.labels(env.bot, "tokens" if turn.notice == "token_limit" else "messages").inc()
         if turn.fallback_used:
@@ -384,6 +394,6 @@ class MetricsStage:
             if attempt.error:
                 m.provider_errors.labels(attempt.provider, attempt.model, attempt.error).inc()
         if turn.ttft_ms is not None:
-            m.time_to_first_token.labels(turn.provider or "unknown").observe(turn.ttft_ms / 1000)
-        m.tokens.labels(env.bot, "in").inc(turn.tokens_in)
-        m.tokens.labels(env.bot, "out").inc(turn.tokens_out)
+            self._child(m.time_to_first_token, turn.provider or "unknown").observe(turn.ttft_ms / 1000)
+        self._child(m.tokens, env.bot, "in").inc(turn.tokens_in)
+        self._child(m.tokens, env.bot, "out").inc(turn.tokens_out)
