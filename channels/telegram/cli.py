@@ -1,6 +1,6 @@
 """`relaybot telegram set-webhook URL`: point Telegram at this deployment's webhook.
 
-The secret token registered with the webhook is `channels.telegram.channel.webhook_secret`: the
+The secret token registered with the webhook is `channels.telegram.webhook.webhook_secret`: the
 TELEGRAM_WEBHOOK_SECRET you set, or one derived from the bot token, which every webhook process
 derives the same way. Nothing new needs to be stored or distributed.
 """
@@ -13,7 +13,9 @@ from urllib.parse import urlsplit
 
 from telegram.error import TelegramError
 
-from channels.telegram.channel import ALLOWED_UPDATES, WEBHOOK_PATH, build_application, webhook_secret
+from channels.telegram.application import build_application
+from channels.telegram.inbound import ALLOWED_UPDATES
+from channels.telegram.webhook import WEBHOOK_PATH, webhook_secret
 from core.errors import ConfigError
 from core.settings import Settings
 

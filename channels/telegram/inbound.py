@@ -19,6 +19,8 @@ from channels.inbound import Ignored
 
 PRIVATE = ChatType.PRIVATE
 GROUPS = (ChatType.GROUP, ChatType.SUPERGROUP)
+#: the updates relaybot handles; set-webhook and long polling ask Telegram for these only
+ALLOWED_UPDATES = ("message", "my_chat_member", "callback_query")
 
 
 @dataclass(frozen=True, slots=True)
