@@ -19,6 +19,7 @@ from structlog.testing import capture_logs
 from core.bots import BotConfig
 from core.envelope import Envelope, Reply
 from core.errors import StoreError
+from core.memory import facts as facts_module
 from core.memory.commands import MemoryCommand, parse_command
 from core.memory.facts import ExtractedFact, LocalFactExtractor
 from core.memory.llm import FACTS_SCHEMA, parse_facts
@@ -40,43 +41,78 @@ BOT = "support"
 # The local extractor
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("My name is Alice", {"name": "Alice"}),
-        ("my name is alice", {"name": "Alice"}),
-        ("Hi! You can call me Jean-Luc Picard.", {"name": "Jean-Luc Picard"}),
-        ("I'm on the Pro plan", {"plan": "Pro"}),
-        ("My name is Alice and I am on the Team plan", {"name": "Alice", "plan": "Team"}),
-        ("we're on the business plan since May", {"plan": "Business"}),
-        ("My subscription is Enterprise.", {"plan": "Enterprise"}),
-        ("I'm based in Tokyo", {"location": "Tokyo"}),
-        ("I live in New York, USA and work remotely", {"location": "New York, USA"}),
-        ("My email is Alice.Smith@Example.com.", {"email": "alice.smith@example.com"}),
-        ("reach me at bob+tasks@example.org please", {"email": "bob+tasks@example.org"}),
-        ("My phone number is +1 (555) 123-4567", {"phone": "+1 (555) 123-4567"}),
-        ("text me at 0612345678", {"phone": "0612345678"}),
-        ("My order number is #a-12345", {"order_number": "A-12345"}),
-        ("Where is order 98765?", {"order_number": "98765"}),
-        # Statements of change: the new value (stored under the same key, so it replaces the old one).
-        ("Actually I moved to Lisbon.", {"location": "Lisbon"}),
-        ("We've just relocated to Lyon, France", {"location": "Lyon, France"}),
-        ("I now live in Rome", {"location": "Rome"}),
-        ("I upgraded to Pro.", {"plan": "Pro"}),
-        ("we switched to the Business plan last week", {"plan": "Business"}),
-        ("my new email is New@Example.com", {"email": "new@example.com"}),
-        ("My new phone number is 555 123 4567", {"phone": "555 123 4567"}),
-        ("Actually, call me Bob.", {"name": "Bob"}),
-        (
-            "Hello, my name is Alice, I\u2019m based in Lyon, France. I'm on the Team+ plan; my email is a@b.co",
-            {"name": "Alice", "location": "Lyon, France", "plan": "Team+", "email": "a@b.co"},
-        ),
-    ],
-)
+FACT_STATEMENTS: list[tuple[str, dict[str, str]]] = [
+    ("My name is Alice", {"name": "Alice"}),
+    ("my name is alice", {"name": "Alice"}),
+    ("Hi! You can call me Jean-Luc Picard.", {"name": "Jean-Luc Picard"}),
+    ("I'm on the Pro plan", {"plan": "Pro"}),
+    ("My name is Alice and I am on the Team plan", {"name": "Alice", "plan": "Team"}),
+    ("we're on the business plan since May", {"plan": "Business"}),
+    ("My subscription is Enterprise.", {"plan": "Enterprise"}),
+    ("I'm based in Tokyo", {"location": "Tokyo"}),
+    ("I live in New York, USA and work remotely", {"location": "New York, USA"}),
+    ("My email is Alice.Smith@Example.com.", {"email": "alice.smith@example.com"}),
+    ("reach me at bob+tasks@example.org please", {"email": "bob+tasks@example.org"}),
+    ("My phone number is +1 (555) 123-4567", {"phone": "+1 (555) 123-4567"}),
+    ("text me at 0612345678", {"phone": "0612345678"}),
+    ("My order number is #a-12345", {"order_number": "A-12345"}),
+    ("Where is order 98765?", {"order_number": "98765"}),
+    # Statements of change: the new value (stored under the same key, so it replaces the old one).
+    ("Actually I moved to Lisbon.", {"location": "Lisbon"}),
+    ("We've just relocated to Lyon, France", {"location": "Lyon, France"}),
+    ("I now live in Rome", {"location": "Rome"}),
+    ("I upgraded to Pro.", {"plan": "Pro"}),
+    ("we switched to the Business plan last week", {"plan": "Business"}),
+    ("my new email is New@Example.com", {"email": "new@example.com"}),
+    ("My new phone number is 555 123 4567", {"phone": "555 123 4567"}),
+    ("Actually, call me Bob.", {"name": "Bob"}),
+    (
+        "Hello, my name is Alice, I\u2019m based in Lyon, France. I'm on the Team+ plan; my email is a@b.co",
+        {"name": "Alice", "location": "Lyon, France", "plan": "Team+", "email": "a@b.co"},
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), FACT_STATEMENTS)
 def test_local_extractor_finds_the_common_facts(text: str, expected: dict[str, str]) -> None:
     found = {f.key: f.value for f in LocalFactExtractor().extract_now(text)}
 
     assert found == expected
+
+
+def test_every_pattern_is_tried_on_every_text_it_could_match() -> None:
+    """The extractor skips a pattern unless the text holds a word of its gate (most messages state
+    no fact); a gate that missed a spelling would drop that fact silently."""
+    found_texts = [text for text, _ in FACT_STATEMENTS]
+    # Case and the letters re.IGNORECASE equates with ASCII ones (dotless i, long s, Kelvin sign).
+    variants = [
+        v
+        for text in found_texts
+        for v in (
+            text,
+            text.upper(),
+            text.swapcase(),
+            text.replace("i", "\u0131"),
+            text.replace("s", "\u017f"),
+            text.replace("n", "N").replace("e", "E"),
+            text.replace(" ", "\t"),
+        )
+    ]
+    tried = 0
+    for text in variants:
+        for key, gate, pattern in facts_module._PATTERNS:
+            if pattern.search(text):
+                tried += 1
+                assert not facts_module.gate_words(text).isdisjoint(gate), (key, text)
+    assert tried > len(found_texts)
+    # And the gate changes nothing the extractor finds, on the cases above and their variants.
+    extractor = LocalFactExtractor()
+    for text in variants:
+        ungated = {}
+        for key, _, pattern in facts_module._PATTERNS:
+            if key not in ungated and (value := extractor._match(key, pattern, text)):
+                ungated[key] = value[: facts_module.MAX_VALUE_CHARS]
+        assert {f.key: f.value for f in extractor.extract_now(text)} == ungated, text
 
 
 @pytest.mark.parametrize(

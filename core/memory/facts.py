@@ -63,24 +63,33 @@ _PLACE = (
 _I_AM = r"(?:i\s*am|i['\u2019]m|im)"
 _WE_ARE = r"(?:we\s*are|we['\u2019]re)"
 
-# (key, pattern). Lead-in words are case-insensitive (`(?i:...)`); names and places must be
+# A word only "on" (`I'm on the Pro plan`): as a substring it is in most messages.
+_ON = re.compile(r"\son\b", re.IGNORECASE)
+# The one letter `re.IGNORECASE` equates with an ASCII letter that casefold() leaves as it is.
+_FOLD_LIKE_RE = str.maketrans({"\u0131": "i"})
+
+# (key, gate, pattern). Lead-in words are case-insensitive (`(?i:...)`); names and places must be
 # capitalised, which is what tells "I'm based in Tokyo" from "I'm based in the office".
 # Patterns are tried in order and each key is taken once per message.
-_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    (key, re.compile(pattern))
-    for key, pattern in (
-        ("name", r"(?i:\bmy\s+(?:new\s+|full\s+)?name\s*(?:is|['\u2019]s)\s+(?:now\s+)?)" + _NAME),
-        ("name", r"(?i:\b(?:call\s+me|" + _I_AM + r"\s+called)\s+)" + _NAME),
+# The gate lists literals of which every match holds one (in the case-folded text): most messages
+# state no fact, and checking a few substrings costs a fraction of running the pattern.
+_PATTERNS: tuple[tuple[str, tuple[str, ...], re.Pattern[str]], ...] = tuple(
+    (key, gate, re.compile(pattern))
+    for key, gate, pattern in (
+        ("name", ("name",), r"(?i:\bmy\s+(?:new\s+|full\s+)?name\s*(?:is|['\u2019]s)\s+(?:now\s+)?)" + _NAME),
+        ("name", ("call",), r"(?i:\b(?:call\s+me|" + _I_AM + r"\s+called)\s+)" + _NAME),
         # Typed in lower case ("my name is alice"): one word, taken only after "my name is".
-        ("name", r"(?i:\bmy\s+name\s*(?:is|['\u2019]s)\s+)(?P<lower>[a-zà-ÿ][\w'\u2019-]+)\b"),
-        ("email", r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"),
+        ("name", ("name",), r"(?i:\bmy\s+name\s*(?:is|['\u2019]s)\s+)(?P<lower>[a-zà-ÿ][\w'\u2019-]+)\b"),
+        ("email", ("@",), r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"),
         (
             "phone",
+            ("number", "phone", "mobile", "cell", "call", "text", "reach"),
             r"(?i:\b(?:my\s+(?:new\s+)?(?:(?:phone|mobile|cell|telephone|contact)\s+)?(?:number|phone|mobile|cell)\s+is(?:\s+now)?"
             r"|(?:call|text|reach)\s+me\s+(?:at|on))\s+)(?P<value>\+?\d[\d\s().-]{5,}\d)",
         ),
         (
             "plan",
+            ("on", "plan", "subscription", "tier"),
             r"(?i:\b(?:(?:" + _I_AM + r"|" + _WE_ARE + r")\s+(?:currently\s+|still\s+|now\s+)?on"
             r"|(?:my|our)\s+(?:current\s+)?(?:plan|subscription|tier)\s+is)\s+(?:the\s+|a\s+|an\s+)?)"
             r"(?P<value>[A-Za-z][\w+-]*)(?P<noun>(?i:\s+(?:plan|subscription|tier)\b))?",
@@ -89,6 +98,7 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             # A change of plan: "I upgraded to Pro", "we downgraded to the Free plan"; after "switched to"
             # or "moved to" only with the noun ("I switched to Chrome" is not a plan).
             "plan",
+            ("upgraded", "downgraded"),
             r"(?i:\b(?:i|we)(?:\s+have|['\u2019]ve)?\s+(?:just\s+|now\s+)?(?:upgraded|downgraded)\s+(?:to|our\s+plan\s+to)\s+"
             r"(?:the\s+|a\s+|an\s+)?)"
             # Without the noun, only a name that ends the clause ("I upgraded to Windows 11" is no plan).
@@ -96,6 +106,7 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ),
         (
             "plan",
+            ("plan", "subscription", "tier"),
             r"(?i:\b(?:i|we)(?:\s+have|['\u2019]ve)?\s+(?:just\s+|now\s+)?(?:switched|moved|changed)\s+(?:over\s+)?to\s+"
             r"(?:the\s+|a\s+|an\s+)?)"
             r"(?P<value>[A-Za-z][\w+-]*)(?P<noun>(?i:\s+(?:plan|subscription|tier)\b))",
@@ -104,11 +115,13 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             # "I have the Pro plan", "we pay for the business subscription": here the noun is required,
             # or "I use Chrome" would be a plan.
             "plan",
+            ("plan", "subscription", "tier"),
             r"(?i:\b(?:i|we)\s+(?:have|use|pay\s+for|bought|subscribed\s+to)\s+(?:the\s+|a\s+|an\s+)?)"
             r"(?P<value>[A-Za-z][\w+-]*)(?P<noun>(?i:\s+(?:plan|subscription|tier)\b))",
         ),
         (
             "location",
+            ("based", "located", "living", "live", "reside", "location", "city"),
             r"(?i:\b(?:(?:" + _I_AM + r"|" + _WE_ARE + r")\s+(?:currently\s+|now\s+)?(?:based|located|living)\s+in"
             r"|(?:i|we)\s+(?:now\s+|currently\s+)?(?:live|reside)\s+in|(?:my|our)\s+(?:new\s+)?(?:location|city)\s+is)\s+)"
             + _PLACE,
@@ -117,11 +130,13 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             # A statement of change: "(Actually) I moved to Lisbon", "we've just relocated to Lyon, France".
             # The new value replaces the stored one (facts are kept one per key).
             "location",
+            ("moved", "relocated"),
             r"(?i:\b(?:i|we)(?:\s+have|['\u2019]ve)?\s+(?:just\s+|recently\s+|now\s+)?(?:moved|relocated)\s+"
             r"(?:to|over\s+to)\s+)" + _PLACE + r"(?!\s+(?i:plan|subscription|tier)\b)",
         ),
         (
             "order_number",
+            ("order",),
             r"(?i:\border\s*(?:number|no\.?|id|#)?\s*(?:is\s*)?[:#]?\s*)(?P<value>#?[A-Za-z0-9][A-Za-z0-9-]{3,})\b",
         ),
     )
@@ -143,6 +158,18 @@ _PLAN_IS = re.compile(r"\b(?:plan|subscription|tier)\s+is\b", re.IGNORECASE)
 _NOT_NAMES = {"not", "the", "a", "an", "on", "in", "unknown", "irrelevant", "private", "secret", "none", "no"}
 
 
+_GATE_WORDS = tuple(sorted({word for _, gate, _ in _PATTERNS for word in gate} - {"on"}))
+
+
+def gate_words(text: str) -> set[str]:
+    """The gate words `text` holds: a pattern whose gate holds none of them cannot match it."""
+    folded = text.casefold().translate(_FOLD_LIKE_RE)
+    present = {word for word in _GATE_WORDS if word in folded}
+    if _ON.search(text):
+        present.add("on")
+    return present
+
+
 class LocalFactExtractor:
     """Regular expressions for the common facts: instant, deterministic, no model needed."""
 
@@ -153,8 +180,9 @@ class LocalFactExtractor:
 
     def extract_now(self, text: str) -> list[ExtractedFact]:
         found: dict[str, str] = {}
-        for key, pattern in _PATTERNS:
-            if key in found:
+        present = gate_words(text)
+        for key, gate, pattern in _PATTERNS:
+            if key in found or present.isdisjoint(gate):
                 continue
             value = self._match(key, pattern, text)
             if value:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
+from prometheus_client.metrics import MetricWrapperBase
 
 from core.actions import offer_from_meta, offer_to_meta
 from core.clock import Clock, SystemClock
@@ -329,6 +331,8 @@ class LogTurnStage:
         self._log = logger or structlog.get_logger("relaybot.turn")
 
     async def __call__(self, turn: Turn) -> None:
+        if not self._log.is_enabled_for(logging.INFO):
+            return  # spares building the event's thirty fields for a line nobody writes
         env = turn.envelope
         await self._log.ainfo(
             "turn",
@@ -367,12 +371,21 @@ class MetricsStage:
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
+        # Each label set's child, looked up once: prometheus_client's labels() validates and
+        # locks on every call, and a turn updates five or six series.
+        self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], Any] = {}
+
+    def _child(self, metric: MetricWrapperBase, *labels: str) -> Any:
+        child = self._children.get((metric, labels))
+        if child is None:
+            child = self._children[(metric, labels)] = metric.labels(*labels)
+        return child
 
     async def __call__(self, turn: Turn) -> None:
         m, env = self._metrics, turn.envelope
         outcome = turn.notice or ("held" if turn.silent else "fallback" if turn.fallback_used else "answered")
-        m.turns.labels(env.bot, env.channel, outcome).inc()
-        m.turn_latency.labels(env.channel).observe(turn.latency_ms / 1000)
+        self._child(m.turns, env.bot, env.channel, outcome).inc()
+        self._child(m.turn_latency, env.channel).observe(turn.latency_ms / 1000)
         if turn.notice in ("rate_limited", "token_limit"):
             m.rate_limited.labels(env.bot, "tokens" if turn.notice == "token_limit" else "messages").inc()
         if turn.fallback_used:
@@ -381,6 +394,6 @@ class MetricsStage:
             if attempt.error:
                 m.provider_errors.labels(attempt.provider, attempt.model, attempt.error).inc()
         if turn.ttft_ms is not None:
-            m.time_to_first_token.labels(turn.provider or "unknown").observe(turn.ttft_ms / 1000)
-        m.tokens.labels(env.bot, "in").inc(turn.tokens_in)
-        m.tokens.labels(env.bot, "out").inc(turn.tokens_out)
+            self._child(m.time_to_first_token, turn.provider or "unknown").observe(turn.ttft_ms / 1000)
+        self._child(m.tokens, env.bot, "in").inc(turn.tokens_in)
+        self._child(m.tokens, env.bot, "out").inc(turn.tokens_out)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 
@@ -137,7 +136,8 @@ class OrderedConsumer:
     async def _wait_for_capacity(self, within: float) -> None:
         self._capacity.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._capacity.wait(), within)
+            async with asyncio.timeout(within):
+                await self._capacity.wait()
 
     @property
     def in_flight(self) -> int:
@@ -223,7 +223,9 @@ class OrderedConsumer:
         unavailable = Backoff()
         while True:
             # Listen before looking: a predecessor finishing between the look and the wait still wakes us.
-            progress = self._progress.setdefault(entry.partition, asyncio.Event())
+            progress = self._progress.get(entry.partition)
+            if progress is None:
+                progress = self._progress[entry.partition] = asyncio.Event()
             try:
                 start = await self._queue.start(entry, force=time.monotonic() > deadline)
             except StoreError as exc:
@@ -239,13 +241,14 @@ class OrderedConsumer:
                 return False
             if start.state in ("run", "late"):
                 # Counted as it was claimed: the handler (and the dead-letter check) see this attempt.
-                entry = dataclasses.replace(entry, attempt=start.attempt)
+                entry = entry.with_attempt(start.attempt)
                 self._held[entry.id] = entry
                 break
             # Woken when the partition moves on, here or (by the queue's notices) in another process;
             # the timeout only covers a notice lost while the queue's backend reconnected.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(progress.wait(), PROGRESS_RECHECK_SECONDS)
+                async with asyncio.timeout(PROGRESS_RECHECK_SECONDS):  # no task of its own, as wait_for makes
+                    await progress.wait()
         try:
             async with self._running:
                 if start.state == "late":

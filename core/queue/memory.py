@@ -100,7 +100,9 @@ class MemoryQueue:
             raise QueueClosed
         got: list[QueueEntry] = []
         try:
-            item = await asyncio.wait_for(self._queue.get(), wait_seconds)
+            # A timeout, not wait_for: wait_for wraps the get in a task of its own, on every read.
+            async with asyncio.timeout(wait_seconds):
+                item = await self._queue.get()
         except TimeoutError:
             return got
         while True:

@@ -21,7 +21,7 @@ __all__ = ["MemoryHistoryStore", "MemoryReadCache", "MemorySessionStore"]
 
 def _copy_message(message: StoredMessage) -> StoredMessage:
     # `meta` is a caller-owned mapping; snapshot it so the store behaves like a serializing backend.
-    return replace(message, meta=dict(message.meta))
+    return message.restamped(seq=message.seq, created_at=message.created_at, meta=dict(message.meta))
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -97,7 +97,9 @@ class MemorySessionStore:
     async def append(self, session_id: str, messages: Sequence[StoredMessage], *, keep: int | None = None) -> None:
         entry = self._require(session_id)
         # Stored frozen (read-only meta), so reads can hand out the same objects without copying.
-        entry.messages.extend(replace(m, meta=MappingProxyType(dict(m.meta))) for m in messages)
+        entry.messages.extend(
+            m.restamped(seq=m.seq, created_at=m.created_at, meta=MappingProxyType(dict(m.meta))) for m in messages
+        )
         if keep and len(entry.messages) > keep:
             del entry.messages[:-keep]
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -444,7 +444,7 @@ def _insert_rows(
             continue
         start = last[request.session_id] + 1
         saved = [
-            replace(m, seq=start + i, created_at=utc(m.created_at), meta=dict(m.meta))
+            m.restamped(seq=start + i, created_at=utc(m.created_at), meta=dict(m.meta))
             for i, m in enumerate(request.messages)
         ]
         last[request.session_id] = start + len(saved) - 1

@@ -1,0 +1,315 @@
+"""WebSocket throughput and latency of the real bot, against a bare aiohttp echo server.
+
+Starts `relaybot run` (embedded defaults: in-memory sessions, SQLite history, offline provider) and
+a bare aiohttp WebSocket echo server, each in its own process, and drives both with the same
+closed-loop client: N sessions, each sending M messages one after another through the widget
+protocol and waiting for the reply frame before sending the next. Prints messages/s, p50/p99
+latency and server CPU per message (from /proc, all threads) for each, and the relaybot/echo ratios.
+`--bare` runs a bot with nothing but the pipeline (no intents, no knowledge): the framework's own
+cost. Never fails on timing; exits 1 only on protocol errors (a missing, duplicated or misaddressed
+reply) or if a server does not start.
+
+    python bench/ws_throughput.py [--sessions 50] [--messages 20] [--bare] [--log-level WARNING]
+    python bench/ws_throughput.py --echo-server PORT    # the baseline server on its own (used internally)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+from aiohttp import WSMsgType, web
+from benchkit import (
+    HIGH_LIMIT,
+    REPO,
+    Server,
+    add_log_level_option,
+    bare_bots,
+    bots_with_high_limits,
+    cpu_seconds,
+    percentile,
+    start_server,
+    stop_server,
+    wait_healthy,
+)
+
+from tests.support.servers import free_port
+
+REPLY_TIMEOUT = 30.0
+WARMUP_SESSIONS = 4
+WARMUP_MESSAGES = 5
+ENV_DROPPED = ("REDIS_URL", "DATABASE_URL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "RELAYBOT_ENV")
+
+
+# --- the baseline: a bare aiohttp WebSocket echo server -------------------------------------------
+
+
+async def _echo_ws(request: web.Request) -> web.WebSocketResponse:
+    """Same frames as the widget protocol, minus everything a bot does: reply at once."""
+    ws = web.WebSocketResponse()
+    await ws.prepare(request)
+    await ws.send_json({"type": "session", "session_id": "echo", "token": "echo"})
+    seq = 0
+    async for message in ws:
+        if message.type != WSMsgType.TEXT:
+            continue
+        frame = json.loads(message.data)
+        if frame.get("type") == "ping":
+            await ws.send_json({"type": "pong"})
+        elif frame.get("type") == "message":
+            seq += 2
+            await ws.send_json({"type": "reply", "reply_to": frame["id"], "seq": seq, "text": frame["text"]})
+    return ws
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def run_echo_server(port: int) -> None:
+    app = web.Application()
+    app.router.add_get("/ws", _echo_ws)
+    app.router.add_get("/healthz", _healthz)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, handle_signals=True)
+
+
+# --- processes ------------------------------------------------------------------------------------
+
+
+# --- the client -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    latencies: list[float] = field(default_factory=list)  # seconds, one per answered message
+    errors: list[str] = field(default_factory=list)
+    acks: int = 0
+    deltas: int = 0
+    elapsed: float = 0.0
+    server_cpu: float = 0.0  # seconds of the server process's CPU (user + system) during the run
+
+    @property
+    def messages(self) -> int:
+        return len(self.latencies)
+
+
+async def _next_json(ws: aiohttp.ClientWebSocketResponse) -> dict[str, object]:
+    message = await ws.receive(timeout=REPLY_TIMEOUT)
+    if message.type != WSMsgType.TEXT:
+        raise ConnectionError(f"expected a text frame, got {message.type.name}")
+    frame = json.loads(message.data)
+    if not isinstance(frame, dict):
+        raise ValueError(f"frame is not a JSON object: {message.data[:200]!r}")
+    return frame
+
+
+async def one_session(
+    http: aiohttp.ClientSession, url: str, session_no: int, messages: int, run: Run, tag: str
+) -> None:
+    """Closed loop: send one message, wait for its reply frame, send the next."""
+    try:
+        async with http.ws_connect(url, max_msg_size=0) as ws:
+            first = await _next_json(ws)
+            if first.get("type") != "session":
+                run.errors.append(f"session {session_no}: first frame was {first!r}")
+                return
+            for m in range(messages):
+                client_id = f"{tag}-s{session_no}-m{m}"
+                text = f"Message {m} of session {session_no}: how do I export my tasks to CSV?"
+                sent = time.perf_counter()
+                await ws.send_str(json.dumps({"type": "message", "id": client_id, "text": text}))
+                while True:
+                    frame = await _next_json(ws)
+                    kind = frame.get("type")
+                    if kind == "ack":
+                        run.acks += 1
+                        if frame.get("id") != client_id or frame.get("duplicate"):
+                            run.errors.append(f"{client_id}: unexpected ack {frame!r}")
+                    elif kind == "delta":
+                        run.deltas += 1
+                    elif kind == "reply":
+                        if frame.get("reply_to") == client_id:
+                            run.latencies.append(time.perf_counter() - sent)
+                            break
+                        run.errors.append(f"{client_id}: reply to {frame.get('reply_to')!r}")
+                    else:
+                        run.errors.append(f"{client_id}: unexpected frame {frame!r}")
+                        if kind == "error":
+                            break
+            # Anything but a pong after the last reply would be a second reply to some message.
+            await ws.send_str(json.dumps({"type": "ping"}))
+            while (frame := await _next_json(ws)).get("type") != "pong":
+                if frame.get("type") in ("reply", "error"):
+                    run.errors.append(f"session {session_no}: extra frame after the last reply {frame!r}")
+    except (TimeoutError, aiohttp.ClientError, ConnectionError, ValueError) as exc:
+        run.errors.append(f"session {session_no}: {type(exc).__name__}: {exc}")
+
+
+async def drive(server: Server, sessions: int, messages: int, tag: str) -> Run:
+    url = f"http://127.0.0.1:{server.port}/ws?bot=support"
+    run = Run()
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        cpu_before = cpu_seconds(server.proc.pid)
+        started = time.perf_counter()
+        await asyncio.gather(*(one_session(http, url, s, messages, run, tag) for s in range(sessions)))
+        run.elapsed = time.perf_counter() - started
+        run.server_cpu = cpu_seconds(server.proc.pid) - cpu_before
+    expected = sessions * messages
+    if run.messages != expected:
+        run.errors.append(f"{run.messages} replies for {expected} messages")
+    return run
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Figures:
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    mean_ms: float
+    cpu_ms: float  # server CPU per message
+
+    @classmethod
+    def of(cls, run: Run) -> Figures:
+        if not run.latencies:
+            return cls(0.0, float("nan"), float("nan"), float("nan"), float("nan"))
+        return cls(
+            rate=run.messages / run.elapsed,
+            p50_ms=percentile(run.latencies, 50) * 1000,
+            p99_ms=percentile(run.latencies, 99) * 1000,
+            mean_ms=statistics.fmean(run.latencies) * 1000,
+            cpu_ms=run.server_cpu * 1000 / run.messages,
+        )
+
+
+def report(sessions: int, messages: int, bot: Run, echo: Run, *, bare: bool) -> None:
+    b, e = Figures.of(bot), Figures.of(echo)
+    print()
+    kind = "bare bot (no intents, no knowledge)" if bare else "example bot"
+    print(f"WebSocket round trips, {kind}: {sessions} sessions x {messages} messages, closed loop per session")
+    print(f"{'':<10} {'msgs/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'mean ms':>9} {'cpu ms/msg':>11} {'errors':>7}")
+    for name, f, run in (("relaybot", b, bot), ("echo", e, echo)):
+        print(
+            f"{name:<10} {f.rate:>10.1f} {f.p50_ms:>9.2f} {f.p99_ms:>9.2f} {f.mean_ms:>9.2f} "
+            f"{f.cpu_ms:>11.3f} {len(run.errors):>7}"
+        )
+
+    def ratio(a: float, base: float) -> str:
+        return f"{a / base:.3g}x" if base > 0 else "n/a"
+
+    print(
+        f"{'ratio':<10} {ratio(b.rate, e.rate):>10} {ratio(b.p50_ms, e.p50_ms):>9} "
+        f"{ratio(b.p99_ms, e.p99_ms):>9} {ratio(b.mean_ms, e.mean_ms):>9} {ratio(b.cpu_ms, e.cpu_ms):>11}"
+    )
+    print("(echo: the better of two runs, one before and one after relaybot)")
+    print("(ratio = relaybot / echo: below 1x for msgs/s and above 1x for latency and CPU is the bot's own cost)")
+    print("(cpu ms/msg: the server process's CPU over the run, all threads (/proc/PID/task/*/schedstat), per message)")
+    print(
+        f"relaybot frames per message: {bot.acks / max(1, bot.messages):.1f} ack, "
+        f"{bot.deltas / max(1, bot.messages):.1f} delta, 1 reply"
+    )
+    print(f"errors: {len(bot.errors) + len(echo.errors)}")
+    for name, run in (("relaybot", bot), ("echo", echo)):
+        for error in run.errors[:10]:
+            print(f"  {name}: {error}")
+
+
+# --- main -----------------------------------------------------------------------------------------
+
+
+async def measure(bot_server: Server, echo_server: Server, sessions: int, messages: int, *, bare: bool) -> int:
+    ready = await asyncio.gather(wait_healthy(bot_server), wait_healthy(echo_server))
+    print(
+        f"relaybot up in {ready[0]:.1f} s (pid {bot_server.proc.pid}, port {bot_server.port}); "
+        f"echo up in {ready[1]:.1f} s (pid {echo_server.proc.pid}, port {echo_server.port})"
+    )
+    # Warm both up (imports, first SQLite writes, connection set-up), then measure echo, the bot,
+    # and echo again; the baseline is the better of the two echo runs.
+    for server in (echo_server, bot_server):
+        warm = await drive(server, WARMUP_SESSIONS, WARMUP_MESSAGES, f"warm-{server.name}")
+        if warm.errors:
+            print(f"warm-up against {server.name} had errors: {warm.errors[:5]}")
+    echo_a = await drive(echo_server, sessions, messages, "echo-a")
+    bot = await drive(bot_server, sessions, messages, "bot")
+    echo_b = await drive(echo_server, sessions, messages, "echo-b")
+    echo = echo_a if Figures.of(echo_a).rate >= Figures.of(echo_b).rate else echo_b
+    echo.errors = echo_a.errors + echo_b.errors
+    report(sessions, messages, bot, echo, bare=bare)
+    for server in (bot_server, echo_server):
+        if server.proc.poll() is not None:
+            print(f"{server.name} died during the run:\n{server.tail()}")
+            return 1
+    return 1 if bot.errors or echo.errors else 0
+
+
+def bench(sessions: int, messages: int, keep: bool, bare: bool, log_level: str = "WARNING") -> int:
+    tmp = Path(tempfile.mkdtemp(prefix="relaybot-bench-ws-"))
+    servers: list[Server] = []
+    try:
+        env = {k: v for k, v in os.environ.items() if k not in ENV_DROPPED}
+        bots = bare_bots(tmp / "bots") if bare else bots_with_high_limits(tmp / "bots")
+        env.update(
+            RELAYBOT_DATA_DIR=str(tmp / "data"),
+            RELAYBOT_BOTS_DIR=str(bots),
+            # Every client of the benchmark is 127.0.0.1: the widget's per-address limits are lifted.
+            RELAYBOT_WEB__NEW_SESSIONS_PER_MINUTE_PER_IP=str(HIGH_LIMIT),
+            RELAYBOT_WEB__MESSAGES_PER_MINUTE_PER_IP=str(HIGH_LIMIT),
+            RELAYBOT_WEB__MESSAGES_PER_MINUTE_PER_CONNECTION=str(HIGH_LIMIT),
+            RELAYBOT_LOG_LEVEL=log_level,
+            HF_HUB_OFFLINE="1",
+            PYTHONUNBUFFERED="1",
+        )
+        if not bare:
+            # Ingest before the measurement, so the background ingest of `run` has nothing to do during it.
+            print("ingesting the example bot's knowledge (skipped by later runs of the same files)...")
+            ingest = [sys.executable, "-m", "core.cli", "ingest", "--bot", "support"]
+            subprocess.run(ingest, cwd=REPO, env=env, check=True)
+        bot_port, echo_port = free_port(), free_port()
+        bot_argv = [sys.executable, "/tmp/tools/profwrap.py", "run", "--host", "127.0.0.1", "--port", str(bot_port)]
+        echo_argv = [sys.executable, str(Path(__file__).resolve()), "--echo-server", str(echo_port)]
+        servers.append(start_server("relaybot", bot_argv, bot_port, env, (tmp / "relaybot.log").open("w+b")))
+        servers.append(start_server("echo", echo_argv, echo_port, env, (tmp / "echo.log").open("w+b")))
+        return asyncio.run(measure(servers[0], servers[1], sessions, messages, bare=bare))
+    finally:
+        for server in servers:
+            stop_server(server)
+            server.log.close()
+        if keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sessions", type=int, default=50, help="concurrent WebSocket sessions (default 50)")
+    parser.add_argument("--messages", type=int, default=20, help="messages per session (default 20)")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (server logs, SQLite file)")
+    parser.add_argument("--bare", action="store_true", help="a bot with no intents and no knowledge (framework cost)")
+    add_log_level_option(parser)
+    parser.add_argument("--echo-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.echo_server:
+        run_echo_server(args.echo_server)
+        return 0
+    if args.sessions < 1 or args.messages < 1:
+        parser.error("--sessions and --messages must be at least 1")
+    return bench(args.sessions, args.messages, args.keep, args.bare, args.log_level)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
