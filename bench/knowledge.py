@@ -23,8 +23,8 @@ both under bench/data/heldout): recall@1 and recall@4 of the embedding alone ("d
 fused by reciprocal rank fusion, once ranking only and once as served; the offline answers under the cosine
 threshold alone and under the answer decision (core.knowledge.answerability), in the same run; the decision's
 precision/recall curve; intent accuracy. --tune only chooses the decision's constants, and grids the intent
-classifier's nearest weight, on the example bot's sets and Forkful's (Toothwise is never loaded); --dev-only
-leaves Toothwise out.
+classifier (trained model or similarity, nearest weight) on the example bot's sets and Forkful's, with and
+without sub-sampling their examples (Toothwise is never loaded); --dev-only leaves Toothwise out.
 
     python bench/knowledge.py [--chunks 1000] [--large 10000] [--queries 200] [--quality-only] [--tune] [--dev-only]
 """
@@ -451,9 +451,14 @@ def tests_intent_set() -> list[Any]:
     return [LabelledUtterance(item["text"], item["intent"], n) for n, item in enumerate(raw, start=1)]
 
 
-#: the grid --tune measures the local intent classifier on (core.intents.local)
-TUNE_NEAREST_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
-TUNE_NEAREST = (1, 2, 3)
+#: the grid --tune measures the local intent classifier on (core.intents.local): whether the trained model or the
+#: similarity ranks the intents, and the weight of the nearest example in the similarity (the threshold's score)
+TUNE_LEARNED = (False, True)
+TUNE_NEAREST_WEIGHTS = (0.0, 0.1, 0.3, 0.5, 0.7)
+#: repeated random sub-sampling: each dev bot's examples pooled with its labelled utterances, this many drawn per
+#: intent as the bot's examples (its descriptions kept), the rest and the `none` utterances classified; per draw
+TUNE_EXAMPLES_PER_INTENT = (8, 4)
+TUNE_DRAWS = 20
 
 
 class CachingEmbedder:
@@ -471,35 +476,78 @@ class CachingEmbedder:
         return [self._cache[t] for t in texts]
 
 
+def resampled_intents(bot: Any, utterances: Sequence[Any], per_intent: int, draw: int) -> tuple[Any, list[Any]]:
+    """One draw of the sub-sampling: a copy of `bot` whose intents' examples are `per_intent` of its examples and
+    labelled utterances, drawn with a seed of the bot, the size and the draw, and the rest to classify."""
+    from core.evals.sets import LabelledUtterance
+
+    rng = random.Random(f"{bot.name}-{per_intent}-{draw}")
+    items = {}
+    rest: list[Any] = [u for u in utterances if u.intent is None]
+    for name, intent in bot.intents.items.items():
+        pool = sorted({*intent.examples, *(u.text for u in utterances if u.intent == name)})
+        rng.shuffle(pool)
+        items[name] = intent.model_copy(update={"examples": pool[:per_intent]})
+        rest += [LabelledUtterance(text, name, 0) for text in pool[per_intent:]]
+    return bot.model_copy(update={"intents": bot.intents.model_copy(update={"items": items})}), rest
+
+
 async def tune_intents(embedder: OnnxMiniLMEmbedder, bots: list[tuple[Any, Sequence[Any]]]) -> None:
-    """The local classifier's nearest-examples weight and count with the most dev utterances right and no bot
-    worse than with the centroid alone (weight 0), ties: the smaller weight, then fewer nearest; each bot's
-    accuracy is printed for every pair."""
+    """The local classifier's ranking (trained model or similarity) and nearest-example weight, measured two ways
+    on the dev bots: on their labelled sets with the bots' own examples, and by repeated random sub-sampling
+    (TUNE_EXAMPLES_PER_INTENT, TUNE_DRAWS: a bot's own examples are one draw of many, and the labelled sets alone
+    are too few, and too near the examples, to tell close variants apart). Chosen: the best mean sub-sampled
+    accuracy; ties: the simpler (similarity, then the smaller weight)."""
     from core.evals.metrics import intent_figures
     from core.evals.runner import classify_utterances
     from core.intents import LocalIntentClassifier
 
     cached = CachingEmbedder(embedder)
+    pooled: dict[str, tuple[Any, list[Any]]] = {}
+    for bot, utterances in bots:
+        pooled.setdefault(bot.name, (bot, []))[1].extend(utterances)
     print(f"\ntuning the intent classifier on {', '.join(bot.name for bot, _ in bots)}")
-    print(f"  {'nearest_weight':>15}{'nearest':>9}" + "".join(f"{f'{bot.name} ({len(u)})':>15}" for bot, u in bots))
-    best: tuple[tuple[int, float, int], float, int] | None = None
-    floor: list[int] = []
-    for weight in TUNE_NEAREST_WEIGHTS:
-        for nearest in TUNE_NEAREST if weight else (1,):
-            classifier = LocalIntentClassifier(cached, nearest_weight=weight, nearest=nearest)
+    print(
+        f"  sub-sampled: {TUNE_DRAWS} draws of {' and '.join(map(str, TUNE_EXAMPLES_PER_INTENT))} examples per "
+        "intent from each bot's examples and labelled utterances, the rest classified"
+    )
+    sampled = [f"{name} {n}/intent" for name in pooled for n in TUNE_EXAMPLES_PER_INTENT]
+    print(
+        f"  {'ranking':>10}{'nearest_weight':>15}"
+        + "".join(f"{f'{bot.name} ({len(u)})':>15}" for bot, u in bots)
+        + "".join(f"{label:>20}" for label in sampled)
+        + f"{'mean':>8}"
+    )
+    best: tuple[tuple[float, bool, float], bool, float] | None = None
+    for learned in TUNE_LEARNED:
+        for weight in TUNE_NEAREST_WEIGHTS:
+            classifier = LocalIntentClassifier(cached, nearest_weight=weight, learned=learned)
             right = []
             for bot, utterances in bots:
                 figures = intent_figures(bot.intents, await classify_utterances(classifier, bot, utterances))
-                right.append((figures.correct, figures.total))
-            print(f"  {weight:>15}{nearest:>9}" + "".join(f"{f'{c}/{t}':>15}" for c, t in right))
-            floor = floor or [c for c, _ in right]  # the first pair is the centroid alone
-            if any(c < f for (c, _), f in zip(right, floor, strict=True)):
-                continue
-            key = (sum(c for c, _ in right), -weight, -nearest)
+                right.append(f"{figures.correct}/{figures.total}")
+            accuracies = []
+            for bot, utterances in pooled.values():
+                for per_intent in TUNE_EXAMPLES_PER_INTENT:
+                    correct = total = 0
+                    for draw in range(TUNE_DRAWS):
+                        drawn, rest = resampled_intents(bot, utterances, per_intent, draw)
+                        figures = intent_figures(drawn.intents, await classify_utterances(classifier, drawn, rest))
+                        correct, total = correct + figures.correct, total + figures.total
+                    accuracies.append(correct / total)
+            mean = statistics.mean(accuracies)
+            ranking = "model" if learned else "similarity"
+            print(
+                f"  {ranking:>10}{weight:>15}"
+                + "".join(f"{r:>15}" for r in right)
+                + "".join(f"{a:>20.3f}" for a in accuracies)
+                + f"{mean:>8.3f}"
+            )
+            key = (round(mean, 4), not learned, -weight)
             if best is None or key > best[0]:
-                best = (key, weight, nearest)
+                best = (key, learned, weight)
     if best is not None:
-        print(f"  best: nearest_weight={best[1]} nearest={best[2]}")
+        print(f"  best: ranking={'model' if best[1] else 'similarity'} nearest_weight={best[2]}")
 
 
 async def untitled_copy(kb: KnowledgeBase, source: KnowledgeCollection, name: str) -> KnowledgeCollection:

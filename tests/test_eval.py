@@ -203,3 +203,22 @@ def test_a_bad_labelled_set_exits_2_with_the_file_and_line(
 def test_a_bot_without_labelled_sets_is_told_where_to_put_them(bot: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval", "--bot", "mini"]) == 2
     assert "no intents.yaml or questions.yaml" in capsys.readouterr().err
+
+
+async def test_the_threshold_sweep_at_the_bots_own_threshold_is_the_accuracy() -> None:
+    # The trained model chooses the intent, not the highest score: the sweep must keep the model's choice and
+    # only move the threshold, or its figure at the bot's own threshold disagrees with the accuracy.
+    from core.bots import load_bot
+    from core.evals.metrics import intent_figures
+    from core.evals.runner import classify_utterances
+    from core.evals.sets import load_sets
+    from core.intents import LocalIntentClassifier
+    from core.knowledge.embeddings import OnnxMiniLMEmbedder
+    from tests.support.harness import REPO
+
+    forkful = load_bot(REPO / "bench" / "data" / "heldout" / "bots" / "forkful")
+    classifier = LocalIntentClassifier(OnnxMiniLMEmbedder.load())
+    outcomes = await classify_utterances(classifier, forkful, load_sets(forkful).utterances)
+    figures = intent_figures(forkful.intents, outcomes)
+    assert any(o.result.intent != max(o.result.scores, key=o.result.scores.__getitem__) for o in outcomes)
+    assert figures.sweep[forkful.intents.threshold] == figures.correct / figures.total

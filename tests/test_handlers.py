@@ -144,6 +144,18 @@ async def test_cancellation_confirms_and_asks_why_across_turns_then_opens_a_tick
     assert "offline mode" in after.text
 
 
+async def test_a_downgrade_goes_to_billing_not_to_the_cancellation_flow(tmp_path: Path) -> None:
+    # Nearer the cancellation examples in meaning; the intent model trained on the bot's examples tells them
+    # apart (the similarity alone started the cancellation flow: "do you want to cancel it?").
+    async with conversation(offline_settings(tmp_path)) as chat:
+        reply = await chat.say("downgrade my plan to Free")
+        fields = (await chat.runtime.sessions.load(SESSION)).fields  # type: ignore[union-attr]
+        (turn,) = chat.turns
+    assert "cancel" not in reply.text.lower()
+    assert (turn["intent"], turn["intent_method"], turn["handler"]) == ("billing", "local", "billing")
+    assert not fields.get("flow")
+
+
 async def test_the_flow_state_lives_in_the_redis_session_store_too(
     tmp_path: Path, ticketing: FakeTicketing, redis_url: str
 ) -> None:

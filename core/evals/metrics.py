@@ -123,8 +123,11 @@ def intent_figures(intents: Intents, outcomes: Sequence[UtteranceOutcome]) -> In
         at = intents.model_copy(update={"threshold": threshold})
         right = 0
         for o in outcomes:
-            scores = o.result.scores
-            routed = decide(at, tuple(scores), np.asarray(list(scores.values()), dtype=np.float32)).intent
+            scores, best = o.result.scores, o.result.candidate or o.result.intent
+            # The intent the classifier chose (its model ranks them, not the scores) at this threshold.
+            ranking = np.asarray([name == best for name in scores], dtype=np.float32) if best in scores else None
+            similarities = np.asarray(list(scores.values()), dtype=np.float32)
+            routed = decide(at, tuple(scores), similarities, ranking).intent
             right += routed == _routed(o.item.intent, intents)
         sweep[threshold] = right / len(outcomes) if outcomes else 0.0
     return IntentFigures(

@@ -16,9 +16,10 @@ ACTIVE_FLOW_FIELD = "flow"
 class IntentResult:
     """The chosen intent and its confidence.
 
-    Local: `confidence` is the score of the chosen intent (mean cosine similarity of its nearest
-    examples, 0..1); below the bot's threshold the intent is the default one and `candidate` names
-    the intent that scored best. LLM: 1.0 when the model answered with exactly one intent name.
+    Local: the bot's trained model chooses the intent; `confidence` is the chosen intent's score (its
+    similarity to the message: centroid and nearest example mixed, about 0..1, see core.intents.local), which
+    need not be the highest of `scores`; below the bot's threshold the intent is the default one and
+    `candidate` names the intent the model chose. LLM: 1.0 when the model answered with exactly one intent name.
     """
 
     intent: str
