@@ -5,12 +5,16 @@ a bare aiohttp WebSocket echo server, each in its own process, and drives both w
 closed-loop client: N sessions, each sending M messages one after another through the widget
 protocol and waiting for the reply frame before sending the next. Prints messages/s, p50/p99
 latency and server CPU per message (from /proc, all threads) for each, and the relaybot/echo ratios.
-`--bare` runs a bot with nothing but the pipeline (no intents, no knowledge): the framework's own
-cost. Never fails on timing; exits 1 only on protocol errors (a missing, duplicated or misaddressed
-reply) or if a server does not start.
+A second baseline, the recording echo (bench/recording_echo.py), does the durable part of a turn by
+hand: it dedupes, acks, keeps each session's order and appends the message and its reply to a SQLite
+history (group-committed on a thread) before replying; relaybot against it is the cost of the
+framework beyond those guarantees. `--bare` runs a bot with nothing but the pipeline (no intents, no
+knowledge): the framework's own cost. Never fails on timing; exits 1 only on protocol errors (a
+missing, duplicated or misaddressed reply) or if a server does not start.
 
     python bench/ws_throughput.py [--sessions 50] [--messages 20] [--bare] [--log-level WARNING]
     python bench/ws_throughput.py --echo-server PORT    # the baseline server on its own (used internally)
+    python bench/ws_throughput.py --recording-echo-server PORT DB   # the second baseline (used internally)
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from benchkit import (
     stop_server,
     wait_healthy,
 )
+from recording_echo import run_recording_echo_server
 
 from tests.support.servers import free_port
 
@@ -196,13 +201,13 @@ class Figures:
         )
 
 
-def report(sessions: int, messages: int, bot: Run, echo: Run, *, bare: bool) -> None:
-    b, e = Figures.of(bot), Figures.of(echo)
+def report(sessions: int, messages: int, bot: Run, echo: Run, recording: Run, *, bare: bool) -> None:
+    b, e, r = Figures.of(bot), Figures.of(echo), Figures.of(recording)
     print()
     kind = "bare bot (no intents, no knowledge)" if bare else "example bot"
     print(f"WebSocket round trips, {kind}: {sessions} sessions x {messages} messages, closed loop per session")
     print(f"{'':<10} {'msgs/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'mean ms':>9} {'cpu ms/msg':>11} {'errors':>7}")
-    for name, f, run in (("relaybot", b, bot), ("echo", e, echo)):
+    for name, f, run in (("relaybot", b, bot), ("echo", e, echo), ("rec. echo", r, recording)):
         print(
             f"{name:<10} {f.rate:>10.1f} {f.p50_ms:>9.2f} {f.p99_ms:>9.2f} {f.mean_ms:>9.2f} "
             f"{f.cpu_ms:>11.3f} {len(run.errors):>7}"
@@ -211,19 +216,22 @@ def report(sessions: int, messages: int, bot: Run, echo: Run, *, bare: bool) -> 
     def ratio(a: float, base: float) -> str:
         return f"{a / base:.3g}x" if base > 0 else "n/a"
 
-    print(
-        f"{'ratio':<10} {ratio(b.rate, e.rate):>10} {ratio(b.p50_ms, e.p50_ms):>9} "
-        f"{ratio(b.p99_ms, e.p99_ms):>9} {ratio(b.mean_ms, e.mean_ms):>9} {ratio(b.cpu_ms, e.cpu_ms):>11}"
-    )
-    print("(echo: the better of two runs, one before and one after relaybot)")
-    print("(ratio = relaybot / echo: below 1x for msgs/s and above 1x for latency and CPU is the bot's own cost)")
+    for name, base in (("ratio", e), ("ratio rec.", r)):
+        print(
+            f"{name:<10} {ratio(b.rate, base.rate):>10} {ratio(b.p50_ms, base.p50_ms):>9} "
+            f"{ratio(b.p99_ms, base.p99_ms):>9} {ratio(b.mean_ms, base.mean_ms):>9} {ratio(b.cpu_ms, base.cpu_ms):>11}"
+        )
+    print("(echo, rec. echo: each the better of two runs, one before and one after relaybot)")
+    print("(ratio = relaybot / echo: below 1x for msgs/s and above 1x for latency and CPU is the bot's own cost;")
+    print(" ratio rec. = relaybot / the recording echo, which dedupes, acks, orders and records each message and")
+    print(" its reply in SQLite by hand (bench/recording_echo.py): the cost beyond those guarantees)")
     print("(cpu ms/msg: the server process's CPU over the run, all threads (/proc/PID/task/*/schedstat), per message)")
     print(
         f"relaybot frames per message: {bot.acks / max(1, bot.messages):.1f} ack, "
         f"{bot.deltas / max(1, bot.messages):.1f} delta, 1 reply"
     )
-    print(f"errors: {len(bot.errors) + len(echo.errors)}")
-    for name, run in (("relaybot", bot), ("echo", echo)):
+    print(f"errors: {len(bot.errors) + len(echo.errors) + len(recording.errors)}")
+    for name, run in (("relaybot", bot), ("echo", echo), ("rec. echo", recording)):
         for error in run.errors[:10]:
             print(f"  {name}: {error}")
 
@@ -231,29 +239,41 @@ def report(sessions: int, messages: int, bot: Run, echo: Run, *, bare: bool) -> 
 # --- main -----------------------------------------------------------------------------------------
 
 
-async def measure(bot_server: Server, echo_server: Server, sessions: int, messages: int, *, bare: bool) -> int:
-    ready = await asyncio.gather(wait_healthy(bot_server), wait_healthy(echo_server))
+def _better(a: Run, b: Run) -> Run:
+    """The run with the higher throughput, carrying both runs' errors."""
+    best = a if Figures.of(a).rate >= Figures.of(b).rate else b
+    best.errors = a.errors + b.errors
+    return best
+
+
+async def measure(
+    bot_server: Server, echo_server: Server, recording_server: Server, sessions: int, messages: int, *, bare: bool
+) -> int:
+    servers = (bot_server, echo_server, recording_server)
+    ready = await asyncio.gather(*(wait_healthy(server) for server in servers))
     print(
         f"relaybot up in {ready[0]:.1f} s (pid {bot_server.proc.pid}, port {bot_server.port}); "
-        f"echo up in {ready[1]:.1f} s (pid {echo_server.proc.pid}, port {echo_server.port})"
+        f"echo up in {ready[1]:.1f} s (pid {echo_server.proc.pid}, port {echo_server.port}); "
+        f"recording echo up in {ready[2]:.1f} s (pid {recording_server.proc.pid})"
     )
-    # Warm both up (imports, first SQLite writes, connection set-up), then measure echo, the bot,
-    # and echo again; the baseline is the better of the two echo runs.
-    for server in (echo_server, bot_server):
+    # Warm them up (imports, first SQLite writes, connection set-up), then measure the baselines, the
+    # bot, and the baselines again; each baseline is the better of its two runs.
+    for server in (echo_server, recording_server, bot_server):
         warm = await drive(server, WARMUP_SESSIONS, WARMUP_MESSAGES, f"warm-{server.name}")
         if warm.errors:
             print(f"warm-up against {server.name} had errors: {warm.errors[:5]}")
     echo_a = await drive(echo_server, sessions, messages, "echo-a")
+    recording_a = await drive(recording_server, sessions, messages, "recording-a")
     bot = await drive(bot_server, sessions, messages, "bot")
+    recording_b = await drive(recording_server, sessions, messages, "recording-b")
     echo_b = await drive(echo_server, sessions, messages, "echo-b")
-    echo = echo_a if Figures.of(echo_a).rate >= Figures.of(echo_b).rate else echo_b
-    echo.errors = echo_a.errors + echo_b.errors
-    report(sessions, messages, bot, echo, bare=bare)
-    for server in (bot_server, echo_server):
+    echo, recording = _better(echo_a, echo_b), _better(recording_a, recording_b)
+    report(sessions, messages, bot, echo, recording, bare=bare)
+    for server in servers:
         if server.proc.poll() is not None:
             print(f"{server.name} died during the run:\n{server.tail()}")
             return 1
-    return 1 if bot.errors or echo.errors else 0
+    return 1 if bot.errors or echo.errors or recording.errors else 0
 
 
 def bench(sessions: int, messages: int, keep: bool, bare: bool, log_level: str = "WARNING") -> int:
@@ -283,7 +303,17 @@ def bench(sessions: int, messages: int, keep: bool, bare: bool, log_level: str =
         echo_argv = [sys.executable, str(Path(__file__).resolve()), "--echo-server", str(echo_port)]
         servers.append(start_server("relaybot", bot_argv, bot_port, env, (tmp / "relaybot.log").open("w+b")))
         servers.append(start_server("echo", echo_argv, echo_port, env, (tmp / "echo.log").open("w+b")))
-        return asyncio.run(measure(servers[0], servers[1], sessions, messages, bare=bare))
+        recording_port = free_port()
+        recording_argv = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--recording-echo-server",
+            str(recording_port),
+            str(tmp / "recording-echo.db"),
+        ]
+        log = (tmp / "recording-echo.log").open("w+b")
+        servers.append(start_server("recording echo", recording_argv, recording_port, env, log))
+        return asyncio.run(measure(servers[0], servers[1], servers[2], sessions, messages, bare=bare))
     finally:
         for server in servers:
             stop_server(server)
@@ -302,9 +332,14 @@ def main() -> int:
     parser.add_argument("--bare", action="store_true", help="a bot with no intents and no knowledge (framework cost)")
     add_log_level_option(parser)
     parser.add_argument("--echo-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--recording-echo-server", nargs=2, metavar=("PORT", "DB"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.echo_server:
         run_echo_server(args.echo_server)
+        return 0
+    if args.recording_echo_server:
+        port, db = args.recording_echo_server
+        run_recording_echo_server(int(port), Path(db))
         return 0
     if args.sessions < 1 or args.messages < 1:
         parser.error("--sessions and --messages must be at least 1")
