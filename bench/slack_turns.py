@@ -1,7 +1,7 @@
 """The whole Slack path, signed DM event -> reply posted, against a slack-bolt echo app; CPU per message.
 
-Two servers, each in its own process, driven one after the other by the same closed-loop client in
-this process, both talking to the fake Slack Web API (tests/fakes/slack_api.py) that also runs here:
+Three servers, each in its own process, driven one after the other by the same closed-loop client in
+this process, all talking to the fake Slack Web API (tests/fakes/slack_api.py) that also runs here:
 
 - **relaybot**: `python -m core.cli run` with the Slack channel configured (SLACK_BOT_TOKEN,
   SLACK_SIGNING_SECRET, SLACK_API_URL -> the fake), embedded defaults (in-memory bus and sessions,
@@ -10,7 +10,11 @@ this process, both talking to the fake Slack Web API (tests/fakes/slack_api.py) 
 - **baseline**: a hand-written slack-bolt `AsyncApp` (this script with `--echo-server PORT`) whose
   `message` listener posts the event's text back with `chat.postMessage`, served by Bolt's own
   aiohttp app on POST /slack/events. It runs first and last; the run with the lower CPU per
-  message is the baseline.
+  message is the baseline;
+- **recording baseline**: the same app with `--recording-echo-server PORT DB`, doing the durable part
+  of a turn by hand: events deduped by ts, each conversation's answered one at a time in order, the
+  message and its reply committed to SQLite before the post (bench/recording_echo.py's group
+  committer). It runs second and fourth; relaybot against it is the cost beyond the guarantees.
 
 Each of `--concurrency` users writes in their own DM and sends the next message once the reply to
 the last one is complete in Slack, until `--events` distinct signed `message.im` events have been
@@ -37,8 +41,9 @@ import signal
 import sys
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +59,7 @@ from benchkit import (
     stop_server,
     wait_healthy,
 )
+from recording_echo import GroupCommitter
 from slack_sdk.signature import SignatureVerifier
 
 from tests.fakes.slack_api import BOT_USER_ID, TOKEN, FakeSlack, Message, _params, user
@@ -74,13 +80,22 @@ ENV_DROPPED = ("REDIS_URL", "DATABASE_URL", "CHROMA_URL", "OPENAI_API_KEY", "ANT
 # --- the baseline: a slack-bolt AsyncApp echo -----------------------------------------------------
 
 
-def run_echo_server(port: int) -> None:
+def run_echo_server(port: int, record_to: Path | None = None) -> None:
+    """The Bolt echo; with `record_to`, the recording Bolt echo: the durable part of a turn by hand on
+    top of it (bench/recording_echo.py has the same for the widget). Each event is deduped by its
+    ts, the conversation's events are answered one at a time in arrival order, and the message and
+    its reply are committed to a SQLite history (group-committed on a thread) before the reply is
+    posted. No rate limits, session window, memory, metrics, logs, model call or delivery records."""
     from slack_bolt.async_app import AsyncApp
     from slack_sdk.web.async_client import AsyncWebClient
 
     token = os.environ.pop("SLACK_BOT_TOKEN")  # given to the client; Bolt would also read it and warn
     signing_secret = os.environ["SLACK_SIGNING_SECRET"]
     api_url = os.environ["SLACK_API_URL"]
+    history = GroupCommitter(record_to) if record_to is not None else None
+    seen: set[str] = set()
+    order: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+    seqs: Counter[str] = Counter()
 
     async def make_app() -> web.Application:
         # One aiohttp session for every Web API call, as relaybot has (without one, slack_sdk opens a
@@ -91,7 +106,23 @@ def run_echo_server(port: int) -> None:
 
         @app.event("message")
         async def echo(event: dict[str, Any], client: AsyncWebClient) -> None:
-            await client.chat_postMessage(channel=event["channel"], text=event["text"])
+            channel, text = event["channel"], event["text"]
+            if history is None:
+                await client.chat_postMessage(channel=channel, text=text)
+                return
+            if event["ts"] in seen:
+                return
+            seen.add(event["ts"])
+            async with order[channel]:
+                seqs[channel] += 2
+                now = datetime.now(UTC).isoformat(sep=" ")
+                await history.append(
+                    [
+                        (channel, seqs[channel] - 1, "user", text, event["ts"], now),
+                        (channel, seqs[channel], "assistant", text, event["ts"], now),
+                    ]
+                )
+                await client.chat_postMessage(channel=channel, text=text)
 
         async def healthz(request: web.Request) -> web.Response:
             return web.json_response({"status": "ok"})
@@ -323,7 +354,7 @@ async def drive(
 # --- report ---------------------------------------------------------------------------------------
 
 
-def report(events: int, users: int, relay: Run, base: Run, runs: list[Run]) -> None:
+def report(events: int, users: int, relay: Run, base: Run, recorded: Run, runs: list[Run]) -> None:
     def p(values: list[float], q: float) -> float:
         return percentile(values, q) if values else float("nan")
 
@@ -337,7 +368,7 @@ def report(events: int, users: int, relay: Run, base: Run, runs: list[Run]) -> N
         f"{'cpu ms/msg':>11} {'api/msg':>8} {'bench cpu':>10} {'errors':>7}"
     )
     print(header)
-    for name, run in (("relaybot", relay), ("baseline", base)):
+    for name, run in (("relaybot", relay), ("baseline", base), ("recording", recorded)):
         print(
             f"{name:<10} {run.rate:>9.1f} {p(run.post_ms, 50):>9.2f} {p(run.post_ms, 99):>9.2f} "
             f"{p(run.done_ms, 50):>9.2f} {p(run.done_ms, 99):>9.2f} {run.cpu_ms:>11.3f} "
@@ -353,11 +384,18 @@ def report(events: int, users: int, relay: Run, base: Run, runs: list[Run]) -> N
     print(" done: the reply is complete in Slack, i.e. the chat.update with the whole text when relaybot streams)")
     print("(cpu ms/msg: the server process's CPU over the run, all threads (/proc/PID/task/*/schedstat), per reply;")
     print(" api/msg: Slack Web API calls per reply; bench cpu: this process's CPU, client + fake Slack, per reply)")
-    others = ", ".join(f"{r.cpu_ms:.3f}" for r in runs if r.name == "baseline")
-    print(f"(baseline: the run with the lower CPU per message of two, one before and one after relaybot: {others})")
+    for kind in ("baseline", "recording"):
+        others = ", ".join(f"{r.cpu_ms:.3f}" for r in runs if r.name == kind)
+        print(f"({kind}: the run with the lower CPU per message of two, one before and one after relaybot: {others})")
+    print("(recording: the Bolt echo plus, by hand, dedupe by ts, per-conversation order and the message and its")
+    print(" reply committed to SQLite before the post: what the guarantees cost on their own)")
     print(
         f"\nrelaybot / baseline server CPU per message: {ratio(relay.cpu_ms, base.cpu_ms)} "
         f"({relay.cpu_ms:.3f} ms vs {base.cpu_ms:.3f} ms)"
+    )
+    print(
+        f"relaybot / recording baseline server CPU per message: {ratio(relay.cpu_ms, recorded.cpu_ms)} "
+        f"({relay.cpu_ms:.3f} ms vs {recorded.cpu_ms:.3f} ms)"
     )
     errors = [(r.name, e) for r in runs for e in r.errors]
     print(f"errors: {len(errors)}")
@@ -368,25 +406,34 @@ def report(events: int, users: int, relay: Run, base: Run, runs: list[Run]) -> N
 # --- main -----------------------------------------------------------------------------------------
 
 
-async def measure(relaybot: Server, echo: Server, slack: WatchedSlack, events: int, users: int) -> int:
-    ready = await asyncio.gather(wait_healthy(relaybot), wait_healthy(echo))
+async def measure(
+    relaybot: Server, echo: Server, recording: Server, slack: WatchedSlack, events: int, users: int
+) -> int:
+    ready = await asyncio.gather(wait_healthy(relaybot), wait_healthy(echo), wait_healthy(recording))
     print(
         f"relaybot up in {ready[0]:.1f} s (pid {relaybot.proc.pid}, port {relaybot.port}); "
-        f"baseline up in {ready[1]:.1f} s (pid {echo.proc.pid}, port {echo.port})"
+        f"baseline up in {ready[1]:.1f} s (pid {echo.proc.pid}, port {echo.port}); "
+        f"recording baseline up in {ready[2]:.1f} s (pid {recording.proc.pid})"
     )
     numbers = Numbers()
     warm_errors: list[str] = []
-    for server, tag in ((echo, "WE"), (relaybot, "WR")):  # untimed: imports, auth.test, users.info, SQLite
+    # untimed: imports, auth.test, users.info, SQLite
+    for server, tag in ((echo, "WE"), (recording, "WC"), (relaybot, "WR")):
         warm = await drive(server, slack, numbers, tag, WARMUP_PER_USER * users, users, measure=False)
         warm_errors += [f"warm-up: {e}" for e in warm.errors]
-    print(f"measuring ({events} events each; baseline, relaybot, baseline):")
+    print(f"measuring ({events} events each; baseline, recording baseline, relaybot, recording baseline, baseline):")
     runs = [
         await drive(echo, slack, numbers, "EA", events, users, measure=True),
+        await drive(recording, slack, numbers, "CA", events, users, measure=True),
         await drive(relaybot, slack, numbers, "RB", events, users, measure=True),
+        await drive(recording, slack, numbers, "CB", events, users, measure=True),
         await drive(echo, slack, numbers, "EB", events, users, measure=True),
     ]
-    base = min((runs[0], runs[2]), key=lambda r: r.cpu_ms if r.replies else float("inf"))
-    report(events, users, runs[1], base, runs)
+
+    def lower_cpu(a: Run, b: Run) -> Run:
+        return min((a, b), key=lambda r: r.cpu_ms if r.replies else float("inf"))
+
+    report(events, users, runs[2], lower_cpu(runs[0], runs[4]), lower_cpu(runs[1], runs[3]), runs)
     if warm_errors:
         print(f"warm-up errors: {len(warm_errors)}")
         for error in warm_errors[:10]:
@@ -418,7 +465,17 @@ async def bench_async(tmp: Path, events: int, users: int, log_level: str = "WARN
             echo_argv = [sys.executable, SCRIPT, "--echo-server", str(echo_port)]
             servers.append(start_server("relaybot", bot_argv, bot_port, env, (tmp / "relaybot.log").open("w+b")))
             servers.append(start_server("baseline", echo_argv, echo_port, env, (tmp / "baseline.log").open("w+b")))
-            return await measure(servers[0], servers[1], slack, events, users)
+            recording_port = free_port()
+            recording_argv = [
+                sys.executable,
+                SCRIPT,
+                "--recording-echo-server",
+                str(recording_port),
+                str(tmp / "recording-echo.db"),
+            ]
+            log = (tmp / "recording-echo.log").open("w+b")
+            servers.append(start_server("recording", recording_argv, recording_port, env, log))
+            return await measure(servers[0], servers[1], servers[2], slack, events, users)
         finally:
             for server in servers:
                 stop_server(server)
@@ -448,9 +505,14 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (server logs, SQLite file)")
     add_log_level_option(parser)
     parser.add_argument("--echo-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--recording-echo-server", nargs=2, metavar=("PORT", "DB"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.echo_server:
         run_echo_server(args.echo_server)
+        return 0
+    if args.recording_echo_server:
+        port, db = args.recording_echo_server
+        run_echo_server(int(port), Path(db))
         return 0
     if args.events < 1 or args.concurrency < 1:
         parser.error("--events and --concurrency must be at least 1")
