@@ -69,7 +69,10 @@ class GroupCommitter:
         with db:
             db.executemany(_INSERT, rows)
 
-    async def append(self, rows: list[Row]) -> None:
+    async def append_exchange(self, conversation: str, seq: int, text: str, ref: str) -> None:
+        """Commit a message and its echoed reply as seqs `seq - 1` and `seq`; returns once committed."""
+        now = datetime.now(UTC).isoformat(sep=" ")
+        rows = [(conversation, seq - 1, "user", text, ref, now), (conversation, seq, "assistant", text, ref, now)]
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append((rows, done))
         if not self._running:
@@ -118,14 +121,8 @@ def build_app(path: Path) -> web.Application:
                 continue
             seen.add(client_id)
             await ws.send_json({"type": "ack", "id": client_id})
-            now = datetime.now(UTC).isoformat(sep=" ")
             seq += 2
-            await history.append(
-                [
-                    (session_id, seq - 1, "user", text, client_id, now),
-                    (session_id, seq, "assistant", text, client_id, now),
-                ]
-            )
+            await history.append_exchange(session_id, seq, text, client_id)
             await ws.send_json({"type": "reply", "reply_to": client_id, "seq": seq, "text": text})
         return ws
 

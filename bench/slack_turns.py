@@ -43,7 +43,6 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -115,13 +114,7 @@ def run_echo_server(port: int, record_to: Path | None = None) -> None:
             seen.add(event["ts"])
             async with order[channel]:
                 seqs[channel] += 2
-                now = datetime.now(UTC).isoformat(sep=" ")
-                await history.append(
-                    [
-                        (channel, seqs[channel] - 1, "user", text, event["ts"], now),
-                        (channel, seqs[channel], "assistant", text, event["ts"], now),
-                    ]
-                )
+                await history.append_exchange(channel, seqs[channel], text, event["ts"])
                 await client.chat_postMessage(channel=channel, text=text)
 
         async def healthz(request: web.Request) -> web.Response:
