@@ -119,6 +119,39 @@ async def test_with_the_provider_down_the_user_gets_the_static_message(
     assert "ProviderUnavailable" in turn["error"]
 
 
+async def test_failed_attempts_and_fallbacks_are_counted_on_every_turn(
+    tmp_path: Path, fakes: tuple[FakeOpenAI, FakeAnthropic]
+) -> None:
+    openai_fake, _ = fakes
+    openai_fake.always(None, Fail(503))
+    bots_dir = write_bot_models(tmp_path / "bots")
+    runtime = await Runtime.from_settings(llm_settings(tmp_path, openai_fake, None, bots_dir=bots_dir))
+    channel = RecordingChannel("api")
+    runtime.add_channel(channel)
+    await runtime.start()
+    try:
+        with capture_logs() as logs:
+            # Two turns: the second finds the series the first created.
+            await runtime.bus.publish(envelope("Hello?", "m1"))
+            await channel.wait_for(1)
+            await runtime.bus.publish(envelope("Anyone?", "m2"))
+            await channel.wait_for(2)
+    finally:
+        await runtime.close()
+    failed = [a for e in logs if e["event"] == "turn" for a in e["attempts"] if a.get("error")]
+    assert len(failed) >= 4
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for metric in runtime.metrics.registry.collect()
+        for s in metric.samples
+        if s.name in ("relaybot_fallbacks_total", "relaybot_provider_errors_total")
+    }
+    assert samples[("relaybot_fallbacks_total", (("bot", "support"),))] == 2
+    errors = {labels: value for (name, labels), value in samples.items() if name == "relaybot_provider_errors_total"}
+    assert sum(errors.values()) == len(failed)
+    assert all(dict(labels)["error"] == "ProviderUnavailable" for labels in errors)
+
+
 async def pipeline_for(tmp_path: Path, factory: ChainFactory) -> tuple[Pipeline, SqlHistoryStore]:
     """The runtime's turn stages with the factory's chains in the generate stage."""
     sessions = MemorySessionStore(ttl_seconds=600)

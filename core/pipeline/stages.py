@@ -371,8 +371,9 @@ class MetricsStage:
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
-        # Each label set's child, looked up once: prometheus_client's labels() validates and
-        # locks on every call, and a turn updates five or six series.
+        # Each label set's series, looked up once: prometheus_client's labels() validates and
+        # locks on every call, and a turn updates five or six series. The label values are bots,
+        # channels, outcomes, providers, models and error class names: a bounded set.
         self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], Any] = {}
 
     def _child(self, metric: MetricWrapperBase, *labels: str) -> Any:
@@ -387,12 +388,12 @@ class MetricsStage:
         self._child(m.turns, env.bot, env.channel, outcome).inc()
         self._child(m.turn_latency, env.channel).observe(turn.latency_ms / 1000)
         if turn.notice in ("rate_limited", "token_limit"):
-            m.rate_limited.labels(env.bot, "tokens" if turn.notice == "token_limit" else "messages").inc()
+            self._child(m.rate_limited, env.bot, "tokens" if turn.notice == "token_limit" else "messages").inc()
         if turn.fallback_used:
-            m.fallbacks.labels(env.bot).inc()
+            self._child(m.fallbacks, env.bot).inc()
         for attempt in turn.attempts:
             if attempt.error:
-                m.provider_errors.labels(attempt.provider, attempt.model, attempt.error).inc()
+                self._child(m.provider_errors, attempt.provider, attempt.model, attempt.error).inc()
         if turn.ttft_ms is not None:
             self._child(m.time_to_first_token, turn.provider or "unknown").observe(turn.ttft_ms / 1000)
         self._child(m.tokens, env.bot, "in").inc(turn.tokens_in)
