@@ -56,7 +56,7 @@ from core.knowledge.errors import KnowledgeError
 from core.knowledge.service import KnowledgeService
 from core.knowledge.stage import RetrieveStage
 from core.llm.factory import ChainFactory
-from core.memory.llm import ChainFactExtractor, ChainSummarizer
+from core.memory.llm import ChainFactExtractor, ChainSummarizer, has_model
 from core.memory.stages import ExtractFactsStage, FoldSummaryStage, MemoryCommandStage
 from core.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from core.metrics import Metrics
@@ -217,6 +217,8 @@ class Runtime:
                 ExtractFactsStage(self.history, ChainFactExtractor(chains.for_bot)),
                 FoldSummaryStage(self.history, ChainSummarizer(chains.for_bot), clock=self.clock),
             ],
+            # Facts and summaries call the bot's model when it has one; offline they are local.
+            after_side_by_side=lambda turn: has_model(chains.for_bot(turn.bot)),
         )
         self.worker = Worker(
             queue=self.bus.queue,

@@ -7,8 +7,9 @@ channel; LLM tests aim the real OpenAI SDK at the fake server in tests/fakes.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -509,7 +510,8 @@ async def test_memory_commands_never_call_the_llm(tmp_path: Path, openai_fake: F
     assert forget.text == "Done: I've forgotten everything I knew about you (1 fact)."
 
 
-async def test_a_failing_follow_up_stage_is_logged_and_does_not_stop_the_others() -> None:
+@pytest.mark.parametrize("side_by_side", [True, False], ids=["side-by-side", "one-by-one"])
+async def test_a_failing_follow_up_stage_is_logged_and_does_not_stop_the_others(side_by_side: bool) -> None:
     ran: list[str] = []
 
     async def broken(turn: Turn) -> None:
@@ -518,7 +520,7 @@ async def test_a_failing_follow_up_stage_is_logged_and_does_not_stop_the_others(
     async def fine(turn: Turn) -> None:
         ran.append(turn.envelope.text)
 
-    pipeline = Pipeline(stages=[], closing=[], after=[broken, fine])
+    pipeline = Pipeline(stages=[], closing=[], after=[broken, fine], after_side_by_side=lambda turn: side_by_side)
     bot = BotConfig(name=BOT)
     with capture_logs() as logs:
         reply, turn = await pipeline.run_turn(envelope("My name is Alice", msg_id="m1"), bot)
@@ -528,3 +530,27 @@ async def test_a_failing_follow_up_stage_is_logged_and_does_not_stop_the_others(
     assert ran == ["My name is Alice"]
     (failed,) = [e for e in logs if e["event"] == "turn_follow_up_failed"]
     assert failed["error"] == "StoreError: history database unreachable"
+
+
+@pytest.mark.parametrize("side_by_side", [True, False], ids=["side-by-side", "one-by-one"])
+async def test_follow_up_stages_overlap_only_when_they_may_wait_on_a_model(side_by_side: bool) -> None:
+    events: list[str] = []
+
+    def stage(name: str) -> Callable[[Turn], Awaitable[None]]:
+        async def run(turn: Turn) -> None:
+            events.append(f"{name} starts")
+            await asyncio.sleep(0.01)  # a model call, in miniature
+            events.append(f"{name} ends")
+
+        return run
+
+    pipeline = Pipeline(
+        stages=[], closing=[], after=[stage("facts"), stage("summary")], after_side_by_side=lambda turn: side_by_side
+    )
+    _, turn = await pipeline.run_turn(envelope("hello", msg_id="m1"), BotConfig(name=BOT))
+    await pipeline.follow_up(turn)
+
+    if side_by_side:
+        assert events[:2] == ["facts starts", "summary starts"]
+    else:
+        assert events == ["facts starts", "facts ends", "summary starts", "summary ends"]

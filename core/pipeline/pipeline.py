@@ -21,6 +21,11 @@ class Pipeline:
     """`stages` build the answer and stop early once one calls `turn.answer`; `closing` stages
     (save, log) run for every turn, including rate-limited and failed ones; `after` stages (fact
     extraction, summaries) run once the reply is with the outbox (`follow_up`), off the user's wait.
+
+    `after_side_by_side(turn)` says whether the turn's `after` stages may each wait on a model (for
+    seconds): then they run side by side; otherwise one after another, in this task, which spares a
+    task and a gather on every turn of a bot with no model (its memory is local and instant).
+    Without it, they always run side by side.
     """
 
     def __init__(
@@ -29,11 +34,13 @@ class Pipeline:
         stages: Sequence[Stage],
         closing: Sequence[Stage],
         after: Sequence[Stage] = (),
+        after_side_by_side: Callable[[Turn], bool] | None = None,
         logger: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
         self._stages = tuple(stages)
         self._closing = tuple(closing)
         self._after = tuple(after)
+        self._after_side_by_side = after_side_by_side
         self._log = logger or structlog.get_logger("relaybot.pipeline")
 
     async def run(
@@ -91,7 +98,10 @@ class Pipeline:
         if not self._after:
             return
         try:
-            results = await self._run_side_by_side(turn)
+            if self._after_side_by_side is None or self._after_side_by_side(turn):
+                results = await self._run_side_by_side(turn)
+            else:
+                results = await self._run_one_by_one(turn)
         except asyncio.CancelledError:
             await self._log.awarning(
                 "turn_follow_up_cancelled", envelope_id=turn.envelope.id, session_id=turn.envelope.session_id
@@ -106,6 +116,16 @@ class Pipeline:
                     error=f"{type(result).__name__}: {result}",
                     exc_info=result,
                 )
+
+    async def _run_one_by_one(self, turn: Turn) -> list[BaseException | None]:
+        results: list[BaseException | None] = []
+        for stage in self._after:
+            try:
+                await stage(turn)
+                results.append(None)
+            except Exception as exc:
+                results.append(exc)
+        return results
 
     async def _run_side_by_side(self, turn: Turn) -> list[BaseException | None]:
         """Every `after` stage at once (each may wait on a model), the first in this task and the

@@ -99,12 +99,16 @@ class MemoryQueue:
         if self._closed:
             raise QueueClosed
         got: list[QueueEntry] = []
-        try:
-            # A timeout, not wait_for: wait_for wraps the get in a task of its own, on every read.
-            async with asyncio.timeout(wait_seconds):
-                item = await self._queue.get()
-        except TimeoutError:
-            return got
+        if not self._queue.empty():
+            # Entries are waiting: no timer to arm (one costs more than the read itself).
+            item = self._queue.get_nowait()
+        else:
+            try:
+                # A timeout, not wait_for: wait_for wraps the get in a task of its own, on every read.
+                async with asyncio.timeout(wait_seconds):
+                    item = await self._queue.get()
+            except TimeoutError:
+                return got
         while True:
             if item is _CLOSED:
                 self._queue.put_nowait(_CLOSED)  # let every other consumer see the end too
