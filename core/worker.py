@@ -7,7 +7,6 @@ any number of worker processes; this module is what one turn does inside it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 
 import structlog
 
@@ -99,18 +98,19 @@ class Worker:
         return reply
 
     def _stream_sink(self, envelope: Envelope) -> DeltaCoalescer:
-        template = Reply(
-            envelope_id=envelope.id,
-            session_id=envelope.session_id,
-            bot=envelope.bot,
-            channel=envelope.channel,
-            reply_to=envelope.reply_to,
-            in_reply_to=envelope.channel_message_id,
-            text="",
-            final=False,
-        )
-
         async def send(delta: str) -> None:
-            await self._outbox.stream(replace(template, text=delta))
+            # Built per piece, not from a template made up front: most turns send none (an answer
+            # complete within the coalescer's first interval goes out as the reply alone).
+            piece = Reply(
+                envelope_id=envelope.id,
+                session_id=envelope.session_id,
+                bot=envelope.bot,
+                channel=envelope.channel,
+                reply_to=envelope.reply_to,
+                in_reply_to=envelope.channel_message_id,
+                text=delta,
+                final=False,
+            )
+            await self._outbox.stream(piece)
 
         return DeltaCoalescer(send)
