@@ -324,7 +324,11 @@ class Settings(BaseSettings):
     bus: Literal["memory", "redis"] = Field(
         "memory", description="memory: one process (relaybot run); redis: adapters and workers as separate processes"
     )
-    worker_concurrency: int = Field(16, ge=1, description="turns run at once (one at a time per conversation)")
+    # Turns mostly wait (on the model, on the history's commit), so this is far above the cores: at 16,
+    # 50 busy widget sessions queued behind 16 turns waiting on their commit (bench/README.md).
+    worker_concurrency: int = Field(
+        64, ge=1, description="turns run at once per process (one at a time per conversation); also replies in delivery"
+    )
     visibility_timeout_seconds: float = Field(
         30.0, gt=0, description="an entry a crashed worker held is taken over after this long"
     )
