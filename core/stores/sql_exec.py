@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
+import threading
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
@@ -106,6 +108,67 @@ def _fail(batch: list[tuple[Work[Any], asyncio.Future[Any]]], error: BaseExcepti
             result.set_exception(error)
 
 
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """A blocking call for the thread, and where its outcome goes back to."""
+
+    fn: Callable[[Any], Any]
+    arg: Any
+    result: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+
+
+def _settle(result: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
+    if result.done():  # the caller was cancelled: the call ran anyway, nobody waits for it
+        return
+    if error is None:
+        result.set_result(value)
+    else:
+        result.set_exception(error)
+
+
+class CallThread:
+    """One thread that runs blocking calls in the order they came, each outcome handed back to the
+    caller's event loop. A one-worker ThreadPoolExecutor does the same through a concurrent future,
+    two locks, a work item and a wrapping asyncio future per call: 31 µs of CPU per round trip
+    against 20 µs here, measured with a call that does nothing, and a turn makes one or two."""
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        # A daemon: a process that never closed its store must still exit. A write cut off by the exit
+        # is a transaction SQLite rolls back.
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._closed = False
+
+    async def run(self, fn: Callable[[A], T], arg: A) -> T:
+        if self._closed:
+            raise RuntimeError("the SQLite thread is closed")
+        if not self._thread.is_alive():
+            self._thread.start()
+        loop = asyncio.get_running_loop()
+        result: asyncio.Future[T] = loop.create_future()
+        self._calls.put(_Call(fn, arg, result, loop))
+        return await result
+
+    def _serve(self) -> None:
+        while (call := self._calls.get()) is not None:
+            try:
+                value, error = call.fn(call.arg), None
+            except BaseException as exc:  # handed to the caller, as an executor would
+                value, error = None, exc
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits for it
+                call.loop.call_soon_threadsafe(_settle, call.result, value, error)
+
+    async def close(self) -> None:
+        """Run the calls already queued, then stop the thread."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread.is_alive():
+            self._calls.put(None)
+            await asyncio.to_thread(self._thread.join)
+
+
 class SqliteThread:
     """Every unit of work on one thread and one SQLite connection it keeps open.
 
@@ -116,7 +179,7 @@ class SqliteThread:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="relaybot-sqlite")
+        self._thread = CallThread("relaybot-sqlite")
         self._conn: Connection | None = None  # used on the thread only
         self._writes = WriteBatches(self._write_together)
 
@@ -159,19 +222,19 @@ class SqliteThread:
             raise
 
     async def read(self, work: Work[T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, self._read_now, work)
+        return await self._thread.run(self._read_now, work)
 
     async def write(self, work: Work[T]) -> T:
         """Writes that arrive while another is on the thread go together (`WriteBatches`)."""
         return await self._writes.write(work)
 
     async def _write_together(self, works: list[Work[Any]]) -> list[Any]:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, self._write_all_now, works)
+        return await self._thread.run(self._write_all_now, works)
 
     async def close(self) -> None:
         await self._writes.drain()
-        await asyncio.get_running_loop().run_in_executor(self._thread, self._drop_connection)
-        self._thread.shutdown(wait=True)
+        await self._thread.run(lambda _: self._drop_connection(), None)
+        await self._thread.close()
         self._engine.dispose()
 
 
