@@ -2,7 +2,7 @@
 latency at 1,000 and 10,000 chunks.
 
 Everything is real: the packaged all-MiniLM-L6-v2 int8 ONNX model on onnxruntime, a chromadb PersistentClient
-in a temp dir, relaybot's Ingestor and KnowledgeCollection.search. Each figure comes with a baseline measured in
+in a temp dir, relaybot's Ingestor and Ranker.search. Each figure comes with a baseline measured in
 the same run:
 
 - embedding: relaybot's batching (sorted by length, padded to the longest text of each batch) against the same
@@ -51,8 +51,9 @@ from core.knowledge.answerability import AnswerRule, Evidence
 from core.knowledge.embeddings import OnnxMiniLMEmbedder, packaged_tokenizer_path
 from core.knowledge.ingest import Ingestor
 from core.knowledge.passage import Passage
+from core.knowledge.ranking import Ranker, Retrieval
 from core.knowledge.sources import cite
-from core.knowledge.store import KnowledgeBase, KnowledgeCollection, Retrieval, StoredChunk
+from core.knowledge.store import KnowledgeBase, KnowledgeCollection, StoredChunk
 from core.llm.grounded import grounded_answer
 from core.settings import KnowledgeSettings
 
@@ -193,11 +194,12 @@ async def query_latencies(kb: KnowledgeBase, embedder: OnnxMiniLMEmbedder, quest
     matrix = np.asarray(raw["embeddings"], dtype=np.float32)
     ours: list[float] = []
     brute: list[float] = []
+    ranker = Ranker(collection)
     for q in questions[:5]:
-        await collection.search(q, k=4)
+        await ranker.search(q, k=4)
     for q in questions:
         t = time.perf_counter()
-        await collection.search(q, k=4, min_score=0.33)
+        await ranker.search(q, k=4, min_score=0.33)
         ours.append((time.perf_counter() - t) * 1000)
         t = time.perf_counter()
         (v,) = await embedder.embed([q])
@@ -269,7 +271,7 @@ async def search(
     *,
     reject_unknown_names: bool = False,
 ) -> list[Passage]:
-    return await collection.search(
+    return await Ranker(collection).search(
         question,
         k=4,
         retrieval=retrieval,
@@ -317,7 +319,9 @@ async def find_all(
     many rules are measured on one search (the passages depend on `min_score` only, through the companions)."""
     out = []
     for q in questions:
-        found = await collection.candidates(q["question"], k=top_k, min_score=min_score, reject_unknown_names=True)
+        found = await Ranker(collection).candidates(
+            q["question"], k=top_k, min_score=min_score, reject_unknown_names=True
+        )
         files: tuple[str, ...] = ()
         if found is not None:
             text = grounded_answer(q["question"], found[0], excerpt=q["question"])
