@@ -293,6 +293,29 @@ async def test_a_near_miss_naming_something_no_document_mentions_is_answered_i_d
     assert cited_sources(ask(invite, await knowledge.search("support", invite))) == ["team-members-and-roles.md"]
 
 
+async def test_a_near_miss_asking_for_a_number_the_passages_lack_is_answered_i_dont_know(
+    knowledge: KnowledgeService,
+) -> None:
+    # Every word of it is in the passages found ("people", "work", "Tasklane") and it is close in meaning, but
+    # it asks how many, and no sentence about people and work holds a figure (core.knowledge.answer_types).
+    question = "how many people work at Tasklane?"
+    collection = await knowledge.collection("support")
+    found = await Ranker(collection).candidates(question, k=4, min_score=0.32)
+    assert found is not None and found[1].coverage == 1.0 and found[1].untyped == 1.0
+    options = knowledge.options
+    without_type = await Ranker(collection).search(
+        question, k=4, min_score=options.min_score, coverage_weight=options.coverage_weight,
+        min_evidence=options.min_evidence, unknown_weight=options.unknown_weight,
+    )  # fmt: skip
+    assert without_type  # the same rule without the answer type would quote the overview
+    assert await knowledge.search("support", question) == []
+    # The first reply times are in a table under the support page's opening sentence: a figure found.
+    fast = "how fast does support answer on Business"
+    fast_found = await Ranker(collection).candidates(fast, k=4, min_score=0.32)
+    assert fast_found is not None and fast_found[1].untyped == 0.0
+    assert set(cited_sources(ask(fast, await knowledge.search("support", fast)))) == {"contacting-support.md"}
+
+
 def test_a_passage_that_shares_no_word_with_the_question_is_not_quoted() -> None:
     overview = Passage(
         text="Tasklane is a project-management app for small teams. It organises work in boards and tasks.",

@@ -42,6 +42,9 @@ class Evidence:
     coverage: float
     #: the IDF-weighted share of the question's terms that no chunk of the collection contains
     unknown: float = 0.0
+    #: 1.0 when the question asks for a kind of answer (a number, a time, a person, a place) that none of the
+    #: passages' sentences about it supplies (core.knowledge.answer_types), else 0.0
+    untyped: float = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,11 +55,17 @@ class AnswerRule:
     coverage_weight: float = 0.0
     min_evidence: float = -1.0
     unknown_weight: float = 0.0
+    type_weight: float = 0.0
 
     def answers(self, evidence: Evidence) -> bool:
         if evidence.cosine < self.min_score:
             return False
-        weighed = evidence.cosine + self.coverage_weight * evidence.coverage - self.unknown_weight * evidence.unknown
+        weighed = (
+            evidence.cosine
+            + self.coverage_weight * evidence.coverage
+            - self.unknown_weight * evidence.unknown
+            - self.type_weight * evidence.untyped
+        )
         return weighed >= self.min_evidence
 
 

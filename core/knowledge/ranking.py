@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
+from core.knowledge.answer_types import untyped
 from core.knowledge.answerability import AnswerRule, Evidence, coverage, unknown_share
 from core.knowledge.passage import Passage
 from core.knowledge.relevance import unknown_names
@@ -52,6 +53,7 @@ class Ranker:
         coverage_weight: float = 0.0,
         min_evidence: float = -1.0,
         unknown_weight: float = 0.0,
+        type_weight: float = 0.0,
         audiences: Sequence[str] = (PUBLIC,),
         reject_unknown_names: bool = False,
         retrieval: Retrieval = "hybrid",
@@ -60,8 +62,8 @@ class Ranker:
         core.knowledge.answerability: some chunk has a cosine similarity to the query of `min_score` or more
         (the others may be up to COMPANION_MARGIN below it) and that cosine plus `coverage_weight` times the
         share of the question's terms the passages contain, less `unknown_weight` times the share no chunk
-        contains, reaches `min_evidence`; else nothing. With the defaults of the last three, the cosine
-        threshold alone decides.
+        contains and `type_weight` if the passages lack the kind of answer the question asks for, reaches
+        `min_evidence`; else nothing. With the defaults of the last four, the cosine threshold alone decides.
 
         "hybrid" ranks by reciprocal rank fusion of the embedding's ranking and BM25's; "dense" and
         "lexical" by one of them (to measure each). The threshold is on the cosine in every mode, so "I don't
@@ -86,6 +88,7 @@ class Ranker:
             coverage_weight=coverage_weight,
             min_evidence=min_evidence,
             unknown_weight=unknown_weight,
+            type_weight=type_weight,
         )
         return passages if rule.answers(evidence) else []
 
@@ -137,7 +140,8 @@ class Ranker:
         passages = _with_companions([hits[chunk_id] for chunk_id in order], min_score=min_score, best=best, k=k)
         shared = coverage(query, (f"{p.title}\n{p.heading}\n{p.text}" for p in passages), index.idf)
         unknown = unknown_share(query, index.idf, index.holds)
-        return passages, Evidence(cosine=best, coverage=shared, unknown=unknown)
+        typed = untyped(query, (p.text for p in passages), index.idf)
+        return passages, Evidence(cosine=best, coverage=shared, unknown=unknown, untyped=typed)
 
 
 def _with_companions(ranked: Sequence[Hit], *, min_score: float, best: float, k: int) -> list[Passage]:

@@ -131,6 +131,7 @@ class KnowledgeService:
             coverage_weight=self.options.coverage_weight,
             min_evidence=self.options.min_evidence,
             unknown_weight=self.options.unknown_weight,
+            type_weight=self.options.type_weight,
             audiences=audiences,
             reject_unknown_names=self.options.reject_unknown_names,
         )
