@@ -2,7 +2,7 @@
 latency at 1,000 and 10,000 chunks.
 
 Everything is real: the packaged all-MiniLM-L6-v2 int8 ONNX model on onnxruntime, a chromadb PersistentClient
-in a temp dir, relaybot's Ingestor and KnowledgeCollection.search. Each figure comes with a baseline measured in
+in a temp dir, relaybot's Ingestor and Ranker.search. Each figure comes with a baseline measured in
 the same run:
 
 - embedding: relaybot's batching (sorted by length, padded to the longest text of each batch) against the same
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import math
 import random
 import shutil
@@ -51,8 +52,9 @@ from core.knowledge.answerability import AnswerRule, Evidence
 from core.knowledge.embeddings import OnnxMiniLMEmbedder, packaged_tokenizer_path
 from core.knowledge.ingest import Ingestor
 from core.knowledge.passage import Passage
+from core.knowledge.ranking import Ranker, Retrieval
 from core.knowledge.sources import cite
-from core.knowledge.store import KnowledgeBase, KnowledgeCollection, Retrieval, StoredChunk
+from core.knowledge.store import KnowledgeBase, KnowledgeCollection, StoredChunk
 from core.llm.grounded import grounded_answer
 from core.settings import KnowledgeSettings
 
@@ -193,11 +195,12 @@ async def query_latencies(kb: KnowledgeBase, embedder: OnnxMiniLMEmbedder, quest
     matrix = np.asarray(raw["embeddings"], dtype=np.float32)
     ours: list[float] = []
     brute: list[float] = []
+    ranker = Ranker(collection)
     for q in questions[:5]:
-        await collection.search(q, k=4)
+        await ranker.search(q, k=4)
     for q in questions:
         t = time.perf_counter()
-        await collection.search(q, k=4, min_score=0.33)
+        await ranker.search(q, k=4, min_score=0.33)
         ours.append((time.perf_counter() - t) * 1000)
         t = time.perf_counter()
         (v,) = await embedder.embed([q])
@@ -269,7 +272,7 @@ async def search(
     *,
     reject_unknown_names: bool = False,
 ) -> list[Passage]:
-    return await collection.search(
+    return await Ranker(collection).search(
         question,
         k=4,
         retrieval=retrieval,
@@ -277,6 +280,7 @@ async def search(
         coverage_weight=rule.coverage_weight,
         min_evidence=rule.min_evidence,
         unknown_weight=rule.unknown_weight,
+        type_weight=rule.type_weight,
         reject_unknown_names=reject_unknown_names,
     )
 
@@ -317,7 +321,9 @@ async def find_all(
     many rules are measured on one search (the passages depend on `min_score` only, through the companions)."""
     out = []
     for q in questions:
-        found = await collection.candidates(q["question"], k=top_k, min_score=min_score, reject_unknown_names=True)
+        found = await Ranker(collection).candidates(
+            q["question"], k=top_k, min_score=min_score, reject_unknown_names=True
+        )
         files: tuple[str, ...] = ()
         if found is not None:
             text = grounded_answer(q["question"], found[0], excerpt=q["question"])
@@ -392,6 +398,8 @@ TUNE_MAX_REFUSED = 0.05
 #: the products --tune measures on: the dev data; the sealed product is never looked at while choosing
 TUNE_PRODUCTS = ("support", "forkful")
 TUNE_UNKNOWN_WEIGHTS = (0.0, 0.2, 0.4, 0.6)
+#: the weight of a missing answer type (core.knowledge.answer_types)
+TUNE_TYPE_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0, 1.5, 2.0, 3.0)
 
 
 async def tune(searches: list[tuple[KnowledgeCollection, dict[str, list[dict[str, Any]]]]], top_k: int) -> None:
@@ -406,35 +414,39 @@ async def tune(searches: list[tuple[KnowledgeCollection, dict[str, list[dict[str
         for name, questions in sets.items():
             found = await find_all(collection, questions, BEFORE_MIN_SCORE, top_k)
             floor[name] = answer_figures(found, AnswerRule(min_score=BEFORE_MIN_SCORE)).dont_know or 0.0
-    best: tuple[tuple[float, float, float, float, float], AnswerRule, AnswerFigures] | None = None
+    best: tuple[tuple[float, float, float, float, float, float], AnswerRule, AnswerFigures] | None = None
     for min_score in TUNE_MIN_SCORES:
         found = {
             name: await find_all(collection, questions, min_score, top_k)
             for collection, sets in searches
             for name, questions in sets.items()
         }
-        for weight in TUNE_WEIGHTS:
-            for unknown in TUNE_UNKNOWN_WEIGHTS:
-                for evidence in TUNE_EVIDENCE if weight or unknown else (-1.0,):
-                    rule = AnswerRule(
-                        min_score=min_score, coverage_weight=weight, min_evidence=evidence, unknown_weight=unknown
-                    )
-                    each = {name: answer_figures(f, rule) for name, f in found.items()}
-                    figures = pooled(list(each.values()))
-                    if (figures.refused or 0.0) > TUNE_MAX_REFUSED:
-                        continue
-                    if any((each[name].dont_know or 0.0) < floor[name] for name in found):
-                        continue
-                    key = (figures.dont_know or 0.0, figures.grounded or 0.0, -unknown, -weight, min_score)
-                    if best is None or key > best[0]:
-                        best = (key, rule, figures)
+        for weight, unknown, typed in itertools.product(TUNE_WEIGHTS, TUNE_UNKNOWN_WEIGHTS, TUNE_TYPE_WEIGHTS):
+            for evidence in TUNE_EVIDENCE if weight or unknown or typed else (-1.0,):
+                rule = AnswerRule(
+                    min_score=min_score,
+                    coverage_weight=weight,
+                    min_evidence=evidence,
+                    unknown_weight=unknown,
+                    type_weight=typed,
+                )
+                each = {name: answer_figures(f, rule) for name, f in found.items()}
+                figures = pooled(list(each.values()))
+                if (figures.refused or 0.0) > TUNE_MAX_REFUSED:
+                    continue
+                if any((each[name].dont_know or 0.0) < floor[name] for name in found):
+                    continue
+                key = (figures.dont_know or 0.0, figures.grounded or 0.0, -typed, -unknown, -weight, min_score)
+                if best is None or key > best[0]:
+                    best = (key, rule, figures)
     if best is None:
         print("  no rule refuses few enough answerable questions")
         return
     _, rule, figures = best
     print(
         f"  best: min_score={rule.min_score} coverage_weight={rule.coverage_weight} "
-        f"unknown_weight={rule.unknown_weight} min_evidence={rule.min_evidence}: grounded {figures.grounded:.3f}, "
+        f"unknown_weight={rule.unknown_weight} type_weight={rule.type_weight} min_evidence={rule.min_evidence}: "
+        f"grounded {figures.grounded:.3f}, "
         f"refused {figures.refused:.3f}, I don't know {figures.dont_know:.3f} ({figures.answerable} answerable, "
         f"{figures.unanswerable} not)"
     )
@@ -587,6 +599,7 @@ async def bench_quality(
         coverage_weight=options.coverage_weight,
         min_evidence=options.min_evidence,
         unknown_weight=options.unknown_weight,
+        type_weight=options.type_weight,
     )
     cosine_only = AnswerRule(min_score=BEFORE_MIN_SCORE)
     kb = await KnowledgeBase.open(embedder=embedder, path=root / "quality" / "chroma")
@@ -629,11 +642,12 @@ async def bench_quality(
             found = await find_all(collection, questions, threshold, top_k)
             found_before = await find_all(collection, questions, BEFORE_MIN_SCORE, top_k)
             answers.append((name, answer_figures(found_before, cosine_only), answer_figures(found, served)))
-            if served.coverage_weight or served.unknown_weight:
+            if served.coverage_weight or served.unknown_weight or served.type_weight:
                 steps = [round(served.min_evidence + d, 2) for d in (-0.10, -0.05, -0.03, 0.0, 0.03, 0.05, 0.10)]
                 curve = [
                     (t, answer_figures(found, AnswerRule(min_score=threshold, coverage_weight=served.coverage_weight,
-                                                         min_evidence=t, unknown_weight=served.unknown_weight)))
+                                                         min_evidence=t, unknown_weight=served.unknown_weight,
+                                                         type_weight=served.type_weight)))
                     for t in steps
                 ]  # fmt: skip
                 curves.append((name, curve))
@@ -655,7 +669,8 @@ async def bench_quality(
     print(f"  cosine only: best cosine >= {BEFORE_MIN_SCORE} (the decision before the calibrated rule);")
     print(
         f"  as served: cosine >= {threshold} and cosine + {served.coverage_weight} x word coverage - "
-        f"{served.unknown_weight} x unknown words >= {served.min_evidence} (core.knowledge.answerability)"
+        f"{served.unknown_weight} x unknown words - {served.type_weight} x missing answer type >= "
+        f"{served.min_evidence} (core.knowledge.answerability)"
     )
     print("  targets: grounded >= 0.95, I don't know on unanswerable >= 0.90, wrongly refused <= 0.05")
     print(f"{'set':<36}{'decision':<14}{'grounded':>10}{'refused':>9}{'dont-know':>11}")

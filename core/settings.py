@@ -162,12 +162,18 @@ class KnowledgeSettings(BaseModel):
         ge=-1,
         le=3,
         description="answer only when best cosine + coverage_weight x word coverage - unknown_weight x unknown words "
-        "reaches this (else I don't know)",
+        "- type_weight x missing answer type reaches this (else I don't know)",
     )
     unknown_weight: float = Field(
         0.2,
         ge=0,
         description="how much the share of the question's words that no document contains counts against answering",
+    )
+    type_weight: float = Field(
+        1.5,
+        ge=0,
+        description="how much it counts against answering that the question asks for a number, a time, a person or a "
+        "place and no sentence of the passages about it holds one",
     )
     reject_unknown_names: bool = Field(
         True, description="a question naming something the documents never mention (e.g. another product) finds nothing"

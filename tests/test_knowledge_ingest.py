@@ -18,6 +18,7 @@ from core.knowledge.embeddings import MAX_TOKENS, Embedder, OnnxMiniLMEmbedder
 from core.knowledge.errors import KnowledgeStoreError
 from core.knowledge.ingest import Ingestor
 from core.knowledge.lexical import LexicalIndex
+from core.knowledge.ranking import Ranker
 from core.knowledge.store import KnowledgeBase, KnowledgeCollection, collection_name
 
 REFUNDS = """# Refunds
@@ -160,13 +161,13 @@ async def test_ingesting_twice_adds_nothing_the_second_time(kb: KnowledgeBase, d
 async def test_each_chunk_keeps_its_source_title_and_heading(kb: KnowledgeBase, docs: Path) -> None:
     collection = await kb.collection("support")
     await Ingestor(collection).ingest([docs])
-    (best, *_) = await collection.search("are annual plans refunded after 30 days?", k=2)
+    (best, *_) = await Ranker(collection).search("are annual plans refunded after 30 days?", k=2)
     assert (best.source, best.title, best.heading) == ("refunds.md", "Refunds", "Annual plans")
     assert "30 days" in best.text
-    (html,) = await collection.search("keyboard shortcut to open the projects list", k=1)
+    (html,) = await Ranker(collection).search("keyboard shortcut to open the projects list", k=1)
     assert (html.source, html.title, html.heading) == ("guides/shortcuts.html", "Keyboard shortcuts", "Navigation")
     assert "never indexed" not in html.text and "color" not in html.text
-    (pdf,) = await collection.search("does tasklane support SAML single sign-on with Okta?", k=1)
+    (pdf,) = await Ranker(collection).search("does tasklane support SAML single sign-on with Okta?", k=1)
     assert pdf.source == "guides/sso.pdf" and "Okta" in pdf.text
 
 
@@ -187,7 +188,7 @@ async def test_front_matter_names_the_document_and_gives_its_link(kb: KnowledgeB
     assert "must be an absolute http(s) URL" in reasons["bad-url.md"]
     assert "front matter is not valid YAML" in reasons["bad-yaml.md"]
 
-    (best,) = await collection.search("are annual plans refunded?", k=1)
+    (best,) = await Ranker(collection).search("are annual plans refunded?", k=1)
     # The front matter's title, not the file name or the first heading; the block itself is not content.
     assert (best.title, best.heading, best.url) == (
         "Refunds, explained",
@@ -196,10 +197,10 @@ async def test_front_matter_names_the_document_and_gives_its_link(kb: KnowledgeB
     )
     assert best.label == "Refunds, explained (Annual plans)"
     assert best.markdown_label == "[Refunds, explained](https://help.example.com/refunds) (Annual plans)"
-    found = await collection.search("layout page url", k=5, min_score=-1)
+    found = await Ranker(collection).search("layout page url", k=5, min_score=-1)
     assert not any("layout" in p.text or "https://" in p.text for p in found)
     # Without front matter or heading: the file name, made readable; no link.
-    (plain,) = await collection.search("are monthly plans refunded?", k=1)
+    (plain,) = await Ranker(collection).search("are monthly plans refunded?", k=1)
     assert (plain.title, plain.url, plain.markdown_label) == ("No heading", "", "No heading")
 
 
@@ -213,7 +214,7 @@ async def test_a_changed_file_replaces_its_old_chunks(kb: KnowledgeBase, docs: P
     assert summary.updated == ["export.md"] and summary.added == []
     assert sorted(summary.unchanged) == ["guides/shortcuts.html", "guides/sso.pdf", "refunds.md"]
     assert await collection.count() == before
-    found = await collection.search("export projects as CSV or JSON", k=5, min_score=-1)
+    found = await Ranker(collection).search("export projects as CSV or JSON", k=5, min_score=-1)
     export_texts = [p.text for p in found if p.source == "export.md"]
     assert export_texts == ["Exports are now available as XLSX spreadsheets only."]
 
@@ -229,7 +230,7 @@ async def test_deleted_files_are_pruned_only_when_asked(kb: KnowledgeBase, docs:
     pruned = await Ingestor(collection).ingest([docs], prune=True)
     assert pruned.pruned == ["refunds.md"]
     assert "refunds.md" not in await chunks_of(collection)
-    found = await collection.search("refund for annual plans", k=5, min_score=-1)
+    found = await Ranker(collection).search("refund for annual plans", k=5, min_score=-1)
     assert all(p.source != "refunds.md" for p in found)
 
 
@@ -269,8 +270,8 @@ async def test_documents_for_one_user_are_found_only_in_that_users_conversations
     await Ingestor(collection, audience="api:alice").ingest([private])
 
     question = "when does our contract renew?"
-    assert await collection.search(question, audiences=("*", "api:bob")) == []
-    (found,) = await collection.search(question, k=1, audiences=("*", "api:alice"))
+    assert await Ranker(collection).search(question, audiences=("*", "api:bob")) == []
+    (found,) = await Ranker(collection).search(question, k=1, audiences=("*", "api:alice"))
     assert found.source == "contract.md"
 
 
@@ -400,7 +401,7 @@ async def test_an_index_out_of_step_with_the_collection_is_rebuilt_from_chromadb
     shutil.rmtree(folder)  # lost (or never written by an older version): derived data, rebuilt on first use
     kb = await KnowledgeBase.open(embedder=embedder, path=tmp_path / "chroma")
     collection = await kb.collection("support")
-    found = await collection.search("refund for annual plans", k=1, retrieval="lexical")
+    found = await Ranker(collection).search("refund for annual plans", k=1, retrieval="lexical")
     assert found and found[0].source == "refunds.md"
     assert (folder / "current").read_text() == await collection.revision()
     await kb.close()

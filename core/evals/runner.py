@@ -17,6 +17,7 @@ from core.errors import ConfigError
 from core.evals.sets import LabelledQuestion, LabelledUtterance
 from core.intents import IntentResult, LocalIntentClassifier
 from core.knowledge.passage import Passage
+from core.knowledge.ranking import Ranker
 from core.knowledge.service import KnowledgeService
 
 __all__ = ["QuestionOutcome", "RetrievalSettings", "UtteranceOutcome", "ask_questions", "classify_utterances"]
@@ -78,7 +79,7 @@ async def ask_questions(
         )
     outcomes = []
     for item in items:
-        ranked = await collection.search(item.text, k=k, min_score=-1.0)
+        ranked = await Ranker(collection).search(item.text, k=k, min_score=-1.0)
         retrieved = await knowledge.search(
             bot.name,
             item.text,

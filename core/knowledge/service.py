@@ -18,6 +18,7 @@ import structlog
 from core.knowledge.embeddings import Embedder, OnnxMiniLMEmbedder, RecentTextsEmbedder
 from core.knowledge.ingest import Ingestor, IngestSummary, Progress
 from core.knowledge.passage import Passage
+from core.knowledge.ranking import Ranker
 from core.knowledge.store import DEFAULT_SET, PUBLIC, KnowledgeBase, KnowledgeCollection
 from core.settings import KnowledgeSettings, Settings
 
@@ -123,13 +124,14 @@ class KnowledgeService:
         collection = await self.collection(bot, knowledge_set)
         if not await self._has_documents(bot, knowledge_set, collection):
             return None
-        return await collection.search(
+        return await Ranker(collection).search(
             query,
             k=top_k or self.options.top_k,
             min_score=self.options.min_score if min_score is None else min_score,
             coverage_weight=self.options.coverage_weight,
             min_evidence=self.options.min_evidence,
             unknown_weight=self.options.unknown_weight,
+            type_weight=self.options.type_weight,
             audiences=audiences,
             reject_unknown_names=self.options.reject_unknown_names,
         )

@@ -1,4 +1,8 @@
-"""The KnowledgeBase seam over chromadb: one collection per bot and knowledge set.
+"""The KnowledgeBase seam over chromadb: one collection per bot and knowledge set, and what is kept with it.
+
+A collection stores chunks, their vectors, a revision and the BM25 index in step with it, and answers the
+queries ranking needs (the nearest chunks to a vector, chunks by id with their cosine, the index, the
+vocabulary); ranking them for a question is core.knowledge.ranking's.
 
 Embedded: a `PersistentClient` under `DATA_DIR/chroma`. Production: a Chroma server (`HttpClient`, CHROMA_URL)
 shared by every worker. Every chromadb call is blocking, so each runs in `asyncio.to_thread`. Embeddings are
@@ -15,18 +19,16 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import structlog
 
-from core.knowledge.answerability import AnswerRule, Evidence, coverage, unknown_share
 from core.knowledge.chroma_ef import RelaybotEmbeddingFunction
 from core.knowledge.embeddings import Embedder
 from core.knowledge.errors import KnowledgeStoreError
 from core.knowledge.lexical import LexicalIndex, LexicalRow
-from core.knowledge.passage import Passage
-from core.knowledge.relevance import unknown_names, vocabulary
+from core.knowledge.relevance import vocabulary
 
 _log = structlog.get_logger("relaybot.knowledge")
 
@@ -34,25 +36,17 @@ SET_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 DEFAULT_SET = "default"
 #: everyone may see a chunk with this audience; otherwise the audience is a user id (or "tenant:<id>")
 PUBLIC = "*"
-#: reciprocal rank fusion: a chunk ranked r-th by a retriever adds weight / (RRF_K + r). The paper's K is 60,
-#: for long lists; with 20 candidates each, 10 keeps a first place worth clearly more than a tenth.
-RRF_K = 10
-#: BM25's weight against the embedding's 1: BM25 alone is the weaker ranker here (bench/knowledge.py: recall@1
-#: 0.67 against 0.86 on the tuned set), so it moves a chunk up when it agrees and decides ties, not more.
-#: K and the weight were chosen by bench/knowledge.py on both labelled sets (0.5 and 10: the best recall@4
-#: without losing recall@1). Measured again with the answer decision (issue 19, weights 0 to 1, K 10/30/60):
-#: 0.25 said "I don't know" to 2 more of the example bot's 47 unanswerable questions, but put the refunds page
-#: before the failed-payments section for "my card payment failed, when will you retry it" and lost the four
-#: plans in the answer to "what plans do you have?"; 0.5 stays.
-LEXICAL_WEIGHT = 0.5
-#: how many candidates each retriever contributes to the fusion (at least; more when k is large)
-CANDIDATES = 20
-#: how far below the threshold a passage may be and still accompany one that reaches it (never alone)
-COMPANION_MARGIN = 0.05
 #: the revision of a collection written before revisions existed (its BM25 index is built on first use)
 UNVERSIONED = "0"
 
-Retrieval = Literal["hybrid", "dense", "lexical"]
+
+class Hit(NamedTuple):
+    """A stored chunk found for a query vector, with its cosine similarity to it."""
+
+    id: str
+    text: str
+    metadata: Mapping[str, Any]
+    cosine: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,7 +79,7 @@ def collection_name(bot: str, knowledge_set: str = DEFAULT_SET) -> str:
 
 
 class KnowledgeCollection:
-    """One bot's knowledge set: add and replace a source's chunks, and search them."""
+    """One bot's knowledge set: add and replace a source's chunks, and read them back for ranking."""
 
     def __init__(
         self,
@@ -110,6 +104,11 @@ class KnowledgeCollection:
     @property
     def name(self) -> str:
         return str(self._collection.name)
+
+    @property
+    def embedder(self) -> Embedder:
+        """The model the chunks' vectors were written with, which a query must be embedded with too."""
+        return self._embedder
 
     async def count(self) -> int:
         return int(await self._call(self._collection.count))
@@ -217,138 +216,21 @@ class KnowledgeCollection:
             self._vocabulary, self._vocabulary_count = vocabulary(texts), count
         return self._vocabulary
 
-    async def search(
-        self,
-        query: str,
-        *,
-        k: int = 4,
-        min_score: float = 0.0,
-        coverage_weight: float = 0.0,
-        min_evidence: float = -1.0,
-        unknown_weight: float = 0.0,
-        audiences: Sequence[str] = (PUBLIC,),
-        reject_unknown_names: bool = False,
-        retrieval: Retrieval = "hybrid",
-    ) -> list[Passage]:
-        """The `k` best chunks that one of `audiences` may see, when they answer the question by the rule of
-        core.knowledge.answerability: some chunk has a cosine similarity to the query of `min_score` or more
-        (the others may be up to COMPANION_MARGIN below it) and that cosine plus `coverage_weight` times the
-        share of the question's terms the passages contain, less `unknown_weight` times the share no chunk
-        contains, reaches `min_evidence`; else nothing. With the defaults of the last three, the cosine
-        threshold alone decides.
-
-        "hybrid" ranks by reciprocal rank fusion of the embedding's ranking and BM25's; "dense" and
-        "lexical" by one of them (to measure each). The threshold is on the cosine in every mode, so "I don't
-        know" (nothing passes) means what it always meant: no chunk near enough to the question, among the
-        candidates of both retrievers; BM25 changes which passages come first, not whether any does. With
-        `reject_unknown_names`, a question naming something the documents never mention finds nothing
-        (see core.knowledge.relevance).
-        """
-        found = await self.candidates(
-            query,
-            k=k,
-            min_score=min_score,
-            audiences=audiences,
-            reject_unknown_names=reject_unknown_names,
-            retrieval=retrieval,
-        )
-        if found is None:
-            return []
-        passages, evidence = found
-        rule = AnswerRule(
-            min_score=min_score,
-            coverage_weight=coverage_weight,
-            min_evidence=min_evidence,
-            unknown_weight=unknown_weight,
-        )
-        return passages if rule.answers(evidence) else []
-
-    async def candidates(
-        self,
-        query: str,
-        *,
-        k: int = 4,
-        min_score: float = 0.0,
-        audiences: Sequence[str] = (PUBLIC,),
-        reject_unknown_names: bool = False,
-        retrieval: Retrieval = "hybrid",
-    ) -> tuple[list[Passage], Evidence] | None:
-        """The passages `search` would give if the question were answered, with the evidence the decision
-        weighs (core.knowledge.answerability); None when nothing can be found at all (an empty query, an
-        unknown name, an empty collection). `search` is this plus the decision; the benchmark calls it to
-        measure many rules on one search."""
-        if not query.strip():
-            return None
-        if reject_unknown_names and unknown_names(query, await self.vocabulary()):
-            return None
-        n = max(CANDIDATES, 4 * k)
-        (vector,) = await self._embedder.embed([query])
-        dense = await self._dense(vector, n, audiences)
-        index = await self.lexical_index()
-        lexical: list[str] = []
-        if retrieval != "dense":
-            lexical = [chunk_id for chunk_id, _ in index.search(query, n, audiences)]
-        rows = {row[0]: row for row in dense}
-        missing = [chunk_id for chunk_id in lexical if chunk_id not in rows]
-        if missing:
-            rows.update((row[0], row) for row in await self._rows(missing, vector))
-        ranked: list[tuple[list[str], float]] = {
-            "hybrid": [([row[0] for row in dense], 1.0), (lexical, LEXICAL_WEIGHT)],
-            "dense": [([row[0] for row in dense], 1.0)],
-            "lexical": [(lexical, 1.0)],
-        }[retrieval]
-        fused: dict[str, float] = {}
-        for ranking, weight in ranked:
-            for rank, chunk_id in enumerate(ranking, start=1):
-                fused[chunk_id] = fused.get(chunk_id, 0.0) + weight / (RRF_K + rank)
-        if not fused:
-            return None
-        # Ties (one retriever's r-th against the other's r-th) go to the closer chunk.
-        order = sorted(fused, key=lambda chunk_id: (-fused[chunk_id], -rows[chunk_id][3]))
-        best = max(rows[chunk_id][3] for chunk_id in order)
-        # Once a candidate reaches `min_score`, a passage slightly below it may come along (COMPANION_MARGIN):
-        # the overview of a document ("Tasklane has four plans: ...") often scores just under a question's own
-        # best section.
-        floor = min(min_score, best) - COMPANION_MARGIN
-        passages: list[Passage] = []
-        for chunk_id in order:
-            _, text, meta, score = rows[chunk_id]
-            if score < floor:
-                continue
-            passages.append(
-                Passage(
-                    text=text,
-                    source=str(meta.get("source", "")),
-                    title=str(meta.get("title", "")),
-                    heading=str(meta.get("heading", "")),
-                    url=str(meta.get("url", "")),
-                    score=round(score, 4),
-                )
-            )
-            if len(passages) == k:
-                break
-        shared = coverage(query, (f"{p.title}\n{p.heading}\n{p.text}" for p in passages), index.idf)
-        unknown = unknown_share(query, index.idf, index.holds)
-        return passages, Evidence(cosine=best, coverage=shared, unknown=unknown)
-
-    async def _dense(
-        self, vector: Sequence[float], n: int, audiences: Sequence[str]
-    ) -> list[tuple[str, str, Mapping[str, Any], float]]:
+    async def nearest(self, vector: Sequence[float], n: int, audiences: Sequence[str]) -> list[Hit]:
+        """The `n` chunks nearest to `vector` (by cosine) that one of `audiences` may see, nearest first."""
         # chromadb answers an unfiltered query from its HNSW index in a few ms, but a metadata filter costs
         # tens of ms at 10,000 chunks. So ask without the filter first: if every hit may be seen by this
         # user, they are also the best hits among what the user may see; otherwise ask again, filtered.
         rows = await self._query(vector, n, where=None)
-        if any(meta.get("audience", PUBLIC) not in audiences for _, _, meta, _ in rows):
+        if any(hit.metadata.get("audience", PUBLIC) not in audiences for hit in rows):
             where: Mapping[str, Any] = (
                 {"audience": audiences[0]} if len(audiences) == 1 else {"audience": {"$in": list(audiences)}}
             )
             rows = await self._query(vector, n, where=where)
         return rows
 
-    async def _query(
-        self, vector: Sequence[float], k: int, *, where: Mapping[str, Any] | None
-    ) -> list[tuple[str, str, Mapping[str, Any], float]]:
-        """(id, text, metadata, cosine) of the `k` nearest chunks."""
+    async def _query(self, vector: Sequence[float], k: int, *, where: Mapping[str, Any] | None) -> list[Hit]:
+        """The `k` nearest chunks."""
         result = await self._call(
             lambda: self._collection.query(
                 query_embeddings=[vector],
@@ -363,20 +245,18 @@ class KnowledgeCollection:
         distances = (result.get("distances") or [[]])[0]
         return [
             # The collection's space is cosine: distance = 1 - similarity.
-            (str(chunk_id), text or "", meta or {}, 1.0 - float(distance))
+            Hit(str(chunk_id), text or "", meta or {}, 1.0 - float(distance))
             for chunk_id, text, meta, distance in zip(ids, documents, metadatas, distances, strict=False)
         ]
 
-    async def _rows(
-        self, ids: Sequence[str], vector: Sequence[float]
-    ) -> list[tuple[str, str, Mapping[str, Any], float]]:
-        """(id, text, metadata, cosine) of chunks BM25 found beyond the embedding's candidates: their cosine
-        comes from their stored vectors, so the threshold applies to them as to every other passage."""
+    async def hits(self, ids: Sequence[str], vector: Sequence[float]) -> list[Hit]:
+        """The chunks `ids` with their cosine to `vector`, from their stored vectors: for chunks BM25 found
+        beyond the embedding's candidates, so the threshold applies to them as to every other passage."""
         result = await self._call(
             lambda: self._collection.get(ids=list(ids), include=["documents", "metadatas", "embeddings"])
         )
         norm = math.sqrt(sum(x * x for x in vector)) or 1.0
-        rows = []
+        rows: list[Hit] = []
         for chunk_id, text, meta, embedding in zip(
             result["ids"], result["documents"] or [], result["metadatas"] or [], result["embeddings"], strict=False
         ):
@@ -384,7 +264,7 @@ class KnowledgeCollection:
             cosine = sum(a * b for a, b in zip(vector, values, strict=True)) / (
                 norm * (math.sqrt(sum(x * x for x in values)) or 1.0)
             )
-            rows.append((str(chunk_id), text or "", meta or {}, cosine))
+            rows.append(Hit(str(chunk_id), text or "", meta or {}, cosine))
         return rows
 
     async def _call(self, fn: Any) -> Any:
