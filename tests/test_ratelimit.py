@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime
 
 import pytest
@@ -75,3 +76,33 @@ def test_the_offline_token_estimate_grows_with_the_text() -> None:
     short = estimate_tokens("How do I reset my password?")
     assert estimate_tokens("How do I reset my password? " * 10) > 9 * short
     assert estimate_tokens("internationalization") > estimate_tokens("intern")
+
+
+async def test_decisions_match_a_plain_count_of_the_windows_over_a_long_random_stream() -> None:
+    """The limiter keeps the last minute's hits apart from the hour's; its decisions and waits must
+    be those of counting every accepted hit in each window, over thousands of hits."""
+    rng = random.Random(13)
+    clock = Clock()
+    limiter = MemoryRateLimiter(clock=clock)
+    limits = RateLimits(per_minute=8, per_hour=250)
+    accepted: list[float] = []
+    refused = {"minute": 0, "hour": 0}
+    for _ in range(5000):
+        clock.seconds += rng.choice([0.0, 0.0, 0.0, 0.5, 1.0, 2.0, 7.0, 30.0, 61.0])
+        now = clock.seconds
+        in_hour = [t for t in accepted if t > now - 3600]
+        in_minute = [t for t in in_hour if t > now - 60]
+        decision = await limiter.hit("office-proxy", limits)
+        if len(in_hour) >= limits.per_hour:
+            assert (decision.allowed, decision.window) == (False, "hour")
+            assert decision.retry_after == pytest.approx(in_hour[-limits.per_hour] + 3600 - now)
+        elif len(in_minute) >= limits.per_minute:
+            assert (decision.allowed, decision.window) == (False, "minute")
+            assert decision.retry_after == pytest.approx(in_minute[0] + 60 - now)
+        else:
+            assert decision.allowed
+            accepted.append(now)
+            continue
+        refused[decision.window] += 1
+    # The stream reached both limits many times, so both branches were checked.
+    assert refused["minute"] > 100 and refused["hour"] > 100, refused
