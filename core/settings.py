@@ -38,7 +38,9 @@ class WebSettings(BaseModel):
         20.0, description="WebSocket ping interval; a socket that does not answer the ping is closed"
     )
     send_timeout_seconds: float = Field(
-        5.0, gt=0, description="a socket whose send stalls this long is dropped (it resumes with after=)"
+        5.0,
+        gt=0,
+        description="a socket whose send stalls this long is dropped, within a quarter more (it resumes with after=)",
     )
     resume_replies: int = Field(
         50, ge=1, description="a resuming widget gets at most this many of the replies it missed (the newest)"

@@ -83,4 +83,3 @@ class MemoryRateLimiter:
             self._tokens[each] = (today, total)
             totals.append(total)
         return totals[0]
-
