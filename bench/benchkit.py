@@ -113,6 +113,35 @@ def cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
     return ticks / CLK_TCK
 
 
+@dataclass(frozen=True)
+class ThreadTimes:
+    """Seconds a process's threads spent on a CPU, and runnable but waiting for one (the scheduler's
+    run-queue wait): the second is time a thread was ready to work and could not."""
+
+    running: float = 0.0
+    waiting: float = 0.0
+
+    def __sub__(self, other: ThreadTimes) -> ThreadTimes:
+        return ThreadTimes(self.running - other.running, self.waiting - other.waiting)
+
+
+def thread_times(pid: int) -> tuple[ThreadTimes, ThreadTimes]:
+    """(the main thread, every other thread together) of a live process, from
+    /proc/PID/task/*/schedstat; zeros if it is gone. In relaybot the main thread runs the event loop;
+    the others are the SQLite history's thread and the log writer."""
+    main = others = ThreadTimes()
+    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        try:
+            running, waiting = (int(v) / 1e9 for v in stat.read_text().split()[:2])
+        except (OSError, ValueError):
+            continue  # a thread that ended meanwhile
+        if stat.parent.name == str(pid):
+            main = ThreadTimes(running, waiting)
+        else:
+            others = ThreadTimes(others.running + running, others.waiting + waiting)
+    return main, others
+
+
 async def wait_for_port(proc: asyncio.subprocess.Process, port: int, name: str, within: float = 60.0) -> None:
     """Return once `proc` accepts connections on `port`; stop it and raise if it exits or never does."""
     deadline = time.monotonic() + within

@@ -38,6 +38,7 @@ from benchkit import (
     HIGH_LIMIT,
     REPO,
     Server,
+    ThreadTimes,
     add_log_level_option,
     bare_bots,
     bots_with_high_limits,
@@ -45,6 +46,7 @@ from benchkit import (
     percentile,
     start_server,
     stop_server,
+    thread_times,
     wait_healthy,
 )
 from recording_echo import run_recording_echo_server
@@ -103,6 +105,9 @@ class Run:
     deltas: int = 0
     elapsed: float = 0.0
     server_cpu: float = 0.0  # seconds of the server process's CPU (user + system) during the run
+    #: the server's main thread (relaybot's event loop) and its other threads over the run
+    main_thread: ThreadTimes = field(default_factory=ThreadTimes)
+    other_threads: ThreadTimes = field(default_factory=ThreadTimes)
 
     @property
     def messages(self) -> int:
@@ -167,10 +172,13 @@ async def drive(server: Server, sessions: int, messages: int, tag: str) -> Run:
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
         cpu_before = cpu_seconds(server.proc.pid)
+        main_before, others_before = thread_times(server.proc.pid)
         started = time.perf_counter()
         await asyncio.gather(*(one_session(http, url, s, messages, run, tag) for s in range(sessions)))
         run.elapsed = time.perf_counter() - started
         run.server_cpu = cpu_seconds(server.proc.pid) - cpu_before
+        main_after, others_after = thread_times(server.proc.pid)
+        run.main_thread, run.other_threads = main_after - main_before, others_after - others_before
     expected = sessions * messages
     if run.messages != expected:
         run.errors.append(f"{run.messages} replies for {expected} messages")
@@ -226,6 +234,19 @@ def report(sessions: int, messages: int, bot: Run, echo: Run, recording: Run, *,
     print(" ratio rec. = relaybot / the recording echo, which dedupes, acks, orders and records each message and")
     print(" its reply in SQLite by hand (bench/recording_echo.py): the cost beyond those guarantees)")
     print("(cpu ms/msg: the server process's CPU over the run, all threads (/proc/PID/task/*/schedstat), per message)")
+    if bot.messages and bot.elapsed > 0:
+        per = 1000 / bot.messages
+        # A loop busy less than all the time while 50 sessions wait is the turns waiting on something
+        # else: the SQLite thread, itself often waiting for a CPU on a small machine.
+        print(
+            f"relaybot's event loop thread: busy {bot.main_thread.running / bot.elapsed:.0%} of the run, "
+            f"{bot.main_thread.running * per:.3f} ms/msg on a CPU, {bot.main_thread.waiting * per:.3f} ms/msg "
+            "waiting for one"
+        )
+        print(
+            f"relaybot's other threads (SQLite history, log writer): {bot.other_threads.running * per:.3f} ms/msg "
+            f"on a CPU, {bot.other_threads.waiting * per:.3f} ms/msg waiting for one"
+        )
     print(
         f"relaybot frames per message: {bot.acks / max(1, bot.messages):.1f} ack, "
         f"{bot.deltas / max(1, bot.messages):.1f} delta, 1 reply"
