@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -21,6 +22,8 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from core.stores.sqlite_inline import DatabaseLocked, InlineWriter, can_write_inline
 
 __all__ = ["AsyncEngineExecutor", "SqlExecutor", "SqliteThread", "Work", "executor_for"]
 
@@ -170,18 +173,24 @@ class CallThread:
 
 
 class SqliteThread:
-    """Every unit of work on one thread and one SQLite connection it keeps open.
-
-    One thread is also one writer: SQLite takes a single writer at a time anyway, and writes queued
-    here wait in order instead of sleeping in SQLite's busy handler. Reads queue behind them; each
-    is a few index lookups, far shorter than the hop that carries it.
+    """Reads on one thread and one SQLite connection it keeps open; writes on the event loop's own
+    thread (`core.stores.sqlite_inline`), except when another process holds the write lock: those
+    run on the thread, which waits for it. The thread also runs the WAL checkpoints, one after each
+    `checkpoint_seconds` of writes, which the loop's connection never does itself.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, checkpoint_seconds: float = 1.0) -> None:
         self._engine = engine
         self._thread = CallThread("relaybot-sqlite")
         self._conn: Connection | None = None  # used on the thread only
         self._writes = WriteBatches(self._write_together)
+        self._inline = InlineWriter(engine) if can_write_inline(engine) else None
+        self._checkpoint_seconds = checkpoint_seconds
+        self._next_checkpoint = 0.0
+        self._checkpointing: asyncio.Task[None] | None = None
+        #: checkpoints run, and writes that found the database locked (tests read them)
+        self.checkpoints = 0
+        self.writes_on_thread = 0
 
     @property
     def sync_engine(self) -> Engine:
@@ -229,10 +238,52 @@ class SqliteThread:
         return await self._writes.write(work)
 
     async def _write_together(self, works: list[Work[Any]]) -> list[Any]:
+        if self._inline is not None:
+            try:
+                values = self._inline.write_all(works)
+            except DatabaseLocked:
+                pass  # another process is writing: wait for it on the thread, never on the loop
+            else:
+                self._checkpoint_soon()
+                return values
+        self.writes_on_thread += 1
         return await self._thread.run(self._write_all_now, works)
+
+    def _checkpoint_soon(self) -> None:
+        now = time.monotonic()
+        if now < self._next_checkpoint or (self._checkpointing is not None and not self._checkpointing.done()):
+            return
+        self._next_checkpoint = now + self._checkpoint_seconds
+        self._checkpointing = asyncio.create_task(self._checkpoint(), name="relaybot-sqlite-checkpoint")
+
+    async def _checkpoint(self) -> None:
+        try:
+            await self._thread.run(self._checkpoint_now, None)
+        except Exception:
+            # The WAL only grows until the next one; the store's own errors surface on its writes.
+            return
+        self.checkpoints += 1
+
+    def _checkpoint_now(self, _: None) -> None:
+        conn = self._connection()
+        try:
+            # RESTART, not PASSIVE: under steady writes a passive checkpoint never catches up with the
+            # log's end, so the log is never restarted and grows for ever. RESTART holds new writers
+            # back while it copies (the loop's writes then find the file locked and queue here, behind
+            # it), and the next write starts the log from its beginning.
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(RESTART)")
+            conn.rollback()
+        except BaseException:
+            self._drop_connection()
+            raise
 
     async def close(self) -> None:
         await self._writes.drain()
+        if self._checkpointing is not None:
+            await asyncio.gather(self._checkpointing, return_exceptions=True)
+        if self._inline is not None and (inline := self._inline.detach()) is not None:
+            # Closed on the thread: the last connection's close checkpoints, and that syncs the file.
+            await self._thread.run(lambda conn: conn.close(), inline)
         await self._thread.run(lambda _: self._drop_connection(), None)
         await self._thread.close()
         self._engine.dispose()
