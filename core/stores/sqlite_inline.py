@@ -53,12 +53,9 @@ class InlineWriter:
         try:
             with conn.begin():
                 return [work(conn) for work in works]
-        except OperationalError as exc:
-            if _is_locked(exc):
+        except BaseException as exc:
+            if isinstance(exc, OperationalError) and _is_locked(exc):
                 raise DatabaseLocked(str(exc.orig)) from exc
-            self.close()
-            raise
-        except BaseException:
             # The connection may be unusable (a file that went away, a full disk): the next write opens
             # a fresh one rather than failing the same way for ever.
             self.close()
