@@ -5,9 +5,9 @@ read walks the (session_id, seq) index from one end, so neither grows with the c
 Memory keeps two small tables beside it: `user_facts` (one row per bot, user and key, replaced in
 place) and `session_summaries` (one row per session); both are written with one upsert statement.
 The tables and the statements every turn runs are in `core.stores.sql_schema`, and where the SQL
-runs (a thread for SQLite, asyncpg for PostgreSQL) in `core.stores.sql_exec`; this module is the
-store: URLs and engines, appends (group-committed), reads and upserts, each written once
-as a plain function of a connection.
+runs (SQLite's writes in place and reads on a thread, asyncpg for PostgreSQL) in
+`core.stores.sql_exec`; this module is the store: URLs and engines, appends (group-committed), reads
+and upserts, each written once as a plain function of a connection.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ _DB_ERRORS = (SQLAlchemyError, OSError)
 _LAST_SEQS_KEPT = 10_000
 
 # Plain schemes as users paste them (and as hosting providers hand them out), mapped to the driver
-# relaybot runs: asyncpg for PostgreSQL; for SQLite the standard library's, on a thread of its own
+# relaybot runs: asyncpg for PostgreSQL; for SQLite the standard library's, run by `core.stores.sql_exec`
 # (sqlite+aiosqlite URLs, which earlier versions documented, mean the same database).
 _DRIVERS = {
     "postgresql": "postgresql+asyncpg",
@@ -129,7 +129,7 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
 
 def engine_for_url(url: str) -> Engine | AsyncEngine:
     """The engine for DATABASE_URL (plain postgresql:// and sqlite:// URLs get relaybot's drivers):
-    a sync SQLite engine, to run on a thread of its own, or an async engine on asyncpg."""
+    a sync SQLite engine (see `core.stores.sql_exec` for where its SQL runs), or an async engine on asyncpg."""
     parsed = _driver_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
@@ -141,8 +141,9 @@ def engine_for_url(url: str) -> Engine | AsyncEngine:
                     f"cannot create the folder for the SQLite database {database!r} ({exc}): "
                     f"check DATABASE_URL and the folder's permissions"
                 ) from exc
-        # Other processes on the same file (relaybot chat beside relaybot run) wait, not fail. The
-        # store's thread opens the connection and other threads never touch it.
+        # Other processes on the same file (relaybot chat beside relaybot run) wait, not fail (the loop's
+        # own write connection sets its timeout to 0 instead, see core.stores.sqlite_inline). Each
+        # connection is used by one thread at a time, but the loop's is closed on the store's thread.
         sqlite_engine = create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(sqlite_engine, "connect", _tune_sqlite)
         return sqlite_engine
@@ -155,8 +156,8 @@ def engine_for_url(url: str) -> Engine | AsyncEngine:
 
 
 class SqlHistoryStore:
-    """`HistoryStore` on a SQLAlchemy engine: a sync SQLite engine (run on a thread of its own) or an
-    async engine (PostgreSQL on asyncpg). `from_url` builds the right one from DATABASE_URL."""
+    """`HistoryStore` on a SQLAlchemy engine: a sync SQLite engine (writes in place, reads on a thread)
+    or an async engine (PostgreSQL on asyncpg). `from_url` builds the right one from DATABASE_URL."""
 
     def __init__(self, engine: Engine | AsyncEngine) -> None:
         self._db: SqlExecutor = executor_for(engine)

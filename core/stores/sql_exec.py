@@ -1,11 +1,13 @@
-"""Where the history's SQL runs: a thread of its own for SQLite, the async driver for PostgreSQL.
+"""Where the history's SQL runs: for SQLite, writes on the event loop's own connection and reads on a
+thread of their own; for PostgreSQL, the async driver.
 
 A SQLite statement costs tens of microseconds. Through aiosqlite and SQLAlchemy's async layer each
 statement, fetch, BEGIN and COMMIT was a hop to a pool thread and back (about ten for one append),
 and the hops, the pool's check-out and reset-on-return cost ten times what SQLite did. Here a unit
-of work (an append with its checks, one read) is a plain function of a `Connection`, and SQLite
-runs it in one hop on a connection its thread keeps open. PostgreSQL runs the same function through
-`AsyncConnection.run_sync` on asyncpg, so both databases share one body of SQL.
+of work (an append with its checks, one read) is a plain function of a `Connection`: SQLite runs a
+read in one hop on a connection its thread keeps open, and a write in place
+(`core.stores.sqlite_inline`). PostgreSQL runs the same function through `AsyncConnection.run_sync`
+on asyncpg, so both databases share one body of SQL.
 """
 
 from __future__ import annotations
@@ -134,7 +136,7 @@ class CallThread:
     """One thread that runs blocking calls in the order they came, each outcome handed back to the
     caller's event loop. A one-worker ThreadPoolExecutor does the same through a concurrent future,
     two locks, a work item and a wrapping asyncio future per call: 31 µs of CPU per round trip
-    against 20 µs here, measured with a call that does nothing, and a turn makes one or two."""
+    against 20 µs here, measured with a call that does nothing."""
 
     def __init__(self, name: str) -> None:
         self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
@@ -234,7 +236,7 @@ class SqliteThread:
         return await self._thread.run(self._read_now, work)
 
     async def write(self, work: Work[T]) -> T:
-        """Writes that arrive while another is on the thread go together (`WriteBatches`)."""
+        """Writes queued before the batch is written go together (`WriteBatches`): one transaction."""
         return await self._writes.write(work)
 
     async def _write_together(self, works: list[Work[Any]]) -> list[Any]:
