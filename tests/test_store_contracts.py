@@ -767,6 +767,60 @@ async def test_sqlite_reads_walk_the_session_seq_index(tmp_path: Path) -> None:
         assert "TEMP B-TREE" not in plan, plan  # ordered by the index, not sorted afterwards
 
 
+async def test_sqlite_appends_store_what_sqlalchemy_stores(tmp_path: Path) -> None:
+    # Appends go to the driver as plain rows (core.stores.sql_schema.BulkInsert): every column must
+    # hold exactly what SQLAlchemy's own insert of the same message writes, so files written before
+    # and after read the same, and reads (which go through SQLAlchemy) get back what was appended.
+    store = SqlHistoryStore.from_url(f"sqlite:///{tmp_path}/formats.db")
+    message = StoredMessage(
+        role="assistant",
+        content="Prix : 12 € — “quoted”\nsecond line",
+        created_at=datetime(2025, 3, 1, 14, 0, 5, 123456, tzinfo=CEST),
+        ref="ref-1",
+        meta={"kind": "notice", "note": "ünïcode ✓"},
+    )
+    try:
+        await store.create_schema()
+        [saved] = await append(store, "plain", [message])
+        with store.sync_engine.begin() as conn:
+            conn.execute(
+                Base.metadata.tables["messages"].insert(),
+                {
+                    "session_id": "orm",
+                    "seq": 1,
+                    "bot": "support",
+                    "channel": "slack",
+                    "user_id": "slack:U1",
+                    "role": message.role,
+                    "content": message.content,
+                    "ref": message.ref,
+                    "meta": dict(message.meta),
+                    "created_at": message.created_at.astimezone(UTC),
+                },
+            )
+        [read_back] = await store.recent("plain", 1)
+    finally:
+        await store.close()
+
+    with sqlite3.connect(tmp_path / "formats.db") as db:
+        rows = {
+            row[0]: row[1:]
+            for row in db.execute(
+                "SELECT session_id, seq, bot, channel, user_id, role, content, ref, meta, created_at,"
+                " typeof(meta), typeof(created_at) FROM messages"
+            )
+        }
+    assert rows["plain"] == rows["orm"]
+    assert rows["plain"][-4:] == (
+        json.dumps({"kind": "notice", "note": "ünïcode ✓"}),
+        "2025-03-01 12:00:05.123456",
+        "text",
+        "text",
+    )
+    assert read_back == saved
+    assert read_back.created_at == message.created_at and read_back.meta == message.meta
+
+
 @pytest.mark.postgres
 async def test_postgres_plain_url_is_rewritten_to_asyncpg(postgres_server: PostgresServer) -> None:
     # As hosting providers hand them out: libpq scheme and libpq's sslmode parameter.

@@ -36,13 +36,12 @@ from core.stores.base import Role, StoredMessage, Summary, UserFact
 from core.stores.sql_exec import SqlExecutor, executor_for
 from core.stores.sql_schema import (
     FACTS,
-    INSERT_MESSAGES,
-    INSERT_TURNS,
     MESSAGES,
     MESSAGES_BETWEEN,
     RECENT,
     RECORDED_TURNS,
     SUMMARY,
+    AppendInserts,
     Base,
     FactRecord,
     MessageRecord,
@@ -167,6 +166,7 @@ class SqlHistoryStore:
         self._committer: asyncio.Task[None] | None = None
         self._where = engine.url.render_as_string(hide_password=True)
         self._statements = Upserts.for_dialect(self._dialect)
+        self._inserts = AppendInserts.for_dialect(engine.dialect)
 
     @property
     def sync_engine(self) -> Engine:
@@ -300,7 +300,9 @@ class SqlHistoryStore:
         sessions = list(dict.fromkeys(r.session_id for r in batch))
         known = {s: self._last_seqs[s] for s in sessions if s in self._last_seqs}
         try:
-            results, last = await self._db.write(lambda conn: _insert_rows(conn, batch, known, check_recorded))
+            results, last = await self._db.write(
+                lambda conn: _insert_rows(conn, self._inserts, batch, known, check_recorded)
+            )
         except BaseException:
             for session_id in sessions:
                 self._last_seqs.pop(session_id, None)
@@ -422,7 +424,7 @@ class SqlHistoryStore:
 
 
 def _insert_rows(
-    conn: Connection, batch: Sequence[_Append], known: dict[str, int], check_recorded: bool
+    conn: Connection, inserts: AppendInserts, batch: Sequence[_Append], known: dict[str, int], check_recorded: bool
 ) -> tuple[list[list[StoredMessage]], dict[str, int]]:
     """`SqlHistoryStore._insert`'s work in the transaction: each request's stored messages, and
     each session's last seq after the batch. `known`: the last seqs the store remembers."""
@@ -437,8 +439,8 @@ def _insert_rows(
         lookup = lookups[0] if len(lookups) == 1 else union_all(*lookups)
         last.update({s: seq or 0 for s, seq in conn.execute(lookup).all()})
     results: list[list[StoredMessage]] = []
-    rows: list[dict[str, Any]] = []
-    turns: list[dict[str, Any]] = []
+    rows: list[tuple[Any, ...]] = []
+    turns: list[tuple[Any, ...]] = []
     for request in batch:
         turn = (request.session_id, request.turn_key) if request.turn_key is not None else None
         if turn is not None and turn in recorded:
@@ -454,33 +456,27 @@ def _insert_rows(
         results.append(saved)
         if turn is not None:
             recorded[turn] = saved
-            turns.append(
-                {
-                    "session_id": request.session_id,
-                    "turn_key": request.turn_key,
-                    "first_seq": start,
-                    "count": len(saved),
-                }
-            )
+            turns.append((request.session_id, request.turn_key, start, len(saved)))
+        # In MESSAGE_COLUMNS order.
         rows.extend(
-            {
-                "session_id": request.session_id,
-                "seq": m.seq,
-                "bot": request.bot,
-                "channel": request.channel,
-                "user_id": request.user_id,
-                "role": m.role,
-                "content": m.content,
-                "ref": m.ref,
-                "meta": dict(m.meta),
-                "created_at": m.created_at,
-            }
+            (
+                request.session_id,
+                m.seq,
+                request.bot,
+                request.channel,
+                request.user_id,
+                m.role,
+                m.content,
+                m.ref,
+                m.meta,
+                m.created_at,
+            )
             for m in saved
         )
     if rows:
-        conn.execute(INSERT_MESSAGES, rows)
+        inserts.messages.run(conn, rows)
     if turns:
-        conn.execute(INSERT_TURNS, turns)
+        inserts.turns.run(conn, turns)
     return results, last
 
 

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -17,6 +18,7 @@ from sqlalchemy import (
     Integer,
     Select,
     String,
+    Table,
     Text,
     UniqueConstraint,
     bindparam,
@@ -26,20 +28,23 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from core.stores.base import Role, StoredMessage
 
 __all__ = [
     "FACTS",
-    "INSERT_MESSAGES",
-    "INSERT_TURNS",
     "MESSAGES",
     "MESSAGES_BETWEEN",
+    "MESSAGE_COLUMNS",
     "RECENT",
     "RECORDED_TURNS",
     "SUMMARY",
+    "TURN_COLUMNS",
+    "AppendInserts",
     "Base",
+    "BulkInsert",
     "FactRecord",
     "MessageRecord",
     "RecordedTurn",
@@ -174,8 +179,73 @@ MESSAGES_BETWEEN = (
     )
     .order_by(MESSAGES.seq)
 )
-INSERT_MESSAGES = insert(MessageRecord)
-INSERT_TURNS = insert(RecordedTurn)
+#: the columns of a message row as `BulkInsert` takes it (the id is the database's)
+MESSAGE_COLUMNS = ("session_id", "seq", "bot", "channel", "user_id", "role", "content", "ref", "meta", "created_at")
+TURN_COLUMNS = ("session_id", "turn_key", "first_seq", "count")
+
+
+@dataclass(frozen=True, slots=True)
+class BulkInsert:
+    """One INSERT of many rows, each a tuple of values in `columns` order, in one database's terms.
+
+    On SQLite the rows go to the driver's executemany as they are, each value that needs it
+    formatted by its column type's own bind processor, so it is stored exactly as SQLAlchemy stores
+    it (dates as text, `meta` as JSON). SQLAlchemy's executemany built a dict of bound parameters
+    for every row, about 4 µs a row, which was more than SQLite took to insert it. On PostgreSQL
+    (asyncpg, whose driver SQL differs) the statement goes through SQLAlchemy as it did.
+    """
+
+    statement: Insert
+    columns: tuple[str, ...]
+    #: the driver's SQL on SQLite; None: through SQLAlchemy
+    plain_sql: str | None
+    #: (index, bind processor) of the columns whose values the driver cannot take as they are
+    formats: tuple[tuple[int, Callable[[Any], Any]], ...]
+
+    @classmethod
+    def for_dialect(cls, table: Table, columns: tuple[str, ...], dialect: Dialect) -> BulkInsert:
+        statement = insert(table)
+        if dialect.name != "sqlite":
+            return cls(statement=statement, columns=columns, plain_sql=None, formats=())
+        formats = []
+        for index, name in enumerate(columns):
+            process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+            if process is not None:
+                formats.append((index, process))
+        names = ", ".join(f'"{name}"' for name in columns)
+        plain_sql = f'INSERT INTO "{table.name}" ({names}) VALUES ({", ".join("?" for _ in columns)})'
+        return cls(statement=statement, columns=columns, plain_sql=plain_sql, formats=tuple(formats))
+
+    def run(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+        if self.plain_sql is None:
+            conn.execute(self.statement, [dict(zip(self.columns, row, strict=True)) for row in rows])
+            return
+        plain: Sequence[Sequence[Any]] = rows
+        if self.formats:
+            formatted = []
+            for row in rows:
+                values = list(row)
+                for index, process in self.formats:
+                    values[index] = process(values[index])
+                formatted.append(tuple(values))
+            plain = formatted
+        # Through the connection, not the driver's cursor: statement listeners still see it.
+        conn.exec_driver_sql(self.plain_sql, plain)
+
+
+@dataclass(frozen=True, slots=True)
+class AppendInserts:
+    """An append's two inserts, built once per store for its database."""
+
+    messages: BulkInsert
+    turns: BulkInsert
+
+    @classmethod
+    def for_dialect(cls, dialect: Dialect) -> AppendInserts:
+        return cls(
+            messages=BulkInsert.for_dialect(MessageRecord.__table__, MESSAGE_COLUMNS, dialect),  # type: ignore[arg-type]
+            turns=BulkInsert.for_dialect(RecordedTurn.__table__, TURN_COLUMNS, dialect),  # type: ignore[arg-type]
+        )
 
 
 @dataclass(frozen=True, slots=True)
