@@ -18,6 +18,7 @@ from core.bots import BotRegistry
 from core.bus.base import Bus
 from core.clock import Clock, SystemClock
 from core.envelope import Reply
+from core.frozen import fast_init
 from core.ratelimit.base import RateLimiter
 from core.settings import Settings
 from core.stores.base import HistoryStore
@@ -57,6 +58,7 @@ class ReplyWindow:
     setting: str = ""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class DeliveryResult:
     """What the channel did with a reply: sent now, or kept for the recipient to fetch later."""

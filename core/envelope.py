@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from core.actions import Action, Button, Card, check_offer
+from core.frozen import fast_init
 
 #: the envelope channel names in use ("slack", "sms", ...): registered by the channel adapters,
 #: which are found through the `relaybot.channels` entry point, so a package adds a channel (and
@@ -87,6 +88,7 @@ class Attachment:
     size: int | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Envelope:
     """One inbound message, normalized by its channel adapter."""
@@ -179,6 +181,7 @@ class Envelope:
         return cls.from_dict(json.loads(raw))
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Reply:
     """The core's answer to one envelope, in Markdown; the channel formats and splits it.

@@ -16,7 +16,7 @@ LONG_WORDS = re.compile(r"\w{9,}")
 # whitespace the way Unicode has it (no-break, em and ideographic spaces, separators, NEL).
 ALPHABET = (
     "abcxyzABC0189_éßñ語日本ž٣\u0301\u200d"
-    ".,;:!?'\"“”‘’…-–—()[]{}*`#@/\\%€$😀👍🏽"
+    ".,;:!?'\"“”\u2018\u2019…-\u2013—()[]{}*`#@/\\%€$😀👍🏽"
     " \t\n\r\x0b\x0c\x1c\x1f\x85\u00a0\u2003\u2028\u3000"
 )
 

@@ -19,6 +19,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from core.frozen import fast_init
 from core.knowledge.passage import Passage
 
 __all__ = ["SOURCES_PREFIX", "CitedAnswer", "cite"]
@@ -29,6 +30,7 @@ _CITATION = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\](?!\()")
 _TRAILING_SOURCES = re.compile(r"\n\s*\n\s*(?:\*\*|__)?Sources?(?:\*\*|__)?\s*:(?:(?!\n\s*\n).)*\s*\Z", re.S | re.I)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class CitedAnswer:
     #: the answer with its citations renumbered and, if it cites any, the Sources paragraph last

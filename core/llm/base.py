@@ -4,6 +4,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from core.frozen import fast_init
 from core.knowledge.passage import Passage
 from core.tokens import estimate_tokens
 
@@ -26,6 +27,7 @@ class ToolCall:
     arguments: Mapping[str, Any]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
     """One message of the context. Function calling adds two shapes: an assistant message that
@@ -37,6 +39,7 @@ class ChatMessage:
     tool_call_id: str | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LLMRequest:
     messages: tuple[ChatMessage, ...]
@@ -53,6 +56,7 @@ class LLMRequest:
     json_schema: Mapping[str, Any] | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Usage:
     tokens_in: int
@@ -66,6 +70,7 @@ def estimated_usage(request: LLMRequest, text: str) -> Usage:
     return Usage(tokens_in=tokens_in, tokens_out=estimate_tokens(text), estimated=True)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class StreamChunk:
     """A piece of a streamed answer: new text, and on the last chunk the usage if known."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from core.frozen import fast_init
 from core.llm.base import ToolCall, Usage
 
 AttemptOutcome = Literal["ok", "failed", "interrupted", "skipped"]
@@ -13,6 +14,7 @@ ChainOutcome = Literal["answered", "interrupted", "static", "cached"]
 NO_USAGE = Usage(tokens_in=0, tokens_out=0)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Attempt:
     """One try of one step.
@@ -47,6 +49,7 @@ class Attempt:
         return entry
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChainResult:
     """The reply text and how it came about.

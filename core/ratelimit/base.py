@@ -4,9 +4,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from core.frozen import fast_init
+
 Window = Literal["minute", "hour", "day"]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class RateLimits:
     per_minute: int
@@ -14,6 +17,7 @@ class RateLimits:
     tokens_per_day: int = 500_000
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class RateDecision:
     """Whether a message may be processed; if not, which window is full and when to try again."""

@@ -14,12 +14,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
+from core.frozen import fast_init
+
 Role = Literal["user", "assistant", "system"]
 
 #: what `SessionStore.swap_fields` did: wrote the fields, found another value, or found no session
 SwapOutcome = Literal["swapped", "mismatch", "missing"]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StoredMessage:
     """One message of a conversation.
@@ -85,6 +88,7 @@ class UserFact:
     updated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Summary:
     """The running summary of a session's older messages: every message up to `through_seq`."""
