@@ -212,6 +212,6 @@ def _fits_without_fold(turn: Turn) -> bool:
     # RecordStage stored this turn's user message and reply as seq - 1 and seq.
     if len(earlier) != turn.seq - 2 - through or len(earlier) + 2 > limits.max_messages:
         return False
-    tokens = sum(estimate_tokens(m.content) for m in earlier)
+    tokens = sum(m.tokens for m in earlier)
     tokens += estimate_tokens(turn.envelope.text) + estimate_tokens(turn.reply_text or "")
     return tokens <= limits.token_budget

@@ -56,7 +56,7 @@ def window(messages: Sequence[StoredMessage], *, max_messages: int, token_budget
     for message in reversed(messages[-max_messages:] if max_messages > 0 else []):
         if not in_context(message):
             continue
-        cost = estimate_tokens(message.content)
+        cost = message.tokens
         if cost > budget:
             break
         budget -= cost
