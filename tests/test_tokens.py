@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 import re
 
+from core.llm.base import ChatMessage, context_tokens
+from core.stores.base import StoredMessage
 from core.tokens import estimate_tokens, token_parts, tokens_of
 
 # The definition, scan by scan: words, other non-space pieces, and extra tokens for long words.
@@ -46,3 +48,16 @@ def test_a_multiline_estimate_is_the_sum_of_its_lines() -> None:
     lines = ["Earlier in this conversation:", "- The user said: “hello”", "- You answered: “Hi! How can I help?”"]
     total = [sum(column) for column in zip(*(defined_parts(line) for line in lines), strict=True)]
     assert estimate_tokens("\n".join(lines)) == tokens_of((total[0], total[1], total[2]))
+
+
+def test_messages_carry_their_estimates_into_the_context() -> None:
+    stored = StoredMessage(role="user", content="How much does the Pro plan cost per month?")
+    assert stored.tokens == estimate_tokens(stored.content)
+    assert stored.restamped(seq=3, created_at=stored.created_at, meta={}).tokens == stored.tokens
+
+    carried = ChatMessage("user", stored.content, tokens=stored.tokens)
+    assert carried == ChatMessage("user", stored.content)  # the estimate is not part of the message
+    # A message's own count is taken as given; one without is estimated.
+    assert context_tokens(
+        [ChatMessage("user", "hello", tokens=99), ChatMessage("user", "hello")]
+    ) == 99 + estimate_tokens("hello")

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from core.frozen import fast_init
@@ -37,6 +37,9 @@ class ChatMessage:
     content: str
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
+    #: the content's token estimate when the caller has it already (a stored message's `tokens`),
+    #: so that estimating the context's usage does not weigh the same texts again
+    tokens: int | None = field(default=None, compare=False, repr=False)
 
 
 @fast_init
@@ -64,10 +67,14 @@ class Usage:
     estimated: bool = False
 
 
+def context_tokens(messages: Iterable[ChatMessage]) -> int:
+    """The offline token estimate of a context: each message's own `tokens` where it carries them."""
+    return sum(estimate_tokens(m.content) if m.tokens is None else m.tokens for m in messages)
+
+
 def estimated_usage(request: LLMRequest, text: str) -> Usage:
     """The offline estimate, for providers (and cut streams) that report no usage of their own."""
-    tokens_in = sum(estimate_tokens(m.content) for m in request.messages)
-    return Usage(tokens_in=tokens_in, tokens_out=estimate_tokens(text), estimated=True)
+    return Usage(tokens_in=context_tokens(request.messages), tokens_out=estimate_tokens(text), estimated=True)
 
 
 @fast_init

@@ -11,10 +11,9 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 
-from core.llm.base import LLMRequest, StreamChunk, Usage
+from core.llm.base import LLMRequest, StreamChunk, estimated_usage
 from core.llm.grounded import OFFLINE_GROUNDED_NOTE, grounded_answer
 from core.memory.facts import LocalFactExtractor
-from core.tokens import estimate_tokens
 
 _GREETING = re.compile(r"^\s*(hi|hello|hey|good (morning|afternoon|evening)|hiya|howdy)\b", re.IGNORECASE)
 _THANKS = re.compile(r"\b(thanks|thank you|cheers)\b", re.IGNORECASE)
@@ -57,8 +56,7 @@ class OfflineProvider:
         # One piece: the answer exists whole at once, and a channel would show nothing of it before
         # the reply anyway (the first streamed piece waits ~50 ms, see core.delivery.coalesce).
         yield StreamChunk(text=text)
-        tokens_in = sum(estimate_tokens(m.content) for m in request.messages)
-        yield StreamChunk(usage=Usage(tokens_in=tokens_in, tokens_out=estimate_tokens(text), estimated=True))
+        yield StreamChunk(usage=estimated_usage(request, text))
 
 
 def _greeting(*, knowledge: bool) -> str:

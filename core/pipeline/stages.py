@@ -178,7 +178,7 @@ class AssembleContextStage:
             system = f"{system}\n\nFor this message:\n" + "\n".join(turn.handler_notes)
         turn.context = [
             ChatMessage("system", system),
-            *(ChatMessage(m.role, m.content) for m in turn.history if m.role in ("user", "assistant")),
+            *(ChatMessage(m.role, m.content, tokens=m.tokens) for m in turn.history if m.role in ("user", "assistant")),
             ChatMessage("user", env.text),
         ]
 
