@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
+import re
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +19,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from structlog.testing import capture_logs
 
-from core.memory.summary import HEADER, LocalSummarizer, plan_fold, window
+from core.memory.summary import HEADER, LocalSummarizer, _gist, plan_fold, window
 from core.runtime import Runtime
 from core.settings import Settings
 from core.stores.base import StoredMessage, Summary
@@ -272,3 +274,40 @@ async def _all_messages(settings: Settings) -> list[StoredMessage]:
         return await store.after(SESSION, 0)
     finally:
         await store.close()
+
+
+def _gist_of_the_whole_text(text: str, max_words: int, *, sentences: int) -> str:
+    """The gist's definition, read from the whole text (the summarizer reads only its first words)."""
+    flat = " ".join(text.replace("“", '"').replace("”", '"').split())
+    first = " ".join(re.split(r"(?<=[.!?])\s+", flat)[:sentences])
+    words = first.split()
+    if len(words) > max_words:
+        return " ".join(words[:max_words]).rstrip(",;:") + "…"
+    return first
+
+
+def test_a_bullet_reads_only_the_first_words_and_keeps_the_same_gist() -> None:
+    rng = random.Random(7)
+    pieces = [
+        "word",
+        "Longer",
+        "x",
+        "“quoted”",
+        "end.",
+        "ask?",
+        "wow!",
+        "a,",
+        "b;",
+        "c:",
+        "…",
+        "\n",
+        "\t",
+        "  ",
+        "\u00a0",
+    ]
+    texts = ["", "One.", "Hello there. How are you? Fine!", "a " * 50, "No stop at all " * 12]
+    texts += [" ".join(rng.choice(pieces) for _ in range(rng.randint(0, 90))) for _ in range(2000)]
+    for text in texts:
+        for max_words, sentences in ((40, 2), (20, 1), (3, 1), (1, 2)):
+            expected = _gist_of_the_whole_text(text, max_words, sentences=sentences)
+            assert _gist(text, max_words, sentences=sentences) == expected, (text, max_words, sentences)
