@@ -15,8 +15,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from core.bots import DEFAULT_STATIC_FALLBACK
-from core.llm.base import estimated_usage
-from core.llm.chain import DEFAULT_INTERRUPTED_NOTICE
+from core.llm.base import LLMRequest, StreamChunk, estimated_usage
+from core.llm.chain import DEFAULT_INTERRUPTED_NOTICE, Chain, Step
+from core.llm.offline import OfflineProvider
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.scripted import Answer, Cut, Fail, Hang, Malformed, Reset, StreamError
@@ -331,3 +332,28 @@ async def test_a_bot_can_point_a_step_at_its_own_openai_compatible_server(
     assert local.requests[0].body["max_tokens"] == 1024  # compatible servers get the classic parameter
     assert (fallback.text, fallback.provider) == (MINI.text, "openai")
     assert openai_fake.requests[-1].headers["Authorization"] == "Bearer sk-bot-own"
+
+
+class _BrokenProvider:
+    """A provider that breaks the contract: its stream raises something other than ProviderError."""
+
+    name = "broken"
+    model = "broken-1"
+
+    async def stream(self, request: LLMRequest) -> AsyncIterator[StreamChunk]:
+        yield StreamChunk(text="")  # a first chunk, then the failure
+        raise KeyError("choices")
+
+
+async def test_a_provider_that_raises_anything_else_is_a_bad_response_and_the_next_step_answers() -> None:
+    chain = Chain([Step(provider=_BrokenProvider()), Step(provider=OfflineProvider())], bot="support")
+    with capture_logs() as logs:
+        result = await chain.run(ask(), user_key="u1")
+    assert (result.outcome, result.provider, result.fallback_used) == ("answered", "offline", True)
+    assert [(a.provider, a.outcome, a.error) for a in result.attempts] == [
+        ("broken", "failed", "ProviderBadResponse"),
+        ("offline", "ok", None),
+    ]
+    assert "broken:broken-1 failed unexpectedly: KeyError" in (result.attempts[0].detail or "")
+    [broken] = [e for e in logs if e["event"] == "llm_provider_contract_broken"]
+    assert broken["step"] == "broken:broken-1" and broken["log_level"] == "error"

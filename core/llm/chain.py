@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -34,7 +34,7 @@ import structlog
 
 from core.bots import DEFAULT_STATIC_FALLBACK, BotConfig, Models
 from core.errors import ProviderBadResponse, ProviderError, ProviderRejected, ProviderTimeout, StoreError
-from core.llm.base import ChatMessage, LLMProvider, LLMRequest, StreamChunk, ToolCall, Usage, estimated_usage
+from core.llm.base import ChatMessage, LLMProvider, LLMRequest, ToolCall, Usage, estimated_usage
 from core.llm.breaker import BreakerPolicy, CircuitBreaker
 from core.llm.cache import SHARED_SCOPE, CachedAnswer, ResponseCache, cache_key
 from core.llm.result import NO_USAGE, Attempt, ChainResult, add_usage
@@ -193,8 +193,10 @@ class Chain:
         """Try one step (with its retries); a result ends the chain, None moves to the next step."""
         loop = asyncio.get_running_loop()
         tries = 0
+        # Without a breaker (a local step, or none configured) there is nothing to ask or tell.
+        guarded = self._breaker is not None and step.breaker_key is not None
         while loop.time() < run.budget_end:
-            if not await self._allow(step):
+            if guarded and not await self._allow(step):
                 run.attempts.append(
                     Attempt(
                         provider=step.provider.name, model=step.provider.model, outcome="skipped", error="CircuitOpen"
@@ -207,10 +209,12 @@ class Chain:
             if attempt.usage is not None:
                 run.usage = add_usage(run.usage, attempt.usage)
             if attempt.error is None:
-                await self._record(step, None)
+                if guarded:
+                    await self._record(step, None)
                 return self._result(index, step, attempt, run, outcome="answered", text=attempt.text)
             run.last_error = attempt.error
-            await self._record(step, attempt.error)
+            if guarded:
+                await self._record(step, attempt.error)
             if attempt.shown:
                 # Text is on the user's screen: finish this answer deliberately, never start another.
                 if on_delta is not None:
@@ -271,8 +275,8 @@ class Chain:
     ) -> _AttemptRun:
         loop = asyncio.get_running_loop()
         start = loop.time()
-        first_deadline, first_limit = self._deadline(start, step.policy.first_token_timeout, budget_end)
-        end_deadline, end_limit = self._deadline(start, step.policy.total_timeout, budget_end)
+        first_deadline = min(start + step.policy.first_token_timeout, budget_end)
+        end_deadline = min(start + step.policy.total_timeout, budget_end)
         parts: list[str] = []
         run = _AttemptRun(attempt=Attempt(provider=step.provider.name, model=step.provider.model, outcome="ok"))
         stream = step.provider.stream(request)
@@ -282,9 +286,16 @@ class Chain:
             try:
                 async with asyncio.timeout_at(first_deadline) as deadline:
                     while True:
-                        chunk = await self._next(step, stream)
-                        if chunk is None:
+                        # Awaited here, not in a helper: a coroutine per chunk cost more than a
+                        # fast provider's chunk.
+                        try:
+                            chunk = await anext(stream)
+                        except StopAsyncIteration:
                             break
+                        except ProviderError:
+                            raise
+                        except Exception as exc:  # not CancelledError: a timeout must reach the deadline
+                            raise await self._contract_broken(step, exc) from exc
                         if chunk.text:
                             if run.first_token_at is None:
                                 run.first_token_at = loop.time()
@@ -298,7 +309,10 @@ class Chain:
                         if chunk.tool_calls:
                             run.tool_calls = chunk.tool_calls
             except TimeoutError as exc:
-                why = f"no end of the answer within {end_limit}" if parts else f"no first token within {first_limit}"
+                if parts:
+                    why = f"no end of the answer within {self._limit(start, step.policy.total_timeout, budget_end)}"
+                else:
+                    why = f"no first token within {self._limit(start, step.policy.first_token_timeout, budget_end)}"
                 raise ProviderTimeout(f"{step.label}: {why}", provider=step.provider.name) from exc
         except ProviderError as exc:
             run.error = exc
@@ -388,26 +402,19 @@ class Chain:
             tools_run=tools_run,
         )
 
-    def _deadline(self, start: float, seconds: float, budget_end: float) -> tuple[float, str]:
-        """The step's own deadline, or the chain's budget if that ends first; and which it is."""
+    def _limit(self, start: float, seconds: float, budget_end: float) -> str:
+        """Which limit a deadline of `seconds` from `start` was: the step's own, or the chain's
+        budget if that ended first."""
         if budget_end < start + seconds:
-            return budget_end, f"the chain's latency budget ({self.policy.latency_budget:g} s)"
-        return start + seconds, f"{seconds:g} s"
+            return f"the chain's latency budget ({self.policy.latency_budget:g} s)"
+        return f"{seconds:g} s"
 
-    async def _next(self, step: Step, stream: AsyncIterator[StreamChunk]) -> StreamChunk | None:
-        """The next chunk, None at the end; every failure as a ProviderError (the caller keeps the time)."""
-        try:
-            return await anext(stream)
-        except StopAsyncIteration:
-            return None
-        except (ProviderError, asyncio.CancelledError):
-            raise
-        except Exception as exc:
-            # A provider must raise ProviderError; one that does not still must not cost the answer.
-            await self._log.aexception("llm_provider_contract_broken", step=step.label)
-            raise ProviderBadResponse(
-                f"{step.label} failed unexpectedly: {type(exc).__name__}: {exc}", provider=step.provider.name
-            ) from exc
+    async def _contract_broken(self, step: Step, exc: Exception) -> ProviderBadResponse:
+        """A provider must raise ProviderError; one that does not still must not cost the answer."""
+        await self._log.aexception("llm_provider_contract_broken", step=step.label)
+        return ProviderBadResponse(
+            f"{step.label} failed unexpectedly: {type(exc).__name__}: {exc}", provider=step.provider.name
+        )
 
     def _retry_wait(self, error: ProviderError, tries: int, policy: StepPolicy) -> float | None:
         if not error.retryable or tries > policy.retries:
