@@ -7,13 +7,14 @@ boundaries on the bus and the outbox.
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from core.actions import Action, Button, Card, check_offer
 from core.frozen import fast_init
@@ -164,7 +165,7 @@ class Envelope:
         return data
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+        return _dumps(self.to_dict())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Envelope:
@@ -178,7 +179,7 @@ class Envelope:
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Envelope:
-        return cls.from_dict(json.loads(raw))
+        return cls.from_dict(orjson.loads(raw))
 
 
 @fast_init
@@ -226,7 +227,7 @@ class Reply:
         return data
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+        return _dumps(self.to_dict())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Reply:
@@ -245,8 +246,15 @@ class Reply:
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Reply:
-        return cls.from_dict(json.loads(raw))
+        return cls.from_dict(orjson.loads(raw))
 
 
 _ENVELOPE_FIELDS = tuple(f.name for f in fields(Envelope))
 _REPLY_FIELDS = tuple(f.name for f in fields(Reply))
+
+
+def _dumps(data: dict[str, Any]) -> str:
+    """Compact JSON, non-ASCII as is: what `json.dumps(separators=(",", ":"), ensure_ascii=False)`
+    writes, through orjson (0.65 against 5.5 µs for an envelope; every message is written to its
+    queue and read back once, and every reply once more on the Redis topology)."""
+    return orjson.dumps(data).decode()

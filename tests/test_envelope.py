@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -108,6 +109,21 @@ def test_a_reply_with_buttons_and_a_card_round_trips_through_json() -> None:
     again = Reply.from_json(reply.to_json())
     assert again == reply
     assert again.card is not None and again.card.actions[0].value == "TL-10042"
+
+
+def test_the_wire_format_is_compact_json_with_unicode_as_is() -> None:
+    # Entries already queued on Redis, and other releases reading them, expect exactly this text.
+    envelope = make(
+        text="Prix : 12 € — “ok”\n日本",
+        action=Action(id="cancel.yes", value="v", message_id="4"),
+        attachments=(Attachment(url="https://example.com/a.png", mime_type="image/png", size=3),),
+    )
+    reply = reply_with(actions=(Button("yes", "Oui ✓"),), sources=("[1] Tarifs (Plans)",))
+    for message in (envelope, reply):
+        assert message.to_json() == json.dumps(message.to_dict(), separators=(",", ":"), ensure_ascii=False)
+    assert Envelope.from_json(envelope.to_json().encode()) == envelope
+    with pytest.raises(ValueError):
+        Envelope.from_json('{"id": "x"')  # a worker buries what it cannot read
 
 
 def test_a_click_round_trips_and_an_envelope_from_before_clicks_still_parses() -> None:
