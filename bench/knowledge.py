@@ -18,13 +18,13 @@ Never fails on timing; exits 1 only when something is wrong (a second ingest tha
 
 Quality (first, and alone with --quality-only): each bot's documents ingested into a real chromadb (the example
 bot's with three labelled sets: tests/data/retrieval_questions.json, bench/data/support_questions.json and the
-near misses of bench/data/support_dev_unanswerable.json; Forkful, dev data now; and Toothwise, a sealed set,
-both under bench/data/heldout): recall@1 and recall@4 of the embedding alone ("dense"), BM25 alone and the two
+near misses of bench/data/support_dev_unanswerable.json; Forkful and Pedalpoint, dev data now; and Toothwise, a
+sealed set, all under bench/data/heldout): recall@1 and recall@4 of the embedding alone ("dense"), BM25 alone and the two
 fused by reciprocal rank fusion, once ranking only and once as served; the offline answers under the cosine
 threshold alone and under the answer decision (core.knowledge.answerability), in the same run; the decision's
 precision/recall curve; intent accuracy. --tune only chooses the decision's constants, and grids the intent
-classifier (trained model or similarity, nearest weight) on the example bot's sets and Forkful's, with and
-without sub-sampling their examples (Toothwise is never loaded); --dev-only leaves Toothwise out.
+classifier (trained model or similarity, nearest weight) on the example bot's sets, Forkful's and Pedalpoint's,
+with and without sub-sampling their examples (Toothwise is never loaded); --dev-only leaves Toothwise out.
 
     python bench/knowledge.py [--chunks 1000] [--large 10000] [--queries 200] [--quality-only] [--tune] [--dev-only]
 """
@@ -228,7 +228,8 @@ class Product:
 def products() -> list[Product]:
     """The example bot (a set the threshold was tuned on, a held-out one that the fusion's constants were then
     chosen on, and a dev set of unanswerable near misses that the answer rule was chosen on with the other two),
-    Forkful, a second product, and Toothwise, a third one kept sealed (bench/data/heldout)."""
+    Forkful, a second product, Pedalpoint, a fourth one (dev data, like Forkful), and Toothwise, a third one kept
+    sealed (bench/data/heldout)."""
     import json
 
     from core.bots import load_bot
@@ -250,6 +251,7 @@ def products() -> list[Product]:
             load_sets(load_bot(support)).utterances,
         ),
         held_out_product("forkful", "forkful held-out"),
+        held_out_product("pedalpoint", "pedalpoint dev"),
         held_out_product("toothwise", "toothwise sealed"),
     ]
 
@@ -396,7 +398,7 @@ TUNE_MAX_REFUSED = 0.05
 
 
 #: the products --tune measures on: the dev data; the sealed product is never looked at while choosing
-TUNE_PRODUCTS = ("support", "forkful")
+TUNE_PRODUCTS = ("support", "forkful", "pedalpoint")
 TUNE_UNKNOWN_WEIGHTS = (0.0, 0.2, 0.4, 0.6)
 #: the weight of a missing answer type (core.knowledge.answer_types)
 TUNE_TYPE_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0, 1.5, 2.0, 3.0)
