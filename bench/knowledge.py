@@ -23,7 +23,7 @@ sealed set, all under bench/data/heldout): recall@1 and recall@4 of the embeddin
 the two fused by reciprocal rank fusion, once ranking only and once as served; the offline answers under the cosine
 threshold alone and under the answer decision (core.knowledge.answerability), in the same run; the decision's
 precision/recall curve; intent accuracy. --tune only chooses the decision's constants, and grids the intent
-classifier (trained model or similarity, nearest weight, n-gram weight; with a leave-one-bot-out report) on the
+classifier (trained model or similarity, nearest weight; with a leave-one-bot-out report) on the
 example bot's sets, Forkful's and Pedalpoint's, with and without sub-sampling their examples (Toothwise is never
 loaded); --dev-only leaves Toothwise out.
 
@@ -467,11 +467,9 @@ def tests_intent_set() -> list[Any]:
 
 
 #: the grid --tune measures the local intent classifier on (core.intents.local): whether the trained model or the
-#: similarity ranks the intents, the weight of the nearest example in the similarity (the threshold's score), and
-#: the weight of the message's character n-grams next to its embedding in what the model reads
+#: similarity ranks the intents, and the weight of the nearest example in the similarity (the threshold's score)
 TUNE_LEARNED = (False, True)
 TUNE_NEAREST_WEIGHTS = (0.0, 0.1, 0.3, 0.5, 0.7)
-TUNE_NGRAM_WEIGHTS = (0.0, 0.25, 0.5, 1.0)
 #: repeated random sub-sampling: each dev bot's examples pooled with its labelled utterances, this many drawn per
 #: intent as the bot's examples (its descriptions kept), the rest and the `none` utterances classified; per draw
 TUNE_EXAMPLES_PER_INTENT = (8, 4)
@@ -510,12 +508,10 @@ def resampled_intents(bot: Any, utterances: Sequence[Any], per_intent: int, draw
 
 
 def intent_variants() -> list[dict[str, Any]]:
-    """The classifier settings --tune measures: every combination of the TUNE_* grids above (the n-grams only
-    for the trained model: the similarity does not read them)."""
+    """The classifier settings --tune measures: every combination of the TUNE_* grids above."""
     return [
-        {"learned": learned, "nearest_weight": weight, "ngram_weight": ngrams}
-        for learned, weight, ngrams in itertools.product(TUNE_LEARNED, TUNE_NEAREST_WEIGHTS, TUNE_NGRAM_WEIGHTS)
-        if learned or not ngrams
+        {"learned": learned, "nearest_weight": weight}
+        for learned, weight in itertools.product(TUNE_LEARNED, TUNE_NEAREST_WEIGHTS)
     ]
 
 
@@ -524,7 +520,7 @@ async def tune_intents(embedder: OnnxMiniLMEmbedder, bots: list[tuple[Any, Seque
     sets with the bots' own examples, and by repeated random sub-sampling (TUNE_EXAMPLES_PER_INTENT, TUNE_DRAWS: a
     bot's own examples are one draw of many, and the labelled sets alone are too few, and too near the examples,
     to tell close variants apart). Chosen: the best mean sub-sampled accuracy over the bots; ties: the simpler
-    (similarity, the smaller weights). Then leave one bot out: each bot's figures under the
+    (similarity, the smaller weight). Then leave one bot out: each bot's figures under the
     settings the other bots choose, a figure not fit to it."""
     from core.evals.metrics import intent_figures
     from core.evals.runner import classify_utterances
@@ -540,7 +536,7 @@ async def tune_intents(embedder: OnnxMiniLMEmbedder, bots: list[tuple[Any, Seque
         "intent from each bot's examples and labelled utterances, the rest classified; per bot the mean of both"
     )
     print(
-        f"  {'ranking':>10}{'nearest':>8}{'n-grams':>8}"
+        f"  {'ranking':>10}{'nearest':>8}"
         + "".join(f"{f'{bot.name} ({len(u)})':>17}" for bot, u in bots)
         + "".join(f"{name + ' sampled':>20}" for name in pooled)
         + f"{'mean':>8}"
@@ -568,7 +564,6 @@ async def tune_intents(embedder: OnnxMiniLMEmbedder, bots: list[tuple[Any, Seque
         rows.append((variant, right, sampled))
         print(
             f"  {'model' if variant['learned'] else 'similarity':>10}{variant['nearest_weight']:>8}"
-            f"{variant['ngram_weight']:>8}"
             + "".join(f"{r:>17}" for r in shown)
             + "".join(f"{a:>20.3f}" for a in sampled.values())
             + f"{statistics.mean(sampled.values()):>8.3f}"
@@ -581,7 +576,6 @@ async def tune_intents(embedder: OnnxMiniLMEmbedder, bots: list[tuple[Any, Seque
                 round(statistics.mean(row[2][name] for name in on), 4),
                 not row[0]["learned"],
                 -row[0]["nearest_weight"],
-                -row[0]["ngram_weight"],
             ),
         )
 

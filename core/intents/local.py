@@ -10,12 +10,6 @@ topics are left out once it has examples (see `_build`). Its logits rank the int
 weighs every direction of the embedding alike, it learns which directions separate this bot's intents:
 "downgrade my plan to Free" is nearer Tasklane's cancellation examples than its billing ones (0.481 against
 0.457 below), and went to the cancellation handler, which asks whether to cancel; the model sends it to billing.
-The model also reads each text's character n-grams (core.intents.ngrams, weight `ngram_weight` 0.25 against the
-embedding's 1): the surface of short and misspelt messages ("refund pls", "cant login") that the embedding blurs.
-Chosen by leave-one-bot-out on the three dev bots (`--tune`: each bot's figure under the weight the other two
-choose): every left-out bot chose 0.25 and gained a little on sub-sampling (the example bot 0.917 -> 0.919,
-Forkful 0.899 -> 0.907, Pedalpoint 0.862 -> 0.865), its labelled sets 146/152, 77/80 and 63/74 (before 145/152,
-77/80, 64/74).
 
 **How close** (the intent's score, the `confidence` of the result, compared with the bot's threshold): two
 similarities mixed (cosine, as dot products of normalized vectors):
@@ -55,7 +49,6 @@ import numpy as np
 from core.bots import BotConfig, Intents
 from core.intents.base import IntentResult
 from core.intents.linear import LinearModel, train
-from core.intents.ngrams import ngram_vectors
 from core.intents.smalltalk import is_small_talk
 from core.knowledge.embeddings import Embedder
 
@@ -65,9 +58,6 @@ __all__ = ["NEAREST_EXAMPLES", "NEAREST_WEIGHT", "LocalIntentClassifier"]
 NEAREST_WEIGHT = 0.5
 #: how many of an intent's examples and topics nearest to the message are averaged
 NEAREST_EXAMPLES = 1
-#: how much the message's character n-grams count next to its embedding in what the model reads (0: not read);
-#: chosen by leave-one-bot-out on the dev bots (module docstring)
-NGRAM_WEIGHT = 0.25
 _TOPIC_SEPARATOR = re.compile(r"[,;.]\s*(?:(?:and|or)\s+)?")
 
 Matrix = np.ndarray[Any, np.dtype[np.float32]]
@@ -104,13 +94,11 @@ class LocalIntentClassifier:
         nearest_weight: float = NEAREST_WEIGHT,
         nearest: int = NEAREST_EXAMPLES,
         learned: bool = True,
-        ngram_weight: float = NGRAM_WEIGHT,
     ) -> None:
         self._source = embedder
         self._nearest_weight = nearest_weight
         self._nearest = nearest
         self._learned = learned
-        self._ngram_weight = ngram_weight
         self._indexes: dict[str, _Index] = {}
         self._digests: dict[str, tuple[Intents, str]] = {}
         self._lock = asyncio.Lock()
@@ -120,9 +108,7 @@ class LocalIntentClassifier:
         (embedded,) = await (await self._embedder()).embed([text])
         vector = np.asarray(embedded, dtype=np.float32)
         similarities = scores(index, vector, self._nearest_weight, self._nearest)
-        ranking = similarities
-        if self._learned and index.model is not None:
-            ranking = index.model.logits(features(vector[None, :], [text], self._ngram_weight)[0])
+        ranking = index.model.logits(vector) if self._learned and index.model is not None else similarities
         if is_small_talk(text):
             return small_talk(bot.intents, index, similarities, ranking)
         return decide(bot.intents, index.names, similarities, ranking)
@@ -188,12 +174,9 @@ class LocalIntentClassifier:
         centroids /= np.clip(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12, None)
         # The model learns from every text of an intent: examples, description and its topics (each text once).
         training = sorted(set(centroid_rows) | set(nearest_rows))
-        rows = [i for i, _ in training]
-        labels = [r for _, r in training]
-        train_texts = [texts[i] for i in rows]
-        train_vectors = vectors[rows]
-        inputs = features(train_vectors, train_texts, self._ngram_weight)
-        model = await asyncio.to_thread(train, inputs, np.asarray(labels), len(names))
+        model = await asyncio.to_thread(
+            train, vectors[[i for i, _ in training]], np.asarray([r for _, r in training]), len(names)
+        )
         owners = [r for _, r in nearest_rows]
         starts = np.flatnonzero(np.diff(owners, prepend=-1)).astype(np.intp)
         return _Index(
@@ -207,16 +190,6 @@ class LocalIntentClassifier:
             social=social,
             model=model,
         )
-
-
-def features(vectors: Matrix, texts: list[str], ngram_weight: float) -> Matrix:
-    """What the model reads for each text: its embedding, and with `ngram_weight` its character n-grams
-    (core.intents.ngrams) weighted so, the row scaled back to unit length (the model's step size assumes it)."""
-    if not ngram_weight:
-        return vectors
-    grams = ngram_vectors(texts) * np.float32(np.sqrt(ngram_weight))
-    joined: Matrix = np.concatenate([vectors, grams], axis=1) / np.float32(np.sqrt(1.0 + ngram_weight))
-    return joined
 
 
 def topics(description: str) -> list[str]:
