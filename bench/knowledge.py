@@ -18,13 +18,14 @@ Never fails on timing; exits 1 only when something is wrong (a second ingest tha
 
 Quality (first, and alone with --quality-only): each bot's documents ingested into a real chromadb (the example
 bot's with three labelled sets: tests/data/retrieval_questions.json, bench/data/support_questions.json and the
-near misses of bench/data/support_dev_unanswerable.json; Forkful, dev data now; and Toothwise, a sealed set,
-both under bench/data/heldout): recall@1 and recall@4 of the embedding alone ("dense"), BM25 alone and the two
-fused by reciprocal rank fusion, once ranking only and once as served; the offline answers under the cosine
+near misses of bench/data/support_dev_unanswerable.json; Forkful and Pedalpoint, dev data now; and Toothwise, a
+sealed set, all under bench/data/heldout): recall@1 and recall@4 of the embedding alone ("dense"), BM25 alone and
+the two fused by reciprocal rank fusion, once ranking only and once as served; the offline answers under the cosine
 threshold alone and under the answer decision (core.knowledge.answerability), in the same run; the decision's
 precision/recall curve; intent accuracy. --tune only chooses the decision's constants, and grids the intent
-classifier (trained model or similarity, nearest weight) on the example bot's sets and Forkful's, with and
-without sub-sampling their examples (Toothwise is never loaded); --dev-only leaves Toothwise out.
+classifier (trained model or similarity, nearest weight; with a leave-one-bot-out report) on the
+example bot's sets, Forkful's and Pedalpoint's, with and without sub-sampling their examples (Toothwise is never
+loaded); --dev-only leaves Toothwise out.
 
     python bench/knowledge.py [--chunks 1000] [--large 10000] [--queries 200] [--quality-only] [--tune] [--dev-only]
 """
@@ -228,7 +229,8 @@ class Product:
 def products() -> list[Product]:
     """The example bot (a set the threshold was tuned on, a held-out one that the fusion's constants were then
     chosen on, and a dev set of unanswerable near misses that the answer rule was chosen on with the other two),
-    Forkful, a second product, and Toothwise, a third one kept sealed (bench/data/heldout)."""
+    Forkful, a second product, Pedalpoint, a fourth one (dev data, like Forkful), and Toothwise, a third one kept
+    sealed (bench/data/heldout)."""
     import json
 
     from core.bots import load_bot
@@ -250,6 +252,7 @@ def products() -> list[Product]:
             load_sets(load_bot(support)).utterances,
         ),
         held_out_product("forkful", "forkful held-out"),
+        held_out_product("pedalpoint", "pedalpoint dev"),
         held_out_product("toothwise", "toothwise sealed"),
     ]
 
@@ -396,7 +399,7 @@ TUNE_MAX_REFUSED = 0.05
 
 
 #: the products --tune measures on: the dev data; the sealed product is never looked at while choosing
-TUNE_PRODUCTS = ("support", "forkful")
+TUNE_PRODUCTS = ("support", "forkful", "pedalpoint")
 TUNE_UNKNOWN_WEIGHTS = (0.0, 0.2, 0.4, 0.6)
 #: the weight of a missing answer type (core.knowledge.answer_types)
 TUNE_TYPE_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0, 1.5, 2.0, 3.0)
@@ -504,12 +507,21 @@ def resampled_intents(bot: Any, utterances: Sequence[Any], per_intent: int, draw
     return bot.model_copy(update={"intents": bot.intents.model_copy(update={"items": items})}), rest
 
 
+def intent_variants() -> list[dict[str, Any]]:
+    """The classifier settings --tune measures: every combination of the TUNE_* grids above."""
+    return [
+        {"learned": learned, "nearest_weight": weight}
+        for learned, weight in itertools.product(TUNE_LEARNED, TUNE_NEAREST_WEIGHTS)
+    ]
+
+
 async def tune_intents(embedder: OnnxMiniLMEmbedder, bots: list[tuple[Any, Sequence[Any]]]) -> None:
-    """The local classifier's ranking (trained model or similarity) and nearest-example weight, measured two ways
-    on the dev bots: on their labelled sets with the bots' own examples, and by repeated random sub-sampling
-    (TUNE_EXAMPLES_PER_INTENT, TUNE_DRAWS: a bot's own examples are one draw of many, and the labelled sets alone
-    are too few, and too near the examples, to tell close variants apart). Chosen: the best mean sub-sampled
-    accuracy; ties: the simpler (similarity, then the smaller weight)."""
+    """The local classifier's settings (intent_variants), measured two ways on the dev bots: on their labelled
+    sets with the bots' own examples, and by repeated random sub-sampling (TUNE_EXAMPLES_PER_INTENT, TUNE_DRAWS: a
+    bot's own examples are one draw of many, and the labelled sets alone are too few, and too near the examples,
+    to tell close variants apart). Chosen: the best mean sub-sampled accuracy over the bots; ties: the simpler
+    (similarity, the smaller weight). Then leave one bot out: each bot's figures under the
+    settings the other bots choose, a figure not fit to it."""
     from core.evals.metrics import intent_figures
     from core.evals.runner import classify_utterances
     from core.intents import LocalIntentClassifier
@@ -521,45 +533,58 @@ async def tune_intents(embedder: OnnxMiniLMEmbedder, bots: list[tuple[Any, Seque
     print(f"\ntuning the intent classifier on {', '.join(bot.name for bot, _ in bots)}")
     print(
         f"  sub-sampled: {TUNE_DRAWS} draws of {' and '.join(map(str, TUNE_EXAMPLES_PER_INTENT))} examples per "
-        "intent from each bot's examples and labelled utterances, the rest classified"
+        "intent from each bot's examples and labelled utterances, the rest classified; per bot the mean of both"
     )
-    sampled = [f"{name} {n}/intent" for name in pooled for n in TUNE_EXAMPLES_PER_INTENT]
     print(
-        f"  {'ranking':>10}{'nearest_weight':>15}"
-        + "".join(f"{f'{bot.name} ({len(u)})':>15}" for bot, u in bots)
-        + "".join(f"{label:>20}" for label in sampled)
+        f"  {'ranking':>10}{'nearest':>8}"
+        + "".join(f"{f'{bot.name} ({len(u)})':>17}" for bot, u in bots)
+        + "".join(f"{name + ' sampled':>20}" for name in pooled)
         + f"{'mean':>8}"
     )
-    best: tuple[tuple[float, bool, float], bool, float] | None = None
-    for learned in TUNE_LEARNED:
-        for weight in TUNE_NEAREST_WEIGHTS:
-            classifier = LocalIntentClassifier(cached, nearest_weight=weight, learned=learned)
-            right = []
-            for bot, utterances in bots:
-                figures = intent_figures(bot.intents, await classify_utterances(classifier, bot, utterances))
-                right.append(f"{figures.correct}/{figures.total}")
+    rows: list[tuple[dict[str, Any], dict[str, int], dict[str, float]]] = []
+    for variant in intent_variants():
+        classifier = LocalIntentClassifier(cached, **variant)
+        right: dict[str, int] = {}
+        shown = []
+        for bot, utterances in bots:
+            figures = intent_figures(bot.intents, await classify_utterances(classifier, bot, utterances))
+            right[bot.name] = right.get(bot.name, 0) + figures.correct
+            shown.append(f"{figures.correct}/{figures.total}")
+        sampled: dict[str, float] = {}
+        for bot, utterances in pooled.values():
             accuracies = []
-            for bot, utterances in pooled.values():
-                for per_intent in TUNE_EXAMPLES_PER_INTENT:
-                    correct = total = 0
-                    for draw in range(TUNE_DRAWS):
-                        drawn, rest = resampled_intents(bot, utterances, per_intent, draw)
-                        figures = intent_figures(drawn.intents, await classify_utterances(classifier, drawn, rest))
-                        correct, total = correct + figures.correct, total + figures.total
-                    accuracies.append(correct / total)
-            mean = statistics.mean(accuracies)
-            ranking = "model" if learned else "similarity"
-            print(
-                f"  {ranking:>10}{weight:>15}"
-                + "".join(f"{r:>15}" for r in right)
-                + "".join(f"{a:>20.3f}" for a in accuracies)
-                + f"{mean:>8.3f}"
-            )
-            key = (round(mean, 4), not learned, -weight)
-            if best is None or key > best[0]:
-                best = (key, learned, weight)
-    if best is not None:
-        print(f"  best: ranking={'model' if best[1] else 'similarity'} nearest_weight={best[2]}")
+            for per_intent in TUNE_EXAMPLES_PER_INTENT:
+                correct = total = 0
+                for draw in range(TUNE_DRAWS):
+                    drawn, rest = resampled_intents(bot, utterances, per_intent, draw)
+                    figures = intent_figures(drawn.intents, await classify_utterances(classifier, drawn, rest))
+                    correct, total = correct + figures.correct, total + figures.total
+                accuracies.append(correct / total)
+            sampled[bot.name] = statistics.mean(accuracies)
+        rows.append((variant, right, sampled))
+        print(
+            f"  {'model' if variant['learned'] else 'similarity':>10}{variant['nearest_weight']:>8}"
+            + "".join(f"{r:>17}" for r in shown)
+            + "".join(f"{a:>20.3f}" for a in sampled.values())
+            + f"{statistics.mean(sampled.values()):>8.3f}"
+        )
+
+    def chosen(on: Sequence[str]) -> tuple[dict[str, Any], dict[str, int], dict[str, float]]:
+        return max(
+            rows,
+            key=lambda row: (
+                round(statistics.mean(row[2][name] for name in on), 4),
+                not row[0]["learned"],
+                -row[0]["nearest_weight"],
+            ),
+        )
+
+    best = chosen(list(pooled))
+    print(f"  best on all: {best[0]}")
+    print("  leave one bot out: the settings chosen on the others, the left-out bot's figures under them")
+    for name in pooled:
+        variant, right, sampled = chosen([other for other in pooled if other != name])
+        print(f"    {name:<12} {variant}: sub-sampled {sampled[name]:.3f}, labelled sets {right[name]} right")
 
 
 async def untitled_copy(kb: KnowledgeBase, source: KnowledgeCollection, name: str) -> KnowledgeCollection:

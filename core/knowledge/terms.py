@@ -32,7 +32,7 @@ def _stem(word: str) -> str:
     word = _SYNONYMS.get(word, word)
     if not word.isalpha() or len(word) <= 3:
         return word
-    for suffix, keep in (("ies", "y"), ("ing", ""), ("ed", ""), ("es", ""), ("s", "")):
+    for suffix, keep in (("ies", "y"), ("ied", "y"), ("ing", ""), ("ed", ""), ("es", ""), ("s", "")):
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
             if suffix == "es" and not word.endswith(("ches", "shes", "sses", "xes", "zes")):
                 continue  # "prices" -> "price" via "s" below, not "pric"
@@ -40,6 +40,10 @@ def _stem(word: str) -> str:
                 break
             word = word[: -len(suffix)] + keep
             break
+    # "insurance" and "insured" meet at "insur" (after the plural: "balances" and "balance" at "bal")
+    for suffix in ("ance", "ence"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
     # "price"/"priced"/"pricing" and "archive"/"archived" meet without their final e.
     return word[:-1] if word.endswith("e") and len(word) > 4 else word
 
