@@ -25,9 +25,10 @@ def test_a_restamped_message_keeps_every_field_it_does_not_set() -> None:
 
     assert copy == dataclasses.replace(message, seq=8, created_at=later, meta={"action": "yes"})
     assert {f.name for f in dataclasses.fields(StoredMessage)} == {
-        "role", "content", "created_at", "ref", "seq", "meta", "_tokens",
+        "role", "content", "created_at", "ref", "seq", "meta", "_tokens", "_notice",
     }  # fmt: skip
     assert copy.tokens == message.tokens
+    assert message.is_notice and not copy.is_notice  # read from each one's own meta
 
 
 def test_an_entry_with_its_attempt_keeps_every_other_field() -> None:

@@ -45,7 +45,7 @@ class Summarizer(Protocol):
 
 def in_context(message: StoredMessage) -> bool:
     """Whether a stored message is part of the conversation the model sees (not a notice)."""
-    return not message.is_notice and message.role in ("user", "assistant")
+    return message.role in ("user", "assistant") and not message.is_notice
 
 
 def window(messages: Sequence[StoredMessage], *, max_messages: int, token_budget: int) -> list[StoredMessage]:

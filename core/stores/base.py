@@ -42,10 +42,18 @@ class StoredMessage:
     meta: Mapping[str, str] = field(default_factory=dict)
     #: the content's token estimate once `tokens` has computed it
     _tokens: int | None = field(default=None, init=False, repr=False, compare=False)
+    #: `is_notice` once read (the window asks it of every message on every turn)
+    _notice: bool | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def is_notice(self) -> bool:
-        return self.meta.get("kind") == "notice"
+        notice = self._notice
+        if notice is None:
+            # Kept in the message: `meta` is a dict of its own, elsewhere in memory, and a session's
+            # window is walked on every turn long after it was last touched.
+            notice = self.meta.get("kind") == "notice"
+            object.__setattr__(self, "_notice", notice)
+        return notice
 
     @property
     def tokens(self) -> int:
