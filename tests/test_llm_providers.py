@@ -18,7 +18,7 @@ from core.errors import (
     ProviderUnavailable,
 )
 from core.llm.anthropic import AnthropicProvider, split_system
-from core.llm.base import ChatMessage, LLMProvider, LLMRequest, StreamChunk
+from core.llm.base import IN_PROCESS, ChatMessage, LLMProvider, LLMRequest, StreamChunk
 from core.llm.offline import OfflineProvider
 from core.llm.openai import OpenAIProvider
 from core.llm.status import retry_after_seconds
@@ -225,3 +225,26 @@ def test_the_offline_greeting_says_what_offline_mode_will_do() -> None:
     assert "can't" not in with_knowledge and "cannot" not in with_knowledge
     without = OfflineProvider().answer(LLMRequest(messages=hello))
     assert "offline mode" in without and "OPENAI_API_KEY" in without
+
+
+def test_the_offline_provider_answers_without_ever_waiting() -> None:
+    # It declares itself in process (core.llm.base.IN_PROCESS), so the chain arms no deadline for it:
+    # every step of its stream must complete without suspending, or a hang would go unbounded.
+    provider = OfflineProvider()
+    assert getattr(provider, IN_PROCESS) is True
+    stream = provider.stream(ask())
+    chunks: list[StreamChunk] = []
+    while True:
+        step = anext(stream)
+        try:
+            step.send(None)
+        except StopIteration as done:
+            chunks.append(done.value)
+            continue
+        except StopAsyncIteration:
+            break
+        raise AssertionError("the offline provider's stream suspended: it waits on something")
+    assert chunks[0].text and chunks[-1].usage is not None
+    # Providers that wait on a network do not declare it.
+    for remote in (OpenAIProvider, AnthropicProvider):
+        assert not getattr(remote, IN_PROCESS, False)

@@ -88,6 +88,12 @@ class StreamChunk:
     tool_calls: tuple[ToolCall, ...] = ()
 
 
+#: set to True on a provider whose stream never waits on I/O (it computes its answer in place, as the
+#: offline one does): the chain arms no deadline for it, since a timeout cannot interrupt code that
+#: does not await, and arming and moving one cost more than the offline answer's own stream
+IN_PROCESS = "in_process"
+
+
 class LLMProvider(Protocol):
     @property
     def name(self) -> str: ...

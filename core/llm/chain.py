@@ -25,6 +25,7 @@ Rules, each for a reason:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,10 +35,13 @@ import structlog
 
 from core.bots import DEFAULT_STATIC_FALLBACK, BotConfig, Models
 from core.errors import ProviderBadResponse, ProviderError, ProviderRejected, ProviderTimeout, StoreError
-from core.llm.base import ChatMessage, LLMProvider, LLMRequest, ToolCall, Usage, estimated_usage
+from core.llm.base import IN_PROCESS, ChatMessage, LLMProvider, LLMRequest, ToolCall, Usage, estimated_usage
 from core.llm.breaker import BreakerPolicy, CircuitBreaker
 from core.llm.cache import SHARED_SCOPE, CachedAnswer, ResponseCache, cache_key
 from core.llm.result import NO_USAGE, Attempt, ChainResult, add_usage
+
+#: what an in-process provider's attempt runs under instead of a deadline (`core.llm.base.IN_PROCESS`)
+_NO_DEADLINE: contextlib.nullcontext[None] = contextlib.nullcontext()
 
 __all__ = [
     "DEFAULT_INTERRUPTED_NOTICE",
@@ -284,7 +288,8 @@ class Chain:
             # One deadline for the whole stream, moved once the first words arrive (a timeout
             # per chunk cost as much CPU as a fast provider's chunks themselves).
             try:
-                async with asyncio.timeout_at(first_deadline) as deadline:
+                timed = not getattr(step.provider, IN_PROCESS, False)
+                async with asyncio.timeout_at(first_deadline) if timed else _NO_DEADLINE as deadline:
                     while True:
                         # Awaited here, not in a helper: a coroutine per chunk cost more than a
                         # fast provider's chunk.
@@ -299,7 +304,8 @@ class Chain:
                         if chunk.text:
                             if run.first_token_at is None:
                                 run.first_token_at = loop.time()
-                                deadline.reschedule(end_deadline)
+                                if deadline is not None:
+                                    deadline.reschedule(end_deadline)
                             parts.append(chunk.text)
                             if on_delta is not None:
                                 await on_delta(chunk.text)

@@ -26,6 +26,8 @@ class OfflineProvider:
 
     name = "offline"
     model = "offline"
+    #: answers in place, never waiting (see core.llm.base.IN_PROCESS)
+    in_process = True
 
     def __init__(self) -> None:
         self._facts = LocalFactExtractor()
