@@ -357,3 +357,12 @@ async def test_a_provider_that_raises_anything_else_is_a_bad_response_and_the_ne
     assert "broken:broken-1 failed unexpectedly: KeyError" in (result.attempts[0].detail or "")
     [broken] = [e for e in logs if e["event"] == "llm_provider_contract_broken"]
     assert broken["step"] == "broken:broken-1" and broken["log_level"] == "error"
+
+
+async def test_an_in_process_answer_is_not_streamed_in_pieces() -> None:
+    # The offline answer exists whole at once: the final reply carries it, and no piece races it.
+    chain = Chain([Step(provider=OfflineProvider())], bot="support")
+    deltas = Deltas()
+    result = await chain.run(ask(), on_delta=deltas, user_key="u1")
+    assert result.outcome == "answered" and result.text
+    assert deltas.shown == ""

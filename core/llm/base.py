@@ -89,8 +89,9 @@ class StreamChunk:
 
 
 #: set to True on a provider whose stream never waits on I/O (it computes its answer in place, as the
-#: offline one does): the chain arms no deadline for it, since a timeout cannot interrupt code that
-#: does not await, and arming and moving one cost more than the offline answer's own stream
+#: offline one does). The chain arms no deadline for it, since a timeout cannot interrupt code that
+#: does not await (arming and moving one cost more than the offline answer's own stream), and streams
+#: none of its text to the channel: the answer exists whole at once, and the final reply carries it.
 IN_PROCESS = "in_process"
 
 

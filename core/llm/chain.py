@@ -288,8 +288,11 @@ class Chain:
             # One deadline for the whole stream, moved once the first words arrive (a timeout
             # per chunk cost as much CPU as a fast provider's chunks themselves).
             try:
-                timed = not getattr(step.provider, IN_PROCESS, False)
-                async with asyncio.timeout_at(first_deadline) if timed else _NO_DEADLINE as deadline:
+                in_process = getattr(step.provider, IN_PROCESS, False)
+                # An in-process answer exists whole at once: no deadline can interrupt it, and its
+                # pieces would only race the final reply that carries all of it.
+                shows = on_delta if not in_process else None
+                async with _NO_DEADLINE if in_process else asyncio.timeout_at(first_deadline) as deadline:
                     while True:
                         # Awaited here, not in a helper: a coroutine per chunk cost more than a
                         # fast provider's chunk.
@@ -307,8 +310,8 @@ class Chain:
                                 if deadline is not None:
                                     deadline.reschedule(end_deadline)
                             parts.append(chunk.text)
-                            if on_delta is not None:
-                                await on_delta(chunk.text)
+                            if shows is not None:
+                                await shows(chunk.text)
                                 run.shown = True
                         if chunk.usage is not None:
                             run.usage = chunk.usage
