@@ -198,9 +198,10 @@ class Chain:
         loop = asyncio.get_running_loop()
         tries = 0
         # Without a breaker (a local step, or none configured) there is nothing to ask or tell.
-        guarded = self._breaker is not None and step.breaker_key is not None
+        breaker, key = self._breaker, step.breaker_key
+        guard = (breaker, key) if breaker is not None and key is not None else None
         while loop.time() < run.budget_end:
-            if guarded and not await self._allow(step):
+            if guard is not None and not await self._allow(*guard, step):
                 run.attempts.append(
                     Attempt(
                         provider=step.provider.name, model=step.provider.model, outcome="skipped", error="CircuitOpen"
@@ -213,12 +214,12 @@ class Chain:
             if attempt.usage is not None:
                 run.usage = add_usage(run.usage, attempt.usage)
             if attempt.error is None:
-                if guarded:
-                    await self._record(step, None)
+                if guard is not None:
+                    await self._record(*guard, step, None)
                 return self._result(index, step, attempt, run, outcome="answered", text=attempt.text)
             run.last_error = attempt.error
-            if guarded:
-                await self._record(step, attempt.error)
+            if guard is not None:
+                await self._record(*guard, step, attempt.error)
             if attempt.shown:
                 # Text is on the user's screen: finish this answer deliberately, never start another.
                 if on_delta is not None:
@@ -431,25 +432,21 @@ class Chain:
         wait = error.retry_after if error.retry_after is not None else self.policy.retry_backoff * 2 ** (tries - 1)
         return wait if wait <= self.policy.max_retry_wait else None
 
-    async def _allow(self, step: Step) -> bool:
-        if self._breaker is None or step.breaker_key is None:
-            return True
+    async def _allow(self, breaker: CircuitBreaker, key: str, step: Step) -> bool:
         try:
-            return await self._breaker.allow(step.breaker_key, self.policy.breaker)
+            return await breaker.allow(key, self.policy.breaker)
         except StoreError as exc:
             # Without breaker state, sending the request is better than skipping a healthy step.
             await self._log.awarning("llm_breaker_unavailable", step=step.label, error=str(exc))
             return True
 
-    async def _record(self, step: Step, error: ProviderError | None) -> None:
-        if self._breaker is None or step.breaker_key is None:
-            return
+    async def _record(self, breaker: CircuitBreaker, key: str, step: Step, error: ProviderError | None) -> None:
         try:
             # A rejection (400/401) proves the provider is up: it is about our request or key.
             if error is None or isinstance(error, ProviderRejected):
-                await self._breaker.record_success(step.breaker_key)
+                await breaker.record_success(key)
             else:
-                await self._breaker.record_failure(step.breaker_key, self.policy.breaker)
+                await breaker.record_failure(key, self.policy.breaker)
         except StoreError as exc:
             await self._log.awarning("llm_breaker_unavailable", step=step.label, error=str(exc))
 
