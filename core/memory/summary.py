@@ -178,8 +178,8 @@ class LocalSummarizer:
 def _gist(text: str, max_words: int, *, sentences: int) -> str:
     # Only the first max_words + 1 words can be in the gist (a longer first sentence is cut to
     # max_words anyway), so a long answer costs no more to fold than a short one.
-    words = text.split(None, max_words + 1)[: max_words + 1]
-    flat = " ".join(words).replace("“", '"').replace("”", '"')
+    head = text.split(None, max_words + 1)[: max_words + 1]
+    flat = " ".join(head).replace("“", '"').replace("”", '"')
     first = " ".join(_SENTENCE.split(flat)[:sentences])
     words = first.split()
     if len(words) > max_words:
