@@ -227,6 +227,31 @@ def test_the_offline_greeting_says_what_offline_mode_will_do() -> None:
     assert "offline mode" in without and "OPENAI_API_KEY" in without
 
 
+@pytest.mark.parametrize(
+    ("text", "opening"),
+    [
+        ("bye", "Goodbye!"),
+        ("ok, see you later!", "Goodbye!"),
+        ("that's all", "Goodbye!"),
+        ("Good night", "Goodbye!"),
+        ("great", "All right. Is there anything else"),
+        ("ok", "All right. Is there anything else"),
+        ("perfect, thanks", "You're welcome!"),
+    ],
+)
+def test_offline_small_talk_is_answered_in_kind_not_looked_up(text: str, opening: str) -> None:
+    # With a knowledge base and nothing found for "bye", the answer was "I don't know that yet: I found
+    # nothing about “bye”".
+    answer = OfflineProvider().answer(LLMRequest(messages=(ChatMessage("user", text),), passages=()))
+    assert answer.startswith(opening), answer
+    assert "I don't know" not in answer
+
+
+def test_offline_a_question_after_a_polite_word_is_still_looked_up() -> None:
+    answer = OfflineProvider().answer(LLMRequest(messages=(ChatMessage("user", "ok, how do I export?"),), passages=()))
+    assert answer.startswith("I don't know that yet")
+
+
 def test_the_offline_provider_answers_without_ever_waiting() -> None:
     # It declares itself in process (core.llm.base.IN_PROCESS), so the chain arms no deadline for it:
     # every step of its stream must complete without suspending, or a hang would go unbounded.

@@ -178,6 +178,19 @@ def test_an_llm_answer_is_read_only_in_the_agreed_json_shape() -> None:
         ("forget which plan we're on", MemoryCommand("forget_key", key="plan", named="plan")),
         ("forget what you call me", MemoryCommand("forget_key", key="name", named="name")),
         ("forget what my phone number is", MemoryCommand("forget_key", key="phone", named="phone")),
+        # A question about one fact, named the same ways (answered only if that fact is stored).
+        ("What's my name?", MemoryCommand("ask_key", key="name", named="name")),
+        ("who am I", MemoryCommand("ask_key", key="name", named="name")),
+        ("what is my email address?", MemoryCommand("ask_key", key="email", named="email address")),
+        ("hey, what was my email again?", MemoryCommand("ask_key", key="email", named="email")),
+        ("where do I live?", MemoryCommand("ask_key", key="location", named="location")),
+        ("Where am I based?", MemoryCommand("ask_key", key="location", named="location")),
+        ("do you know where I live?", MemoryCommand("ask_key", key="location", named="location")),
+        ("which plan am I on?", MemoryCommand("ask_key", key="plan", named="plan")),
+        ("what plan do we have", MemoryCommand("ask_key", key="plan", named="plan")),
+        ("remind me which plan I'm on", MemoryCommand("ask_key", key="plan", named="plan")),
+        ("can you tell me my phone number?", MemoryCommand("ask_key", key="phone", named="phone number")),
+        ("what's my company?", MemoryCommand("ask_key", key="company", named="company")),
     ],
 )
 def test_memory_commands_are_recognised(text: str, command: MemoryCommand) -> None:
@@ -193,6 +206,13 @@ def test_memory_commands_are_recognised(text: str, command: MemoryCommand) -> No
         "How do I make the app forget my login?",
         "Forget about the invoice, how do I export my tasks?",
         "What do you know about SSO?",
+        "What is my plan's storage limit?",
+        "what's my best option for 10 users?",
+        "do you know the opening hours?",
+        "where do I find my invoices?",
+        "which plan should I choose?",
+        "where am I?",
+        "What's my plan? I'm on Pro I think",
     ],
 )
 def test_ordinary_messages_are_not_memory_commands(text: str) -> None:
@@ -345,6 +365,36 @@ async def test_offline_a_statement_of_change_replaces_the_remembered_value(
     assert f"{new} (you told me" in recall.text and f"{old} (you told me" not in recall.text
 
 
+async def test_offline_a_question_about_one_fact_is_answered_from_the_store_and_an_unknown_one_as_any_question(
+    tmp_path: Path,
+) -> None:
+    async with running(make_settings(tmp_path)) as (runtime, channel):
+        chat = Conversation(runtime, channel)
+        before = await chat.say("where do I live?")
+        await chat.say("I live in Berlin")
+        await chat.say("Actually I moved to Munich.")
+        where = await chat.say("where do I live?")
+        based = await chat.say("do you know where I'm based?")
+        no_email = await chat.say("what's my email?")
+        await chat.say("I'm on the Team plan")
+        plan = await chat.say("which plan am I on?")
+        await chat.say("forget where I live")
+        forgotten = await chat.say("Where do I live?")
+        turns = await runtime.history.after(envelope("x", msg_id="x").session_id, 0)
+
+    # Not stored: the question goes on through the turn like any other (here, with no knowledge: the echo).
+    for ordinary in (before, no_email, forgotten):
+        assert ordinary.text.startswith("I received your message: "), ordinary.text
+    assert where.text.startswith("You're based in Munich (you told me on ")
+    assert where.text.endswith("If that has changed, just tell me.")
+    assert "Berlin" not in where.text
+    assert based.text == where.text
+    assert plan.text.startswith("You're on the Team plan (you told me on ")
+    # A question is not a statement: nothing was learned from it, and it is kept in the history.
+    assert await stored_facts(make_settings(tmp_path)) == {"plan": "Team"}
+    assert [m.content for m in turns if m.role == "user"].count("where do I live?") == 2
+
+
 async def test_offline_forget_in_natural_words_forgets_that_fact_and_the_commands_still_work(tmp_path: Path) -> None:
     async with running(make_settings(tmp_path)) as (runtime, channel):
         chat = Conversation(runtime, channel)
@@ -436,14 +486,16 @@ async def test_scripted_llm_extracts_facts_as_json_and_a_later_one_replaces_an_e
         Answer(facts_json(name="Alice", company="Initech", plan="Basic")),
         Answer("Congratulations on the upgrade."),
         Answer(facts_json(plan="Pro")),
-        Answer("You are on the Pro plan, Alice."),
+        Answer("The Pro plan includes SSO, Alice."),
     )
     settings = scripted_settings(tmp_path, openai_fake)
     async with running(settings) as (runtime, channel):
         chat = Conversation(runtime, channel)
         await chat.say("Hi, I'm Alice from Initech, we have the basic subscription")
         await chat.say("Good news: we upgraded to the top tier today.")
-        await chat.say("Which plan am I on?")
+        await chat.say("Does our plan include SSO?")
+        # A question about one stored fact is answered from the store, without the model.
+        asked = await chat.say("Which plan am I on?")
     facts = await stored_facts(settings)
 
     assert facts == {"name": "Alice", "company": "Initech", "plan": "Pro"}
@@ -465,8 +517,9 @@ async def test_scripted_llm_extracts_facts_as_json_and_a_later_one_replaces_an_e
     assert "Known user facts" not in system_of(answer_1)
     assert "- Name: Alice\n- Plan: Basic" in system_of(answer_2)
     assert "- Company: Initech\n- Name: Alice\n- Plan: Pro" in system_of(answer_3)
-    # "Which plan am I on?" is a question: no extraction request was made for it.
+    # Questions: no extraction request was made for either, and none at all for "Which plan am I on?".
     assert openai_fake.count() == 5
+    assert asked.text.startswith("You're on the Pro plan (you told me on ")
 
 
 async def test_scripted_llm_extraction_runs_after_the_reply_and_its_failure_falls_back_to_local(

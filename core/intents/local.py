@@ -31,7 +31,7 @@ examples per intent from each bot's examples and labelled utterances, the rest c
 labelled sets alone are too near the examples to tell close variants apart: the model with weight 0.5 got
 0.908 of the sub-sampled utterances right on average (the similarity with weight 0.1, served before: 0.862;
 its best weight, 0.5: 0.892), and 63/64, 82/88 and 77/80 of the sets (before: 62/64, 85/88, 73/80). Small
-talk (a message that is only greetings, thanks or goodbyes) is routed by rule: see core.intents.smalltalk.
+talk (a message that is only greetings, thanks or goodbyes) is routed by rule: see core.smalltalk.
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ import numpy as np
 from core.bots import BotConfig, Intents
 from core.intents.base import IntentResult
 from core.intents.linear import LinearModel, train
-from core.intents.smalltalk import is_small_talk
 from core.knowledge.embeddings import Embedder
+from core.smalltalk import is_small_talk
 
 __all__ = ["NEAREST_EXAMPLES", "NEAREST_WEIGHT", "LocalIntentClassifier"]
 
@@ -219,7 +219,7 @@ def scores(index: _Index, vector: Matrix, nearest_weight: float, nearest: int = 
 
 def small_talk(intents: Intents, index: _Index, similarities: Matrix, ranking: Matrix | None = None) -> IntentResult:
     """A greeting, thanks or goodbye: the best-ranked of the intents that have such examples, else the default
-    (see core.intents.smalltalk), whatever the threshold."""
+    (see core.smalltalk), whatever the threshold."""
     scores = {name: round(float(score), 4) for name, score in zip(index.names, similarities, strict=True)}
     rank = dict(zip(index.names, (similarities if ranking is None else ranking).tolist(), strict=True))
     social = [name for name in index.names if name in index.social]

@@ -14,9 +14,15 @@ from collections.abc import AsyncIterator
 from core.llm.base import LLMRequest, StreamChunk, estimated_usage
 from core.llm.grounded import OFFLINE_GROUNDED_NOTE, grounded_answer
 from core.memory.facts import LocalFactExtractor
+from core.smalltalk import is_small_talk
 
 _GREETING = re.compile(r"^\s*(hi|hello|hey|good (morning|afternoon|evening)|hiya|howdy)\b", re.IGNORECASE)
 _THANKS = re.compile(r"\b(thanks|thank you|cheers)\b", re.IGNORECASE)
+_GOODBYE = re.compile(
+    r"\b(bye|goodbye|see (you|ya)|take care|later|cya|good night|have a \w+ \w+"
+    r"|that'?s (all|it|everything)|that is all)\b",
+    re.IGNORECASE,
+)
 _EXCERPT_CHARS = 120
 __all__ = ["OFFLINE_GROUNDED_NOTE", "OfflineProvider", "grounded_answer"]
 
@@ -38,6 +44,11 @@ class OfflineProvider:
             return _greeting(knowledge=request.passages is not None)
         if _THANKS.search(question):
             return "You're welcome! (I'm in offline mode, with no language model configured.)"
+        if is_small_talk(question):
+            # "bye", "ok", "great": nothing to look up, and "I found nothing about “bye”" would be absurd.
+            if _GOODBYE.search(question):
+                return "Goodbye! If anything else comes up, just write here."
+            return "All right. Is there anything else I can help you with?"
         excerpt = " ".join(question.split())
         if len(excerpt) > _EXCERPT_CHARS:
             excerpt = excerpt[: _EXCERPT_CHARS - 1].rstrip() + "…"

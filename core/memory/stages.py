@@ -11,7 +11,7 @@ from __future__ import annotations
 import structlog
 
 from core.clock import Clock, SystemClock
-from core.memory.commands import MemoryCommand, parse_command, recall_text
+from core.memory.commands import MemoryCommand, fact_text, parse_command, recall_text
 from core.memory.facts import FactExtractor, label
 from core.memory.summary import Summarizer, plan_fold
 from core.pipeline.turn import Turn
@@ -65,9 +65,16 @@ class MemoryCommandStage:
         command = parse_command(turn.envelope.text)
         if command is None:
             return
-        turn.intent = turn.intent or "memory"
         env = turn.envelope
         facts = await self._history.facts(env.bot, env.user_id)
+        if command.kind == "ask_key":
+            asked = next((f for f in facts if f.key == command.key), None)
+            if asked is None:
+                return  # nothing stored under that name: an ordinary question, for the rest of the turn
+            turn.intent = turn.intent or "memory"
+            turn.answer(fact_text(asked))
+            return
+        turn.intent = turn.intent or "memory"
         if command.kind == "recall":
             turn.answer(recall_text(facts))
             return

@@ -2,9 +2,10 @@
 
 Such a message asks for nothing, yet its embedding sits near whichever intent has a short, polite example:
 "goodbye" scored 0.42 for a bot's cancellation intent (leaving) on a labelled set, above its threshold. The
-local classifier therefore routes small talk by rule: to the intents whose own examples are small talk (a
-bot's "general" or "greeting" intent), else to the default intent. A message with anything more in it
-("thanks, how do I cancel?") is classified as usual.
+local intent classifier therefore routes small talk by rule: to the intents whose own examples are small talk
+(a bot's "general" or "greeting" intent), else to the default intent. A message with anything more in it
+("thanks, how do I cancel?") is classified as usual. The offline provider answers it in kind rather than
+searching the knowledge for "bye". Its own module: both use it, and neither should import the other.
 """
 
 from __future__ import annotations
