@@ -54,7 +54,9 @@ def test_chat_answers_lines_from_stdin_and_remembers_the_conversation(tmp_path: 
     assert first.returncode == 0, first.stderr
     lines = [line for line in first.stdout.splitlines() if line.startswith("bot> ")]
     assert len(lines) == 2
-    assert "offline mode" in lines[0]
+    # The greeting: the bot's welcome, then a paragraph on offline mode.
+    greeting = first.stdout.split("bot> ")[1]
+    assert greeting.startswith("Hi! I'm the Tasklane support assistant.") and "offline mode" in greeting
     assert "How do I reset my password?" in first.stdout
     assert "never sent" not in first.stdout
 
@@ -283,8 +285,10 @@ def test_chat_on_a_terminal_renders_markdown_wraps_it_and_leaves_on_a_new_line(t
     answer = rows[first:end]
     assert "offline mode" in " ".join(" ".join(answer).split())  # the greeting, with **offline mode** rendered
     assert "**" not in " ".join(answer)
-    # Wrapped to the terminal's width, each further line hanging under the text, not under "bot>".
-    assert len(answer) > 1 and all(row.startswith("     ") and row[5] != " " for row in answer[1:])
+    # Wrapped to the terminal's width, each further line hanging under the text, not under "bot>" (an empty
+    # row: the blank line between two paragraphs).
+    text_rows = [row for row in answer[1:] if row]
+    assert len(text_rows) > 1 and all(row.startswith("     ") and row[5] != " " for row in text_rows)
     # Ctrl-D: the shell's next prompt starts on a line of its own.
     assert terminal.screen.cursor.x == 0 and rows[terminal.screen.cursor.y] == ""
 

@@ -329,6 +329,24 @@ def test_a_passage_that_shares_no_word_with_the_question_is_not_quoted() -> None
     assert ask("what are boards?", [overview]).sources == ("[1] Getting Started with Tasklane",)
 
 
+def test_list_items_are_quoted_as_a_list_and_one_item_alone_as_a_sentence() -> None:
+    team = Passage(
+        text="- **Unlimited projects** and up to **100 members**\n"
+        "- **10 GB of storage per member seat**, files up to **250 MB** each\n"
+        "- Priority support",
+        source="plans.md",
+        title="Plans and Pricing",
+        heading="Team — $8 per user per month",
+        score=0.6,
+    )
+    answer = ask("what is the storage limit on Team?", [team])
+    # Run together, the items read as one garbled sentence ("... 100 members** **10 GB ...").
+    assert "\n\n- **Unlimited projects** and up to **100 members**\n- **10 GB of storage" in answer.text
+    assert "**100 members** **10 GB" not in answer.text
+    one = ask("is there priority support?", [team])
+    assert one.text.startswith("Priority support. [1]") and "\n- " not in one.text
+
+
 def test_a_day_or_a_month_in_the_question_is_not_a_name_the_passage_must_contain() -> None:
     cutoff = Passage(
         text="If you cancel after the cutoff, the box that is already being packed is still delivered and charged.",

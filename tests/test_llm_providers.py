@@ -247,6 +247,20 @@ def test_offline_small_talk_is_answered_in_kind_not_looked_up(text: str, opening
     assert "I don't know" not in answer
 
 
+@pytest.mark.parametrize("text", ["help", "What can you do?", "who are you", "are you a bot?", "how can you help me?"])
+def test_offline_asked_what_it_is_the_bot_introduces_itself_and_says_what_offline_mode_does(text: str) -> None:
+    welcome = "Hi! I'm the Tasklane support assistant. Ask me about plans or billing."
+    request = LLMRequest(messages=(ChatMessage("user", text),), passages=())
+    answer = OfflineProvider(introduction=welcome).answer(request)
+    assert answer.startswith(welcome + "\n\nI'm running in **offline mode**")
+    assert "I don't know" not in answer
+    # A bot with no welcome still says what offline mode does.
+    assert OfflineProvider().answer(request).startswith("Hello! I'm running in **offline mode**")
+    # And a request for help with something is a question like any other.
+    about = LLMRequest(messages=(ChatMessage("user", "help me with billing"),), passages=())
+    assert OfflineProvider(introduction=welcome).answer(about).startswith("I don't know that yet")
+
+
 def test_offline_a_question_after_a_polite_word_is_still_looked_up() -> None:
     answer = OfflineProvider().answer(LLMRequest(messages=(ChatMessage("user", "ok, how do I export?"),), passages=()))
     assert answer.startswith("I don't know that yet")

@@ -14,8 +14,7 @@ from contextvars import ContextVar
 from core.bots import BotConfig
 from core.llm.base import LLMProvider
 from core.llm.chain import Chain, ChainSource
-from core.llm.factory import ChainFactory, single_provider_chains
-from core.llm.offline import OfflineProvider
+from core.llm.factory import ChainFactory, offline_provider, provider_chains, single_provider_chains
 from core.settings import Settings
 
 __all__ = ["TestChains"]
@@ -29,7 +28,7 @@ class TestChains(ChainFactory):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self._offline = single_provider_chains(OfflineProvider())
+        self._offline = provider_chains(offline_provider)
         self._current: ContextVar[ChainSource | None] = ContextVar("convtest_chains", default=None)
 
     @contextlib.contextmanager

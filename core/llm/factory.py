@@ -10,7 +10,7 @@ exactly as when no key is configured anywhere.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -114,7 +114,7 @@ class ChainFactory:
             # No usable step: the offline provider, which says plainly that no model is configured
             # (the normal state of a laptop without keys, so information rather than a warning).
             self._log.info("llm_offline", bot=bot.name, unavailable=unavailable)
-            steps.append(Step(provider=OfflineProvider(), policy=_step_policy(models, "")))
+            steps.append(Step(provider=offline_provider(bot), policy=_step_policy(models, "")))
         else:
             for name, reason in unavailable.items():
                 self._log.warning("llm_step_unavailable", bot=bot.name, step=name, reason=reason)
@@ -187,8 +187,19 @@ class ChainFactory:
         return OpenAIProvider(client, model=model, name=endpoint.name, token_limit_param=param)
 
 
+def offline_provider(bot: BotConfig) -> OfflineProvider:
+    """The offline provider of `bot`, which introduces itself with the bot's `welcome`."""
+    return OfflineProvider(introduction=bot.welcome)
+
+
 def single_provider_chains(provider: LLMProvider) -> ChainSource:
     """Each bot's chain as one step, `provider`, then the bot's static message; no breaker, no cache."""
+    return provider_chains(lambda _bot: provider)
+
+
+def provider_chains(provider_for: Callable[[BotConfig], LLMProvider]) -> ChainSource:
+    """Each bot's chain as one step, its provider `provider_for(bot)`, then the bot's static message; no
+    breaker, no cache."""
     chains: dict[str, Chain] = {}
 
     def chain_for(bot: BotConfig) -> Chain:
@@ -196,7 +207,7 @@ def single_provider_chains(provider: LLMProvider) -> ChainSource:
         if chain is None:
             models = bot.models
             chain = chains[bot.name] = Chain(
-                [Step(provider=provider, policy=_step_policy(models, ""))],
+                [Step(provider=provider_for(bot), policy=_step_policy(models, ""))],
                 policy=chain_policy(models),
                 bot=bot.name,
                 static_fallback=models.static_fallback,

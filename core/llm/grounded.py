@@ -55,6 +55,8 @@ class _Unit:
     figure: bool
     #: a table row's header and separator lines, so it is quoted under them
     table: tuple[str, str] | None = None
+    #: the line of a list item this unit is (a sentence of), so list items are quoted as a list; None: prose
+    item: int | None = None
 
 
 def grounded_answer(question: str, passages: Sequence[Passage], *, excerpt: str) -> str:
@@ -166,15 +168,16 @@ def _units(index: int, passage: Passage) -> list[_Unit]:
     section heading when it carries a figure. Heading lines inside the text are dropped."""
     units: list[_Unit] = []
 
-    def add(text: str, table: tuple[str, str] | None = None) -> None:
+    def add(text: str, table: tuple[str, str] | None = None, item: int | None = None) -> None:
         words = text if table is None else f"{table[0]} {text}"
-        units.append(_Unit(index, len(units), text, frozenset(tokens(words)), bool(_FIGURE.search(text)), table))
+        figure = bool(_FIGURE.search(text))
+        units.append(_Unit(index, len(units), text, frozenset(tokens(words)), figure, table, item))
 
     if passage.heading and passage.heading != passage.title and _FIGURE.search(passage.heading):
         add(f"**{passage.heading}**")
     header: str | None = None
     separator = "|---|"
-    for raw in passage.text.splitlines():
+    for number, raw in enumerate(passage.text.splitlines()):
         line = raw.strip()
         if line.startswith("|"):
             if _TABLE_SEPARATOR.match(line):
@@ -187,28 +190,40 @@ def _units(index: int, passage: Passage) -> list[_Unit]:
         header = None
         if not line or line.startswith("#"):
             continue
+        item = number if _LIST_MARKER.match(line) else None
         for sentence in _SENTENCE.split(_LIST_MARKER.sub("", line)):
             sentence = _LIST_MARKER.sub("", sentence).strip()  # "... refunded. - **Annual plans**: ..."
             if sentence:
-                add(sentence)
+                add(sentence, item=item)
     return units
 
 
 def _render(units: list[_Unit]) -> str:
-    """Sentences joined into a paragraph; table rows as a table under their header (once per table); blocks
-    apart by a blank line, which is what ends a table in Markdown."""
-    blocks: list[list[str]] = []
+    """Sentences joined into a paragraph; two or more list items as a list, one per line (run together,
+    "**Unlimited projects** and up to 100 members **10 GB of storage**" read as one garbled sentence); table
+    rows as a table under their header (once per table). Blocks apart by a blank line, which is what ends a
+    table in Markdown."""
+    blocks: list[tuple[str, list[str]]] = []  # (kind: "prose", "list" or "table", lines)
     table: tuple[str, str] | None = None
+    item: int | None = None
+    # One item quoted alone reads as a sentence, not as a list of one.
+    listed = len({u.item for u in units if u.item is not None and u.table is None}) > 1
     for unit in units:
-        if unit.table is None:
-            text = unit.text if unit.text.endswith((".", "!", "?", ":", "**")) else f"{unit.text}."
-            if not blocks or table is not None:
-                blocks.append([])
-                table = None
-            blocks[-1].append(text)
+        if unit.table is not None:
+            if unit.table != table:
+                blocks.append(("table", list(unit.table)))
+                table = unit.table
+            blocks[-1][1].append(unit.text)
             continue
-        if unit.table != table:
-            blocks.append(list(unit.table))
-            table = unit.table
-        blocks[-1].append(unit.text)
-    return "\n\n".join("\n".join(b) if b[0].startswith("|") else " ".join(b) for b in blocks)
+        table = None
+        text = unit.text if unit.text.endswith((".", "!", "?", ":", "**")) else f"{unit.text}."
+        kind = "list" if listed and unit.item is not None else "prose"
+        if not blocks or blocks[-1][0] != kind:
+            blocks.append((kind, []))
+        lines = blocks[-1][1]
+        if kind == "list" and unit.item == item:
+            lines[-1] = f"{lines[-1]} {text}"  # another sentence of the same item
+        else:
+            lines.append(f"- {text}" if kind == "list" else text)
+        item = unit.item
+    return "\n\n".join(" ".join(lines) if kind == "prose" else "\n".join(lines) for kind, lines in blocks)

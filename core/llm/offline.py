@@ -23,6 +23,14 @@ _GOODBYE = re.compile(
     r"|that'?s (all|it|everything)|that is all)\b",
     re.IGNORECASE,
 )
+# "help", "what can you do?", "who are you?": a new user finding out what the bot is. Looked up in the
+# knowledge base they found nothing ("I don't know that yet: I found nothing about “help”").
+_ABOUT_THE_BOT = re.compile(
+    r"^\W*(?:help(?:\s+me)?|menu|what\s+(?:can|do)\s+you\s+do|what\s+are\s+you(?:\s+for)?|who\s+are\s+you"
+    r"|how\s+(?:can|do)\s+you\s+help(?:\s+me)?|what\s+can\s+(?:i|you)\s+(?:ask|help\s+(?:me\s+)?with)(?:\s+you)?"
+    r"|are\s+you\s+(?:a\s+)?(?:bot|robot|human|person|real(?:\s+person)?|an?\s+ai))\W*$",
+    re.IGNORECASE,
+)
 _EXCERPT_CHARS = 120
 __all__ = ["OFFLINE_GROUNDED_NOTE", "OfflineProvider", "grounded_answer"]
 
@@ -35,13 +43,15 @@ class OfflineProvider:
     #: answers in place, never waiting (see core.llm.base.IN_PROCESS)
     in_process = True
 
-    def __init__(self) -> None:
+    def __init__(self, *, introduction: str = "") -> None:
+        #: what the bot says it is (its `welcome`), for "hello", "help" and "who are you?"
+        self._introduction = introduction.strip()
         self._facts = LocalFactExtractor()
 
     def answer(self, request: LLMRequest) -> str:
         question = next((m.content for m in reversed(request.messages) if m.role == "user"), "").strip()
-        if _GREETING.match(question):
-            return _greeting(knowledge=request.passages is not None)
+        if _GREETING.match(question) or _ABOUT_THE_BOT.match(question):
+            return _greeting(self._introduction, knowledge=request.passages is not None)
         if _THANKS.search(question):
             return "You're welcome! (I'm in offline mode, with no language model configured.)"
         if is_small_talk(question):
@@ -72,17 +82,19 @@ class OfflineProvider:
         yield StreamChunk(usage=estimated_usage(request, text))
 
 
-def _greeting(*, knowledge: bool) -> str:
-    """What offline mode can do, in the words of what it will actually do next: with a knowledge base it
-    answers from it (so "can't give real answers" would be untrue), without one it can only echo."""
+def _greeting(introduction: str, *, knowledge: bool) -> str:
+    """The bot's introduction, then what offline mode can do, in the words of what it will actually do next:
+    with a knowledge base it answers from it (so "can't give real answers" would be untrue), without one it
+    can only echo."""
+    opening = f"{introduction}\n\nI'm" if introduction else "Hello! I'm"
     if knowledge:
         return (
-            "Hello! I'm running in **offline mode**: no language model is configured, so I answer by "
+            f"{opening} running in **offline mode**: no language model is configured, so I answer by "
             "quoting the parts of my knowledge base that match your question, with their sources. "
             "What would you like to know?"
         )
     return (
-        "Hello! I'm running in **offline mode**: no language model is configured and I have no knowledge "
+        f"{opening} running in **offline mode**: no language model is configured and I have no knowledge "
         "base to quote, so I can only tell you what I received. An operator can set `OPENAI_API_KEY` or "
         "`ANTHROPIC_API_KEY` to turn on real answers."
     )
