@@ -347,6 +347,21 @@ def test_list_items_are_quoted_as_a_list_and_one_item_alone_as_a_sentence() -> N
     assert one.text.startswith("Priority support. [1]") and "\n- " not in one.text
 
 
+def test_a_later_sentence_of_a_list_item_is_quoted_under_the_items_first() -> None:
+    passes = Passage(
+        text="- **Day Pass**: €9 for 24 hours from the first unlock. Unlimited classic rides of up to 45 minutes.\n"
+        "- **Monthly Pass**: €19 a month. Unlimited classic rides, and 60 free e-bike minutes a month.",
+        source="prices.md",
+        title="Prices and passes",
+        heading="Passes",
+        score=0.5,
+    )
+    answer = ask("how much is a ride?", [passes])
+    # The sentences that say "rides" are quoted with the ones that say which pass and what it costs.
+    assert "- **Day Pass**: €9 for 24 hours from the first unlock. Unlimited classic rides" in answer.text
+    assert "- **Monthly Pass**: €19 a month. Unlimited classic rides" in answer.text
+
+
 def test_a_day_or_a_month_in_the_question_is_not_a_name_the_passage_must_contain() -> None:
     cutoff = Passage(
         text="If you cancel after the cutoff, the box that is already being packed is still delivered and charged.",

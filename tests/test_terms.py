@@ -70,3 +70,39 @@ async def test_a_question_in_other_word_forms_than_the_page_is_answered(tmp_path
         assert [p.source for p in passages][:1] == ["safety-and-riding-rules.md"]
     finally:
         await kb.close()
+
+
+@pytest.mark.parametrize(
+    ("question", "asks_price"),
+    [
+        ("how much is a ride?", True),
+        ("How much for a day pass", True),
+        ("how much?", True),
+        ("how much does it cost", True),  # "cost" is "price" already, once
+        ("how much storage do I get", False),  # an amount of something else
+        ("how do I pay", False),
+    ],
+)
+def test_how_much_asks_for_a_price(question: str, asks_price: bool) -> None:
+    from core.knowledge.terms import query_terms
+
+    terms = query_terms(question)
+    assert terms.count("pric") == (1 if asks_price else 0)
+    assert [t for t in terms if t != "pric"] == [t for t in tokens_of(question) if t != "pric"]
+
+
+async def test_how_much_is_a_ride_finds_the_prices_page(tmp_path: Path) -> None:
+    # "how much" is two stop words, so before the question's only term was "ride", which the price table
+    # does not say: the prices page was not among the four passages found, and the offline answer quoted a
+    # ride's time limit and a card hold instead of a price.
+    options = KnowledgeSettings()
+    kb = await KnowledgeBase.open(embedder=OnnxMiniLMEmbedder.load(), path=tmp_path / "chroma")
+    try:
+        collection = await kb.collection("pedalpoint")
+        await Ingestor(collection, max_chars=options.chunk_chars, overlap_chars=options.overlap_chars).ingest(
+            [PEDALPOINT]
+        )
+        found = await Ranker(collection).candidates("how much is a ride?", k=options.top_k, min_score=options.min_score)
+        assert found is not None and "prices-and-passes.md" in {p.source for p in found[0]}
+    finally:
+        await kb.close()

@@ -25,7 +25,7 @@ import bm25s
 import numpy as np
 
 from core.knowledge.errors import KnowledgeStoreError
-from core.knowledge.terms import tokens
+from core.knowledge.terms import query_terms, tokens
 
 __all__ = ["LexicalIndex", "LexicalRow", "tokens"]
 
@@ -90,7 +90,7 @@ class LexicalIndex:
     def search(self, query: str, k: int, audiences: Sequence[str]) -> list[tuple[str, float]]:
         """The ids of the `k` best chunks for `query` that one of `audiences` may see, with their BM25
         scores; chunks sharing no term with the query are left out."""
-        terms = [t for t in tokens(query) if self._model is not None and t in self._model.vocab_dict]
+        terms = [t for t in query_terms(query) if self._model is not None and t in self._model.vocab_dict]
         if self._model is None or not terms:
             return []
         mask = np.isin(self._audiences, list(audiences)).astype(np.float32)

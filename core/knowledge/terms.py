@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["tokens"]
+__all__ = ["query_terms", "tokens"]
 
 # Words and numbers; "$12.50" -> "12.50", "10,000" -> "10000" (joined before splitting), "ios16" stays whole.
 _TOKEN = re.compile(r"[a-z0-9]+(?:\.[0-9]+)?")
@@ -53,3 +53,22 @@ def tokens(text: str) -> list[str]:
     text = _THOUSANDS.sub("", text.lower())
     # Single letters are left out ("what's" -> "what", "s"); single digits are kept ("3 projects").
     return [_stem(w) for w in _TOKEN.findall(text) if w not in _STOPWORDS and (len(w) > 1 or w.isdigit())]
+
+
+# "How much is a ride?", "how much for a day pass", "how much?": a price asked for without saying "price" or
+# "cost" ("how much storage" asks for an amount of something else, and is left alone).
+_HOW_MUCH = re.compile(
+    r"\bhow\s+much(?:\s+(?:is|are|does|do|did|will|would|was|were|for|to|would\s+it\s+be)\b|\s*[?!.]*\s*$)",
+    re.IGNORECASE,
+)
+_PRICE = _stem("price")
+
+
+def query_terms(question: str) -> list[str]:
+    """The terms of a question, as retrieval and the offline answer look for them: `tokens`, and "price" when
+    it asks "how much" for something, since "how much", being common words, is not a term itself and the
+    documents say "prices" ("Prices and passes": €1 to unlock)."""
+    terms = tokens(question)
+    if _PRICE not in terms and _HOW_MUCH.search(question):
+        terms.append(_PRICE)
+    return terms

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from core.knowledge.passage import Passage
 from core.knowledge.relevance import CALENDAR_WORDS
-from core.knowledge.terms import tokens
+from core.knowledge.terms import query_terms, tokens
 
 __all__ = ["OFFLINE_GROUNDED_NOTE", "grounded_answer"]
 
@@ -57,6 +57,9 @@ class _Unit:
     table: tuple[str, str] | None = None
     #: the line of a list item this unit is (a sentence of), so list items are quoted as a list; None: prose
     item: int | None = None
+    #: a list item's first sentence, on its later ones: it names what they are about ("**Day Pass**: €9 for
+    #: 24 hours."), so a later one is never quoted without it, as a table row is never quoted without its header
+    lead: str | None = None
 
 
 def grounded_answer(question: str, passages: Sequence[Passage], *, excerpt: str) -> str:
@@ -126,7 +129,7 @@ def _words(text: str) -> set[str]:
 
 
 def _choose(question: str, passages: Sequence[Passage]) -> list[_Unit]:
-    terms = set(tokens(question))
+    terms = set(query_terms(question))
     figure_weight = 3.0 if _ASKS_FIGURE.search(question) else 0.5
     scored: list[tuple[float, _Unit]] = []
     for index, passage in enumerate(passages):
@@ -168,10 +171,10 @@ def _units(index: int, passage: Passage) -> list[_Unit]:
     section heading when it carries a figure. Heading lines inside the text are dropped."""
     units: list[_Unit] = []
 
-    def add(text: str, table: tuple[str, str] | None = None, item: int | None = None) -> None:
+    def add(text: str, table: tuple[str, str] | None = None, item: int | None = None, lead: str | None = None) -> None:
         words = text if table is None else f"{table[0]} {text}"
         figure = bool(_FIGURE.search(text))
-        units.append(_Unit(index, len(units), text, frozenset(tokens(words)), figure, table, item))
+        units.append(_Unit(index, len(units), text, frozenset(tokens(words)), figure, table, item, lead))
 
     if passage.heading and passage.heading != passage.title and _FIGURE.search(passage.heading):
         add(f"**{passage.heading}**")
@@ -191,11 +194,18 @@ def _units(index: int, passage: Passage) -> list[_Unit]:
         if not line or line.startswith("#"):
             continue
         item = number if _LIST_MARKER.match(line) else None
+        lead: str | None = None
         for sentence in _SENTENCE.split(_LIST_MARKER.sub("", line)):
             sentence = _LIST_MARKER.sub("", sentence).strip()  # "... refunded. - **Annual plans**: ..."
             if sentence:
-                add(sentence, item=item)
+                add(sentence, item=item, lead=lead)
+                if item is not None and lead is None:
+                    lead = _sentence_end(sentence)
     return units
+
+
+def _sentence_end(text: str) -> str:
+    return text if text.endswith((".", "!", "?", ":", "**")) else f"{text}."
 
 
 def _render(units: list[_Unit]) -> str:
@@ -216,14 +226,16 @@ def _render(units: list[_Unit]) -> str:
             blocks[-1][1].append(unit.text)
             continue
         table = None
-        text = unit.text if unit.text.endswith((".", "!", "?", ":", "**")) else f"{unit.text}."
+        text = _sentence_end(unit.text)
         kind = "list" if listed and unit.item is not None else "prose"
         if not blocks or blocks[-1][0] != kind:
             blocks.append((kind, []))
         lines = blocks[-1][1]
-        if kind == "list" and unit.item == item:
+        if unit.item is not None and unit.item == item:
             lines[-1] = f"{lines[-1]} {text}"  # another sentence of the same item
         else:
+            if unit.lead is not None:
+                text = f"{unit.lead} {text}"  # an item's later sentence, under its first
             lines.append(f"- {text}" if kind == "list" else text)
         item = unit.item
     return "\n\n".join(" ".join(lines) if kind == "prose" else "\n".join(lines) for kind, lines in blocks)
