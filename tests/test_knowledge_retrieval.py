@@ -362,6 +362,33 @@ def test_a_later_sentence_of_a_list_item_is_quoted_under_the_items_first() -> No
     assert "- **Monthly Pass**: €19 a month. Unlimited classic rides" in answer.text
 
 
+def test_a_section_whose_title_names_everything_the_question_asks_is_quoted() -> None:
+    locked = Passage(
+        text="After 5 failed sign-in attempts in a row, the account is locked for 15 minutes.",
+        source="troubleshooting-login.md",
+        title="Troubleshooting Login Problems",
+        heading="Account locked",
+        score=0.49,
+    )
+    # Its sentences say "sign-in", the question "login": before, "what I found does not answer it".
+    answer = ask("i cant login", [locked])
+    assert answer.text.startswith("After 5 failed sign-in attempts") and answer.passages == (locked,)
+    # A title that names only part of the question is not enough.
+    assert ask("login with my passport", [locked]).sources == ()
+
+
+def test_the_offline_answer_reads_a_typo_as_the_passages_word() -> None:
+    reset = Passage(
+        text="On the sign-in page, click Forgot password? and follow the link we email you.",
+        source="account.md",
+        title="Account",
+        heading="Resetting a password",
+        score=0.6,
+    )
+    # "pasword" is the question's only term: read as typed, nothing in the passage shares it.
+    assert ask("my pasword??", [reset]).text.startswith("On the sign-in page, click Forgot password?")
+
+
 def test_a_day_or_a_month_in_the_question_is_not_a_name_the_passage_must_contain() -> None:
     cutoff = Passage(
         text="If you cancel after the cutoff, the box that is already being packed is still delivered and charged.",

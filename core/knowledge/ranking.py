@@ -15,6 +15,7 @@ from core.knowledge.answer_types import untyped
 from core.knowledge.answerability import AnswerRule, Evidence, coverage, unknown_share
 from core.knowledge.passage import Passage
 from core.knowledge.relevance import unknown_names
+from core.knowledge.spelling import Speller, english_words
 from core.knowledge.store import PUBLIC, Hit, KnowledgeCollection
 
 __all__ = ["CANDIDATES", "COMPANION_MARGIN", "LEXICAL_WEIGHT", "RRF_K", "Ranker", "Retrieval"]
@@ -109,13 +110,16 @@ class Ranker:
         if not query.strip():
             return None
         collection = self._collection
-        if reject_unknown_names and unknown_names(query, await collection.vocabulary()):
+        known = await collection.vocabulary()
+        index = await collection.lexical_index()
+        # "forgot my pasword": what was meant, as the documents spell it.
+        query = Speller(known, holds=index.holds, dictionary=english_words()).mend(query)
+        if reject_unknown_names and unknown_names(query, known):
             return None
         n = max(CANDIDATES, 4 * k)
         # The collection's own embedder: the question's vector must be in the space its chunks were written in.
         (vector,) = await collection.embedder.embed([query])
         dense = await collection.nearest(vector, n, audiences)
-        index = await collection.lexical_index()
         lexical: list[str] = []
         if retrieval != "dense":
             lexical = [chunk_id for chunk_id, _ in index.search(query, n, audiences)]

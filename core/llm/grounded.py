@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from core.knowledge.passage import Passage
-from core.knowledge.relevance import CALENDAR_WORDS
+from core.knowledge.relevance import CALENDAR_WORDS, vocabulary
+from core.knowledge.spelling import Speller, english_words
 from core.knowledge.terms import query_terms, tokens
 
 __all__ = ["OFFLINE_GROUNDED_NOTE", "grounded_answer"]
@@ -129,14 +130,23 @@ def _words(text: str) -> set[str]:
 
 
 def _choose(question: str, passages: Sequence[Passage]) -> list[_Unit]:
+    every = [_units(index, passage) for index, passage in enumerate(passages)]
+    titles = [set(tokens(f"{passage.title} {passage.heading}")) for passage in passages]
+    held = set().union(*titles, *(unit.terms for units in every for unit in units))
+    # A typo ("pasword") is read as the passages' own word one edit away, as the search read it.
+    words = vocabulary(f"{passage.title} {passage.heading} {passage.text}" for passage in passages)
+    question = Speller(words, holds=held.__contains__, dictionary=english_words()).mend(question)
     terms = set(query_terms(question))
     figure_weight = 3.0 if _ASKS_FIGURE.search(question) else 0.5
     scored: list[tuple[float, _Unit]] = []
     for index, passage in enumerate(passages):
-        context = terms & set(tokens(f"{passage.title} {passage.heading}"))
-        for unit in _units(index, passage):
+        context = terms & titles[index]
+        # Every word of the question is in the page's or the section's title ("i cant login", and the page is
+        # "Troubleshooting login problems"): the section is about it, though its sentences say "sign in".
+        titled = bool(terms) and context == terms
+        for unit in every[index]:
             shared = len(terms & unit.terms)
-            if not shared and not (figure_weight > 1 and unit.figure and context):
+            if not shared and not titled and not (figure_weight > 1 and unit.figure and context):
                 continue  # a unit must answer the question's words, or give the figure a titled section asks
             # The passage's own closeness counts too: a row of the "Response times" table beats a sentence
             # that happens to say "time" and "team" in a section about time tracking.
