@@ -34,6 +34,8 @@ def speller(text: str = DOCUMENTS) -> Speller:
         ("how do I cancell my subscribtion", "how do I cancel my subscription"),  # one added, one changed
         ("where are my invoices and reciepts", "where are my invoices and receipts"),  # two swapped
         ("can I export my recipts as a PDF", "can I export my receipts as a PDF"),
+        ("how do i add ppl to my board", "how do i add people to my board"),  # chat shorthand, spelt out
+        ("reset my pw pls", "reset my password please"),
     ],
 )
 def test_a_typo_becomes_the_documents_word_one_edit_away(typed: str, meant: str) -> None:
@@ -54,6 +56,10 @@ def test_a_typo_becomes_the_documents_word_one_edit_away(typed: str, meant: str)
 )
 def test_words_that_are_not_typos_of_the_documents_words_are_left_alone(text: str) -> None:
     assert speller().mend(text) == text
+
+
+def test_shorthand_the_documents_use_as_it_is_stays() -> None:
+    assert speller("Set a PW for the PDF export.").mend("what is a pw") == "what is a pw"
 
 
 def test_a_typo_two_words_are_equally_close_to_is_left_alone() -> None:

@@ -17,6 +17,8 @@ answer it:
   must keep meaning "I don't know";
 - the first letter is kept (typos rarely hit it, and it keeps "gmail" from becoming "email");
 - one edit only, and only when exactly one word of the documents is that close.
+
+Chat shorthand ("ppl", "pw", "acct") is spelt out too, unless the documents use it as it is.
 """
 
 from __future__ import annotations
@@ -30,9 +32,24 @@ from core.knowledge.terms import tokens
 
 __all__ = ["MIN_LENGTH", "Speller", "english_words"]
 
-#: words shorter than this are never changed
+#: words shorter than this are never changed (but for the chat shorthand below)
 MIN_LENGTH = 5
-_WORD = re.compile(r"[A-Za-z]+")
+# Chat shorthand, spelt out unless the documents use it as it is: no edit distance finds "people" in "ppl".
+_SHORTHAND = {
+    "ppl": "people",
+    "pls": "please",
+    "plz": "please",
+    "pw": "password",
+    "pwd": "password",
+    "acct": "account",
+    "msg": "message",
+    "msgs": "messages",
+    "u": "you",
+    "ur": "your",
+    "thx": "thanks",
+    "b4": "before",
+}
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
@@ -50,6 +67,8 @@ class Speller:
 
     def correct(self, word: str) -> str | None:
         """The one word of the documents `word` is a typo of, or None (not a typo, or no single candidate)."""
+        if word in _SHORTHAND and word not in self._known:
+            return _SHORTHAND[word]
         if len(word) < MIN_LENGTH or not word.isalpha() or not word.islower():
             return None
         if word in self._known or word in self._dictionary:
