@@ -15,6 +15,7 @@ handlers or its model, and offline those had no way to show what the user told t
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -146,6 +147,7 @@ class MemoryCommand:
     named: str | None = None
 
 
+@functools.lru_cache(maxsize=1024)  # asked twice a turn (the command stage, then the facts stage after the reply)
 def parse_command(text: str) -> MemoryCommand | None:
     """The memory command `text` asks for, or None if it is an ordinary message."""
     if len(text) > 200:  # a command is a short request; a long message is a conversation
