@@ -362,6 +362,75 @@ def test_a_later_sentence_of_a_list_item_is_quoted_under_the_items_first() -> No
     assert "- **Monthly Pass**: €19 a month. Unlimited classic rides" in answer.text
 
 
+RESET_STEPS = Passage(
+    text="1. On the sign-in page, click **Forgot password?**\n"
+    "2. Enter the email address of your account and click **Send reset link**.\n"
+    "3. Open the email from Tasklane and click **Reset password**. The link is valid for **60 minutes**.\n"
+    "4. Choose a new password.\n\n"
+    "Members of a workspace that enforces SSO cannot reset a Tasklane password.",
+    source="account.md",
+    title="Account and Passwords",
+    heading="Resetting a forgotten password",
+    score=0.6,
+)
+
+
+def test_a_step_of_a_procedure_brings_the_whole_procedure_numbered() -> None:
+    # Step 3 shares most with the question; quoted alone it told the user to open an email never sent.
+    answer = ask("how do I reset my tasklane password from the email?", [RESET_STEPS])
+    assert answer.text.startswith(
+        "1. On the sign-in page, click **Forgot password?**\n"
+        "2. Enter the email address of your account and click **Send reset link**.\n"
+        "3. Open the email from Tasklane and click **Reset password**. The link is valid for **60 minutes**.\n"
+        "4. Choose a new password."
+    )
+    assert answer.sources == ("[1] Account and Passwords (Resetting a forgotten password)",)
+
+
+def test_a_question_for_a_figure_in_one_step_is_answered_with_that_step() -> None:
+    answer = ask("how long is the reset link valid?", [RESET_STEPS])
+    assert "The link is valid for **60 minutes**." in answer.text and "Forgot password?" not in answer.text
+
+
+def test_a_steps_own_items_stay_under_it_and_the_procedure_goes_on_after_them() -> None:
+    export = Passage(
+        text="1. Go to **Settings → General → Export data**.\n"
+        "2. Choose the format:\n"
+        "   - **JSON**: complete, with comments and history.\n"
+        "   - **CSV**: one spreadsheet per project.\n"
+        "3. Click **Start export**.\n\n"
+        "- Exports are kept for 7 days.",
+        source="export.md",
+        title="Data Export",
+        heading="Exporting a workspace",
+        score=0.6,
+    )
+    answer = ask("how do I start an export?", [export])
+    assert answer.text.startswith(
+        "1. Go to **Settings → General → Export data**.\n"
+        "2. Choose the format:\n"
+        "   - **JSON**: complete, with comments and history.\n"
+        "   - **CSV**: one spreadsheet per project.\n"
+        "3. Click **Start export**."
+    )
+    # A bullet quoted after the procedure is not one of its steps: it starts a list of its own.
+    assert "3. Click **Start export**.\n\n- Exports are kept for 7 days." in answer.text
+
+
+def test_a_procedure_too_long_to_quote_whole_is_quoted_as_chosen() -> None:
+    long_steps = Passage(
+        text="\n".join(f"{n}. Step {n}: {'check the settings again, ' * 4}then continue." for n in range(1, 9))
+        + "\n9. Finally, click **Finish migration**.",
+        source="migrate.md",
+        title="Migration",
+        heading="Migrating",
+        score=0.6,
+    )
+    answer = ask("how do I finish the migration?", [long_steps])
+    assert answer.text.startswith("Finally, click **Finish migration**.")
+    assert "Step 1" not in answer.text
+
+
 def test_a_section_whose_title_names_everything_the_question_asks_is_quoted() -> None:
     locked = Passage(
         text="After 5 failed sign-in attempts in a row, the account is locked for 15 minutes.",

@@ -7,7 +7,8 @@ see core.knowledge.terms), by the terms its document and section titles share, a
 a figure (a price, a limit, a duration), which counts most when the question asks for an amount ("how much",
 "how many", "cost", "limit"). The best three units at most, from any of the passages, make the answer, in the
 order they appear in their passage; a table row is quoted under its header, so "| Team | 1 business day |"
-still says what the columns are.
+still says what the columns are, and a step of a numbered procedure brings the whole procedure when the question
+asks how to do something, so the answer never starts at step 3.
 """
 
 from __future__ import annotations
@@ -27,11 +28,14 @@ OFFLINE_GROUNDED_NOTE = "_(Offline mode: quoted from the knowledge base, without
 #: at most this many units, and about this many characters, make an answer: short enough to read on a phone
 _MAX_UNITS = 3
 _ANSWER_CHARS = 480
+#: a numbered procedure up to this long is quoted whole when one of its steps is chosen; a longer one as chosen
+_PROCEDURE_CHARS = 640
 #: how much a unit's passage being ranked first (then second, ...) counts: 1 / (1 + rank index) of this. Chosen
 #: on the tuned set (grounded answers 0.87 -> 0.91; 0.5 gave 0.89, 2 gave 0.89); the held-out sets unchanged.
 _RANK_WEIGHT = 1.0
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[-A-Z0-9*\"'(])")
 _LIST_MARKER = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
+_STEP_MARKER = re.compile(r"^\s*(\d+)[.)]\s+")
 _TABLE_SEPARATOR = re.compile(r"^\|?[\s:|-]+\|?$")
 # A figure: digits, a currency sign, or a number word ("four plans", "unlimited projects").
 _FIGURE = re.compile(
@@ -61,6 +65,11 @@ class _Unit:
     #: a list item's first sentence, on its later ones: it names what they are about ("**Day Pass**: €9 for
     #: 24 hours."), so a later one is never quoted without it, as a table row is never quoted without its header
     lead: str | None = None
+    #: a numbered list item's number, and the line of its list's step 1 (which names the procedure); None for
+    #: prose, bullets and a numbered list that does not start at 1. A step's indented item has a procedure and
+    #: no number.
+    step: int | None = None
+    procedure: int | None = None
 
 
 def grounded_answer(question: str, passages: Sequence[Passage], *, excerpt: str) -> str:
@@ -91,7 +100,8 @@ def grounded_answer(question: str, passages: Sequence[Passage], *, excerpt: str)
             f"I don't know that yet: what I found about “{excerpt}” does not answer it.\n\n"
             "_(I'm running in offline mode, answering only from the knowledge base.)_"
         )
-    # Group by passage, the passage of the best unit first; within a passage, in the passage's order.
+    # Group by passage, the passage of the first unit first (the best, or a procedure); within a passage, in the
+    # passage's order.
     groups: dict[int, list[_Unit]] = {}
     for unit in chosen:
         groups.setdefault(unit.passage, []).append(unit)
@@ -173,18 +183,47 @@ def _choose(question: str, passages: Sequence[Passage]) -> list[_Unit]:
             continue
         chosen.append(unit)
         used += len(unit.text)
-    return chosen
+    if figure_weight > 1:
+        return chosen  # "how long is the reset link valid?" asks for the step that says, not the procedure
+    return _whole_procedures(chosen, every)
+
+
+def _whole_procedures(chosen: list[_Unit], every: Sequence[Sequence[_Unit]]) -> list[_Unit]:
+    """`chosen` with every step of each numbered procedure one of them is a step of: "Open the email and click
+    Reset password" alone tells the user nothing of the two steps before it. The procedure comes first, then
+    the other chosen units as long as the answer stays short; a procedure too long to quote whole stays as
+    chosen."""
+    whole: list[_Unit] = []
+    for unit in chosen:
+        if unit.procedure is None or unit in whole:
+            continue
+        steps = [u for u in every[unit.passage] if u.procedure == unit.procedure]
+        if sum(len(u.text) for u in steps) + sum(len(u.text) for u in whole) <= _PROCEDURE_CHARS:
+            whole.extend(steps)
+    if not whole:
+        return chosen
+    used = sum(len(u.text) for u in whole)
+    for unit in chosen:
+        if unit not in whole and used + len(unit.text) <= max(_ANSWER_CHARS, used):
+            whole.append(unit)
+            used += len(unit.text)
+    first = whole[0].passage  # the procedure is what a "how do I" question asks for: it comes first
+    return sorted(whole, key=lambda u: u.passage != first)
 
 
 def _units(index: int, passage: Passage) -> list[_Unit]:
     """The passage as quotable units: sentences, list items, table rows (with their table's header) and the
     section heading when it carries a figure. Heading lines inside the text are dropped."""
     units: list[_Unit] = []
+    step: int | None = None
+    procedure: int | None = None  # the line of step 1 of the numbered list being read, if it started at 1
 
     def add(text: str, table: tuple[str, str] | None = None, item: int | None = None, lead: str | None = None) -> None:
         words = text if table is None else f"{table[0]} {text}"
         figure = bool(_FIGURE.search(text))
-        units.append(_Unit(index, len(units), text, frozenset(tokens(words)), figure, table, item, lead))
+        units.append(
+            _Unit(index, len(units), text, frozenset(tokens(words)), figure, table, item, lead, step, procedure)
+        )
 
     if passage.heading and passage.heading != passage.title and _FIGURE.search(passage.heading):
         add(f"**{passage.heading}**")
@@ -192,6 +231,14 @@ def _units(index: int, passage: Passage) -> list[_Unit]:
     separator = "|---|"
     for number, raw in enumerate(passage.text.splitlines()):
         line = raw.strip()
+        marker = _STEP_MARKER.match(line)
+        step = int(marker.group(1)) if marker else None
+        if step == 1:
+            procedure = number
+        elif step is None and line and not (raw[:1].isspace() and _LIST_MARKER.match(line)):
+            # Prose, a bullet, a table or a heading ends the procedure; a blank line or an indented item of a
+            # step's own ("2. Choose the format:" and its formats) does not.
+            procedure = None
         if line.startswith("|"):
             if _TABLE_SEPARATOR.match(line):
                 separator = line
@@ -226,6 +273,7 @@ def _render(units: list[_Unit]) -> str:
     blocks: list[tuple[str, list[str]]] = []  # (kind: "prose", "list" or "table", lines)
     table: tuple[str, str] | None = None
     item: int | None = None
+    procedure: int | None = None
     # One item quoted alone reads as a sentence, not as a list of one.
     listed = len({u.item for u in units if u.item is not None and u.table is None}) > 1
     for unit in units:
@@ -238,14 +286,19 @@ def _render(units: list[_Unit]) -> str:
         table = None
         text = _sentence_end(unit.text)
         kind = "list" if listed and unit.item is not None else "prose"
-        if not blocks or blocks[-1][0] != kind:
+        # A procedure is a list of its own: a bullet quoted after it is not step 5.
+        if not blocks or blocks[-1][0] != kind or (kind == "list" and unit.procedure != procedure):
             blocks.append((kind, []))
+        procedure = unit.procedure
         lines = blocks[-1][1]
         if unit.item is not None and unit.item == item:
             lines[-1] = f"{lines[-1]} {text}"  # another sentence of the same item
         else:
             if unit.lead is not None:
                 text = f"{unit.lead} {text}"  # an item's later sentence, under its first
-            lines.append(f"- {text}" if kind == "list" else text)
+            bullet = "-"
+            if unit.procedure is not None:
+                bullet = f"{unit.step}." if unit.step is not None else "   -"  # a step's own item, under it
+            lines.append(f"{bullet} {text}" if kind == "list" else text)
         item = unit.item
     return "\n\n".join(" ".join(lines) if kind == "prose" else "\n".join(lines) for kind, lines in blocks)
