@@ -323,16 +323,40 @@ async def test_buttons_are_real_buttons_used_by_keyboard_and_mouse_then_disabled
     assert errors == []
 
 
-async def test_an_answer_from_the_knowledge_shows_its_sources_once_as_a_line_with_links(
-    browser: Browser, server_url: str, server_tmp: Path
-) -> None:
-    # `relaybot run` ingests the bot's knowledge folder in the background: wait for it to be searchable.
+async def _knowledge_ingested(server_tmp: Path) -> None:
+    """`relaybot run` ingests the bot's knowledge folder in the background: wait for it to be searchable."""
     deadline = time.monotonic() + 120
     while not any(
         "knowledge_ingested" in (server_tmp / f).read_text(errors="replace") for f in ("server.out", "server.err")
     ):
         assert time.monotonic() < deadline, "the knowledge folder was not ingested within 120 s"
         await asyncio.sleep(0.5)
+
+
+async def test_a_procedure_is_drawn_as_a_numbered_list_with_a_steps_own_items_under_it(
+    browser: Browser, server_url: str, server_tmp: Path
+) -> None:
+    await _knowledge_ingested(server_tmp)
+    page, errors = await _open_page(browser, server_url, {"width": 1280, "height": 800})
+    await _send(page, "How do I export my data?")
+    reply = page.locator(FINAL_BOT_MSG)
+    await expect(reply).to_have_count(1, timeout=REPLY_TIMEOUT_MS)
+    steps = reply.locator(".bubble > ol > li")
+    # Four steps in one list; step 2's formats (JSON, CSV) are a list inside it, not a list between two.
+    await expect(steps).to_have_count(4)
+    await expect(steps.first).to_contain_text("Go to Settings → General → Export data")
+    formats = steps.nth(1).locator("ul > li")
+    await expect(formats).to_have_count(2)
+    await expect(formats.first).to_contain_text("JSON")
+    await expect(steps.nth(3)).to_contain_text("Click Start export")
+    assert await reply.locator(".bubble > ul").count() == 0
+    assert errors == []
+
+
+async def test_an_answer_from_the_knowledge_shows_its_sources_once_as_a_line_with_links(
+    browser: Browser, server_url: str, server_tmp: Path
+) -> None:
+    await _knowledge_ingested(server_tmp)
     page, errors = await _open_page(browser, server_url, {"width": 1280, "height": 800})
     await _send(page, "Which payment methods do you accept?")
     reply = page.locator(FINAL_BOT_MSG)

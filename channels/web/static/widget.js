@@ -137,9 +137,10 @@
 
   /* ------------------------------------------------------------------ safe Markdown */
 
-  // Block level: fenced code, bullet / numbered lists, headings (rendered as bold lines), paragraphs with
-  // hard line breaks. Inline: `code`, [links](http/https/mailto only), bare http(s) URLs, **bold**,
-  // __bold__, *italic*, _italic_, backslash escapes. Anything that does not match is literal text.
+  // Block level: fenced code, bullet / numbered lists (an indented item nested under the one above), headings
+  // (rendered as bold lines), paragraphs with hard line breaks. Inline: `code`, [links](http/https/mailto
+  // only), bare http(s) URLs, **bold**, __bold__, *italic*, _italic_, backslash escapes. Anything that does
+  // not match is literal text.
   const FENCE_RE = /^\s*(`{3,}|~{3,})\s*([\w+#.-]*)\s*$/;
   const LIST_RE = /^\s{0,3}(?:([-*+])|(\d{1,9})[.)])\s+(.*)$/;
   const HEADING_RE = /^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$/;
@@ -180,6 +181,18 @@
         let li = null;
         while (i < lines.length) {
           const m = LIST_RE.exec(lines[i]);
+          if (li && m && /^\s{2}/.test(lines[i])) {
+            // An indented item belongs to the item above ("2. Choose the format:" and its formats).
+            const nested = el(m[1] ? "ul" : "ol");
+            while (i < lines.length && /^\s{2}/.test(lines[i]) && LIST_RE.test(lines[i])) {
+              const sub = el("li");
+              renderInline(LIST_RE.exec(lines[i])[3], sub, false, 0);
+              nested.append(sub);
+              i++;
+            }
+            li.append(nested);
+            continue;
+          }
           if (m && !m[1] === ordered) {
             li = el("li");
             renderInline(m[3], li, false, 0);
