@@ -417,6 +417,28 @@ def test_a_steps_own_items_stay_under_it_and_the_procedure_goes_on_after_them() 
     assert "3. Click **Start export**.\n\n- Exports are kept for 7 days." in answer.text
 
 
+def test_a_sentence_that_ends_in_a_colon_brings_the_list_it_opens() -> None:
+    residency = Passage(
+        text="On the **Enterprise** plan, a workspace can be hosted in one of three regions:\n\n"
+        "- **United States** (Northern Virginia).\n"
+        "- **European Union** (Frankfurt, Germany).\n"
+        "- **Australia** (Sydney).\n\n"
+        "Moving a workspace between regions takes up to 48 hours.",
+        source="security.md",
+        title="Security and Compliance",
+        heading="Data residency",
+        score=0.6,
+    )
+    # Before, the answer ended on "one of three regions:" and did not say which.
+    answer = ask("where can an enterprise workspace be hosted?", [residency])
+    assert answer.text.startswith(
+        "On the **Enterprise** plan, a workspace can be hosted in one of three regions:\n\n"
+        "- **United States** (Northern Virginia).\n"
+        "- **European Union** (Frankfurt, Germany).\n"
+        "- **Australia** (Sydney)."
+    )
+
+
 def test_a_procedure_too_long_to_quote_whole_is_quoted_as_chosen() -> None:
     long_steps = Passage(
         text="\n".join(f"{n}. Step {n}: {'check the settings again, ' * 4}then continue." for n in range(1, 9))

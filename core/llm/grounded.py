@@ -70,6 +70,9 @@ class _Unit:
     #: no number.
     step: int | None = None
     procedure: int | None = None
+    #: a list item's list: the line of its first item; a sentence that ends in a colon: the list it opens
+    block: int | None = None
+    opens: int | None = None
 
 
 def grounded_answer(question: str, passages: Sequence[Passage], *, excerpt: str) -> str:
@@ -183,32 +186,50 @@ def _choose(question: str, passages: Sequence[Passage]) -> list[_Unit]:
             continue
         chosen.append(unit)
         used += len(unit.text)
-    if figure_weight > 1:
-        return chosen  # "how long is the reset link valid?" asks for the step that says, not the procedure
-    return _whole_procedures(chosen, every)
+    # "how long is the reset link valid?" asks for the step that says, not the procedure.
+    return _whole_lists(chosen, every, procedures=figure_weight <= 1)
 
 
-def _whole_procedures(chosen: list[_Unit], every: Sequence[Sequence[_Unit]]) -> list[_Unit]:
-    """`chosen` with every step of each numbered procedure one of them is a step of: "Open the email and click
-    Reset password" alone tells the user nothing of the two steps before it. The procedure comes first, then
-    the other chosen units as long as the answer stays short; a procedure too long to quote whole stays as
+def _whole_lists(chosen: list[_Unit], every: Sequence[Sequence[_Unit]], *, procedures: bool) -> list[_Unit]:
+    """`chosen` with the lists they need to be understood, each as long as the answer can hold
+    (`_PROCEDURE_CHARS` in all):
+
+    - a sentence that ends in a colon, with the list that follows it ("a workspace can be hosted in one of three
+      regions:" and the three), where it stands among the chosen;
+    - if `procedures`, a step of a numbered procedure with every step of it: "Open the email and click Reset
+      password" alone tells the user nothing of the two steps before it. The procedure comes first in the
+      answer, as what a "how do I" question asks for.
+
+    The other chosen units follow as long as the answer stays short; a list too long to quote whole stays as
     chosen."""
     whole: list[_Unit] = []
+    procedure: _Unit | None = None
     for unit in chosen:
-        if unit.procedure is None or unit in whole:
+        if unit in whole:
             continue
-        steps = [u for u in every[unit.passage] if u.procedure == unit.procedure]
-        if sum(len(u.text) for u in steps) + sum(len(u.text) for u in whole) <= _PROCEDURE_CHARS:
-            whole.extend(steps)
+        if unit.opens is not None:
+            members = [unit, *(u for u in every[unit.passage] if u.block == unit.opens)]
+        elif procedures and unit.procedure is not None:
+            members = [u for u in every[unit.passage] if u.procedure == unit.procedure]
+        else:
+            continue
+        added = [u for u in members if u not in whole]
+        if sum(len(u.text) for u in added) + sum(len(u.text) for u in whole) <= _PROCEDURE_CHARS:
+            whole.extend(added)
+            if unit.opens is None and procedure is None:
+                procedure = unit
     if not whole:
         return chosen
     used = sum(len(u.text) for u in whole)
+    ordered = [*whole]
     for unit in chosen:
         if unit not in whole and used + len(unit.text) <= max(_ANSWER_CHARS, used):
-            whole.append(unit)
+            ordered.append(unit)
             used += len(unit.text)
-    first = whole[0].passage  # the procedure is what a "how do I" question asks for: it comes first
-    return sorted(whole, key=lambda u: u.passage != first)
+    first = (procedure or chosen[0]).passage
+    # The first passage first, the others in the order their best unit was chosen (a stable sort).
+    rank = {unit.passage: n for n, unit in reversed(list(enumerate(chosen)))}
+    return sorted(ordered, key=lambda u: (u.passage != first, rank.get(u.passage, len(chosen))))
 
 
 def _units(index: int, passage: Passage) -> list[_Unit]:
@@ -217,28 +238,54 @@ def _units(index: int, passage: Passage) -> list[_Unit]:
     units: list[_Unit] = []
     step: int | None = None
     procedure: int | None = None  # the line of step 1 of the numbered list being read, if it started at 1
+    block: int | None = None  # the line of the first item of the list being read
 
-    def add(text: str, table: tuple[str, str] | None = None, item: int | None = None, lead: str | None = None) -> None:
+    def add(
+        text: str,
+        table: tuple[str, str] | None = None,
+        item: int | None = None,
+        lead: str | None = None,
+        opens: int | None = None,
+    ) -> None:
         words = text if table is None else f"{table[0]} {text}"
         figure = bool(_FIGURE.search(text))
         units.append(
-            _Unit(index, len(units), text, frozenset(tokens(words)), figure, table, item, lead, step, procedure)
+            _Unit(
+                index,
+                len(units),
+                text,
+                frozenset(tokens(words)),
+                figure,
+                table,
+                item,
+                lead,
+                step,
+                procedure,
+                block if item is not None else None,
+                opens,
+            )
         )
 
     if passage.heading and passage.heading != passage.title and _FIGURE.search(passage.heading):
         add(f"**{passage.heading}**")
     header: str | None = None
     separator = "|---|"
-    for number, raw in enumerate(passage.text.splitlines()):
+    lines = passage.text.splitlines()
+    for number, raw in enumerate(lines):
         line = raw.strip()
         marker = _STEP_MARKER.match(line)
         step = int(marker.group(1)) if marker else None
+        listed = bool(_LIST_MARKER.match(line))
         if step == 1:
             procedure = number
-        elif step is None and line and not (raw[:1].isspace() and _LIST_MARKER.match(line)):
+        elif step is None and line and not (raw[:1].isspace() and listed):
             # Prose, a bullet, a table or a heading ends the procedure; a blank line or an indented item of a
             # step's own ("2. Choose the format:" and its formats) does not.
             procedure = None
+        if listed and (block is None or step == 1):
+            block = number
+        elif line and not listed:
+            block = None
         if line.startswith("|"):
             if _TABLE_SEPARATOR.match(line):
                 separator = line
@@ -250,15 +297,29 @@ def _units(index: int, passage: Passage) -> list[_Unit]:
         header = None
         if not line or line.startswith("#"):
             continue
-        item = number if _LIST_MARKER.match(line) else None
+        item = number if listed else None
         lead: str | None = None
-        for sentence in _SENTENCE.split(_LIST_MARKER.sub("", line)):
-            sentence = _LIST_MARKER.sub("", sentence).strip()  # "... refunded. - **Annual plans**: ..."
-            if sentence:
-                add(sentence, item=item, lead=lead)
-                if item is not None and lead is None:
-                    lead = _sentence_end(sentence)
+        sentences = [
+            text
+            for text in (_LIST_MARKER.sub("", s).strip() for s in _SENTENCE.split(_LIST_MARKER.sub("", line)))
+            if text  # "... refunded. - **Annual plans**: ..." is two
+        ]
+        for position, sentence in enumerate(sentences):
+            opens = None
+            if item is None and position == len(sentences) - 1 and sentence.endswith(":"):
+                opens = _list_after(lines, number)
+            add(sentence, item=item, lead=lead, opens=opens)
+            if item is not None and lead is None:
+                lead = _sentence_end(sentence)
     return units
+
+
+def _list_after(lines: Sequence[str], number: int) -> int | None:
+    """The line of the list that starts right after line `number` (blank lines apart), if one does."""
+    for later in range(number + 1, len(lines)):
+        if lines[later].strip():
+            return later if _LIST_MARKER.match(lines[later].strip()) else None
+    return None
 
 
 def _sentence_end(text: str) -> str:
