@@ -26,7 +26,17 @@ YES = re.compile(r"^\s*(yes|y|yeah|yep|yup|sure|ok|okay|confirm(ed)?|please do|d
 NO = re.compile(r"^\s*(no|n|nope|nah|don'?t|do not|never ?mind|keep( it)?|stop|wait|not now)\b", re.I)
 #: a message that only greets ("hi", "Hello there!", "good morning"): answered with the topics as buttons
 GREETING = re.compile(r"^\s*(hi|hello|hey|hiya|howdy|good (morning|afternoon|evening))( there)?[\s!.,]*$", re.I)
-WANTS_HUMAN = re.compile(r"\b(human|real person|a person|someone|agent|representative|operator)\b", re.I)
+# Asking for a person, not mentioning one: "I need to talk to someone", but not "how do I invite someone to my
+# workspace?" or "I don't get notified when someone assigns me a task".
+_PERSON = r"(?:human|person|someone|somebody|agent|representative|operator)"
+WANTS_HUMAN = re.compile(
+    rf"\b(?:talk|speak|chat)\s+(?:to|with)\b.{{0,20}}?\b{_PERSON}\b"
+    rf"|\b(?:get|put|connect|transfer)\s+me\b.{{0,20}}?\b{_PERSON}\b"
+    r"|\b(?:want|need)\s+(?:a|an)\s+(?:real\s+|live\s+)?(?:human|person|agent|representative|operator)\b"
+    r"|\b(?:real|live)\s+(?:person|human|agent)\b"
+    r"|^\W*(?:human|agent|operator|representative)\W*$",
+    re.I,
+)
 SUPPORT_EMAIL = "support@tasklane.example"
 
 
