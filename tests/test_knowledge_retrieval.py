@@ -387,6 +387,24 @@ def test_a_step_of_a_procedure_brings_the_whole_procedure_numbered() -> None:
     assert answer.sources == ("[1] Account and Passwords (Resetting a forgotten password)",)
 
 
+def test_a_step_of_a_procedure_about_something_else_is_quoted_alone() -> None:
+    setup = Passage(
+        text="1. Sign up with your email.\n"
+        "2. Name your workspace and create your first project.\n"
+        "3. Invite your teammates (see *Team Members and Roles*).\n"
+        "4. Install the apps on your phone.",
+        source="getting-started.md",
+        title="Getting Started",
+        heading="Setting up a new workspace",
+        score=0.6,
+    )
+    # The section shares one of the question's three terms: its step 3 answers, and is quoted as chosen (with
+    # step 2, which says "workspace"), numbered as in the document; step 1 is not brought in.
+    answer = ask("how do I add a teammate to my workspace?", [setup])
+    assert "3. Invite your teammates (see *Team Members and Roles*)." in answer.text
+    assert "Sign up" not in answer.text and "Install the apps" not in answer.text
+
+
 def test_a_question_for_a_figure_in_one_step_is_answered_with_that_step() -> None:
     answer = ask("how long is the reset link valid?", [RESET_STEPS])
     assert "The link is valid for **60 minutes**." in answer.text and "Forgot password?" not in answer.text

@@ -27,6 +27,10 @@ PEDALPOINT = REPO / "bench" / "data" / "heldout" / "bots" / "pedalpoint" / "know
         ("balances", "balance"),
         ("preferences", "preference"),
         ("prices", "priced"),  # unchanged: the final e still goes
+        ("reset", "resetting"),  # a doubled final consonant is undone after "-ing" and "-ed"
+        ("stop", "stopped"),
+        ("ship", "shipping"),
+        ("get", "getting"),
     ],
 )
 def test_word_forms_meet_at_one_term(question: str, document: str) -> None:
@@ -36,6 +40,8 @@ def test_word_forms_meet_at_one_term(question: str, document: str) -> None:
 def test_short_words_and_other_endings_are_left_alone() -> None:
     # A suffix is only cut when three letters stay: "fence", "since" and "dance" keep their letters.
     assert tokens_of("fence since dance tied") == ["fenc", "sinc", "danc", "tied"]
+    # A doubled l, s or z stays ("billing", "passed", "buzzing"), and "added" does not become "ad".
+    assert tokens_of("billing passed buzzing added") == ["bill", "pass", "buzz", "add"]
 
 
 def tokens_of(text: str) -> list[str]:

@@ -31,7 +31,7 @@ __all__ = ["LexicalIndex", "LexicalRow", "tokens"]
 
 #: the saved files' format, and the version of `core.knowledge.terms.tokens`: a change to either must bump
 #: it (indexes saved before are then rebuilt)
-_FORMAT = 5
+_FORMAT = 6
 
 
 @dataclass(frozen=True, slots=True)

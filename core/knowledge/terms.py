@@ -39,6 +39,10 @@ def _stem(word: str) -> str:
             if suffix == "s" and word.endswith(("ss", "us", "is")):
                 break
             word = word[: -len(suffix)] + keep
+            # "resetting" and "reset", "stopped" and "stop" meet: a doubled final consonant is undone, as in
+            # Porter's stemmer, but not l, s or z ("billing", "passed") nor down to two letters ("added").
+            if suffix in ("ing", "ed") and len(word) > 3 and word[-1] == word[-2] and word[-1] not in "aeiouylsz":
+                word = word[:-1]
             break
     # "insurance" and "insured" meet at "insur" (after the plural: "balances" and "balance" at "bal")
     for suffix in ("ance", "ence"):

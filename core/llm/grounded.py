@@ -186,17 +186,25 @@ def _choose(question: str, passages: Sequence[Passage]) -> list[_Unit]:
             continue
         chosen.append(unit)
         used += len(unit.text)
-    # "how long is the reset link valid?" asks for the step that says, not the procedure.
-    return _whole_lists(chosen, every, procedures=figure_weight <= 1)
+    # A procedure is quoted whole when its section is about the question: half its terms or more are in the
+    # page's or section's title ("how do I reset my password?" and "Resetting a forgotten password"). "How do I
+    # add a teammate to my workspace?" is not asked by "Setting up a new workspace", whose step 3 "Invite your
+    # teammates" is the answer. "How long is the reset link valid?" asks for the step that says, not the
+    # procedure.
+    procedures: set[int] = set()
+    if figure_weight <= 1:
+        procedures = {index for index, title in enumerate(titles) if 2 * len(terms & title) >= len(terms)}
+    return _whole_lists(chosen, every, procedures=procedures)
 
 
-def _whole_lists(chosen: list[_Unit], every: Sequence[Sequence[_Unit]], *, procedures: bool) -> list[_Unit]:
+def _whole_lists(chosen: list[_Unit], every: Sequence[Sequence[_Unit]], *, procedures: set[int]) -> list[_Unit]:
     """`chosen` with the lists they need to be understood, each as long as the answer can hold
     (`_PROCEDURE_CHARS` in all):
 
     - a sentence that ends in a colon, with the list that follows it ("a workspace can be hosted in one of three
       regions:" and the three), where it stands among the chosen;
-    - if `procedures`, a step of a numbered procedure with every step of it: "Open the email and click Reset
+    - a step of a numbered procedure in one of the passages `procedures`, with every step of it: "Open the
+      email and click Reset
       password" alone tells the user nothing of the two steps before it. The procedure comes first in the
       answer, as what a "how do I" question asks for.
 
@@ -209,7 +217,7 @@ def _whole_lists(chosen: list[_Unit], every: Sequence[Sequence[_Unit]], *, proce
             continue
         if unit.opens is not None:
             members = [unit, *(u for u in every[unit.passage] if u.block == unit.opens)]
-        elif procedures and unit.procedure is not None:
+        elif unit.passage in procedures and unit.procedure is not None:
             members = [u for u in every[unit.passage] if u.procedure == unit.procedure]
         else:
             continue
