@@ -7,14 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from core.knowledge.embeddings import OnnxMiniLMEmbedder
-from core.knowledge.ingest import Ingestor
-from core.knowledge.ranking import Ranker
 from core.knowledge.spelling import Speller, english_words
-from core.knowledge.store import KnowledgeBase
 from core.knowledge.terms import tokens
-from core.settings import KnowledgeSettings
 from tests.support.harness import REPO
+from tests.support.knowledge import ingested, served_search
 
 DOCUMENTS = "To reset a forgotten password, open the sign-in page. Cancel your subscription under Billing. " + (
     "Receipts and invoices are emailed. The start page lists your boards. Export a project as CSV."
@@ -76,25 +72,8 @@ def test_the_english_words_are_read_from_the_installed_model() -> None:
 async def test_a_question_with_a_typo_finds_the_page_the_word_meant(tmp_path: Path) -> None:
     # Before, "pasword" split into pieces for the embedding (cosine 0.26 to the page, under the threshold) and
     # was a term no chunk holds, so the example bot said "I don't know" to "forgot my pasword".
-    options = KnowledgeSettings()
-    kb = await KnowledgeBase.open(embedder=OnnxMiniLMEmbedder.load(), path=tmp_path / "chroma")
-    try:
-        collection = await kb.collection("support")
-        await Ingestor(collection, max_chars=options.chunk_chars, overlap_chars=options.overlap_chars).ingest(
-            [REPO / "bots" / "support" / "knowledge"]
-        )
-        ranker = Ranker(collection)
-        rule = {
-            "k": options.top_k,
-            "min_score": options.min_score,
-            "coverage_weight": options.coverage_weight,
-            "min_evidence": options.min_evidence,
-            "unknown_weight": options.unknown_weight,
-            "type_weight": options.type_weight,
-        }
-        typed = await ranker.search("forgot my pasword", **rule)  # type: ignore[arg-type]
-        spelt = await ranker.search("forgot my password", **rule)  # type: ignore[arg-type]
+    async with ingested(tmp_path, "support", REPO / "bots" / "support" / "knowledge") as collection:
+        typed = await served_search(collection, "forgot my pasword")
+        spelt = await served_search(collection, "forgot my password")
         assert typed and [p.source for p in typed] == [p.source for p in spelt]
         assert typed[0].source == "account-and-passwords.md"
-    finally:
-        await kb.close()

@@ -8,12 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from core.knowledge.embeddings import OnnxMiniLMEmbedder
-from core.knowledge.ingest import Ingestor
 from core.knowledge.ranking import Ranker
-from core.knowledge.store import KnowledgeBase
 from core.settings import KnowledgeSettings
 from tests.support.harness import REPO
+from tests.support.knowledge import ingested, served_search
 
 PEDALPOINT = REPO / "bench" / "data" / "heldout" / "bots" / "pedalpoint" / "knowledge"
 
@@ -55,27 +53,12 @@ async def test_a_question_in_other_word_forms_than_the_page_is_answered(tmp_path
     # were "carry" and "carri", so the page seemed to lack the question's main verb and the answer decision
     # refused a question the page answers.
     options = KnowledgeSettings()
-    kb = await KnowledgeBase.open(embedder=OnnxMiniLMEmbedder.load(), path=tmp_path / "chroma")
-    try:
-        collection = await kb.collection("pedalpoint")
-        await Ingestor(collection, max_chars=options.chunk_chars, overlap_chars=options.overlap_chars).ingest(
-            [PEDALPOINT]
-        )
+    async with ingested(tmp_path, "pedalpoint", PEDALPOINT) as collection:
         question = "can I carry my kid on the bike"
         found = await Ranker(collection).candidates(question, k=options.top_k, min_score=options.min_score)
         assert found is not None and found[0][0].source == "safety-and-riding-rules.md"
-        passages = await Ranker(collection).search(
-            question,
-            k=options.top_k,
-            min_score=options.min_score,
-            coverage_weight=options.coverage_weight,
-            min_evidence=options.min_evidence,
-            unknown_weight=options.unknown_weight,
-            type_weight=options.type_weight,
-        )
+        passages = await served_search(collection, question)
         assert [p.source for p in passages][:1] == ["safety-and-riding-rules.md"]
-    finally:
-        await kb.close()
 
 
 @pytest.mark.parametrize(
@@ -102,13 +85,6 @@ async def test_how_much_is_a_ride_finds_the_prices_page(tmp_path: Path) -> None:
     # does not say: the prices page was not among the four passages found, and the offline answer quoted a
     # ride's time limit and a card hold instead of a price.
     options = KnowledgeSettings()
-    kb = await KnowledgeBase.open(embedder=OnnxMiniLMEmbedder.load(), path=tmp_path / "chroma")
-    try:
-        collection = await kb.collection("pedalpoint")
-        await Ingestor(collection, max_chars=options.chunk_chars, overlap_chars=options.overlap_chars).ingest(
-            [PEDALPOINT]
-        )
+    async with ingested(tmp_path, "pedalpoint", PEDALPOINT) as collection:
         found = await Ranker(collection).candidates("how much is a ride?", k=options.top_k, min_score=options.min_score)
         assert found is not None and "prices-and-passes.md" in {p.source for p in found[0]}
-    finally:
-        await kb.close()
