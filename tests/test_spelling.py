@@ -10,7 +10,7 @@ import pytest
 from core.knowledge.spelling import Speller, english_words
 from core.knowledge.terms import tokens
 from tests.support.harness import REPO
-from tests.support.knowledge import ingested, served_search
+from tests.support.knowledge import ingested
 
 DOCUMENTS = "To reset a forgotten password, open the sign-in page. Cancel your subscription under Billing. " + (
     "Receipts and invoices are emailed. The start page lists your boards. Export a project as CSV."
@@ -72,8 +72,8 @@ def test_the_english_words_are_read_from_the_installed_model() -> None:
 async def test_a_question_with_a_typo_finds_the_page_the_word_meant(tmp_path: Path) -> None:
     # Before, "pasword" split into pieces for the embedding (cosine 0.26 to the page, under the threshold) and
     # was a term no chunk holds, so the example bot said "I don't know" to "forgot my pasword".
-    async with ingested(tmp_path, "support", REPO / "bots" / "support" / "knowledge") as collection:
-        typed = await served_search(collection, "forgot my pasword")
-        spelt = await served_search(collection, "forgot my password")
-        assert typed and [p.source for p in typed] == [p.source for p in spelt]
+    async with ingested(tmp_path, "support", REPO / "bots" / "support" / "knowledge") as knowledge:
+        typed = await knowledge.search("support", "forgot my pasword")
+        spelt = await knowledge.search("support", "forgot my password")
+        assert typed and spelt is not None and [p.source for p in typed] == [p.source for p in spelt]
         assert typed[0].source == "account-and-passwords.md"

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from core.knowledge.ranking import Ranker
-from core.settings import KnowledgeSettings
 from tests.support.harness import REPO
-from tests.support.knowledge import ingested, served_search
+from tests.support.knowledge import ingested
 
 PEDALPOINT = REPO / "bench" / "data" / "heldout" / "bots" / "pedalpoint" / "knowledge"
 
@@ -52,13 +51,14 @@ async def test_a_question_in_other_word_forms_than_the_page_is_answered(tmp_path
     # "Children cannot be carried on Pedalpoint bikes": before, "carry" (the question) and "carried" (the page)
     # were "carry" and "carri", so the page seemed to lack the question's main verb and the answer decision
     # refused a question the page answers.
-    options = KnowledgeSettings()
-    async with ingested(tmp_path, "pedalpoint", PEDALPOINT) as collection:
+    async with ingested(tmp_path, "pedalpoint", PEDALPOINT) as knowledge:
+        options = knowledge.options
         question = "can I carry my kid on the bike"
-        found = await Ranker(collection).candidates(question, k=options.top_k, min_score=options.min_score)
+        ranker = Ranker(await knowledge.collection("pedalpoint"))
+        found = await ranker.candidates(question, k=options.top_k, min_score=options.min_score)
         assert found is not None and found[0][0].source == "safety-and-riding-rules.md"
-        passages = await served_search(collection, question)
-        assert [p.source for p in passages][:1] == ["safety-and-riding-rules.md"]
+        passages = await knowledge.search("pedalpoint", question)
+        assert passages is not None and [p.source for p in passages][:1] == ["safety-and-riding-rules.md"]
 
 
 @pytest.mark.parametrize(
@@ -84,7 +84,8 @@ async def test_how_much_is_a_ride_finds_the_prices_page(tmp_path: Path) -> None:
     # "how much" is two stop words, so before the question's only term was "ride", which the price table
     # does not say: the prices page was not among the four passages found, and the offline answer quoted a
     # ride's time limit and a card hold instead of a price.
-    options = KnowledgeSettings()
-    async with ingested(tmp_path, "pedalpoint", PEDALPOINT) as collection:
-        found = await Ranker(collection).candidates("how much is a ride?", k=options.top_k, min_score=options.min_score)
+    async with ingested(tmp_path, "pedalpoint", PEDALPOINT) as knowledge:
+        options = knowledge.options
+        ranker = Ranker(await knowledge.collection("pedalpoint"))
+        found = await ranker.candidates("how much is a ride?", k=options.top_k, min_score=options.min_score)
         assert found is not None and "prices-and-passes.md" in {p.source for p in found[0]}
