@@ -151,9 +151,10 @@ def _choose(question: str, passages: Sequence[Passage]) -> list[_Unit]:
     question = Speller(words, holds=held.__contains__, dictionary=english_words()).mend(question)
     terms = set(query_terms(question))
     figure_weight = 3.0 if _ASKS_FIGURE.search(question) else 0.5
+    contexts = [terms & title for title in titles]  # the question's terms in each passage's titles
     scored: list[tuple[float, _Unit]] = []
     for index, passage in enumerate(passages):
-        context = terms & titles[index]
+        context = contexts[index]
         # Every word of the question is in the page's or the section's title ("i cant login", and the page is
         # "Troubleshooting login problems"): the section is about it, though its sentences say "sign in".
         titled = bool(terms) and context == terms
@@ -193,7 +194,7 @@ def _choose(question: str, passages: Sequence[Passage]) -> list[_Unit]:
     # procedure.
     procedures: set[int] = set()
     if figure_weight <= 1:
-        procedures = {index for index, title in enumerate(titles) if 2 * len(terms & title) >= len(terms)}
+        procedures = {index for index, context in enumerate(contexts) if 2 * len(context) >= len(terms)}
     return _whole_lists(chosen, every, procedures=procedures)
 
 
@@ -204,13 +205,13 @@ def _whole_lists(chosen: list[_Unit], every: Sequence[Sequence[_Unit]], *, proce
     - a sentence that ends in a colon, with the list that follows it ("a workspace can be hosted in one of three
       regions:" and the three), where it stands among the chosen;
     - a step of a numbered procedure in one of the passages `procedures`, with every step of it: "Open the
-      email and click Reset
-      password" alone tells the user nothing of the two steps before it. The procedure comes first in the
-      answer, as what a "how do I" question asks for.
+      email and click Reset password" alone tells the user nothing of the two steps before it. The procedure
+      comes first in the answer, as what a "how do I" question asks for.
 
     The other chosen units follow as long as the answer stays short; a list too long to quote whole stays as
     chosen."""
     whole: list[_Unit] = []
+    used = 0  # the characters of `whole`
     procedure: _Unit | None = None
     for unit in chosen:
         if unit in whole:
@@ -222,13 +223,14 @@ def _whole_lists(chosen: list[_Unit], every: Sequence[Sequence[_Unit]], *, proce
         else:
             continue
         added = [u for u in members if u not in whole]
-        if sum(len(u.text) for u in added) + sum(len(u.text) for u in whole) <= _PROCEDURE_CHARS:
+        size = sum(len(u.text) for u in added)
+        if used + size <= _PROCEDURE_CHARS:
             whole.extend(added)
+            used += size
             if unit.opens is None and procedure is None:
                 procedure = unit
     if not whole:
         return chosen
-    used = sum(len(u.text) for u in whole)
     ordered = [*whole]
     for unit in chosen:
         if unit not in whole and used + len(unit.text) <= max(_ANSWER_CHARS, used):
@@ -236,8 +238,10 @@ def _whole_lists(chosen: list[_Unit], every: Sequence[Sequence[_Unit]], *, proce
             used += len(unit.text)
     first = (procedure or chosen[0]).passage
     # The first passage first, the others in the order their best unit was chosen (a stable sort).
-    rank = {unit.passage: n for n, unit in reversed(list(enumerate(chosen)))}
-    return sorted(ordered, key=lambda u: (u.passage != first, rank.get(u.passage, len(chosen))))
+    rank: dict[int, int] = {}
+    for n, unit in enumerate(chosen):
+        rank.setdefault(unit.passage, n)
+    return sorted(ordered, key=lambda u: (u.passage != first, rank[u.passage]))
 
 
 def _units(index: int, passage: Passage) -> list[_Unit]:
