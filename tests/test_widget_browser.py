@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("playwright.async_api")
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Locator, Page, async_playwright, expect
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO_ROOT / "tests" / "artifacts"
@@ -333,14 +333,23 @@ async def _knowledge_ingested(server_tmp: Path) -> None:
         await asyncio.sleep(0.5)
 
 
+async def _ask_the_knowledge(
+    browser: Browser, server_url: str, server_tmp: Path, question: str
+) -> tuple[Page, list[str], Locator]:
+    """Once the knowledge is searchable, `question` asked in a fresh page; the page, its uncaught errors, and
+    the bot's final bubbles (the answer is the first)."""
+    await _knowledge_ingested(server_tmp)
+    page, errors = await _open_page(browser, server_url, {"width": 1280, "height": 800})
+    await _send(page, question)
+    reply = page.locator(FINAL_BOT_MSG)
+    await expect(reply).to_have_count(1, timeout=REPLY_TIMEOUT_MS)
+    return page, errors, reply
+
+
 async def test_a_procedure_is_drawn_as_a_numbered_list_with_a_steps_own_items_under_it(
     browser: Browser, server_url: str, server_tmp: Path
 ) -> None:
-    await _knowledge_ingested(server_tmp)
-    page, errors = await _open_page(browser, server_url, {"width": 1280, "height": 800})
-    await _send(page, "How do I export my data?")
-    reply = page.locator(FINAL_BOT_MSG)
-    await expect(reply).to_have_count(1, timeout=REPLY_TIMEOUT_MS)
+    _, errors, reply = await _ask_the_knowledge(browser, server_url, server_tmp, "How do I export my data?")
     steps = reply.locator(".bubble > ol > li")
     # Four steps in one list; step 2's formats (JSON, CSV) are a list inside it, not a list between two.
     await expect(steps).to_have_count(4)
@@ -356,11 +365,8 @@ async def test_a_procedure_is_drawn_as_a_numbered_list_with_a_steps_own_items_un
 async def test_an_answer_from_the_knowledge_shows_its_sources_once_as_a_line_with_links(
     browser: Browser, server_url: str, server_tmp: Path
 ) -> None:
-    await _knowledge_ingested(server_tmp)
-    page, errors = await _open_page(browser, server_url, {"width": 1280, "height": 800})
-    await _send(page, "Which payment methods do you accept?")
-    reply = page.locator(FINAL_BOT_MSG)
-    await expect(reply).to_have_count(1, timeout=REPLY_TIMEOUT_MS)
+    question = "Which payment methods do you accept?"
+    page, errors, reply = await _ask_the_knowledge(browser, server_url, server_tmp, question)
     sources = reply.get_by_test_id("rb-sources")
     # One small line under the answer; the text's own copy of the list is not shown a second time.
     await expect(sources).to_have_count(1)
