@@ -457,6 +457,22 @@ def test_a_sentence_that_ends_in_a_colon_brings_the_list_it_opens() -> None:
     )
 
 
+def test_a_chunk_that_starts_in_the_middle_of_a_procedure_is_not_quoted_as_a_whole_one() -> None:
+    # Chunking can cut a procedure: this passage starts at step 3, so it is not the procedure, and its steps are
+    # quoted as chosen, as list items, without numbers that would claim steps 1 and 2 were never needed.
+    rest = Passage(
+        text="3. Open the email from Tasklane and click **Reset password**.\n4. Choose a new **password**.",
+        source="account.md",
+        title="Account and Passwords",
+        heading="Resetting a forgotten password",
+        score=0.6,
+    )
+    answer = ask("how do I reset my password?", [rest])
+    assert answer.text.startswith(
+        "- Open the email from Tasklane and click **Reset password**.\n- Choose a new **password**."
+    )
+
+
 def test_a_procedure_too_long_to_quote_whole_is_quoted_as_chosen() -> None:
     long_steps = Passage(
         text="\n".join(f"{n}. Step {n}: {'check the settings again, ' * 4}then continue." for n in range(1, 9))
